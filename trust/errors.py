@@ -1,0 +1,40 @@
+"""One exception root for the trust framework; the broker maps each kind to HTTP in one place."""
+
+from __future__ import annotations
+
+
+class TrustError(Exception):
+    """Root of every error raised by :mod:`trust`."""
+
+
+class VerificationError(TrustError):
+    """A signed message failed verification.
+
+    The caller learns nothing more than that: ``reason`` is for the operator's log and never
+    leaves the process in a response.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("verification failed")
+        self.reason = reason
+
+
+class KeyFormatError(TrustError):
+    """A key (JWK, JWKS, PEM) is malformed or not of the one kind we accept."""
+
+
+class RegistryError(TrustError):
+    """A trust registry document is invalid, stale, rolled back or wrongly signed."""
+
+
+class InvalidMessage(TrustError):
+    """A verified message's claims do not have the shape its type requires."""
+
+
+class PolicyRefusal(TrustError):
+    """The trust framework does not allow this query. ``code`` is a stable slug."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail

@@ -1,0 +1,415 @@
+"""The claims of each message, parsed from verified JWS claims into frozen objects.
+
+The JWS profile (:mod:`trust.jws`) has already checked signature, header and registered claims;
+here each message type's own members are checked for shape. Anything unexpected is refused.
+Personal data (the subject) never appears in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal, get_args
+
+from trust.errors import InvalidMessage
+from trust.jws import Verified
+
+Outcome = Literal["yes", "no", "no-match", "undetermined"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+ProviderResult = Literal["match", "no-match", "unavailable"]
+PROVIDER_RESULTS: tuple[ProviderResult, ...] = get_args(ProviderResult)
+ASSURANCE_LEVELS = ("P0", "P1", "P2", "P3", "P4")
+
+# Personal identifiers a query may carry; a provider is sent only those it declared.
+SUBJECT_FIELDS = (
+    "family_name",
+    "given_names",
+    "date_of_birth",
+    "postcode",
+    "nino",
+    "vehicle_registration",
+)
+
+_REGISTERED = frozenset({"iss", "aud", "iat", "exp", "jti", "nbf"})
+_QUERY_MEMBERS = _REGISTERED | {
+    "check",
+    "purpose",
+    "lawful_basis",
+    "consent",
+    "as_of",
+    "assurance",
+    "subject",
+}
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9.\-]{0,63}")
+_POSTCODE = re.compile(r"([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})")
+_NINO = re.compile(r"(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]")
+_VRN = re.compile(r"[A-Z0-9]{1,7}")
+_CONSENT_MEMBERS = frozenset({"id", "given_at", "method", "notice_url", "notice_digest"})
+
+
+def new_jti() -> str:
+    """A fresh message id: 192 random bits, base64url."""
+    return secrets.token_urlsafe(24)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidMessage(message)
+
+
+def _string(value: Any, name: str, pattern: re.Pattern[str] = _NAME) -> str:
+    if not isinstance(value, str) or pattern.fullmatch(value) is None:
+        raise InvalidMessage(f"{name} is invalid")
+    return value
+
+
+def _count(value: Any, name: str, *, minimum: int) -> int:
+    if type(value) is not int or value < minimum:
+        raise InvalidMessage(f"{name} must be an integer >= {minimum}")
+    return value
+
+
+def _iso_date(value: Any, name: str) -> date:
+    _require(isinstance(value, str) and len(value) == 10, f"{name} must be YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidMessage(f"{name} must be YYYY-MM-DD") from exc
+
+
+def normalise_subject_field(name: str, value: Any) -> str:
+    """Validate one identifier and put it in the one form providers and pseudonyms see."""
+    if name in ("family_name", "given_names"):
+        return " ".join(_string(value, name).split())
+    if name == "date_of_birth":
+        return _iso_date(value, name).isoformat()
+    text = value.replace(" ", "").upper() if isinstance(value, str) else None
+    if name == "postcode":
+        match = _POSTCODE.fullmatch(text or "")
+        if match is None:
+            raise InvalidMessage("postcode is not a UK postcode")
+        return f"{match.group(1)} {match.group(2)}"
+    if name == "nino":
+        return _string(text, name, _NINO)
+    if name == "vehicle_registration":
+        return _string(text, name, _VRN)
+    raise InvalidMessage(f"unknown subject field {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The resident's identifiers, normalised. Never logged: ``repr`` shows field names only."""
+
+    fields: Mapping[str, str] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Subject(fields={sorted(self.fields)})"
+
+    @property
+    def family_name(self) -> str:
+        return self.fields["family_name"]
+
+    @property
+    def date_of_birth(self) -> date:
+        return date.fromisoformat(self.fields["date_of_birth"])
+
+    def select(self, names: Sequence[str]) -> dict[str, str]:
+        return {name: self.fields[name] for name in names if name in self.fields}
+
+
+def parse_subject(
+    value: Any, *, required: Sequence[str] = ("family_name", "date_of_birth")
+) -> Subject:
+    _require(isinstance(value, dict), "subject must be an object")
+    unknown = set(value) - set(SUBJECT_FIELDS)
+    _require(not unknown, f"subject has unknown fields: {sorted(unknown)}")
+    missing = [name for name in required if name not in value]
+    _require(not missing, f"subject lacks {missing}")
+    return Subject({name: normalise_subject_field(name, value[name]) for name in value})
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentReference:
+    """Where consent is the basis: which consent, given when, how, under which notice."""
+
+    id: str
+    given_at: str
+    method: str
+    notice_url: str
+    notice_digest: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "given_at": self.given_at,
+            "method": self.method,
+            "notice_url": self.notice_url,
+            "notice_digest": self.notice_digest,
+        }
+
+
+def parse_consent(value: Any) -> ConsentReference:
+    _require(isinstance(value, dict), "consent must be an object")
+    _require(set(value) == _CONSENT_MEMBERS, f"consent needs exactly {sorted(_CONSENT_MEMBERS)}")
+    given_at = value["given_at"]
+    _require(isinstance(given_at, str), "consent.given_at must be an RFC 3339 time")
+    try:
+        parsed = datetime.fromisoformat(given_at)
+    except ValueError as exc:
+        raise InvalidMessage("consent.given_at must be an RFC 3339 time") from exc
+    _require(parsed.tzinfo is not None, "consent.given_at needs a time zone")
+    url = _string(value["notice_url"], "consent.notice_url")
+    _require(url.startswith("https://"), "consent.notice_url must be https")
+    digest = _string(value["notice_digest"], "consent.notice_digest")
+    _require(re.fullmatch(r"sha256:[0-9a-f]{64}", digest) is not None, "digest: sha256:<hex>")
+    return ConsentReference(
+        id=_string(value["id"], "consent.id"),
+        given_at=given_at,
+        method=_string(value["method"], "consent.method", _SLUG),
+        notice_url=url,
+        notice_digest=digest,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EligibilityQuery:
+    """A council's verified question: may this resident have this, for this purpose?"""
+
+    requester: str
+    jti: str
+    issued_at: int
+    expires_at: int
+    check: str
+    purpose: str
+    lawful_basis: str | None
+    consent: ConsentReference | None
+    as_of: date
+    assurance: str | None
+    subject: Subject
+
+
+def parse_query(verified: Verified, *, today: date) -> EligibilityQuery:
+    """Shape-check a verified eligibility query. ``today`` is the default and latest ``as_of``."""
+    claims = verified.claims
+    unknown = set(claims) - _QUERY_MEMBERS
+    _require(not unknown, f"query has unknown members: {sorted(unknown)}")
+    as_of = _iso_date(claims["as_of"], "as_of") if "as_of" in claims else today
+    _require(as_of <= today, "as_of may not be in the future")
+    assurance = claims.get("assurance")
+    _require(assurance is None or assurance in ASSURANCE_LEVELS, "assurance must be P0..P4")
+    basis = claims.get("lawful_basis")
+    subject = parse_subject(claims.get("subject"))
+    _require(subject.date_of_birth <= today, "date_of_birth is in the future")
+    return EligibilityQuery(
+        requester=verified.issuer,
+        jti=verified.jti,
+        issued_at=verified.issued_at,
+        expires_at=verified.expires_at,
+        check=_string(claims.get("check"), "check", _SLUG),
+        purpose=_string(claims.get("purpose"), "purpose", _SLUG),
+        lawful_basis=None if basis is None else _string(basis, "lawful_basis", _SLUG),
+        consent=parse_consent(claims["consent"]) if "consent" in claims else None,
+        as_of=as_of,
+        assurance=assurance,
+        subject=subject,
+    )
+
+
+def query_claims(
+    *,
+    requester: str,
+    broker: str,
+    now: int,
+    check: str,
+    purpose: str,
+    subject: Mapping[str, str],
+    lawful_basis: str | None = "public-task",
+    consent: ConsentReference | None = None,
+    as_of: date | None = None,
+    assurance: str | None = None,
+    lifetime: int = 120,
+    jti: str | None = None,
+) -> dict[str, Any]:
+    """The claims a council signs for one check (used by the SDK and the CLI)."""
+    claims: dict[str, Any] = {
+        "iss": requester,
+        "aud": broker,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": jti or new_jti(),
+        "check": check,
+        "purpose": purpose,
+        "subject": dict(subject),
+    }
+    if lawful_basis is not None:
+        claims["lawful_basis"] = lawful_basis
+    if consent is not None:
+        claims["consent"] = consent.to_json()
+    if as_of is not None:
+        claims["as_of"] = as_of.isoformat()
+    if assurance is not None:
+        claims["assurance"] = assurance
+    return claims
+
+
+@dataclass(frozen=True, slots=True)
+class EligibilityAnswer:
+    """The broker's signed answer: one outcome, bound to the query and to its consent record."""
+
+    broker: str
+    requester: str
+    jti: str
+    query_jti: str
+    check: str
+    check_version: int
+    as_of: date
+    outcome: Outcome
+    log_index: int
+
+
+def answer_claims(answer: EligibilityAnswer, *, now: int, lifetime: int = 300) -> dict[str, Any]:
+    return {
+        "iss": answer.broker,
+        "aud": answer.requester,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": answer.jti,
+        "query_jti": answer.query_jti,
+        "check": answer.check,
+        "check_version": answer.check_version,
+        "as_of": answer.as_of.isoformat(),
+        "outcome": answer.outcome,
+        "log_index": answer.log_index,
+    }
+
+
+def parse_answer(verified: Verified, *, requester: str) -> EligibilityAnswer:
+    claims = verified.claims
+    outcome = claims.get("outcome")
+    _require(outcome in OUTCOMES, "outcome is not one of yes, no, no-match, undetermined")
+    log_index = _count(claims.get("log_index"), "log_index", minimum=0)
+    version = _count(claims.get("check_version"), "check_version", minimum=1)
+    return EligibilityAnswer(
+        broker=verified.issuer,
+        requester=requester,
+        jti=verified.jti,
+        query_jti=_string(claims.get("query_jti"), "query_jti"),
+        check=_string(claims.get("check"), "check", _SLUG),
+        check_version=version,
+        as_of=_iso_date(claims.get("as_of"), "as_of"),
+        outcome=outcome,  # type: ignore[arg-type]
+        log_index=log_index,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeRequest:
+    """The broker asks one provider for some attributes of one subject, as of a date."""
+
+    broker: str
+    provider: str
+    jti: str
+    purpose: str
+    attributes: tuple[str, ...]
+    as_of: date
+    subject: Subject
+
+
+def attribute_request_claims(
+    request: AttributeRequest, *, now: int, lifetime: int = 60
+) -> dict[str, Any]:
+    return {
+        "iss": request.broker,
+        "aud": request.provider,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": request.jti,
+        "purpose": request.purpose,
+        "attributes": list(request.attributes),
+        "as_of": request.as_of.isoformat(),
+        "subject": dict(request.subject.fields),
+    }
+
+
+def parse_attribute_request(verified: Verified, *, provider: str) -> AttributeRequest:
+    claims = verified.claims
+    allowed = _REGISTERED | {"purpose", "attributes", "as_of", "subject"}
+    unknown = set(claims) - allowed
+    _require(not unknown, f"request has unknown members: {sorted(unknown)}")
+    names = claims.get("attributes")
+    if not (
+        isinstance(names, list)
+        and 0 < len(names) <= 64
+        and all(isinstance(n, str) and _SLUG.fullmatch(n) for n in names)
+        and len(set(names)) == len(names)
+    ):
+        raise InvalidMessage("attributes must be a non-empty list of distinct names")
+    return AttributeRequest(
+        broker=verified.issuer,
+        provider=provider,
+        jti=verified.jti,
+        purpose=_string(claims.get("purpose"), "purpose", _SLUG),
+        attributes=tuple(names),
+        as_of=_iso_date(claims.get("as_of"), "as_of"),
+        subject=parse_subject(claims.get("subject"), required=()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeAnswer:
+    """A provider's signed answer to one request: found or not, and one boolean per attribute."""
+
+    provider: str
+    jti: str
+    request_jti: str
+    result: ProviderResult
+    attributes: Mapping[str, bool]
+
+
+def attribute_response_claims(
+    answer: AttributeAnswer, *, broker: str, now: int, lifetime: int = 60
+) -> dict[str, Any]:
+    claims: dict[str, Any] = {
+        "iss": answer.provider,
+        "aud": broker,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": answer.jti,
+        "request": answer.request_jti,
+        "result": answer.result,
+    }
+    if answer.result == "match":
+        claims["attributes"] = dict(answer.attributes)
+    return claims
+
+
+def parse_attribute_response(verified: Verified, *, request: AttributeRequest) -> AttributeAnswer:
+    """Shape-check a provider's answer and bind it to ``request``: the same jti, exactly the
+    attributes asked (nothing beyond), booleans only."""
+    claims = verified.claims
+    unknown = set(claims) - (_REGISTERED | {"request", "result", "attributes"})
+    _require(not unknown, f"answer has unknown members: {sorted(unknown)}")
+    _require(claims.get("request") == request.jti, "answer is not bound to this request")
+    result = claims.get("result")
+    _require(result in PROVIDER_RESULTS, "result is not match, no-match or unavailable")
+    attributes: dict[str, bool] = {}
+    if result == "match":
+        values = claims.get("attributes")
+        if not isinstance(values, dict):
+            raise InvalidMessage("a match must carry attributes")
+        _require(set(values) == set(request.attributes), "attributes differ from those asked")
+        _require(all(type(v) is bool for v in values.values()), "attribute values must be bool")
+        attributes = values
+    else:
+        _require("attributes" not in claims, "only a match carries attributes")
+    return AttributeAnswer(
+        provider=verified.issuer,
+        jti=verified.jti,
+        request_jti=request.jti,
+        result=result,  # type: ignore[arg-type]
+        attributes=attributes,
+    )

@@ -1,0 +1,138 @@
+"""Policy: may this member ask this check, for this purpose, on this basis? And whom to ask.
+
+``decide`` is a pure function of the registry snapshot and a parsed query. It either returns a
+:class:`Decision` (the check version in force and the provider calls to make, each with only
+the subject fields that provider declared) or raises :class:`PolicyRefusal` with a stable code.
+Anything the registry does not explicitly allow is refused.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from trust.errors import PolicyRefusal
+from trust.messages import ASSURANCE_LEVELS, EligibilityQuery
+from trust.registry import Purpose, Registry, provider_fields
+from trust.rules import AttributeRef, Check, CheckVersion, attributes_of
+
+# Stable refusal codes; the broker maps each to an HTTP status and problem type in one place.
+MEMBER_SUSPENDED = "member-suspended"
+ROLE_NOT_PERMITTED = "role-not-permitted"
+UNKNOWN_CHECK = "unknown-check"
+PURPOSE_NOT_PERMITTED = "purpose-not-permitted"
+CHECK_NOT_PERMITTED = "check-not-permitted"
+CHECK_NOT_IN_FORCE = "check-not-in-force"
+LAWFUL_BASIS_MISSING = "lawful-basis-missing"
+LAWFUL_BASIS_NOT_PERMITTED = "lawful-basis-not-permitted"
+CONSENT_REQUIRED = "consent-required"
+CONSENT_WITHDRAWN = "consent-withdrawn"
+ASSURANCE_TOO_LOW = "assurance-too-low"
+SUBJECT_FIELDS_MISSING = "subject-fields-missing"
+REFUSAL_CODES = (
+    MEMBER_SUSPENDED,
+    ROLE_NOT_PERMITTED,
+    UNKNOWN_CHECK,
+    PURPOSE_NOT_PERMITTED,
+    CHECK_NOT_PERMITTED,
+    CHECK_NOT_IN_FORCE,
+    LAWFUL_BASIS_MISSING,
+    LAWFUL_BASIS_NOT_PERMITTED,
+    CONSENT_REQUIRED,
+    CONSENT_WITHDRAWN,
+    ASSURANCE_TOO_LOW,
+    SUBJECT_FIELDS_MISSING,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCall:
+    """One provider request: which attributes, and the only subject fields it may see."""
+
+    provider: str
+    endpoint: str
+    timeout_ms: int
+    attributes: tuple[str, ...]
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    purpose: Purpose
+    check: Check
+    version: CheckVersion
+    calls: tuple[PlannedCall, ...]
+    unavailable: frozenset[AttributeRef]
+
+
+def _refuse(code: str, detail: str) -> PolicyRefusal:
+    return PolicyRefusal(code, detail)
+
+
+def decide(
+    registry: Registry, query: EligibilityQuery, *, withdrawn: frozenset[str] = frozenset()
+) -> Decision:
+    """Decide a query; ``withdrawn`` holds consent ids the requester has withdrawn."""
+    member = registry.members.get(query.requester)
+    if member is None or not member.active:
+        raise _refuse(MEMBER_SUSPENDED, "the requesting member is not active in the scheme")
+    if "relying-party" not in member.roles:
+        raise _refuse(ROLE_NOT_PERMITTED, "the requesting member may not make eligibility checks")
+    check = registry.checks.get(query.check)
+    if check is None:
+        raise _refuse(UNKNOWN_CHECK, f"no check named {query.check!r} in the registry")
+    purpose = registry.purposes.get(query.purpose)
+    if purpose is None or query.purpose not in member.purposes:
+        raise _refuse(PURPOSE_NOT_PERMITTED, "the member may not use this purpose")
+    if query.check not in purpose.checks:
+        raise _refuse(CHECK_NOT_PERMITTED, "this purpose does not allow this check")
+    version = check.version_on(query.as_of)
+    if version is None:
+        raise _refuse(CHECK_NOT_IN_FORCE, "no version of this check is in force on as_of")
+    if query.lawful_basis is None:
+        raise _refuse(LAWFUL_BASIS_MISSING, "the query states no lawful basis")
+    if query.lawful_basis not in purpose.lawful_bases:
+        raise _refuse(LAWFUL_BASIS_NOT_PERMITTED, "this lawful basis is not allowed here")
+    if (purpose.consent_required or query.lawful_basis == "consent") and query.consent is None:
+        raise _refuse(CONSENT_REQUIRED, "this purpose needs a consent reference")
+    if query.consent is not None and query.consent.id in withdrawn:
+        raise _refuse(CONSENT_WITHDRAWN, "the cited consent has been withdrawn")
+    if version.min_assurance is not None and (
+        query.assurance is None
+        or ASSURANCE_LEVELS.index(query.assurance) < ASSURANCE_LEVELS.index(version.min_assurance)
+    ):
+        raise _refuse(ASSURANCE_TOO_LOW, f"this check needs assurance {version.min_assurance}")
+    calls, unavailable = plan(registry, version, query)
+    return Decision(purpose, check, version, calls, unavailable)
+
+
+def plan(
+    registry: Registry, version: CheckVersion, query: EligibilityQuery
+) -> tuple[tuple[PlannedCall, ...], frozenset[AttributeRef]]:
+    """Group the rule's attributes by provider. A suspended provider is not called: its
+    attributes are returned as unavailable (they will count as undetermined)."""
+    by_provider: dict[str, list[str]] = defaultdict(list)
+    unavailable: set[AttributeRef] = set()
+    for ref in sorted(attributes_of(version.rule), key=str):
+        member = registry.members[ref.provider]
+        if member.active:
+            by_provider[ref.provider].append(ref.attribute)
+        else:
+            unavailable.add(ref)
+    calls = []
+    present = set(query.subject.fields)
+    for provider_id, names in by_provider.items():
+        info = registry.members[provider_id].provider
+        if info is None:  # parse_registry_claims guarantees this never happens
+            raise _refuse(CHECK_NOT_IN_FORCE, "a rule names a member that is not a provider")
+        fields: list[str] = []
+        for name in names:
+            spec = info.attributes[name]
+            missing = [f for f in spec.required_fields if f not in present]
+            if missing:
+                raise _refuse(SUBJECT_FIELDS_MISSING, f"this check needs subject fields {missing}")
+            fields.extend(f for f in provider_fields(spec) if f in present and f not in fields)
+        calls.append(
+            PlannedCall(provider_id, info.endpoint, info.timeout_ms, tuple(names), tuple(fields))
+        )
+    return tuple(calls), frozenset(unavailable)

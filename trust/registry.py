@@ -1,0 +1,410 @@
+"""The signed trust registry: one document from the scheme operator, an immutable snapshot.
+
+A registry is a JWS (``typ`` trust-registry+jwt) signed with one of the operator's pinned anchor
+keys. It lists members (with roles, status, keys and permissions), provider metadata, purposes
+and named checks. A newer one replaces the old only with a higher ``seq`` (rollback refused);
+one past its ``exp`` is stale and everything that depends on it fails closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+from trust import jws
+from trust.errors import KeyFormatError, RegistryError, VerificationError
+from trust.keys import SigningKey, VerifyingKey
+from trust.messages import SUBJECT_FIELDS, new_jti
+from trust.rules import AttributeRef, Check, attributes_of, check_document, parse_check
+
+Role = Literal["relying-party", "attribute-provider", "auditor", "broker"]
+ROLES: frozenset[str] = frozenset({"relying-party", "attribute-provider", "auditor", "broker"})
+STATUSES: frozenset[str] = frozenset({"active", "suspended"})
+LAWFUL_BASES: frozenset[str] = frozenset(
+    {"consent", "contract", "legal-obligation", "vital-interests", "public-task"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberKey:
+    key: VerifyingKey
+    not_before: int | None
+    not_after: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeSpec:
+    """An attribute a provider offers and the subject fields it needs to answer it."""
+
+    name: str
+    description: str
+    required_fields: tuple[str, ...]
+    optional_fields: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    endpoint: str
+    timeout_ms: int
+    attributes: Mapping[str, AttributeSpec]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: str
+    name: str
+    roles: frozenset[str]
+    status: str
+    keys: tuple[MemberKey, ...]
+    purposes: frozenset[str]
+    permissions: frozenset[str]
+    rate_limit_per_second: int | None
+    provider: ProviderInfo | None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    id: str
+    description: str
+    checks: frozenset[str]
+    lawful_bases: frozenset[str]
+    consent_required: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """An immutable, verified registry snapshot. Look keys up with :meth:`key`."""
+
+    scheme: str
+    operator: str
+    seq: int
+    issued_at: int
+    expires_at: int
+    digest: str
+    members: Mapping[str, Member]
+    purposes: Mapping[str, Purpose]
+    checks: Mapping[str, Check]
+    _keys: Mapping[str, jws.TrustedKey] = field(repr=False)
+
+    def key(self, kid: str) -> jws.TrustedKey | None:
+        """A :data:`trust.jws.KeyLookup`: the key, its owner and validity, or ``None``."""
+        return self._keys.get(kid)
+
+    def fresh_at(self, now: int) -> bool:
+        return now < self.expires_at
+
+    def keys_of(self, member_id: str) -> tuple[VerifyingKey, ...]:
+        member = self.members.get(member_id)
+        return () if member is None else tuple(k.key for k in member.keys)
+
+
+def _epoch(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RegistryError(f"{name} must be an RFC 3339 time")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise RegistryError(f"{name} must be an RFC 3339 time") from exc
+    if parsed.tzinfo is None:
+        raise RegistryError(f"{name} needs a time zone")
+    return int(parsed.timestamp())
+
+
+def _strings(value: Any, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise RegistryError(f"{name} must be a list of strings")
+    if len(set(value)) != len(value):
+        raise RegistryError(f"{name} repeats an entry")
+    return tuple(value)
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise RegistryError(f"{name} must be a non-empty string")
+    return value
+
+
+def _parse_provider(member_id: str, raw: Any) -> ProviderInfo:
+    if not isinstance(raw, dict):
+        raise RegistryError(f"member {member_id}: provider must be an object")
+    endpoint = _text(raw.get("endpoint"), f"member {member_id}: provider.endpoint")
+    if not endpoint.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
+        raise RegistryError(f"member {member_id}: endpoint must be https (or loopback http)")
+    timeout_ms = raw.get("timeout_ms")
+    if type(timeout_ms) is not int or not 50 <= timeout_ms <= 30_000:
+        raise RegistryError(f"member {member_id}: timeout_ms must be 50..30000")
+    attributes: dict[str, AttributeSpec] = {}
+    raw_attributes = raw.get("attributes")
+    if not isinstance(raw_attributes, list) or not raw_attributes:
+        raise RegistryError(f"member {member_id}: a provider offers at least one attribute")
+    for item in raw_attributes:
+        if not isinstance(item, dict):
+            raise RegistryError(f"member {member_id}: attribute entries are objects")
+        name = _text(item.get("name"), f"member {member_id}: attribute name")
+        matching = item.get("matching")
+        if not isinstance(matching, dict) or not set(matching) <= {"required", "optional"}:
+            raise RegistryError(f"{member_id}/{name}: matching needs required/optional lists")
+        required = _strings(matching.get("required", []), f"{member_id}/{name} required")
+        optional = _strings(matching.get("optional", []), f"{member_id}/{name} optional")
+        unknown = (set(required) | set(optional)) - set(SUBJECT_FIELDS)
+        if unknown:
+            raise RegistryError(f"{member_id}/{name}: unknown matching fields {sorted(unknown)}")
+        if name in attributes:
+            raise RegistryError(f"member {member_id}: attribute {name} listed twice")
+        description = _text(item.get("description"), f"{member_id}/{name} description")
+        attributes[name] = AttributeSpec(name, description, required, optional)
+    return ProviderInfo(endpoint, timeout_ms, MappingProxyType(attributes))
+
+
+def _parse_member(raw: Any) -> Member:
+    if not isinstance(raw, dict):
+        raise RegistryError("a member is an object")
+    member_id = _text(raw.get("id"), "member id")
+    roles = frozenset(_strings(raw.get("roles"), f"member {member_id}: roles"))
+    if not roles or not roles <= ROLES:
+        raise RegistryError(f"member {member_id}: roles must be among {sorted(ROLES)}")
+    status = raw.get("status")
+    if status not in STATUSES:
+        raise RegistryError(f"member {member_id}: status must be active or suspended")
+    keys: list[MemberKey] = []
+    raw_keys = raw.get("keys")
+    if not isinstance(raw_keys, list) or not raw_keys:
+        raise RegistryError(f"member {member_id}: at least one key")
+    for entry in raw_keys:
+        if not isinstance(entry, dict):
+            raise RegistryError(f"member {member_id}: key entries are objects")
+        try:
+            key = VerifyingKey.from_jwk(entry.get("jwk"))
+        except KeyFormatError as exc:
+            raise RegistryError(f"member {member_id}: bad key: {exc}") from exc
+        start = _epoch(entry.get("not_before"), f"member {member_id}: not_before")
+        end = _epoch(entry.get("not_after"), f"member {member_id}: not_after")
+        keys.append(MemberKey(key, start, end))
+    permissions = raw.get("permissions", {})
+    if not isinstance(permissions, dict) or not set(permissions) <= {"purposes", "grants"}:
+        raise RegistryError(f"member {member_id}: permissions has purposes and grants only")
+    rate = raw.get("rate_limit_per_second")
+    if rate is not None and (type(rate) is not int or rate < 1):
+        raise RegistryError(f"member {member_id}: rate_limit_per_second must be >= 1")
+    provider = raw.get("provider")
+    if ("attribute-provider" in roles) != (provider is not None):
+        raise RegistryError(f"member {member_id}: provider metadata iff attribute-provider")
+    return Member(
+        id=member_id,
+        name=_text(raw.get("name"), f"member {member_id}: name"),
+        roles=roles,
+        status=status,
+        keys=tuple(keys),
+        purposes=frozenset(_strings(permissions.get("purposes", []), "permissions.purposes")),
+        permissions=frozenset(_strings(permissions.get("grants", []), "permissions.grants")),
+        rate_limit_per_second=rate,
+        provider=None if provider is None else _parse_provider(member_id, provider),
+    )
+
+
+def _parse_purpose(raw: Any) -> Purpose:
+    if not isinstance(raw, dict):
+        raise RegistryError("a purpose is an object")
+    purpose_id = _text(raw.get("id"), "purpose id")
+    bases = frozenset(_strings(raw.get("lawful_bases"), f"purpose {purpose_id}: lawful_bases"))
+    if not bases or not bases <= LAWFUL_BASES:
+        raise RegistryError(f"purpose {purpose_id}: lawful_bases must be among {LAWFUL_BASES}")
+    consent_required = raw.get("consent_required", False)
+    if not isinstance(consent_required, bool):
+        raise RegistryError(f"purpose {purpose_id}: consent_required must be true or false")
+    return Purpose(
+        id=purpose_id,
+        description=_text(raw.get("description"), f"purpose {purpose_id}: description"),
+        checks=frozenset(_strings(raw.get("checks"), f"purpose {purpose_id}: checks")),
+        lawful_bases=bases,
+        consent_required=consent_required,
+    )
+
+
+def _unique(items: Iterable[Any], what: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in items:
+        key = item.name if isinstance(item, Check) else item.id
+        if key in result:
+            raise RegistryError(f"{what} {key!r} appears twice")
+        result[key] = item
+    return result
+
+
+def _cross_check(
+    members: Mapping[str, Member], purposes: Mapping[str, Purpose], checks: Mapping[str, Check]
+) -> None:
+    for purpose in purposes.values():
+        missing = purpose.checks - set(checks)
+        if missing:
+            raise RegistryError(f"purpose {purpose.id} names unknown checks {sorted(missing)}")
+    for member in members.values():
+        missing = member.purposes - set(purposes)
+        if missing:
+            raise RegistryError(f"member {member.id} names unknown purposes {sorted(missing)}")
+    for check in checks.values():
+        for version in check.versions:
+            for ref in attributes_of(version.rule):
+                provider = members.get(ref.provider)
+                info = provider.provider if provider is not None else None
+                if info is None or ref.attribute not in info.attributes:
+                    raise RegistryError(f"check {check.name} uses unknown attribute {ref}")
+
+
+def parse_registry_claims(claims: Mapping[str, Any], *, digest: str) -> Registry:
+    """Turn verified registry claims into a snapshot, cross-checking every reference."""
+    seq = claims.get("seq")
+    if type(seq) is not int or seq < 1:
+        raise RegistryError("seq must be an integer >= 1")
+    for name in ("members", "purposes", "checks"):
+        if not isinstance(claims.get(name), list):
+            raise RegistryError(f"{name} must be a list")
+    members = _unique((_parse_member(m) for m in claims["members"]), "member")
+    purposes = _unique((_parse_purpose(p) for p in claims["purposes"]), "purpose")
+    try:
+        checks = _unique((parse_check(c) for c in claims["checks"]), "check")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RegistryError(f"bad check: {exc}") from exc
+    _cross_check(members, purposes, checks)
+    keys: dict[str, jws.TrustedKey] = {}
+    for member in members.values():
+        for entry in member.keys:
+            if entry.key.kid in keys:
+                raise RegistryError(f"kid {entry.key.kid} is registered twice")
+            keys[entry.key.kid] = jws.TrustedKey(
+                member.id, entry.key, entry.not_before, entry.not_after
+            )
+    return Registry(
+        scheme=claims["aud"],
+        operator=claims["iss"],
+        seq=seq,
+        issued_at=claims["iat"],
+        expires_at=claims["exp"],
+        digest=digest,
+        members=MappingProxyType(members),
+        purposes=MappingProxyType(purposes),
+        checks=MappingProxyType(checks),
+        _keys=MappingProxyType(keys),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Anchors:
+    """What a broker or provider pins in its config: the scheme, its operator, their keys."""
+
+    scheme: str
+    operator: str
+    keys: tuple[VerifyingKey, ...]
+
+    def lookup(self, kid: str) -> jws.TrustedKey | None:
+        for key in self.keys:
+            if key.kid == kid:
+                return jws.TrustedKey(self.operator, key)
+        return None
+
+
+def verify_registry(
+    token: str | bytes, anchors: Anchors, *, now: int, current: Registry | None = None
+) -> Registry:
+    """Verify a registry document against pinned anchors and the registry now in force.
+
+    Refuses: a bad signature or a key not pinned, another scheme, a stale document, and a
+    ``seq`` lower than the current one (rollback), or equal with different content.
+    """
+    if not anchors.keys:
+        raise RegistryError("no anchor keys are pinned")
+    try:
+        verified = jws.verify(
+            token, jws.TRUST_REGISTRY, keys=anchors.lookup, audience=anchors.scheme, now=now
+        )
+    except VerificationError as exc:
+        raise RegistryError(f"registry not verified: {exc.reason}") from exc
+    if now >= verified.expires_at:
+        raise RegistryError("registry is stale (past its exp)")
+    raw = token.encode("ascii") if isinstance(token, str) else token
+    digest = hashlib.sha256(raw).hexdigest()
+    if current is not None:
+        seq = verified.claims.get("seq")
+        if type(seq) is not int or seq < current.seq:
+            raise RegistryError(f"registry rollback refused (seq {seq} < {current.seq})")
+        if seq == current.seq:
+            if digest != current.digest:
+                raise RegistryError("a different registry with the same seq was refused")
+            return current
+    return parse_registry_claims(verified.claims, digest=digest)
+
+
+def member_document(
+    *,
+    member_id: str,
+    name: str,
+    roles: Sequence[str],
+    keys: Sequence[VerifyingKey],
+    purposes: Sequence[str] = (),
+    grants: Sequence[str] = (),
+    status: str = "active",
+    provider: Mapping[str, Any] | None = None,
+    rate_limit_per_second: int | None = None,
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "id": member_id,
+        "name": name,
+        "roles": list(roles),
+        "status": status,
+        "keys": [{"jwk": dict(k.jwk), "not_before": None, "not_after": None} for k in keys],
+        "permissions": {"purposes": list(purposes), "grants": list(grants)},
+    }
+    if provider is not None:
+        document["provider"] = dict(provider)
+    if rate_limit_per_second is not None:
+        document["rate_limit_per_second"] = rate_limit_per_second
+    return document
+
+
+def sign_registry(
+    *,
+    members: Sequence[Mapping[str, Any]],
+    purposes: Sequence[Mapping[str, Any]],
+    checks: Sequence[Check | Mapping[str, Any]],
+    seq: int,
+    scheme: str,
+    operator: str,
+    key: SigningKey,
+    now: int,
+    lifetime: int = 30 * 24 * 3600,
+) -> str:
+    """What the scheme operator runs to publish a registry (validated before it is signed)."""
+    claims: dict[str, Any] = {
+        "iss": operator,
+        "aud": scheme,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": new_jti(),
+        "seq": seq,
+        "members": [dict(m) for m in members],
+        "purposes": [dict(p) for p in purposes],
+        "checks": [check_document(c) if isinstance(c, Check) else dict(c) for c in checks],
+    }
+    parse_registry_claims(claims, digest="")
+    return jws.sign(claims, key, jws.TRUST_REGISTRY)
+
+
+def provider_fields(spec: AttributeSpec) -> tuple[str, ...]:
+    return spec.required_fields + spec.optional_fields
+
+
+def attribute_spec(registry: Registry, ref: AttributeRef) -> AttributeSpec:
+    member = registry.members[ref.provider]
+    if member.provider is None:
+        raise RegistryError(f"{ref.provider} is not a provider")
+    return member.provider.attributes[ref.attribute]
