@@ -126,8 +126,8 @@ class VerifyingKey:
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise KeyFormatError("JWK point is not on P-256") from exc
         key = cls.from_public_key(public_key)
-        declared = jwk.get("kid")
-        if declared is not None:
+        if "kid" in jwk:
+            declared = jwk["kid"]
             if not isinstance(declared, str) or not declared:
                 raise KeyFormatError("JWK 'kid' must be a non-empty string")
             if declared != key.kid:

@@ -1,0 +1,128 @@
+"""The app factory. Resources with a lifetime live in cleanup contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from broker import handlers
+from broker.app_keys import HTTP, METRICS, PIPELINE, REGISTRY, SETTINGS, STORES, Stores
+from broker.errors import BrokerError
+from broker.metrics import Metrics
+from broker.pipeline import CheckPipeline
+from broker.problems import problem, problem_for
+from broker.settings import Settings
+from broker.stores.admission import AdmissionStore, MemoryAdmissionStore, RedisAdmissionStore
+from broker.stores.consent_log import SqliteConsentLog
+from connectors.base import Connector
+from connectors.registry_source import RegistrySource
+from connectors.signed_http import SignedHttpConnector
+from trust.errors import TrustError
+
+log = structlog.get_logger("broker")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Binds a request id, renders every error as problem+json, writes the canonical line."""
+    structlog.contextvars.clear_contextvars()
+    supplied = request.headers.get("X-Request-Id", "")
+    request_id = supplied if 8 <= len(supplied) <= 64 and supplied.isalnum() else uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    slug: str | None = None
+    reason: str | None = None
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        slug = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(
+            exc.status, "bad-request"
+        )
+        response = problem(slug)
+    except (BrokerError, TrustError) as exc:
+        response, slug = problem_for(exc)
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+    except Exception:
+        log.exception("unhandled_error")
+        response, slug = problem_for(RuntimeError())
+    response.headers["X-Request-Id"] = request_id
+    if request.path == "/v1/checks":
+        request.app[METRICS].checks.labels(slug or "answered").inc()
+        log.info(
+            "check",
+            status=response.status,
+            problem=slug,
+            reason=reason,
+            providers=request.get("providers"),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+    return response
+
+
+def make_admission_store(settings: Settings) -> AdmissionStore:
+    if settings.redis_url:
+        return RedisAdmissionStore(settings.redis_url)
+    return MemoryAdmissionStore()
+
+
+def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
+    app = web.Application(middlewares=[request_context], client_max_size=64 * 1024, handler_args={})
+    registry = RegistrySource(settings.scheme, clock=clock)
+    stores = Stores(make_admission_store(settings), SqliteConsentLog(settings.consent_log_path))
+    connectors: dict[str, Connector] = {}
+
+    def connector(provider_id: str) -> Connector:
+        if provider_id not in connectors:
+            connectors[provider_id] = SignedHttpConnector(
+                provider_id=provider_id,
+                session=app[HTTP],
+                broker_key=settings.signing_key,
+                registry=lambda: registry.snapshot,
+                clock=clock,
+            )
+        return connectors[provider_id]
+
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry
+    app[STORES] = stores
+    app[METRICS] = Metrics()
+    app[PIPELINE] = CheckPipeline(
+        settings=settings,
+        registry=registry,
+        admission=stores.admission,
+        consent_log=stores.consent_log,
+        connector=connector,
+        clock=clock,
+    )
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        await stores.consent_log.start()
+        app[HTTP] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=128),
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+        watcher = asyncio.create_task(registry.watch(settings.registry_poll_s))
+        yield
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await app[HTTP].close()
+        await stores.admission.close()
+        await stores.consent_log.close()
+
+    app.cleanup_ctx.append(resources)
+    app.router.add_post("/v1/checks", handlers.post_check)
+    app.router.add_get("/.well-known/jwks.json", handlers.get_jwks)
+    app.router.add_get("/healthz", handlers.get_healthz)
+    app.router.add_get("/readyz", handlers.get_readyz)
+    app.router.add_get("/openapi.json", handlers.get_openapi)
+    app.router.add_get("/metrics", handlers.get_metrics)
+    return app

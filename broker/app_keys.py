@@ -1,0 +1,29 @@
+"""Typed application keys: what the app factory puts in the app and the handlers read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from broker.metrics import Metrics
+from broker.pipeline import CheckPipeline
+from broker.settings import Settings
+from broker.stores.admission import AdmissionStore
+from broker.stores.consent_log import ConsentLog
+from connectors.registry_source import RegistrySource
+
+
+@dataclass(frozen=True)
+class Stores:
+    admission: AdmissionStore
+    consent_log: ConsentLog
+
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", RegistrySource)
+STORES = web.AppKey("stores", Stores)
+PIPELINE = web.AppKey("pipeline", CheckPipeline)
+METRICS = web.AppKey("metrics", Metrics)
+HTTP = web.AppKey("http", aiohttp.ClientSession)

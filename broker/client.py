@@ -1,0 +1,182 @@
+"""The council side: ``EligibilityClient`` signs queries and verifies the broker's answers.
+
+    async with EligibilityClient.from_config(Path("councils/my-council.toml")) as client:
+        answer = await client.check(
+            "blue-badge-automatic", purpose="blue-badge-application",
+            subject={"family_name": "...", "date_of_birth": "1950-01-31"}, assurance="P2",
+        )
+        answer.outcome   # "yes" | "no" | "no-match" | "undetermined"
+
+An answer is returned only after its signature (a broker key from the broker's JWKS, or keys
+you pin), ``typ``, ``aud`` (your member id), lifetime and binding to your query are verified.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+
+from broker.errors import BrokerError
+from connectors.config import load_signing_key, read_toml, require_str, resolve
+from trust import jws
+from trust.errors import InvalidMessage, KeyFormatError, VerificationError
+from trust.keys import SigningKey, VerifyingKey, load_jwks
+from trust.messages import ConsentReference, EligibilityAnswer, parse_answer, query_claims
+
+JWT_MEDIA_TYPE = "application/jwt"
+
+
+class CheckFailed(BrokerError):
+    """The broker refused the query; ``problem`` is its RFC 9457 body."""
+
+    def __init__(self, status: int, problem: Mapping[str, Any]) -> None:
+        super().__init__(f"{status} {problem.get('type')}: {problem.get('detail', '')}")
+        self.status, self.problem = status, dict(problem)
+
+
+class AnswerNotTrusted(BrokerError):
+    """The broker's answer failed verification; treat it as no answer at all."""
+
+
+class EligibilityClient:
+    def __init__(
+        self,
+        *,
+        member_id: str,
+        key: SigningKey,
+        broker_url: str,
+        broker_id: str,
+        broker_keys: tuple[VerifyingKey, ...] | None = None,
+        session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.member_id = member_id
+        self._key = key
+        self._url = broker_url.rstrip("/")
+        self._broker_id = broker_id
+        self._pinned = broker_keys
+        self._keys: dict[str, VerifyingKey] = {k.kid: k for k in broker_keys or ()}
+        self._session = session
+        self._owns_session = session is None
+        self._clock = clock
+
+    @classmethod
+    def from_config(cls, path: Path, **kwargs: Any) -> EligibilityClient:
+        table = read_toml(path)
+        return cls(
+            member_id=require_str(table, "member_id"),
+            key=load_signing_key(resolve(path.parent, table.get("signing_key"), "signing_key")),
+            broker_url=require_str(table, "broker_url"),
+            broker_id=require_str(table, "broker_id"),
+            **kwargs,
+        )
+
+    async def __aenter__(self) -> Self:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use the client as 'async with EligibilityClient(...)'")
+        return self._session
+
+    def sign_query(
+        self, check: str, *, purpose: str, subject: Mapping[str, str], **options: Any
+    ) -> tuple[str, str]:
+        """The signed query and its ``jti`` (also usable without sending it)."""
+        claims = query_claims(
+            requester=self.member_id,
+            broker=self._broker_id,
+            now=int(self._clock()),
+            check=check,
+            purpose=purpose,
+            subject=subject,
+            **options,
+        )
+        return jws.sign(claims, self._key, jws.ELIGIBILITY_QUERY), claims["jti"]
+
+    async def _refresh_keys(self) -> None:
+        if self._pinned is not None:
+            return
+        async with self.session.get(f"{self._url}/.well-known/jwks.json") as response:
+            response.raise_for_status()
+            document = await response.json()
+        try:
+            self._keys = {key.kid: key for key in load_jwks(document)}
+        except KeyFormatError as exc:
+            raise AnswerNotTrusted(f"broker JWKS refused: {exc}") from exc
+
+    def _lookup(self, kid: str) -> jws.TrustedKey | None:
+        key = self._keys.get(kid)
+        return None if key is None else jws.TrustedKey(self._broker_id, key)
+
+    async def verify_answer(self, token: bytes, query_jti: str) -> EligibilityAnswer:
+        kid = jws.decode_compact(token).header.get("kid")
+        if kid not in self._keys:
+            await self._refresh_keys()
+        try:
+            verified = jws.verify(
+                token,
+                jws.ELIGIBILITY_RESPONSE,
+                keys=self._lookup,
+                audience=self.member_id,
+                now=int(self._clock()),
+            )
+            answer = parse_answer(verified, requester=self.member_id)
+        except (VerificationError, InvalidMessage) as exc:
+            raise AnswerNotTrusted(str(getattr(exc, "reason", exc))) from exc
+        if answer.query_jti != query_jti:
+            raise AnswerNotTrusted("the answer is bound to another query")
+        return answer
+
+    async def check(
+        self,
+        check: str,
+        *,
+        purpose: str,
+        subject: Mapping[str, str],
+        lawful_basis: str = "public-task",
+        consent: ConsentReference | None = None,
+        as_of: date | None = None,
+        assurance: str | None = None,
+    ) -> EligibilityAnswer:
+        token, jti = self.sign_query(
+            check,
+            purpose=purpose,
+            subject=subject,
+            lawful_basis=lawful_basis,
+            consent=consent,
+            as_of=as_of,
+            assurance=assurance,
+        )
+        return await self.send(token, jti)
+
+    async def send(self, token: str, jti: str) -> EligibilityAnswer:
+        async with self.session.post(
+            f"{self._url}/v1/checks",
+            data=token,
+            headers={"Content-Type": JWT_MEDIA_TYPE, "Accept": JWT_MEDIA_TYPE},
+        ) as response:
+            body = await response.read()
+            if response.status != 200:
+                try:
+                    problem = await response.json(content_type=None)
+                except ValueError:
+                    problem = {"detail": "no problem document"}
+                raise CheckFailed(response.status, problem)
+        return await self.verify_answer(body, jti)

@@ -1,0 +1,213 @@
+"""``axb demo``: the whole journey on embedded defaults, on one machine, in a few seconds.
+
+Generates a development scheme, starts the two reference providers as their own processes and
+the broker on loopback, runs checks that produce every outcome (``undetermined`` by stopping a
+provider), and prints them as a table with timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import aiohttp
+import click
+from aiohttp import web
+
+from broker import devscheme
+from broker.app import create_app
+from broker.client import CheckFailed, EligibilityClient
+from broker.logging import configure_logging
+from broker.settings import load_settings
+from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES
+
+
+@dataclass(frozen=True)
+class DemoCase:
+    council: str
+    check: str
+    purpose: str
+    identity: str
+    as_of: date | None = None
+
+
+def subject_of(identity: str) -> dict[str, str]:
+    """The matching fields a council would send for a documented test identity."""
+    person = NO_MATCH_IDENTITY if identity == "no-match" else TEST_IDENTITIES[identity]
+    subject = {
+        "family_name": person.family_name,
+        "given_names": person.given_names,
+        "date_of_birth": person.date_of_birth.isoformat(),
+        "postcode": person.postcode,
+    }
+    if person.nino:
+        subject["nino"] = person.nino
+    return subject
+
+
+BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
+BB_COUNCIL, FSM_COUNCIL = devscheme.COUNCIL_BLUE_BADGE, devscheme.COUNCIL_SCHOOLS
+CASES = (
+    DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-pip-moving"),
+    DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-dla"),
+    DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-no"),
+    DemoCase(BB_COUNCIL, BB, "blue-badge-application", "no-match"),
+    DemoCase(FSM_COUNCIL, FSM, "free-school-meals-application", "fsm-yes-income-support"),
+    DemoCase(FSM_COUNCIL, FSM, "free-school-meals-application", "hmrc-ctc-yes"),
+    DemoCase(FSM_COUNCIL, FSM, "free-school-meals-application", "fsm-no"),
+    DemoCase(
+        FSM_COUNCIL,
+        FSM,
+        "free-school-meals-application",
+        "fsm-yes-uc-any-only-after-2026-09",
+        date(2026, 8, 31),
+    ),
+    DemoCase(
+        FSM_COUNCIL,
+        FSM,
+        "free-school-meals-application",
+        "fsm-yes-uc-any-only-after-2026-09",
+        date(2026, 11, 27),
+    ),
+    DemoCase(FSM_COUNCIL, FSM, "free-school-meals-application", "no-match"),
+)
+DOWN_CASE = DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-pip-moving")
+
+
+def start_provider(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    log_file = log_path.open("ab")
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "broker.cli", "provider", "serve", "--config", str(config)],
+        stdout=log_file,
+        stderr=log_file,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+async def wait_healthy(url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"{url} did not become healthy")
+            await asyncio.sleep(0.05)
+
+
+async def run_case(client: EligibilityClient, case: DemoCase) -> tuple[str, str, float]:
+    started = time.perf_counter()
+    outcome: str
+    try:
+        answer = await client.check(
+            case.check,
+            purpose=case.purpose,
+            subject=subject_of(case.identity),
+            as_of=case.as_of,
+            assurance="P2",
+        )
+        outcome, receipt = answer.outcome, str(answer.log_index)
+    except CheckFailed as failed:
+        outcome, receipt = f"refused {failed.status}", str(failed.problem.get("log_index", "-"))
+    return outcome, receipt, (time.perf_counter() - started) * 1000
+
+
+def _row(number: int, case: DemoCase, outcome: str, receipt: str, ms: float, note: str) -> str:
+    as_of = case.as_of.isoformat() if case.as_of else "today"
+    return (
+        f"{number:>2}  {case.check:<21} {as_of:<10}  {case.identity:<34} "
+        f"{outcome:<12} {receipt:>5} {ms:>8.1f}  {note}"
+    )
+
+
+async def run_demo(root: Path) -> int:
+    scheme = devscheme.generate(root)
+    (root / "log").mkdir(exist_ok=True)
+    configure_logging(json=True, stream=(root / "log" / "broker.log").open("a"))
+    providers = {
+        pid: start_provider(scheme.provider_config(pid), root / "log" / f"{pid}.log")
+        for pid in scheme.provider_ports
+    }
+    runner: web.AppRunner | None = None
+    try:
+        for port in scheme.provider_ports.values():
+            await wait_healthy(f"http://127.0.0.1:{port}")
+        settings = load_settings(scheme.broker_config)
+        runner = web.AppRunner(create_app(settings), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        click.echo(f"scheme in {root}")
+        click.echo(
+            f"broker   {scheme.broker_url}   providers on ports "
+            f"{', '.join(str(p) for p in scheme.provider_ports.values())}\n"
+        )
+        header = (
+            f"{'#':>2}  {'check':<21} {'as of':<10}  {'test identity':<34} "
+            f"{'outcome':<12} {'log#':>5} {'ms':>8}"
+        )
+        click.echo(header)
+        click.echo("-" * len(header))
+        clients = {
+            member: EligibilityClient.from_config(scheme.council_config(member))
+            for member in (BB_COUNCIL, FSM_COUNCIL)
+        }
+        seen: set[str] = set()
+        number = 0
+        for client in clients.values():
+            await client.__aenter__()
+        try:
+            for case in CASES:
+                number += 1
+                outcome, receipt, ms = await run_case(clients[case.council], case)
+                seen.add(outcome)
+                click.echo(_row(number, case, outcome, receipt, ms, ""))
+            providers[devscheme.DWP].terminate()
+            providers[devscheme.DWP].wait(timeout=10)
+            number += 1
+            outcome, receipt, ms = await run_case(clients[DOWN_CASE.council], DOWN_CASE)
+            seen.add(outcome)
+            click.echo(_row(number, DOWN_CASE, outcome, receipt, ms, "(DWP provider stopped)"))
+        finally:
+            for client in clients.values():
+                await client.__aexit__(None, None, None)
+        missing = {"yes", "no", "no-match", "undetermined"} - seen
+        click.echo(
+            f"\nevery answer was signed by the broker, verified by the council, and "
+            f"recorded first: consent log {settings.consent_log_path}"
+        )
+        if missing:
+            click.echo(f"outcomes missing: {sorted(missing)}", err=True)
+            return 1
+        return 0
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        for process in providers.values():
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
+
+
+def demo(keep: Path | None) -> int:
+    if keep is not None:
+        code = asyncio.run(run_demo(keep.resolve()))
+        click.echo(
+            f"\nThe scheme is kept in {keep}. Serve it again with:\n"
+            f"  axb serve --config {keep}/broker.toml --with-providers\n"
+            f"and ask it from your own code with a council key in {keep}/keys/ "
+            f"(see docs/councils.md)."
+        )
+        return code
+    with tempfile.TemporaryDirectory(prefix="axb-demo-") as tmp:
+        return asyncio.run(run_demo(Path(tmp)))

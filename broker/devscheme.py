@@ -1,0 +1,334 @@
+"""A development scheme: every key, a signed registry and every config, written to a folder.
+
+``axb demo`` builds one in a temporary folder (or keeps it with ``--keep DIR``); tests build
+their own. Nothing here is for production: keys are unencrypted PEM files on disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
+from trust.keys import SigningKey
+from trust.registry import member_document, sign_registry
+
+SCHEME = "urn:ax-broker:scheme:dev"
+OPERATOR = "scheme-operator"
+BROKER = "axb-broker"
+COUNCIL_BLUE_BADGE = "council-warwickshire-blue-badge"
+COUNCIL_SCHOOLS = "council-coventry-schools"
+DWP = "dwp-reference"
+HMRC = "hmrc-reference"
+AUDITOR = "auditor-ico"
+PSEUDONYM_KEY_ID = "pk-dev-1"
+
+BLUE_BADGE_CHECK = "blue-badge-automatic"
+FSM_CHECK = "free-school-meals"
+UC_RULE_CHANGE = "2026-09-01"
+
+_BLUE_BADGE_ATTRIBUTES = (
+    "dla-higher-rate-mobility",
+    "pip-moving-around-8-plus",
+    "pip-planning-journeys-10",
+    "registered-blind",
+    "war-pensioners-mobility-supplement",
+    "afcs-tariff-1-8-walking-disability",
+)
+_FSM_DWP = (
+    "income-support",
+    "jsa-income-based",
+    "esa-income-related",
+    "asylum-support-part-vi",
+    "pension-credit-guarantee",
+)
+_FSM_HMRC = ("ctc-without-wtc-income-under-16190", "wtc-run-on")
+
+
+def _any(*refs: str) -> dict[str, Any]:
+    return {"any": [{"attribute": ref} for ref in refs]}
+
+
+def reference_checks() -> list[dict[str, Any]]:
+    """The reference rules of DOMAIN.md, as registry check documents."""
+    fsm_common = [f"{DWP}/{a}" for a in _FSM_DWP] + [f"{HMRC}/{a}" for a in _FSM_HMRC]
+    return [
+        {
+            "name": BLUE_BADGE_CHECK,
+            "description": "Blue Badge automatic eligibility (England) through a benefit",
+            "versions": [
+                {
+                    "version": 1,
+                    "effective_from": "2019-08-30",
+                    "effective_to": None,
+                    "min_assurance": "P1",
+                    "rule": _any(*(f"{DWP}/{a}" for a in _BLUE_BADGE_ATTRIBUTES)),
+                }
+            ],
+        },
+        {
+            "name": FSM_CHECK,
+            "description": "Free school meals (England): parent or carer's qualifying benefit",
+            "versions": [
+                {
+                    "version": 1,
+                    "effective_from": "2018-04-01",
+                    "effective_to": "2026-08-31",
+                    "min_assurance": "P1",
+                    "rule": _any(*fsm_common, f"{DWP}/universal-credit-earnings-under-7400"),
+                },
+                {
+                    "version": 2,
+                    "effective_from": UC_RULE_CHANGE,
+                    "effective_to": None,
+                    "min_assurance": "P1",
+                    "rule": _any(*fsm_common, f"{DWP}/universal-credit"),
+                },
+            ],
+        },
+    ]
+
+
+def reference_purposes() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": "blue-badge-application",
+            "description": "Deciding a Blue Badge application or renewal",
+            "checks": [BLUE_BADGE_CHECK],
+            "lawful_bases": ["public-task", "consent"],
+            "consent_required": False,
+        },
+        {
+            "id": "free-school-meals-application",
+            "description": "Deciding a free school meals application",
+            "checks": [FSM_CHECK],
+            "lawful_bases": ["public-task"],
+            "consent_required": False,
+        },
+        {
+            "id": "school-uniform-grant",
+            "description": "A discretionary grant offered only with the parent's consent",
+            "checks": [FSM_CHECK],
+            "lawful_bases": ["consent"],
+            "consent_required": True,
+        },
+    ]
+
+
+def provider_metadata(endpoint: str, offered: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "endpoint": endpoint,
+        "timeout_ms": 2000,
+        "attributes": [
+            {
+                "name": name,
+                "description": description,
+                "matching": {"required": ["family_name", "date_of_birth"], "optional": ["nino"]},
+            }
+            for name, description in offered.items()
+        ],
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class DevScheme:
+    """Paths and ports of a generated scheme."""
+
+    root: Path
+    broker_port: int
+    provider_ports: Mapping[str, int]
+
+    @property
+    def broker_config(self) -> Path:
+        return self.root / "broker.toml"
+
+    @property
+    def broker_url(self) -> str:
+        return f"http://127.0.0.1:{self.broker_port}"
+
+    def provider_config(self, provider_id: str) -> Path:
+        return self.root / "providers" / f"{provider_id}.toml"
+
+    def council_config(self, member_id: str) -> Path:
+        return self.root / "councils" / f"{member_id}.toml"
+
+    def key_path(self, member_id: str) -> Path:
+        return self.root / "keys" / f"{member_id}.pem"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.root / "registry.jwt"
+
+    @property
+    def operator_key_path(self) -> Path:
+        return self.root / "operator" / "operator.pem"
+
+
+def _write(path: Path, text: str | bytes, *, private: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    if private:
+        path.chmod(0o600)
+
+
+def _scheme_toml(registry: str = "registry.jwt", up: str = "") -> str:
+    return (
+        f'scheme = "{SCHEME}"\noperator = "{OPERATOR}"\n'
+        f'anchors = ["{up}anchors/{OPERATOR}-1.jwk.json"]\nregistry = "{up}{registry}"\n'
+    )
+
+
+def registry_members(
+    keys: Mapping[str, SigningKey], provider_ports: Mapping[str, int], *, suspended: Sequence[str]
+) -> list[dict[str, Any]]:
+    def status(member_id: str) -> str:
+        return "suspended" if member_id in suspended else "active"
+
+    def endpoint(provider_id: str) -> str:
+        return f"http://127.0.0.1:{provider_ports[provider_id]}/v1/attributes"
+
+    return [
+        member_document(
+            member_id=BROKER,
+            name="ax-broker (development)",
+            roles=["broker"],
+            keys=[keys[BROKER].verifying_key],
+            status=status(BROKER),
+        ),
+        member_document(
+            member_id=COUNCIL_BLUE_BADGE,
+            name="Warwickshire County Council — Blue Badge team",
+            roles=["relying-party"],
+            keys=[keys[COUNCIL_BLUE_BADGE].verifying_key],
+            purposes=["blue-badge-application"],
+            status=status(COUNCIL_BLUE_BADGE),
+        ),
+        member_document(
+            member_id=COUNCIL_SCHOOLS,
+            name="Coventry City Council — School admissions",
+            roles=["relying-party"],
+            keys=[keys[COUNCIL_SCHOOLS].verifying_key],
+            purposes=["free-school-meals-application", "school-uniform-grant"],
+            status=status(COUNCIL_SCHOOLS),
+        ),
+        member_document(
+            member_id=DWP,
+            name="DWP-style reference provider (synthetic data)",
+            roles=["attribute-provider"],
+            keys=[keys[DWP].verifying_key],
+            status=status(DWP),
+            provider=provider_metadata(endpoint(DWP), DWP_ATTRIBUTES),
+        ),
+        member_document(
+            member_id=HMRC,
+            name="HMRC-style reference provider (synthetic data)",
+            roles=["attribute-provider"],
+            keys=[keys[HMRC].verifying_key],
+            status=status(HMRC),
+            provider=provider_metadata(endpoint(HMRC), HMRC_ATTRIBUTES),
+        ),
+        member_document(
+            member_id=AUDITOR,
+            name="Information Commissioner's Office (development)",
+            roles=["auditor"],
+            keys=[keys[AUDITOR].verifying_key],
+            grants=["subject-access"],
+            status=status(AUDITOR),
+        ),
+    ]
+
+
+def publish_registry(
+    scheme: DevScheme,
+    *,
+    seq: int,
+    suspended: Sequence[str] = (),
+    lifetime: int = 30 * 86400,
+    now: int | None = None,
+) -> str:
+    """Sign and write a registry for ``scheme`` (the scheme operator's job)."""
+    operator = SigningKey.from_pem(scheme.operator_key_path.read_bytes())
+    keys = {
+        member: SigningKey.from_pem(scheme.key_path(member).read_bytes())
+        for member in (BROKER, COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS, DWP, HMRC, AUDITOR)
+    }
+    token = sign_registry(
+        members=registry_members(keys, scheme.provider_ports, suspended=suspended),
+        purposes=reference_purposes(),
+        checks=reference_checks(),
+        seq=seq,
+        scheme=SCHEME,
+        operator=OPERATOR,
+        key=operator,
+        now=int(time.time()) if now is None else now,
+        lifetime=lifetime,
+    )
+    tmp = scheme.registry_path.with_suffix(".tmp")
+    _write(tmp, token + "\n")
+    tmp.replace(scheme.registry_path)  # atomic: a polling broker never reads half a file
+    return token
+
+
+def generate(
+    root: Path,
+    *,
+    broker_port: int | None = None,
+    provider_ports: Mapping[str, int] | None = None,
+    redis_url: str = "",
+) -> DevScheme:
+    """Write a complete development scheme into ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    ports = dict(provider_ports or {DWP: free_port(), HMRC: free_port()})
+    scheme = DevScheme(root, broker_port or free_port(), ports)
+    operator = SigningKey.generate()
+    _write(scheme.operator_key_path, operator.to_pem(), private=True)
+    _write(
+        root / "anchors" / f"{OPERATOR}-1.jwk.json", json.dumps(dict(operator.verifying_key.jwk))
+    )
+    for member in (BROKER, COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS, DWP, HMRC, AUDITOR):
+        key = SigningKey.generate()
+        _write(scheme.key_path(member), key.to_pem(), private=True)
+        _write(root / "public" / f"{member}.jwk.json", json.dumps(dict(key.verifying_key.jwk)))
+    secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+    _write(root / "secrets" / f"{PSEUDONYM_KEY_ID}.key", secret + "\n", private=True)
+    publish_registry(scheme, seq=1)
+    _write(
+        scheme.broker_config,
+        f'broker_id = "{BROKER}"\nhost = "127.0.0.1"\nport = {scheme.broker_port}\n'
+        f'signing_key = "keys/{BROKER}.pem"\n'
+        + _scheme_toml()
+        + 'consent_log = "log/consent-log.sqlite3"\n'
+        f'redis_url = "{redis_url}"\nrate_limit_per_second = 50\ncheck_deadline_ms = 3000\n'
+        "leeway_s = 30\nregistry_poll_s = 2.0\n\n[pseudonym]\n"
+        f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n',
+    )
+    for provider_id, port in ports.items():
+        _write(
+            scheme.provider_config(provider_id),
+            f'provider_id = "{provider_id}"\nreference = "{provider_id.split("-")[0]}"\n'
+            f'host = "127.0.0.1"\nport = {port}\n'
+            f'signing_key = "../keys/{provider_id}.pem"\n' + _scheme_toml(up="../"),
+        )
+    for council in (COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS):
+        _write(
+            scheme.council_config(council),
+            f'member_id = "{council}"\nsigning_key = "../keys/{council}.pem"\n'
+            f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n',
+        )
+    return scheme

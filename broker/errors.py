@@ -1,0 +1,43 @@
+"""The broker's one exception root. Each kind maps to HTTP in :mod:`broker.problems` only."""
+
+from __future__ import annotations
+
+from trust.errors import PolicyRefusal
+
+
+class BrokerError(Exception):
+    """Root of every error raised by :mod:`broker`."""
+
+
+class BadRequest(BrokerError):
+    """The HTTP request itself is wrong (media type, size, encoding)."""
+
+    def __init__(self, slug: str, detail: str, status: int = 400) -> None:
+        super().__init__(detail)
+        self.slug, self.detail, self.status = slug, detail, status
+
+
+class Replayed(BrokerError):
+    """A verified query whose ``jti`` was seen before. Answered like any failed verification."""
+
+
+class RateLimited(BrokerError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("rate limit exceeded")
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(BrokerError):
+    """The replay/rate-limit store cannot be reached: fail closed."""
+
+
+class LogUnavailable(BrokerError):
+    """The consent log cannot commit: no answer may leave without its record."""
+
+
+class Refused(BrokerError):
+    """A policy refusal that has been recorded in the consent log at ``log_index``."""
+
+    def __init__(self, refusal: PolicyRefusal, log_index: int) -> None:
+        super().__init__(refusal.detail)
+        self.refusal, self.log_index = refusal, log_index

@@ -1,0 +1,114 @@
+"""Fan a decided query out to its providers in parallel, under one deadline.
+
+Each provider answers for some attributes. As answers arrive the rule is re-evaluated; once
+it is decided (an ``any`` met a ``yes``, an ``all`` met a ``no``) the calls still running are
+cancelled. At the deadline whatever has not answered counts as ``undetermined``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from connectors.base import Connector, ConnectorError
+from trust.messages import (
+    AttributeAnswer,
+    AttributeRequest,
+    EligibilityQuery,
+    Outcome,
+    Subject,
+    new_jti,
+)
+from trust.policy import Decision, PlannedCall
+from trust.rules import AttributeRef, evaluate, finalise
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReport:
+    """What one provider call came to; safe to log (no personal data)."""
+
+    provider: str
+    status: str
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class FanOutResult:
+    outcome: Outcome
+    reports: tuple[ProviderReport, ...]
+
+
+def _outcomes(call: PlannedCall, answer: AttributeAnswer | None) -> dict[AttributeRef, Outcome]:
+    refs = [AttributeRef(call.provider, name) for name in call.attributes]
+    if answer is None or answer.result == "unavailable":
+        return dict.fromkeys(refs, "undetermined")
+    if answer.result == "no-match":
+        return dict.fromkeys(refs, "no-match")
+    return {ref: "yes" if answer.attributes[ref.attribute] else "no" for ref in refs}
+
+
+async def fan_out(
+    decision: Decision,
+    query: EligibilityQuery,
+    *,
+    broker_id: str,
+    connector: Callable[[str], Connector],
+    deadline_s: float,
+) -> FanOutResult:
+    known: dict[AttributeRef, Outcome] = dict.fromkeys(decision.unavailable, "undetermined")
+    rule = decision.version.rule
+    reports: list[ProviderReport] = []
+    started = time.perf_counter()
+
+    async def call(planned: PlannedCall) -> AttributeAnswer:
+        request = AttributeRequest(
+            broker=broker_id,
+            provider=planned.provider,
+            jti=new_jti(),
+            purpose=query.purpose,
+            attributes=planned.attributes,
+            as_of=query.as_of,
+            subject=Subject(query.subject.select(planned.fields)),
+        )
+        async with asyncio.timeout(planned.timeout_ms / 1000):
+            return await connector(planned.provider).fetch(request)
+
+    tasks = {asyncio.create_task(call(planned)): planned for planned in decision.calls}
+    pending = set(tasks)
+    outcome = evaluate(rule, known.get)
+    try:
+        while pending and outcome is None:
+            remaining = deadline_s - (time.perf_counter() - started)
+            if remaining <= 0:
+                break
+            done, pending = await asyncio.wait(
+                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                planned = tasks[task]
+                elapsed = (time.perf_counter() - started) * 1000
+                answer: AttributeAnswer | None = None
+                status: str
+                try:
+                    answer = task.result()
+                    status = answer.result
+                except TimeoutError:
+                    status = "timeout"
+                except ConnectorError as exc:
+                    status = exc.reason
+                except Exception as exc:  # a connector bug must not break the check
+                    status = f"connector-bug:{type(exc).__name__}"
+                known.update(_outcomes(planned, answer))
+                reports.append(ProviderReport(planned.provider, status, round(elapsed, 1)))
+            outcome = evaluate(rule, known.get)
+    finally:
+        for task in pending:
+            task.cancel()
+            late = "cancelled" if outcome is not None else "deadline"
+            elapsed = (time.perf_counter() - started) * 1000
+            reports.append(ProviderReport(tasks[task].provider, late, round(elapsed, 1)))
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    return FanOutResult(outcome or finalise(rule, known), tuple(reports))

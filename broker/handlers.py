@@ -1,0 +1,79 @@
+"""HTTP handlers: parse, call, render. Errors are rendered by the middleware in ``app``."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from broker.app_keys import METRICS, PIPELINE, REGISTRY, SETTINGS, STORES
+from broker.errors import BadRequest
+from broker.openapi import openapi_document
+from trust.jws import MAX_TOKEN_BYTES
+from trust.keys import jwks_document
+
+JWT_MEDIA_TYPE = "application/jwt"
+
+
+async def read_jwt_body(request: web.Request) -> bytes:
+    if request.content_type != JWT_MEDIA_TYPE:
+        raise BadRequest("unsupported-media-type", "send the query as application/jwt", 415)
+    if (request.content_length or 0) > MAX_TOKEN_BYTES:
+        raise BadRequest("too-large", "the body is larger than 16 KiB", 413)
+    body = await request.content.read(MAX_TOKEN_BYTES + 1)
+    if len(body) > MAX_TOKEN_BYTES:
+        raise BadRequest("too-large", "the body is larger than 16 KiB", 413)
+    return body.strip()
+
+
+async def post_check(request: web.Request) -> web.Response:
+    body = await read_jwt_body(request)
+    app = request.app
+    started = time.perf_counter()
+    result = await app[PIPELINE].run(body)
+    metrics = app[METRICS]
+    metrics.check_seconds.observe(time.perf_counter() - started)
+    for report in result.reports:
+        metrics.provider_calls.labels(report.provider, report.status).inc()
+    request["providers"] = [
+        {"provider": r.provider, "status": r.status, "ms": r.latency_ms} for r in result.reports
+    ]
+    return web.Response(text=result.token, content_type=JWT_MEDIA_TYPE)
+
+
+async def get_jwks(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    registered = request.app[REGISTRY].snapshot.keys_of(settings.broker_id)
+    keys = {settings.signing_key.kid: settings.signing_key.verifying_key}
+    keys.update({key.kid: key for key in registered})
+    response = web.json_response(jwks_document(keys.values()))
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def get_readyz(request: web.Request) -> web.Response:
+    app = request.app
+    registry = app[REGISTRY].snapshot
+    checks = {
+        "registry": registry.fresh_at(int(time.time())),
+        "admission_store": await app[STORES].admission.ready(),
+        "consent_log": app[STORES].consent_log.running(),
+    }
+    ready = all(checks.values())
+    status = "ready" if ready else "not-ready"
+    body = {"status": status, "checks": checks, "registry_seq": registry.seq}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    payload = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,143 @@
+"""One check, end to end: verify, admit, decide, fan out, record, answer.
+
+The pure steps live in :mod:`trust`; this is the imperative shell that sequences them with the
+stores and the providers. A query that verified is always recorded (answered, refused or
+undetermined) before anything is returned; if the record cannot be committed no answer leaves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from broker.errors import RateLimited, Refused, Replayed
+from broker.fanout import ProviderReport, fan_out
+from broker.settings import Settings
+from broker.stores.admission import AdmissionStore
+from broker.stores.consent_log import ConsentLog
+from connectors.base import Connector
+from connectors.registry_source import RegistrySource
+from trust import jws
+from trust.errors import PolicyRefusal
+from trust.messages import (
+    EligibilityAnswer,
+    EligibilityQuery,
+    Outcome,
+    answer_claims,
+    new_jti,
+    parse_query,
+)
+from trust.policy import decide
+from trust.records import record_for
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    token: str
+    outcome: Outcome
+    log_index: int
+    reports: tuple[ProviderReport, ...]
+
+
+class CheckPipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: RegistrySource,
+        admission: AdmissionStore,
+        consent_log: ConsentLog,
+        connector: Callable[[str], Connector],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._admission = admission
+        self._log = consent_log
+        self._connector = connector
+        self._clock = clock
+
+    def _verify(self, body: bytes, now: float) -> tuple[EligibilityQuery, int]:
+        registry = self._registry.current()
+        verified = jws.verify(
+            body,
+            jws.ELIGIBILITY_QUERY,
+            keys=registry.key,
+            audience=self._settings.broker_id,
+            now=int(now),
+            leeway=self._settings.leeway_s,
+        )
+        query = parse_query(verified, today=datetime.fromtimestamp(now, UTC).date())
+        member = registry.members[query.requester]
+        limit = member.rate_limit_per_second or self._settings.rate_limit_per_second
+        return query, limit
+
+    async def run(self, body: bytes) -> CheckResult:
+        now = self._clock()
+        query, limit = self._verify(body, now)
+        structlog.contextvars.bind_contextvars(
+            requester=query.requester, check=query.check, purpose=query.purpose
+        )
+        admission = await self._admission.admit(
+            query.requester,
+            query.jti,
+            expires_at=query.expires_at + self._settings.leeway_s,
+            now=now,
+            limit=limit,
+        )
+        if admission == "replayed":
+            raise Replayed("jti seen before")
+        if admission == "rate-limited":
+            raise RateLimited(retry_after=1)
+
+        registry = self._registry.current()
+        key = self._settings.pseudonym_key
+        try:
+            decision = decide(registry, query)
+        except PolicyRefusal as refusal:
+            record = record_for(
+                query,
+                key=key,
+                now_ms=int(self._clock() * 1000),
+                outcome="refused",
+                refusal=refusal.code,
+            )
+            index = await self._log.append(record)
+            structlog.contextvars.bind_contextvars(log_index=index, outcome="refused")
+            raise Refused(refusal, index) from None
+
+        result = await fan_out(
+            decision,
+            query,
+            broker_id=self._settings.broker_id,
+            connector=self._connector,
+            deadline_s=self._settings.check_deadline_ms / 1000,
+        )
+        record = record_for(
+            query,
+            key=key,
+            now_ms=int(self._clock() * 1000),
+            outcome=result.outcome,
+            check_version=decision.version.version,
+            providers=tuple(call.provider for call in decision.calls),
+        )
+        index = await self._log.append(record)
+        structlog.contextvars.bind_contextvars(log_index=index, outcome=result.outcome)
+        answer = EligibilityAnswer(
+            broker=self._settings.broker_id,
+            requester=query.requester,
+            jti=new_jti(),
+            query_jti=query.jti,
+            check=query.check,
+            check_version=decision.version.version,
+            as_of=query.as_of,
+            outcome=result.outcome,
+            log_index=index,
+        )
+        claims = answer_claims(answer, now=int(self._clock()))
+        token = jws.sign(claims, self._settings.signing_key, jws.ELIGIBILITY_RESPONSE)
+        return CheckResult(token, result.outcome, index, result.reports)

@@ -1,0 +1,103 @@
+"""The one place where errors become RFC 9457 ``application/problem+json`` responses.
+
+Every verification failure looks the same to the caller (401, ``invalid-token``): which check
+failed goes to the log, never to the response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from broker.errors import (
+    BadRequest,
+    LogUnavailable,
+    RateLimited,
+    Refused,
+    Replayed,
+    StoreUnavailable,
+)
+from trust import policy
+from trust.errors import InvalidMessage, RegistryError, TrustError, VerificationError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:ax-broker:problem:"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    slug: str
+    status: int
+    title: str
+
+
+PROBLEM_TYPES: dict[str, ProblemType] = {
+    p.slug: p
+    for p in (
+        ProblemType("invalid-token", 401, "The query could not be verified"),
+        ProblemType("invalid-query", 400, "The query's claims are malformed"),
+        ProblemType("bad-request", 400, "The request is malformed"),
+        ProblemType("unsupported-media-type", 415, "Send application/jwt"),
+        ProblemType("too-large", 413, "The request body is larger than 16 KiB"),
+        ProblemType("not-found", 404, "No such resource"),
+        ProblemType("method-not-allowed", 405, "Method not allowed"),
+        ProblemType("rate-limited", 429, "Too many queries from this member"),
+        ProblemType("store-unavailable", 503, "The replay store is unavailable"),
+        ProblemType("log-unavailable", 503, "The consent log cannot commit"),
+        ProblemType("registry-unavailable", 503, "No trust registry is in force"),
+        ProblemType("internal-error", 500, "Internal error"),
+        ProblemType(policy.MEMBER_SUSPENDED, 403, "The member is not active"),
+        ProblemType(policy.ROLE_NOT_PERMITTED, 403, "The member's role does not allow this"),
+        ProblemType(policy.UNKNOWN_CHECK, 403, "No such check in the registry"),
+        ProblemType(policy.PURPOSE_NOT_PERMITTED, 403, "Purpose not permitted"),
+        ProblemType(policy.CHECK_NOT_PERMITTED, 403, "Check not permitted for this purpose"),
+        ProblemType(policy.CHECK_NOT_IN_FORCE, 403, "No version of the check is in force"),
+        ProblemType(policy.LAWFUL_BASIS_MISSING, 403, "No lawful basis stated"),
+        ProblemType(policy.LAWFUL_BASIS_NOT_PERMITTED, 403, "Lawful basis not permitted"),
+        ProblemType(policy.CONSENT_REQUIRED, 403, "A consent reference is required"),
+        ProblemType(policy.CONSENT_WITHDRAWN, 403, "The consent was withdrawn"),
+        ProblemType(policy.ASSURANCE_TOO_LOW, 403, "Identity assurance too low"),
+        ProblemType(policy.SUBJECT_FIELDS_MISSING, 422, "Subject fields missing for this check"),
+    )
+}
+
+
+def problem(slug: str, detail: str | None = None, **extra: Any) -> web.Response:
+    kind = PROBLEM_TYPES[slug]
+    body: dict[str, Any] = {"type": TYPE_PREFIX + slug, "title": kind.title, "status": kind.status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    headers = {}
+    if "retry_after" in extra:
+        headers["Retry-After"] = str(extra["retry_after"])
+    return web.json_response(
+        body, status=kind.status, content_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def problem_for(error: Exception) -> tuple[web.Response, str]:
+    """The response for an error, and the slug to log with it."""
+    match error:
+        case VerificationError() | Replayed():
+            return problem("invalid-token"), "invalid-token"
+        case InvalidMessage():
+            return problem("invalid-query", str(error)), "invalid-query"
+        case Refused(refusal=refusal, log_index=index):
+            return problem(refusal.code, refusal.detail, log_index=index), refusal.code
+        case BadRequest(slug=slug, detail=detail):
+            return problem(slug, detail), slug
+        case RateLimited(retry_after=seconds):
+            return problem("rate-limited", retry_after=seconds), "rate-limited"
+        case StoreUnavailable():
+            return problem("store-unavailable"), "store-unavailable"
+        case LogUnavailable():
+            return problem("log-unavailable"), "log-unavailable"
+        case RegistryError():
+            return problem("registry-unavailable"), "registry-unavailable"
+        case TrustError():
+            return problem("invalid-token"), "invalid-token"
+        case _:
+            return problem("internal-error"), "internal-error"

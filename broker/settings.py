@@ -1,0 +1,84 @@
+"""The broker's settings: one TOML file, read once into a frozen object and passed in."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connectors.config import (
+    ConfigError,
+    SchemeFiles,
+    load_signing_key,
+    read_toml,
+    require_str,
+    resolve,
+    scheme_files,
+)
+from trust.jws import MAX_LEEWAY_SECONDS
+from trust.keys import SigningKey
+from trust.pseudonym import PseudonymKey
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    broker_id: str
+    host: str
+    port: int
+    signing_key: SigningKey
+    scheme: SchemeFiles
+    pseudonym_key: PseudonymKey
+    consent_log_path: Path
+    redis_url: str | None
+    rate_limit_per_second: int
+    check_deadline_ms: int
+    leeway_s: int
+    registry_poll_s: float
+    log_json: bool = True
+
+
+def _int(table: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = table.get(name, default)
+    if type(value) is not int or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer in {low}..{high}")
+    return value
+
+
+def load_pseudonym_key(path: Path, key_id: str) -> PseudonymKey:
+    try:
+        secret = base64.b64decode(path.read_text().strip(), validate=True)
+        return PseudonymKey(key_id, secret)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read pseudonym key {path}: {exc}") from exc
+
+
+def load_settings(path: Path, **overrides: Any) -> Settings:
+    """Read ``path`` (TOML); ``overrides`` (e.g. ``port``, ``redis_url``) win over the file."""
+    table = read_toml(path)
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    base = path.parent
+    redis_url = table.get("redis_url") or None
+    if redis_url is not None and not str(redis_url).startswith(("redis://", "rediss://", "unix")):
+        raise ConfigError("redis_url must be a redis:// URL")
+    pseudonym = table.get("pseudonym")
+    if not isinstance(pseudonym, dict):
+        raise ConfigError("a [pseudonym] table with key_id and key_file is required")
+    return Settings(
+        broker_id=require_str(table, "broker_id"),
+        host=str(table.get("host", "127.0.0.1")),
+        port=_int(table, "port", 8080, 0, 65535),
+        signing_key=load_signing_key(resolve(base, table.get("signing_key"), "signing_key")),
+        scheme=scheme_files(base, table),
+        pseudonym_key=load_pseudonym_key(
+            resolve(base, pseudonym.get("key_file"), "pseudonym.key_file"),
+            require_str(pseudonym, "key_id"),
+        ),
+        consent_log_path=resolve(base, table.get("consent_log"), "consent_log"),
+        redis_url=redis_url,
+        rate_limit_per_second=_int(table, "rate_limit_per_second", 50, 1, 1_000_000),
+        check_deadline_ms=_int(table, "check_deadline_ms", 5000, 100, 60_000),
+        leeway_s=_int(table, "leeway_s", 30, 0, MAX_LEEWAY_SECONDS),
+        registry_poll_s=float(table.get("registry_poll_s", 2.0)),
+        log_json=bool(table.get("log_json", True)),
+    )

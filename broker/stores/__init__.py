@@ -1,0 +1,1 @@
+"""Shared state: admission (replay + rate limits: memory or Redis) and the consent log."""

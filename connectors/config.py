@@ -1,0 +1,77 @@
+"""Reading the files a scheme participant keeps: TOML config, PEM keys, pinned anchors."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trust.keys import SigningKey, VerifyingKey
+from trust.registry import Anchors
+
+
+class ConfigError(Exception):
+    """A config file is missing, unreadable or invalid."""
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+
+
+def resolve(base: Path, value: Any, name: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a path")
+    path = Path(value)
+    return path if path.is_absolute() else base / path
+
+
+def require_str(table: dict[str, Any], name: str) -> str:
+    value = table.get(name)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string")
+    return value
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    try:
+        return SigningKey.from_pem(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read key {path}: {exc}") from exc
+
+
+def load_anchors(base: Path, table: dict[str, Any]) -> Anchors:
+    files = table.get("anchors")
+    if not isinstance(files, list) or not 1 <= len(files) <= 2:
+        raise ConfigError("anchors must list one or two pinned operator JWK files")
+    keys = []
+    for item in files:
+        path = resolve(base, item, "anchors")
+        try:
+            keys.append(VerifyingKey.from_jwk(json.loads(path.read_text())))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read anchor {path}: {exc}") from exc
+    return Anchors(require_str(table, "scheme"), require_str(table, "operator"), tuple(keys))
+
+
+@dataclass(frozen=True, slots=True)
+class SchemeFiles:
+    """What every participant's config names: the scheme, its anchors, the registry file."""
+
+    anchors: Anchors
+    registry_path: Path
+
+    def read_registry(self) -> bytes:
+        try:
+            return self.registry_path.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read registry {self.registry_path}: {exc}") from exc
+
+
+def scheme_files(base: Path, table: dict[str, Any]) -> SchemeFiles:
+    return SchemeFiles(load_anchors(base, table), resolve(base, table.get("registry"), "registry"))
