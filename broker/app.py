@@ -13,7 +13,16 @@ import structlog
 from aiohttp import web
 
 from broker import handlers
-from broker.app_keys import HTTP, METRICS, PIPELINE, REGISTRY, SETTINGS, STORES, Stores
+from broker.app_keys import (
+    HTTP,
+    METRICS,
+    PIPELINE,
+    PROVIDER_REPORTS,
+    REGISTRY,
+    SETTINGS,
+    STORES,
+    Stores,
+)
 from broker.errors import BrokerError
 from broker.metrics import Metrics
 from broker.pipeline import CheckPipeline
@@ -61,7 +70,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             status=response.status,
             problem=slug,
             reason=reason,
-            providers=request.get("providers"),
+            providers=request.get(PROVIDER_REPORTS),
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
     return response

@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from broker.app_keys import METRICS, PIPELINE, REGISTRY, SETTINGS, STORES
+from broker.app_keys import METRICS, PIPELINE, PROVIDER_REPORTS, REGISTRY, SETTINGS, STORES
 from broker.errors import BadRequest
 from broker.openapi import openapi_document
 from trust.jws import MAX_TOKEN_BYTES
@@ -36,7 +36,7 @@ async def post_check(request: web.Request) -> web.Response:
     metrics.check_seconds.observe(time.perf_counter() - started)
     for report in result.reports:
         metrics.provider_calls.labels(report.provider, report.status).inc()
-    request["providers"] = [
+    request[PROVIDER_REPORTS] = [
         {"provider": r.provider, "status": r.status, "ms": r.latency_ms} for r in result.reports
     ]
     return web.Response(text=result.token, content_type=JWT_MEDIA_TYPE)

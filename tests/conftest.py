@@ -1,0 +1,128 @@
+"""Shared fixtures: a development scheme on disk, reference providers and a broker on loopback.
+
+Integration tests run real HTTP servers bound to 127.0.0.1 with real keys and a real SQLite
+consent log; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from broker import devscheme
+from broker.app import create_app
+from broker.client import EligibilityClient
+from broker.settings import Settings, load_settings
+from connectors.reference.providers import ProviderService, build_reference_provider
+from trust.keys import SigningKey
+
+REDIS_URL = os.environ.get("AXB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def scheme(tmp_path: Path) -> devscheme.DevScheme:
+    return devscheme.generate(tmp_path / "scheme")
+
+
+@dataclass
+class RunningBroker:
+    url: str
+    settings: Settings
+    app: web.Application
+    runner: web.AppRunner
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_app(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+@dataclass
+class RunningProvider:
+    service: ProviderService
+    runner: web.AppRunner | None
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+@pytest.fixture
+async def providers(scheme: devscheme.DevScheme) -> AsyncIterator[dict[str, RunningProvider]]:
+    running = {}
+    for pid in scheme.provider_ports:
+        service = build_reference_provider(scheme.provider_config(pid))
+        running[pid] = RunningProvider(
+            service, await start_app(service.app, service.host, service.port)
+        )
+    yield running
+    for provider in running.values():
+        await provider.stop()
+
+
+@pytest.fixture
+async def start_broker(
+    scheme: devscheme.DevScheme,
+) -> AsyncIterator[Callable[..., object]]:
+    started: list[RunningBroker] = []
+
+    async def start(**overrides: object) -> RunningBroker:
+        settings = load_settings(scheme.broker_config, **overrides)
+        app = create_app(settings)
+        runner = await start_app(app, settings.host, settings.port)
+        broker = RunningBroker(f"http://{settings.host}:{settings.port}", settings, app, runner)
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        await broker.runner.cleanup()
+
+
+@pytest.fixture
+async def broker(start_broker: Callable[..., object], providers: object) -> RunningBroker:
+    running = await start_broker()  # type: ignore[misc]
+    assert isinstance(running, RunningBroker)
+    return running
+
+
+@pytest.fixture
+def council_key(scheme: devscheme.DevScheme) -> Callable[[str], SigningKey]:
+    return lambda member: SigningKey.from_pem(scheme.key_path(member).read_bytes())
+
+
+@pytest.fixture
+async def blue_badge_client(
+    scheme: devscheme.DevScheme, broker: RunningBroker
+) -> AsyncIterator[EligibilityClient]:
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def schools_client(
+    scheme: devscheme.DevScheme, broker: RunningBroker
+) -> AsyncIterator[EligibilityClient]:
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_SCHOOLS)
+    ) as client:
+        yield client
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0

@@ -1,0 +1,111 @@
+"""The spine end to end: a council asks, real providers answer, the broker signs a yes/no."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import date
+
+import pytest
+
+from broker import devscheme
+from broker.client import CheckFailed, EligibilityClient
+from broker.demo import subject_of
+from connectors.reference.attributes import EXPECTED_OUTCOMES
+from tests.conftest import RunningBroker, RunningProvider
+
+BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
+
+
+@pytest.mark.parametrize("identity", sorted(EXPECTED_OUTCOMES))
+async def test_every_test_identity_gets_its_documented_outcome(
+    identity: str, blue_badge_client: EligibilityClient, schools_client: EligibilityClient
+) -> None:
+    expected = EXPECTED_OUTCOMES[identity]
+    bb = await blue_badge_client.check(
+        BB, purpose="blue-badge-application", subject=subject_of(identity), assurance="P2"
+    )
+    fsm = await schools_client.check(
+        FSM, purpose="free-school-meals-application", subject=subject_of(identity), assurance="P2"
+    )
+    assert bb.outcome == expected[BB]
+    assert fsm.outcome == expected[FSM]
+
+
+async def test_free_school_meals_answers_by_the_rule_in_force_on_as_of(
+    schools_client: EligibilityClient,
+) -> None:
+    subject = subject_of("fsm-yes-uc-any-only-after-2026-09")
+    before = await schools_client.check(
+        FSM,
+        purpose="free-school-meals-application",
+        subject=subject,
+        as_of=date(2026, 8, 31),
+        assurance="P2",
+    )
+    after = await schools_client.check(
+        FSM,
+        purpose="free-school-meals-application",
+        subject=subject,
+        as_of=date(2026, 9, 1),
+        assurance="P2",
+    )
+    assert (before.outcome, before.check_version) == ("no", 1)
+    assert (after.outcome, after.check_version) == ("yes", 2)
+
+
+async def test_unknown_person_is_no_match(blue_badge_client: EligibilityClient) -> None:
+    answer = await blue_badge_client.check(
+        BB, purpose="blue-badge-application", subject=subject_of("no-match"), assurance="P2"
+    )
+    assert answer.outcome == "no-match"
+
+
+async def test_provider_down_gives_undetermined_and_is_recorded(
+    broker: RunningBroker,
+    providers: dict[str, RunningProvider],
+    blue_badge_client: EligibilityClient,
+) -> None:
+    await providers[devscheme.DWP].stop()
+    answer = await blue_badge_client.check(
+        BB, purpose="blue-badge-application", subject=subject_of("bb-yes-dla"), assurance="P2"
+    )
+    assert answer.outcome == "undetermined"
+    db = sqlite3.connect(broker.settings.consent_log_path)
+    (outcome,) = db.execute(
+        "SELECT outcome FROM records WHERE log_index = ?", (answer.log_index,)
+    ).fetchone()
+    assert outcome == "undetermined"
+
+
+async def test_every_answer_has_its_consent_record_before_it_leaves(
+    broker: RunningBroker, blue_badge_client: EligibilityClient
+) -> None:
+    answers = [
+        await blue_badge_client.check(
+            BB, purpose="blue-badge-application", subject=subject_of(i), assurance="P2"
+        )
+        for i in ("bb-yes-dla", "bb-no", "no-match")
+    ]
+    db = sqlite3.connect(broker.settings.consent_log_path)
+    rows = dict(db.execute("SELECT query_jti, outcome FROM records").fetchall())
+    for answer in answers:
+        assert rows[answer.query_jti] == answer.outcome
+    assert [a.log_index for a in answers] == sorted(a.log_index for a in answers)
+
+
+async def test_policy_refusal_is_recorded_and_carries_its_log_index(
+    broker: RunningBroker, blue_badge_client: EligibilityClient
+) -> None:
+    with pytest.raises(CheckFailed) as refused:
+        await blue_badge_client.check(
+            FSM,
+            purpose="free-school-meals-application",
+            subject=subject_of("fsm-no"),
+            assurance="P2",
+        )
+    assert refused.value.status == 403
+    assert refused.value.problem["type"] == "urn:ax-broker:problem:purpose-not-permitted"
+    index = refused.value.problem["log_index"]
+    db = sqlite3.connect(broker.settings.consent_log_path)
+    (outcome,) = db.execute("SELECT outcome FROM records WHERE log_index = ?", (index,)).fetchone()
+    assert outcome == "refused"
