@@ -315,7 +315,7 @@ def generate(
         + _scheme_toml()
         + 'consent_log = "log/consent-log.sqlite3"\n'
         f'redis_url = "{redis_url}"\nrate_limit_per_second = 50\ncheck_deadline_ms = 3000\n'
-        "leeway_s = 30\nregistry_poll_s = 2.0\n\n[pseudonym]\n"
+        "leeway_s = 30\nregistry_poll_s = 0.5\n\n[pseudonym]\n"
         f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n',
     )
     for provider_id, port in ports.items():

@@ -1,2 +1,214 @@
-def openapi_document() -> dict[str, object]:
-    return {}
+"""The OpenAPI 3.1 description of the broker's HTTP API, built from the same tables the code
+uses (problem types, refusal codes, outcomes), so the document cannot drift from behaviour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.problems import PROBLEM_TYPES, TYPE_PREFIX
+from trust.messages import ASSURANCE_LEVELS, OUTCOMES, SUBJECT_FIELDS
+from trust.registry import LAWFUL_BASES
+
+_JWT = "application/jwt"
+_PROBLEM = "application/problem+json"
+
+
+def _problem_response(description: str, slugs: list[str]) -> dict[str, Any]:
+    return {
+        "description": description + " One of: " + ", ".join(TYPE_PREFIX + s for s in slugs),
+        "content": {_PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def _by_status(status: int) -> list[str]:
+    return sorted(slug for slug, kind in PROBLEM_TYPES.items() if kind.status == status)
+
+
+QUERY_CLAIMS: dict[str, Any] = {
+    "type": "object",
+    "description": "Payload of the eligibility query JWS (header: alg ES256, kid, "
+    "typ eligibility-query+jwt; nothing else). Signed with the council's registered key.",
+    "required": ["iss", "aud", "iat", "exp", "jti", "check", "purpose", "subject"],
+    "additionalProperties": False,
+    "properties": {
+        "iss": {"type": "string", "description": "the council's member id"},
+        "aud": {"type": "string", "description": "the broker's member id, exactly"},
+        "iat": {"type": "integer"},
+        "exp": {"type": "integer", "description": "at most 300 s after iat"},
+        "nbf": {"type": "integer"},
+        "jti": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{22,128}$"},
+        "check": {"type": "string", "examples": ["blue-badge-automatic"]},
+        "purpose": {"type": "string", "examples": ["blue-badge-application"]},
+        "lawful_basis": {"type": "string", "enum": sorted(LAWFUL_BASES)},
+        "consent": {
+            "type": "object",
+            "required": ["id", "given_at", "method", "notice_url", "notice_digest"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string"},
+                "given_at": {"type": "string", "format": "date-time"},
+                "method": {"type": "string"},
+                "notice_url": {"type": "string", "format": "uri"},
+                "notice_digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+            },
+        },
+        "as_of": {"type": "string", "format": "date", "description": "default: today"},
+        "assurance": {"type": "string", "enum": list(ASSURANCE_LEVELS)},
+        "subject": {
+            "type": "object",
+            "required": ["family_name", "date_of_birth"],
+            "additionalProperties": False,
+            "properties": {name: {"type": "string"} for name in SUBJECT_FIELDS},
+        },
+    },
+}
+
+ANSWER_CLAIMS: dict[str, Any] = {
+    "type": "object",
+    "description": "Payload of the eligibility answer JWS (typ eligibility-response+jwt), "
+    "signed by a broker key published at /.well-known/jwks.json.",
+    "required": [
+        "iss",
+        "aud",
+        "iat",
+        "exp",
+        "jti",
+        "query_jti",
+        "check",
+        "check_version",
+        "as_of",
+        "outcome",
+        "log_index",
+    ],
+    "properties": {
+        "iss": {"type": "string"},
+        "aud": {"type": "string", "description": "the council's member id"},
+        "iat": {"type": "integer"},
+        "exp": {"type": "integer"},
+        "jti": {"type": "string"},
+        "query_jti": {"type": "string", "description": "binds the answer to the query"},
+        "check": {"type": "string"},
+        "check_version": {"type": "integer"},
+        "as_of": {"type": "string", "format": "date"},
+        "outcome": {"type": "string", "enum": list(OUTCOMES)},
+        "log_index": {"type": "integer", "description": "the consent record's index: a receipt"},
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    jwt_body = {
+        "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"}
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ax-broker",
+            "version": "1",
+            "description": "Signed eligibility checks between councils and attribute providers, "
+            "every query recorded in a consent log before it is answered.",
+        },
+        "paths": {
+            "/v1/checks": {
+                "post": {
+                    "operationId": "check",
+                    "summary": "Ask one named check about one resident; get a signed outcome",
+                    "requestBody": {"required": True, "content": {_JWT: jwt_body}},
+                    "responses": {
+                        "200": {
+                            "description": "Signed answer (compact JWS); see EligibilityAnswer",
+                            "content": {_JWT: jwt_body},
+                        },
+                        "400": _problem_response("Malformed query claims.", _by_status(400)),
+                        "401": _problem_response(
+                            "Not verified (any reason, including replay).", _by_status(401)
+                        ),
+                        "403": _problem_response(
+                            "Refused by policy; recorded, with log_index.", _by_status(403)
+                        ),
+                        "413": _problem_response("Body over 16 KiB.", _by_status(413)),
+                        "415": _problem_response("Not application/jwt.", _by_status(415)),
+                        "422": _problem_response("Subject fields missing.", _by_status(422)),
+                        "429": _problem_response("Member over its rate limit.", _by_status(429)),
+                        "503": _problem_response(
+                            "A store or the registry is unavailable: fail closed.",
+                            _by_status(503),
+                        ),
+                    },
+                }
+            },
+            "/.well-known/jwks.json": {
+                "get": {
+                    "operationId": "jwks",
+                    "summary": "The broker's public signing keys (kid = RFC 7638 thumbprint)",
+                    "responses": {
+                        "200": {
+                            "description": "JWK Set",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/JWKS"}
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Liveness",
+                    "responses": {"200": {"description": "alive"}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "ready",
+                    "summary": "Readiness: registry fresh, stores reachable, consent log running",
+                    "responses": {
+                        "200": {"description": "ready"},
+                        "503": {"description": "not ready"},
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1"}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "text exposition"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status"],
+                    "properties": {
+                        "type": {
+                            "type": "string",
+                            "enum": [TYPE_PREFIX + s for s in PROBLEM_TYPES],
+                        },
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "log_index": {"type": "integer"},
+                        "retry_after": {"type": "integer"},
+                    },
+                },
+                "JWKS": {
+                    "type": "object",
+                    "required": ["keys"],
+                    "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+                },
+                "EligibilityQuery": QUERY_CLAIMS,
+                "EligibilityAnswer": ANSWER_CLAIMS,
+            }
+        },
+    }

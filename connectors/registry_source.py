@@ -8,6 +8,7 @@ they started with. Once the snapshot passes its ``exp``, ``current`` raises (fai
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 
@@ -42,6 +43,8 @@ class RegistrySource:
         """Re-read the registry file; True if a newer registry is now in force."""
         try:
             document = self._files.read_registry()
+            if hashlib.sha256(document).hexdigest() == self._registry.digest:
+                return False  # unchanged: no need to verify again
             registry = verify_registry(
                 document, self._files.anchors, now=int(self._clock()), current=self._registry
             )

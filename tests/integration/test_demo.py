@@ -1,0 +1,31 @@
+"""`axb demo` as a newcomer runs it: a real process, reference providers as their own
+processes, and every outcome on the table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+
+def test_demo_shows_all_four_outcomes_and_keeps_a_servable_scheme(tmp_path: Path) -> None:
+    keep = tmp_path / "scheme"
+    result = subprocess.run(
+        [sys.executable, "-m", "broker.cli", "demo", "--keep", str(keep)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    table = result.stdout
+    for outcome in (" yes ", " no ", " no-match ", " undetermined "):
+        assert outcome in table
+    assert "(DWP provider stopped)" in table
+    config = tomllib.loads((keep / "broker.toml").read_text())
+    assert config["broker_id"] == "axb-broker"
+    assert (keep / "registry.jwt").read_text().count(".") == 2
+    assert (keep / "keys" / "council-warwickshire-blue-badge.pem").read_text().startswith(
+        "-----BEGIN PRIVATE KEY-----"
+    )
