@@ -101,11 +101,13 @@ async def test_no_answer_leaves_when_the_log_cannot_commit(
         subject=subject_of("bb-yes-dla"),
         assurance="P2",
     )
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             f"{broker.url}/v1/checks", data=token, headers={"Content-Type": "application/jwt"}
-        ) as response:
-            body = await response.json(content_type=None)
-            assert response.status == 503
-            assert response.content_type == "application/problem+json"
+        ) as response,
+    ):
+        body = await response.json(content_type=None)
+        assert response.status == 503
+        assert response.content_type == "application/problem+json"
     assert body["type"] == "urn:ax-broker:problem:log-unavailable"

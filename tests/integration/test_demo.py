@@ -26,6 +26,8 @@ def test_demo_shows_all_four_outcomes_and_keeps_a_servable_scheme(tmp_path: Path
     config = tomllib.loads((keep / "broker.toml").read_text())
     assert config["broker_id"] == "axb-broker"
     assert (keep / "registry.jwt").read_text().count(".") == 2
-    assert (keep / "keys" / "council-warwickshire-blue-badge.pem").read_text().startswith(
-        "-----BEGIN PRIVATE KEY-----"
+    assert (
+        (keep / "keys" / "council-warwickshire-blue-badge.pem")
+        .read_text()
+        .startswith("-----BEGIN PRIVATE KEY-----")
     )

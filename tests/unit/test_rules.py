@@ -60,7 +60,7 @@ def test_nested_rules_evaluate() -> None:
     [{"any": []}, {"all": []}, {"any": [{"attribute": "nope"}]}, {"xor": []}, [], {"a": 1, "b": 2}],
 )
 def test_refuses_empty_or_malformed_rules(document: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"."):
         parse_rule(document)
 
 
