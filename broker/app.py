@@ -29,7 +29,7 @@ from broker.pipeline import CheckPipeline
 from broker.problems import problem, problem_for
 from broker.settings import Settings
 from broker.stores.admission import AdmissionStore, MemoryAdmissionStore, RedisAdmissionStore
-from broker.stores.consent_log import SqliteConsentLog
+from broker.stores.consent_log import open_consent_log
 from connectors.base import Connector
 from connectors.registry_source import RegistrySource
 from connectors.signed_http import SignedHttpConnector
@@ -85,7 +85,7 @@ def make_admission_store(settings: Settings) -> AdmissionStore:
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
     app = web.Application(middlewares=[request_context], client_max_size=64 * 1024, handler_args={})
     registry = RegistrySource(settings.scheme, clock=clock)
-    stores = Stores(make_admission_store(settings), SqliteConsentLog(settings.consent_log_path))
+    stores = Stores(make_admission_store(settings), open_consent_log(settings.consent_log))
     connectors: dict[str, Connector] = {}
 
     def connector(provider_id: str) -> Connector:

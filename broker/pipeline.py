@@ -96,8 +96,13 @@ class CheckPipeline:
 
         registry = self._registry.current()
         key = self._settings.pseudonym_key
+        withdrawn: frozenset[str] = frozenset()
+        if query.consent is not None and await self._log.is_withdrawn(
+            query.requester, query.consent.id
+        ):
+            withdrawn = frozenset({query.consent.id})
         try:
-            decision = decide(registry, query)
+            decision = decide(registry, query, withdrawn=withdrawn)
         except PolicyRefusal as refusal:
             record = record_for(
                 query,

@@ -29,7 +29,7 @@ class Settings:
     signing_key: SigningKey
     scheme: SchemeFiles
     pseudonym_key: PseudonymKey
-    consent_log_path: Path
+    consent_log: str
     redis_url: str | None
     rate_limit_per_second: int
     check_deadline_ms: int
@@ -37,12 +37,24 @@ class Settings:
     registry_poll_s: float
     log_json: bool = True
 
+    @property
+    def consent_log_path(self) -> Path:
+        """The SQLite file of an embedded consent log."""
+        return Path(self.consent_log)
+
 
 def _int(table: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
     value = table.get(name, default)
     if type(value) is not int or not low <= value <= high:
         raise ConfigError(f"{name} must be an integer in {low}..{high}")
     return value
+
+
+def _log_location(base: Path, value: object) -> str:
+    """A ``postgresql://`` URL as it is, or an SQLite path resolved beside the config."""
+    if isinstance(value, str) and value.startswith(("postgresql://", "postgres://")):
+        return value
+    return str(resolve(base, value, "consent_log"))
 
 
 def load_pseudonym_key(path: Path, key_id: str) -> PseudonymKey:
@@ -74,7 +86,7 @@ def load_settings(path: Path, **overrides: Any) -> Settings:
             resolve(base, pseudonym.get("key_file"), "pseudonym.key_file"),
             require_str(pseudonym, "key_id"),
         ),
-        consent_log_path=resolve(base, table.get("consent_log"), "consent_log"),
+        consent_log=_log_location(base, table.get("consent_log")),
         redis_url=redis_url,
         rate_limit_per_second=_int(table, "rate_limit_per_second", 50, 1, 1_000_000),
         check_deadline_ms=_int(table, "check_deadline_ms", 5000, 100, 60_000),

@@ -1,20 +1,38 @@
-"""The consent record: what the log keeps of one query. Pseudonyms, never identifiers;
-outcomes, never attribute values."""
+"""What the consent log keeps: one record per query (answered, refused or undetermined) and
+one per consent withdrawal. Pseudonyms, never identifiers; outcomes, never attribute values.
+
+Each record is serialised canonically (RFC 8785 JCS) and committed through a salted digest:
+the log's Merkle leaf is built from ``SHA-256(salt || JCS(body))``, so deleting an expired
+body *and its salt* leaves every proof valid while the digest reveals nothing of the body.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import orjson
 
 from trust.messages import ConsentReference, EligibilityQuery, Outcome
 from trust.pseudonym import PseudonymKey, SubjectPseudonyms, pseudonymise
 
 RecordOutcome = Literal["yes", "no", "no-match", "undetermined", "refused"]
+LEAF_PREFIX = b"axb-consent-record-v1\n"
+SALT_BYTES = 32
+
+
+def iso_ms(epoch_ms: int) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
 class ConsentRecord:
+    """One eligibility query and what became of it."""
+
     recorded_at_ms: int
     requester: str
     purpose: str
@@ -30,14 +48,16 @@ class ConsentRecord:
     assurance: str | None
     providers: tuple[str, ...]
 
+    kind = "check"
+
     @property
-    def recorded_at(self) -> str:
-        moment = datetime.fromtimestamp(self.recorded_at_ms / 1000, tz=UTC)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    def consent_id(self) -> str | None:
+        return None if self.consent is None else self.consent.id
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "recorded_at": self.recorded_at,
+            "kind": self.kind,
+            "recorded_at": iso_ms(self.recorded_at_ms),
             "requester": self.requester,
             "purpose": self.purpose,
             "check": self.check,
@@ -56,6 +76,73 @@ class ConsentRecord:
             "assurance": self.assurance,
             "providers": list(self.providers),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawalRecord:
+    """A council's signed statement that a resident withdrew a consent (UK GDPR Art. 7(3))."""
+
+    recorded_at_ms: int
+    requester: str
+    consent_id: str
+    withdrawn_at: str
+    request_jti: str
+
+    kind = "consent-withdrawal"
+    purpose = None
+    check = None
+    outcome = None
+    lawful_basis = None
+    query_jti = None
+    subject = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "recorded_at": iso_ms(self.recorded_at_ms),
+            "requester": self.requester,
+            "consent_id": self.consent_id,
+            "withdrawn_at": self.withdrawn_at,
+            "request_jti": self.request_jti,
+        }
+
+
+LogRecord = ConsentRecord | WithdrawalRecord
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 (JCS) for the values records hold: objects with ASCII keys, strings, integers,
+    booleans, null and arrays. orjson with sorted keys emits exactly JCS for these (tested
+    against the ``rfc8785`` reference implementation); floats are refused."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """A record as committed at ``index``: its canonical body, salt, digest and leaf input."""
+
+    index: int
+    body: bytes
+    salt: bytes
+    digest: bytes
+
+    @property
+    def leaf_input(self) -> bytes:
+        return leaf_input(self.digest)
+
+
+def record_digest(salt: bytes, body: bytes) -> bytes:
+    return hashlib.sha256(salt + body).digest()
+
+
+def leaf_input(digest: bytes) -> bytes:
+    return LEAF_PREFIX + digest
+
+
+def entry_for(record: LogRecord, index: int, salt: bytes | None = None) -> LogEntry:
+    body = canonical_json({"log_index": index, **record.to_json()})
+    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+    return LogEntry(index, body, salt, record_digest(salt, body))
 
 
 def record_for(

@@ -12,7 +12,7 @@ import orjson
 from broker import devscheme
 from broker.client import EligibilityClient
 from broker.demo import subject_of
-from broker.stores.consent_log import SqliteConsentLog
+from broker.stores.consent_log.sqlite import SqliteConsentLog
 from tests.conftest import RunningBroker
 from trust.messages import EligibilityQuery, Subject
 from trust.pseudonym import PseudonymKey
@@ -72,9 +72,11 @@ async def test_record_holds_pseudonyms_never_identifiers(tmp_path: Path) -> None
     log = SqliteConsentLog(tmp_path / "log.sqlite3")
     await log.start()
     await log.append(record_for(_query(1), key=KEY, now_ms=1, outcome="yes"))
-    (body,) = await log.records(0, 1)
+    (stored,) = await log.entries(0, 1)
     await log.close()
-    text = orjson.dumps(body).decode()
+    assert stored.body is not None
+    text = stored.body.decode()
+    body = orjson.loads(stored.body)
     assert "Testwell" not in text
     assert "2016-03-14" not in text
     assert body["subject"]["key_id"] == "pk-test"

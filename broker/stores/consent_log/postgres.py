@@ -1,0 +1,225 @@
+"""The shared consent log: PostgreSQL through asyncpg, one log sequence for many processes.
+
+Each process group-commits its own batches. A batch takes a transaction-scoped advisory lock,
+reads the next index, COPYs its rows and commits; the lock is released by the COMMIT (or by
+the rollback if the process dies), so batches from every process form one gap-free sequence
+and a later batch is never visible before an earlier one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from broker.errors import LogUnavailable
+from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
+from broker.stores.consent_log.columns import COLUMNS, row
+from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
+
+_LOCK_KEY = 0x6178_6221  # "axb!": serialises batch appends across processes
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    log_index      BIGINT PRIMARY KEY,
+    recorded_at_ms BIGINT NOT NULL,
+    kind           TEXT NOT NULL,
+    requester      TEXT NOT NULL,
+    purpose        TEXT,
+    check_name     TEXT,
+    outcome        TEXT,
+    lawful_basis   TEXT,
+    consent_id     TEXT,
+    query_jti      TEXT,
+    subject_key_id TEXT,
+    subject_person TEXT,
+    subject_nino   TEXT,
+    digest         BYTEA NOT NULL,
+    salt           BYTEA,
+    body           BYTEA
+);
+CREATE INDEX IF NOT EXISTS records_time ON records (recorded_at_ms);
+CREATE INDEX IF NOT EXISTS records_person ON records (subject_person);
+CREATE INDEX IF NOT EXISTS records_nino ON records (subject_nino);
+CREATE INDEX IF NOT EXISTS records_requester ON records (requester, log_index);
+CREATE TABLE IF NOT EXISTS withdrawals (
+    requester   TEXT NOT NULL,
+    consent_id  TEXT NOT NULL,
+    log_index   BIGINT NOT NULL,
+    PRIMARY KEY (requester, consent_id)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size          BIGINT PRIMARY KEY,
+    note          TEXT NOT NULL,
+    issued_at_ms  BIGINT NOT NULL
+);
+"""
+_FILTERS = {
+    "requester": "requester",
+    "purpose": "purpose",
+    "check": "check_name",
+    "outcome": "outcome",
+    "lawful_basis": "lawful_basis",
+    "kind": "kind",
+}
+
+
+def _stored(rows: Sequence[asyncpg.Record]) -> list[StoredRecord]:
+    return [
+        StoredRecord(
+            r["log_index"],
+            bytes(r["digest"]),
+            None if r["salt"] is None else bytes(r["salt"]),
+            None if r["body"] is None else bytes(r["body"]),
+        )
+        for r in rows
+    ]
+
+
+class PostgresConsentLog(GroupCommitWriter):
+    def __init__(self, dsn: str, *, schema: str = "axb", max_batch: int = 2048) -> None:
+        super().__init__(max_batch=max_batch)
+        if not schema.isidentifier():
+            raise ValueError("schema must be a plain identifier")
+        self._dsn = dsn
+        self._schema = schema
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise LogUnavailable("consent log closed")
+        return self._pool
+
+    async def start(self) -> None:
+        bootstrap = await asyncpg.connect(self._dsn)
+        try:
+            await bootstrap.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
+            await bootstrap.execute(f"SET search_path TO {self._schema}")
+            await bootstrap.execute(_SCHEMA)
+        finally:
+            await bootstrap.close()
+        self._pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=1,
+            max_size=4,
+            server_settings={"search_path": self._schema},
+            command_timeout=10,
+        )
+        self._start_writer()
+
+    async def close(self) -> None:
+        await self._stop_writer()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def _commit(self, records: Sequence[LogRecord]) -> list[LogEntry]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            first = await conn.fetchval("SELECT COALESCE(MAX(log_index) + 1, 0) FROM records")
+            entries = [entry_for(record, first + i) for i, record in enumerate(records)]
+            await conn.copy_records_to_table(
+                "records",
+                records=[row(r, e) for r, e in zip(records, entries, strict=True)],
+                columns=list(COLUMNS),
+                schema_name=self._schema,
+            )
+            withdrawals = [
+                (r.requester, r.consent_id, e.index)
+                for r, e in zip(records, entries, strict=True)
+                if isinstance(r, WithdrawalRecord)
+            ]
+            if withdrawals:
+                await conn.executemany(
+                    "INSERT INTO withdrawals VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    withdrawals,
+                )
+        return entries
+
+    async def size(self) -> int:
+        value = await self.pool.fetchval("SELECT COALESCE(MAX(log_index) + 1, 0) FROM records")
+        return int(value)
+
+    async def digests(self, start: int, stop: int) -> list[bytes]:
+        rows = await self.pool.fetch(
+            "SELECT digest FROM records WHERE log_index >= $1 AND log_index < $2 "
+            "ORDER BY log_index",
+            start,
+            stop,
+        )
+        return [bytes(r["digest"]) for r in rows]
+
+    async def entries(self, start: int, stop: int) -> list[StoredRecord]:
+        rows = await self.pool.fetch(
+            "SELECT log_index, digest, salt, body FROM records "
+            "WHERE log_index >= $1 AND log_index < $2 ORDER BY log_index",
+            start,
+            stop,
+        )
+        return _stored(rows)
+
+    async def get(self, index: int) -> StoredRecord | None:
+        found = await self.entries(index, index + 1)
+        return found[0] if found else None
+
+    async def find(self, where: RecordFilter, *, after: int, limit: int) -> list[StoredRecord]:
+        clauses, params = ["log_index > $1"], [after]
+        values: list[tuple[str, Any]] = [
+            (f"{column} = ${{}}", getattr(where, name)) for name, column in _FILTERS.items()
+        ]
+        values += [
+            ("recorded_at_ms >= ${}", where.since_ms),
+            ("recorded_at_ms < ${}", where.until_ms),
+        ]
+        for template, value in values:
+            if value is not None:
+                params.append(value)
+                clauses.append(template.format(len(params)))
+        params.append(limit)
+        sql = (  # clauses come from _FILTERS, values are bound parameters
+            "SELECT log_index, digest, salt, body FROM records WHERE "  # noqa: S608
+            + " AND ".join(clauses)
+            + f" ORDER BY log_index LIMIT ${len(params)}"
+        )
+        return _stored(await self.pool.fetch(sql, *params))
+
+    async def by_subject(self, persons: Sequence[str], ninos: Sequence[str]) -> list[StoredRecord]:
+        rows = await self.pool.fetch(
+            "SELECT log_index, digest, salt, body FROM records "
+            "WHERE subject_person = ANY($1::text[]) OR subject_nino = ANY($2::text[]) "
+            "ORDER BY log_index",
+            list(persons),
+            list(ninos),
+        )
+        return _stored(rows)
+
+    async def is_withdrawn(self, requester: str, consent_id: str) -> bool:
+        found = await self.pool.fetchval(
+            "SELECT 1 FROM withdrawals WHERE requester = $1 AND consent_id = $2",
+            requester,
+            consent_id,
+        )
+        return found is not None
+
+    async def add_checkpoint(self, size: int, note: str, issued_at_ms: int) -> None:
+        await self.pool.execute(
+            "INSERT INTO checkpoints (size, note, issued_at_ms) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING",
+            size,
+            note,
+            issued_at_ms,
+        )
+
+    async def checkpoints(self) -> list[tuple[int, str]]:
+        rows = await self.pool.fetch("SELECT size, note FROM checkpoints ORDER BY size")
+        return [(int(r["size"]), str(r["note"])) for r in rows]
+
+    async def prune(self, before_ms: int) -> int:
+        status = await self.pool.execute(
+            "UPDATE records SET body = NULL, salt = NULL "
+            "WHERE recorded_at_ms < $1 AND body IS NOT NULL",
+            before_ms,
+        )
+        return int(status.split()[-1])

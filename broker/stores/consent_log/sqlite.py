@@ -1,0 +1,221 @@
+"""The embedded consent log: SQLite in WAL mode with ``synchronous=FULL``, one process.
+
+All database work runs on one dedicated thread; the event loop never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from broker.errors import LogUnavailable
+from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
+from broker.stores.consent_log.columns import COLUMNS, row
+from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    log_index      INTEGER PRIMARY KEY,
+    recorded_at_ms INTEGER NOT NULL,
+    kind           TEXT NOT NULL,
+    requester      TEXT NOT NULL,
+    purpose        TEXT,
+    check_name     TEXT,
+    outcome        TEXT,
+    lawful_basis   TEXT,
+    consent_id     TEXT,
+    query_jti      TEXT,
+    subject_key_id TEXT,
+    subject_person TEXT,
+    subject_nino   TEXT,
+    digest         BLOB NOT NULL,
+    salt           BLOB,
+    body           BLOB
+);
+CREATE INDEX IF NOT EXISTS records_time ON records (recorded_at_ms);
+CREATE INDEX IF NOT EXISTS records_person ON records (subject_person);
+CREATE INDEX IF NOT EXISTS records_nino ON records (subject_nino);
+CREATE INDEX IF NOT EXISTS records_requester ON records (requester, log_index);
+CREATE TABLE IF NOT EXISTS withdrawals (
+    requester   TEXT NOT NULL,
+    consent_id  TEXT NOT NULL,
+    log_index   INTEGER NOT NULL,
+    PRIMARY KEY (requester, consent_id)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size          INTEGER PRIMARY KEY,
+    note          TEXT NOT NULL,
+    issued_at_ms  INTEGER NOT NULL
+);
+"""
+# Built from constants only (column names and placeholders): no value is ever interpolated.
+_INSERT = f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+_FILTERS = {
+    "requester": "requester = ?",
+    "purpose": "purpose = ?",
+    "check": "check_name = ?",
+    "outcome": "outcome = ?",
+    "lawful_basis": "lawful_basis = ?",
+    "kind": "kind = ?",
+    "since_ms": "recorded_at_ms >= ?",
+    "until_ms": "recorded_at_ms < ?",
+}
+
+
+def _stored(rows: list[Any]) -> list[StoredRecord]:
+    return [
+        StoredRecord(index, bytes(d), s and bytes(s), b and bytes(b)) for index, d, s, b in rows
+    ]
+
+
+class SqliteConsentLog(GroupCommitWriter):
+    def __init__(self, path: Path, *, max_batch: int = 2048, synchronous: str = "FULL") -> None:
+        super().__init__(max_batch=max_batch)
+        self._path = path
+        self._synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-log")
+        self._db: sqlite3.Connection | None = None
+        self._next_index = 0
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise LogUnavailable("consent log closed")
+        return self._db
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        db.executescript(_SCHEMA)
+        self._db = db
+        (count,) = db.execute("SELECT COALESCE(MAX(log_index) + 1, 0) FROM records").fetchone()
+        self._next_index = int(count)
+
+    async def start(self) -> None:
+        await self._run(self._open)
+        self._start_writer()
+
+    async def close(self) -> None:
+        await self._stop_writer()
+        if self._db is not None:
+            db, self._db = self._db, None
+            await self._run(db.close)
+        self._executor.shutdown(wait=True)
+
+    def _commit_sync(self, records: Sequence[LogRecord]) -> list[LogEntry]:
+        db = self._connection()
+        first = self._next_index
+        entries = [entry_for(record, first + i) for i, record in enumerate(records)]
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(_INSERT, [row(r, e) for r, e in zip(records, entries, strict=True)])
+            db.executemany(
+                "INSERT OR IGNORE INTO withdrawals VALUES (?, ?, ?)",
+                [
+                    (r.requester, r.consent_id, e.index)
+                    for r, e in zip(records, entries, strict=True)
+                    if isinstance(r, WithdrawalRecord)
+                ],
+            )
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._next_index = first + len(records)
+        return entries
+
+    async def _commit(self, records: Sequence[LogRecord]) -> list[LogEntry]:
+        return await self._run(self._commit_sync, records)
+
+    async def size(self) -> int:
+        return self._next_index
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        return self._connection().execute(sql, params).fetchall()
+
+    async def digests(self, start: int, stop: int) -> list[bytes]:
+        rows = await self._run(
+            self._query,
+            "SELECT digest FROM records WHERE log_index >= ? AND log_index < ? ORDER BY log_index",
+            (start, stop),
+        )
+        return [bytes(digest) for (digest,) in rows]
+
+    async def entries(self, start: int, stop: int) -> list[StoredRecord]:
+        rows = await self._run(
+            self._query,
+            "SELECT log_index, digest, salt, body FROM records "
+            "WHERE log_index >= ? AND log_index < ? ORDER BY log_index",
+            (start, stop),
+        )
+        return _stored(rows)
+
+    async def get(self, index: int) -> StoredRecord | None:
+        found = await self.entries(index, index + 1)
+        return found[0] if found else None
+
+    async def find(self, where: RecordFilter, *, after: int, limit: int) -> list[StoredRecord]:
+        clauses, params = ["log_index > ?"], [after]
+        for name, clause in _FILTERS.items():
+            value = getattr(where, name)
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        sql = (  # clauses come from _FILTERS, values are bound parameters
+            "SELECT log_index, digest, salt, body FROM records WHERE "  # noqa: S608
+            + " AND ".join(clauses)
+            + " ORDER BY log_index LIMIT ?"
+        )
+        return _stored(await self._run(self._query, sql, (*params, limit)))
+
+    async def by_subject(self, persons: Sequence[str], ninos: Sequence[str]) -> list[StoredRecord]:
+        marks_p = ",".join("?" * len(persons)) or "NULL"
+        marks_n = ",".join("?" * len(ninos)) or "NULL"
+        sql = (  # only placeholders are interpolated
+            "SELECT log_index, digest, salt, body FROM records "  # noqa: S608
+            f"WHERE subject_person IN ({marks_p}) OR subject_nino IN ({marks_n}) "
+            "ORDER BY log_index"
+        )
+        return _stored(await self._run(self._query, sql, (*persons, *ninos)))
+
+    async def is_withdrawn(self, requester: str, consent_id: str) -> bool:
+        rows = await self._run(
+            self._query,
+            "SELECT 1 FROM withdrawals WHERE requester = ? AND consent_id = ?",
+            (requester, consent_id),
+        )
+        return bool(rows)
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> int:
+        cursor = self._connection().execute(sql, params)
+        return cursor.rowcount
+
+    async def add_checkpoint(self, size: int, note: str, issued_at_ms: int) -> None:
+        await self._run(
+            self._execute,
+            "INSERT OR IGNORE INTO checkpoints (size, note, issued_at_ms) VALUES (?, ?, ?)",
+            (size, note, issued_at_ms),
+        )
+
+    async def checkpoints(self) -> list[tuple[int, str]]:
+        rows = await self._run(self._query, "SELECT size, note FROM checkpoints ORDER BY size", ())
+        return [(int(size), str(note)) for size, note in rows]
+
+    async def prune(self, before_ms: int) -> int:
+        return await self._run(
+            self._execute,
+            "UPDATE records SET body = NULL, salt = NULL "
+            "WHERE recorded_at_ms < ? AND body IS NOT NULL",
+            (before_ms,),
+        )
