@@ -12,7 +12,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from broker import handlers
+from broker import audit, handlers
 from broker.app_keys import (
     HTTP,
     METRICS,
@@ -21,6 +21,7 @@ from broker.app_keys import (
     REGISTRY,
     SETTINGS,
     STORES,
+    TRANSPARENCY,
     Stores,
 )
 from broker.errors import BrokerError
@@ -30,6 +31,7 @@ from broker.problems import problem, problem_for
 from broker.settings import Settings
 from broker.stores.admission import AdmissionStore, MemoryAdmissionStore, RedisAdmissionStore
 from broker.stores.consent_log import open_consent_log
+from broker.transparency import TransparencyLog
 from connectors.base import Connector
 from connectors.registry_source import RegistrySource
 from connectors.signed_http import SignedHttpConnector
@@ -103,28 +105,45 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app[REGISTRY] = registry
     app[STORES] = stores
     app[METRICS] = Metrics()
+    transparency = TransparencyLog(
+        stores.consent_log,
+        settings.log_signer,
+        every_records=settings.checkpoint_every_records,
+        every_seconds=settings.checkpoint_every_seconds,
+        clock=clock,
+    )
+    app[TRANSPARENCY] = transparency
     app[PIPELINE] = CheckPipeline(
         settings=settings,
         registry=registry,
         admission=stores.admission,
         consent_log=stores.consent_log,
         connector=connector,
+        transparency=transparency,
         clock=clock,
     )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await stores.consent_log.start()
+        await transparency.start()
+        checkpointer = asyncio.create_task(transparency.run())
         app[HTTP] = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=256, limit_per_host=128),
             timeout=aiohttp.ClientTimeout(total=30),
         )
         watcher = asyncio.create_task(registry.watch(settings.registry_poll_s))
         yield
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, checkpointer):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await app[HTTP].close()
         await stores.admission.close()
+        await stores.consent_log.drain()
+        try:
+            await transparency.checkpoint()  # a checkpoint at shutdown covers every record
+        except Exception:
+            log.exception("final_checkpoint_failed")
         await stores.consent_log.close()
 
     app.cleanup_ctx.append(resources)
@@ -134,4 +153,5 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.router.add_get("/readyz", handlers.get_readyz)
     app.router.add_get("/openapi.json", handlers.get_openapi)
     app.router.add_get("/metrics", handlers.get_metrics)
+    audit.add_routes(app)
     return app

@@ -12,6 +12,7 @@ from broker.pipeline import CheckPipeline
 from broker.settings import Settings
 from broker.stores.admission import AdmissionStore
 from broker.stores.consent_log import ConsentLog
+from broker.transparency import TransparencyLog
 from connectors.registry_source import RegistrySource
 
 
@@ -27,4 +28,5 @@ STORES = web.AppKey("stores", Stores)
 PIPELINE = web.AppKey("pipeline", CheckPipeline)
 METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+TRANSPARENCY = web.AppKey("transparency", TransparencyLog)
 PROVIDER_REPORTS = web.RequestKey("provider_reports", list)

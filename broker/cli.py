@@ -168,5 +168,176 @@ def check(
     sys.exit(asyncio.run(run()))
 
 
+@main.group()
+def audit() -> None:
+    """Auditor tools: verify an export offline, fetch records, subject access, prune."""
+
+
+@audit.command("verify")
+@click.argument("export", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--log-key", required=True, help="The log's verifier key (name+hash+key), or a file holding it."
+)
+@click.option(
+    "--held",
+    "held",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A checkpoint note you kept earlier: the export must extend it.",
+)
+def audit_verify(export: Path, log_key: str, held: tuple[Path, ...]) -> None:
+    """Verify an export offline, trusting only the log's public key."""
+    from trust.checkpoint import NoteVerifier
+    from trust.errors import CheckpointError
+    from trust.log_verify import verify_export
+
+    key_text = Path(log_key).read_text().strip() if Path(log_key).is_file() else log_key
+    try:
+        verifier = NoteVerifier(key_text)
+    except CheckpointError as exc:
+        raise click.ClickException(f"bad log key: {exc}") from exc
+    with export.open("rb") as lines:
+        report = verify_export(lines, verifier, held=[p.read_text() for p in held])
+    click.echo(
+        f"records: {report.records}   checkpoints verified: {report.checkpoints}   "
+        f"verified up to size: {report.verified_size}"
+    )
+    for start, end in report.pruned:
+        click.echo(f"pruned (bodies deleted after retention, proofs intact): {start}-{end}")
+    for problem in report.problems:
+        click.echo(f"PROBLEM {problem}")
+    click.echo("OK: the export verifies" if report.ok else "FAILED: the export does not verify")
+    sys.exit(0 if report.ok else 1)
+
+
+@audit.command("export")
+@click.option("--config", "config", type=CONFIG, required=True, help="auditors/X.toml")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def audit_export(config: Path, out: Path) -> None:
+    """Download the whole log (records and checkpoints) as JSONL for offline verification."""
+    from broker.audit_client import AuditClient
+
+    async def run() -> int:
+        count = 0
+        async with AuditClient.from_config(config) as client:
+            with out.open("wb") as handle:
+                async for line in client.export():
+                    handle.write(line)
+                    count += 1
+        return count
+
+    click.echo(f"wrote {asyncio.run(run())} lines to {out}")
+
+
+@audit.command("subject-access")
+@click.option("--config", "config", type=CONFIG, required=True, help="auditors/X.toml")
+@click.option("--family-name", required=True)
+@click.option("--date-of-birth", required=True)
+@click.option("--nino", default=None)
+def audit_subject_access(
+    config: Path, family_name: str, date_of_birth: str, nino: str | None
+) -> None:
+    """Who checked this resident's data, when and why (UK GDPR Art. 15)."""
+    from broker.audit_client import AuditClient
+
+    identifiers = {"family_name": family_name, "date_of_birth": date_of_birth}
+    if nino:
+        identifiers["nino"] = nino
+
+    async def run() -> dict[str, object]:
+        async with AuditClient.from_config(config) as client:
+            return await client.subject_access(identifiers)
+
+    click.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@audit.command("records")
+@click.option("--config", "config", type=CONFIG, required=True, help="auditors/X.toml")
+@click.option("--requester", default=None)
+@click.option("--purpose", default=None)
+@click.option("--check", "check_name", default=None)
+@click.option("--outcome", default=None)
+@click.option("--since", default=None)
+@click.option("--until", default=None)
+@click.option("--limit", default=100, type=int)
+def audit_records(
+    config: Path,
+    requester: str | None,
+    purpose: str | None,
+    check_name: str | None,
+    outcome: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+) -> None:
+    """List consent records matching filters."""
+    from broker.audit_client import AuditClient
+
+    async def run() -> dict[str, object]:
+        async with AuditClient.from_config(config) as client:
+            return await client.records(
+                requester=requester,
+                purpose=purpose,
+                check=check_name,
+                outcome=outcome,
+                since=since,
+                until=until,
+                limit=limit,
+            )
+
+    click.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@audit.command("prune")
+@click.option("--config", "config", type=CONFIG, required=True, help="broker.toml")
+@click.option("--before", required=True, help="YYYY-MM-DD: delete bodies recorded before it")
+def audit_prune(config: Path, before: str) -> None:
+    """Delete record bodies (and salts) past the retention period; proofs stay valid."""
+    from datetime import UTC, datetime
+
+    from broker.settings import load_settings
+    from broker.stores.consent_log import open_consent_log
+
+    cutoff = datetime.fromisoformat(before).replace(tzinfo=UTC)
+    settings = load_settings(config)
+
+    async def run() -> int:
+        store = open_consent_log(settings.consent_log)
+        await store.start()
+        try:
+            return await store.prune(int(cutoff.timestamp() * 1000))
+        finally:
+            await store.close()
+
+    click.echo(f"pruned {asyncio.run(run())} record bodies recorded before {before}")
+
+
+@main.group()
+def consent() -> None:
+    """Council tools for consents."""
+
+
+@consent.command("withdraw")
+@click.option("--config", "config", type=CONFIG, required=True, help="councils/X.toml")
+@click.argument("consent_id")
+@click.option("--withdrawn-at", default=None, help="RFC 3339 time (default: now)")
+def consent_withdraw(config: Path, consent_id: str, withdrawn_at: str | None) -> None:
+    """Record that a resident withdrew a consent; later checks citing it are refused."""
+    from datetime import UTC, datetime
+
+    from broker.client import CheckFailed, EligibilityClient
+
+    when = withdrawn_at or datetime.now(UTC).isoformat(timespec="seconds")
+
+    async def run() -> int:
+        async with EligibilityClient.from_config(config) as client:
+            return await client.withdraw_consent(consent_id, withdrawn_at=when)
+
+    try:
+        click.echo(f"withdrawal recorded at log index {asyncio.run(run())}")
+    except CheckFailed as failed:
+        raise click.ClickException(json.dumps(failed.problem)) from failed
+
+
 if __name__ == "__main__":
     main()

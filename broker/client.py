@@ -27,7 +27,13 @@ from connectors.config import load_signing_key, read_toml, require_str, resolve
 from trust import jws
 from trust.errors import InvalidMessage, KeyFormatError, VerificationError
 from trust.keys import SigningKey, VerifyingKey, load_jwks
-from trust.messages import ConsentReference, EligibilityAnswer, parse_answer, query_claims
+from trust.messages import (
+    ConsentReference,
+    EligibilityAnswer,
+    parse_answer,
+    query_claims,
+    withdrawal_claims,
+)
 
 JWT_MEDIA_TYPE = "application/jwt"
 
@@ -180,3 +186,24 @@ class EligibilityClient:
                     problem = {"detail": "no problem document"}
                 raise CheckFailed(response.status, problem)
         return await self.verify_answer(body, jti)
+
+    async def withdraw_consent(self, consent_id: str, *, withdrawn_at: str) -> int:
+        """Record that the resident withdrew ``consent_id``; returns the record's log index.
+        Later checks citing that consent are refused (403 consent-withdrawn)."""
+        claims = withdrawal_claims(
+            requester=self.member_id,
+            broker=self._broker_id,
+            now=int(self._clock()),
+            consent_id=consent_id,
+            withdrawn_at=withdrawn_at,
+        )
+        token = jws.sign(claims, self._key, jws.CONSENT_WITHDRAWAL)
+        async with self.session.post(
+            f"{self._url}/v1/consents/withdrawals",
+            data=token,
+            headers={"Content-Type": JWT_MEDIA_TYPE},
+        ) as response:
+            body = await response.json(content_type=None)
+            if response.status != 200:
+                raise CheckFailed(response.status, body)
+        return int(body["log_index"])

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
+from trust.checkpoint import generate_signer
 from trust.keys import SigningKey
 from trust.registry import member_document, sign_registry
 
@@ -29,6 +30,7 @@ DWP = "dwp-reference"
 HMRC = "hmrc-reference"
 AUDITOR = "auditor-ico"
 PSEUDONYM_KEY_ID = "pk-dev-1"
+LOG_ORIGIN = "axb.dev/consent-log"
 
 BLUE_BADGE_CHECK = "blue-badge-automatic"
 FSM_CHECK = "free-school-meals"
@@ -307,6 +309,9 @@ def generate(
         _write(root / "public" / f"{member}.jwk.json", json.dumps(dict(key.verifying_key.jwk)))
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     _write(root / "secrets" / f"{PSEUDONYM_KEY_ID}.key", secret + "\n", private=True)
+    log_skey, log_vkey = generate_signer(LOG_ORIGIN)
+    _write(root / "secrets" / "log.skey", log_skey + "\n", private=True)
+    _write(root / "public" / "log.vkey", log_vkey + "\n")
     publish_registry(scheme, seq=1)
     _write(
         scheme.broker_config,
@@ -315,7 +320,9 @@ def generate(
         + _scheme_toml()
         + 'consent_log = "log/consent-log.sqlite3"\n'
         f'redis_url = "{redis_url}"\nrate_limit_per_second = 50\ncheck_deadline_ms = 3000\n'
-        "leeway_s = 30\nregistry_poll_s = 0.5\n\n[pseudonym]\n"
+        "leeway_s = 30\nregistry_poll_s = 0.5\n\n"
+        '[log]\nsigning_key = "secrets/log.skey"\ncheckpoint_every_records = 1000\n'
+        "checkpoint_every_seconds = 5.0\n\n[pseudonym]\n"
         f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n',
     )
     for provider_id, port in ports.items():
@@ -325,6 +332,12 @@ def generate(
             f'host = "127.0.0.1"\nport = {port}\n'
             f'signing_key = "../keys/{provider_id}.pem"\n' + _scheme_toml(up="../"),
         )
+    _write(
+        root / "auditors" / f"{AUDITOR}.toml",
+        f'member_id = "{AUDITOR}"\nsigning_key = "../keys/{AUDITOR}.pem"\n'
+        f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
+        'log_key = "../public/log.vkey"\n',
+    )
     for council in (COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS):
         _write(
             scheme.council_config(council),

@@ -19,6 +19,7 @@ from broker.fanout import ProviderReport, fan_out
 from broker.settings import Settings
 from broker.stores.admission import AdmissionStore
 from broker.stores.consent_log import ConsentLog
+from broker.transparency import TransparencyLog
 from connectors.base import Connector
 from connectors.registry_source import RegistrySource
 from trust import jws
@@ -52,8 +53,10 @@ class CheckPipeline:
         admission: AdmissionStore,
         consent_log: ConsentLog,
         connector: Callable[[str], Connector],
+        transparency: TransparencyLog,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._transparency = transparency
         self._settings = settings
         self._registry = registry
         self._admission = admission
@@ -112,6 +115,7 @@ class CheckPipeline:
                 refusal=refusal.code,
             )
             index = await self._log.append(record)
+            self._transparency.appended()
             structlog.contextvars.bind_contextvars(log_index=index, outcome="refused")
             raise Refused(refusal, index) from None
 
@@ -131,6 +135,7 @@ class CheckPipeline:
             providers=tuple(call.provider for call in decision.calls),
         )
         index = await self._log.append(record)
+        self._transparency.appended()
         structlog.contextvars.bind_contextvars(log_index=index, outcome=result.outcome)
         answer = EligibilityAnswer(
             broker=self._settings.broker_id,

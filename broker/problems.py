@@ -20,7 +20,14 @@ from broker.errors import (
     StoreUnavailable,
 )
 from trust import policy
-from trust.errors import InvalidMessage, RegistryError, TrustError, VerificationError
+from trust.errors import (
+    InvalidMessage,
+    PolicyRefusal,
+    ProofRequestError,
+    RegistryError,
+    TrustError,
+    VerificationError,
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:ax-broker:problem:"
@@ -60,6 +67,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType(policy.CONSENT_WITHDRAWN, 403, "The consent was withdrawn"),
         ProblemType(policy.ASSURANCE_TOO_LOW, 403, "Identity assurance too low"),
         ProblemType(policy.SUBJECT_FIELDS_MISSING, 422, "Subject fields missing for this check"),
+        ProblemType(policy.NOT_AN_AUDITOR, 403, "Only auditors may read the consent log"),
+        ProblemType(policy.SUBJECT_ACCESS_NOT_GRANTED, 403, "Subject access not granted"),
+        ProblemType("invalid-proof-request", 400, "The proof request is out of range"),
     )
 }
 
@@ -87,6 +97,10 @@ def problem_for(error: Exception) -> tuple[web.Response, str]:
             return problem("invalid-query", str(error)), "invalid-query"
         case Refused(refusal=refusal, log_index=index):
             return problem(refusal.code, refusal.detail, log_index=index), refusal.code
+        case PolicyRefusal(code=code, detail=detail):
+            return problem(code, detail), code
+        case ProofRequestError():
+            return problem("invalid-proof-request", str(error)), "invalid-proof-request"
         case BadRequest(slug=slug, detail=detail):
             return problem(slug, detail), slug
         case RateLimited(retry_after=seconds):

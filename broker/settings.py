@@ -16,6 +16,8 @@ from connectors.config import (
     resolve,
     scheme_files,
 )
+from trust.checkpoint import NoteSigner
+from trust.errors import CheckpointError
 from trust.jws import MAX_LEEWAY_SECONDS
 from trust.keys import SigningKey
 from trust.pseudonym import PseudonymKey
@@ -35,6 +37,10 @@ class Settings:
     check_deadline_ms: int
     leeway_s: int
     registry_poll_s: float
+    log_signer: NoteSigner
+    checkpoint_every_records: int
+    checkpoint_every_seconds: float
+    previous_pseudonym_keys: tuple[PseudonymKey, ...] = ()
     log_json: bool = True
 
     @property
@@ -65,6 +71,13 @@ def load_pseudonym_key(path: Path, key_id: str) -> PseudonymKey:
         raise ConfigError(f"cannot read pseudonym key {path}: {exc}") from exc
 
 
+def load_log_signer(path: Path) -> NoteSigner:
+    try:
+        return NoteSigner(path.read_text().strip())
+    except (OSError, CheckpointError) as exc:
+        raise ConfigError(f"cannot read log signing key {path}: {exc}") from exc
+
+
 def load_settings(path: Path, **overrides: Any) -> Settings:
     """Read ``path`` (TOML); ``overrides`` (e.g. ``port``, ``redis_url``) win over the file."""
     table = read_toml(path)
@@ -76,6 +89,12 @@ def load_settings(path: Path, **overrides: Any) -> Settings:
     pseudonym = table.get("pseudonym")
     if not isinstance(pseudonym, dict):
         raise ConfigError("a [pseudonym] table with key_id and key_file is required")
+    log_table = table.get("log")
+    if not isinstance(log_table, dict):
+        raise ConfigError("a [log] table with the checkpoint signing_key is required")
+    previous = pseudonym.get("previous", [])
+    if not isinstance(previous, list) or not all(isinstance(p, dict) for p in previous):
+        raise ConfigError("[[pseudonym.previous]] entries need key_id and key_file")
     return Settings(
         broker_id=require_str(table, "broker_id"),
         host=str(table.get("host", "127.0.0.1")),
@@ -92,5 +111,15 @@ def load_settings(path: Path, **overrides: Any) -> Settings:
         check_deadline_ms=_int(table, "check_deadline_ms", 5000, 100, 60_000),
         leeway_s=_int(table, "leeway_s", 30, 0, MAX_LEEWAY_SECONDS),
         registry_poll_s=float(table.get("registry_poll_s", 2.0)),
+        log_signer=load_log_signer(resolve(base, log_table.get("signing_key"), "log.signing_key")),
+        checkpoint_every_records=_int(log_table, "checkpoint_every_records", 1000, 1, 10**7),
+        checkpoint_every_seconds=float(log_table.get("checkpoint_every_seconds", 5.0)),
+        previous_pseudonym_keys=tuple(
+            load_pseudonym_key(
+                resolve(base, p.get("key_file"), "pseudonym.previous.key_file"),
+                require_str(p, "key_id"),
+            )
+            for p in previous
+        ),
         log_json=bool(table.get("log_json", True)),
     )

@@ -46,6 +46,7 @@ ELIGIBILITY_RESPONSE = Profile("eligibility-response+jwt", 300)
 ATTRIBUTE_REQUEST = Profile("attribute-request+jwt", 300)
 ATTRIBUTE_RESPONSE = Profile("attribute-response+jwt", 300)
 AUDIT_REQUEST = Profile("audit-request+jwt", 300)
+CONSENT_WITHDRAWAL = Profile("consent-withdrawal+jwt", 300)
 TRUST_REGISTRY = Profile("trust-registry+jwt", 400 * 24 * 3600)
 
 

@@ -7,6 +7,7 @@ Personal data (the subject) never appears in a ``repr``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from typing import Any, Literal, get_args
 
 from trust.errors import InvalidMessage
 from trust.jws import Verified
+from trust.keys import b64url_encode
 
 Outcome = Literal["yes", "no", "no-match", "undetermined"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
@@ -412,4 +414,90 @@ def parse_attribute_response(verified: Verified, *, request: AttributeRequest) -
         request_jti=request.jti,
         result=result,  # type: ignore[arg-type]
         attributes=attributes,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRequest:
+    """An auditor's signed request, bound to one HTTP method, path+query and body."""
+
+    auditor: str
+    jti: str
+    expires_at: int
+
+
+def body_digest(body: bytes) -> str:
+    return b64url_encode(hashlib.sha256(body).digest())
+
+
+def audit_request_claims(
+    *, auditor: str, broker: str, now: int, method: str, target: str, body: bytes = b""
+) -> dict[str, Any]:
+    """Claims an auditor signs for one request to the audit API (``target`` = path?query)."""
+    return {
+        "iss": auditor,
+        "aud": broker,
+        "iat": now,
+        "exp": now + 60,
+        "jti": new_jti(),
+        "htm": method,
+        "htu": target,
+        "body_sha256": body_digest(body),
+    }
+
+
+def parse_audit_request(
+    verified: Verified, *, method: str, target: str, body: bytes
+) -> AuditRequest:
+    claims = verified.claims
+    unknown = set(claims) - (_REGISTERED | {"htm", "htu", "body_sha256"})
+    _require(not unknown, f"audit request has unknown members: {sorted(unknown)}")
+    _require(claims.get("htm") == method, "audit request signed for another method")
+    _require(claims.get("htu") == target, "audit request signed for another path or query")
+    _require(claims.get("body_sha256") == body_digest(body), "audit request body altered")
+    return AuditRequest(verified.issuer, verified.jti, verified.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentWithdrawal:
+    """A council's signed statement that the resident withdrew consent ``consent_id``."""
+
+    requester: str
+    jti: str
+    expires_at: int
+    consent_id: str
+    withdrawn_at: str
+
+
+def withdrawal_claims(
+    *, requester: str, broker: str, now: int, consent_id: str, withdrawn_at: str
+) -> dict[str, Any]:
+    return {
+        "iss": requester,
+        "aud": broker,
+        "iat": now,
+        "exp": now + 120,
+        "jti": new_jti(),
+        "consent_id": consent_id,
+        "withdrawn_at": withdrawn_at,
+    }
+
+
+def parse_withdrawal(verified: Verified) -> ConsentWithdrawal:
+    claims = verified.claims
+    unknown = set(claims) - (_REGISTERED | {"consent_id", "withdrawn_at"})
+    _require(not unknown, f"withdrawal has unknown members: {sorted(unknown)}")
+    withdrawn_at = claims.get("withdrawn_at")
+    _require(isinstance(withdrawn_at, str), "withdrawn_at must be an RFC 3339 time")
+    try:
+        moment = datetime.fromisoformat(str(withdrawn_at))
+    except ValueError as exc:
+        raise InvalidMessage("withdrawn_at must be an RFC 3339 time") from exc
+    _require(moment.tzinfo is not None, "withdrawn_at needs a time zone")
+    return ConsentWithdrawal(
+        requester=verified.issuer,
+        jti=verified.jti,
+        expires_at=verified.expires_at,
+        consent_id=_string(claims.get("consent_id"), "consent_id"),
+        withdrawn_at=str(withdrawn_at),
     )

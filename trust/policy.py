@@ -29,7 +29,12 @@ CONSENT_REQUIRED = "consent-required"
 CONSENT_WITHDRAWN = "consent-withdrawn"
 ASSURANCE_TOO_LOW = "assurance-too-low"
 SUBJECT_FIELDS_MISSING = "subject-fields-missing"
+NOT_AN_AUDITOR = "not-an-auditor"
+SUBJECT_ACCESS_NOT_GRANTED = "subject-access-not-granted"
+SUBJECT_ACCESS_GRANT = "subject-access"
 REFUSAL_CODES = (
+    NOT_AN_AUDITOR,
+    SUBJECT_ACCESS_NOT_GRANTED,
     MEMBER_SUSPENDED,
     ROLE_NOT_PERMITTED,
     UNKNOWN_CHECK,
@@ -136,3 +141,26 @@ def plan(
             PlannedCall(provider_id, info.endpoint, info.timeout_ms, tuple(names), tuple(fields))
         )
     return tuple(calls), frozenset(unavailable)
+
+
+def authorize_audit(registry: Registry, member_id: str, *, subject_access: bool = False) -> None:
+    """Auditors (an active member with role ``auditor``) read the audit API; subject access
+    also needs the ``subject-access`` grant. Councils and providers never read it."""
+    member = registry.members.get(member_id)
+    if member is None or not member.active:
+        raise _refuse(MEMBER_SUSPENDED, "the requesting member is not active in the scheme")
+    if "auditor" not in member.roles:
+        raise _refuse(NOT_AN_AUDITOR, "only auditors may read the consent log")
+    if subject_access and SUBJECT_ACCESS_GRANT not in member.permissions:
+        raise _refuse(
+            SUBJECT_ACCESS_NOT_GRANTED, "this auditor may not make subject access requests"
+        )
+
+
+def authorize_withdrawal(registry: Registry, member_id: str) -> None:
+    """Only an active relying party records a withdrawal of a consent it holds."""
+    member = registry.members.get(member_id)
+    if member is None or not member.active:
+        raise _refuse(MEMBER_SUSPENDED, "the requesting member is not active in the scheme")
+    if "relying-party" not in member.roles:
+        raise _refuse(ROLE_NOT_PERMITTED, "only relying parties record consent withdrawals")

@@ -42,6 +42,8 @@ class ConsentLog(Protocol):
 
     def running(self) -> bool: ...
 
+    async def drain(self) -> None: ...
+
     async def append(self, record: LogRecord) -> int:
         """Durably append ``record``; returns its log index. Raises LogUnavailable."""
         ...
@@ -129,6 +131,10 @@ class GroupCommitWriter(abc.ABC):
             for entry, (_, future) in zip(entries, batch, strict=True):
                 if not future.done():
                     future.set_result(entry.index)
+
+    async def drain(self) -> None:
+        """Commit everything queued and stop accepting appends (before a final checkpoint)."""
+        await self._stop_writer()
 
     async def _stop_writer(self) -> None:
         if self._writer is not None:

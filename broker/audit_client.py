@@ -1,0 +1,110 @@
+"""The auditor's side: ``AuditClient`` signs each audit API request (``audit-request+jwt``
+bound to method, path+query and body) with the auditor's registered key."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+
+from broker.client import CheckFailed
+from connectors.config import load_signing_key, read_toml, require_str, resolve
+from trust import jws
+from trust.keys import SigningKey
+from trust.messages import audit_request_claims
+
+
+class AuditClient:
+    def __init__(
+        self,
+        *,
+        member_id: str,
+        key: SigningKey,
+        broker_url: str,
+        broker_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.member_id = member_id
+        self._key = key
+        self._url = broker_url.rstrip("/")
+        self._broker_id = broker_id
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_config(cls, path: Path) -> AuditClient:
+        table = read_toml(path)
+        return cls(
+            member_id=require_str(table, "member_id"),
+            key=load_signing_key(resolve(path.parent, table.get("signing_key"), "signing_key")),
+            broker_url=require_str(table, "broker_url"),
+            broker_id=require_str(table, "broker_id"),
+        )
+
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def authorization(self, method: str, target: str, body: bytes = b"") -> str:
+        claims = audit_request_claims(
+            auditor=self.member_id,
+            broker=self._broker_id,
+            now=int(self._clock()),
+            method=method,
+            target=target,
+            body=body,
+        )
+        return "Bearer " + jws.sign(claims, self._key, jws.AUDIT_REQUEST)
+
+    async def _request(
+        self, method: str, path: str, query: Mapping[str, Any] | None = None, body: bytes = b""
+    ) -> aiohttp.ClientResponse:
+        if self._session is None:
+            raise RuntimeError("use the client as 'async with AuditClient(...)'")
+        target = path + ("?" + urlencode(query) if query else "")
+        headers = {"Authorization": self.authorization(method, target, body)}
+        if body:
+            headers["Content-Type"] = "application/json"
+        response = await self._session.request(
+            method, self._url + target, data=body or None, headers=headers
+        )
+        if response.status != 200:
+            problem = await response.json(content_type=None)
+            response.release()
+            raise CheckFailed(response.status, problem)
+        return response
+
+    async def records(self, **filters: Any) -> dict[str, Any]:
+        query = {k: v for k, v in filters.items() if v is not None}
+        async with await self._request("GET", "/v1/audit/records", query) as response:
+            result: dict[str, Any] = await response.json()
+            return result
+
+    async def record(self, index: int) -> dict[str, Any]:
+        async with await self._request("GET", f"/v1/audit/records/{index}") as response:
+            result: dict[str, Any] = await response.json()
+            return result
+
+    async def subject_access(self, identifiers: Mapping[str, str]) -> dict[str, Any]:
+        body = orjson.dumps(dict(identifiers))
+        async with await self._request("POST", "/v1/audit/subject-access", body=body) as response:
+            result: dict[str, Any] = await response.json()
+            return result
+
+    async def export(self) -> AsyncIterator[bytes]:
+        async with await self._request("GET", "/v1/audit/export") as response:
+            async for line in response.content:
+                yield line
