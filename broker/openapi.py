@@ -96,6 +96,24 @@ ANSWER_CLAIMS: dict[str, Any] = {
 }
 
 
+def _query(name: str, *, required: bool = True) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": {"type": "string"}}
+
+
+def _json(description: str, properties: dict[str, str]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {k: {"type": v} for k, v in properties.items()}}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _audit_responses(description: str) -> dict[str, Any]:
+    return {
+        "200": {"description": description},
+        "400": _problem_response("Malformed request.", _by_status(400)),
+        "401": _problem_response("Not verified or replayed.", _by_status(401)),
+        "403": _problem_response("Not an auditor, or no subject-access grant.", _by_status(403)),
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     jwt_body = {
         "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"}
@@ -153,6 +171,143 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/consents/withdrawals": {
+                "post": {
+                    "operationId": "withdrawConsent",
+                    "summary": "Record that a resident withdrew a consent (signed "
+                    "consent-withdrawal+jwt); later checks citing it are refused",
+                    "requestBody": {"required": True, "content": {_JWT: jwt_body}},
+                    "responses": {
+                        "200": _json("The withdrawal's log index", {"log_index": "integer"}),
+                        "401": _problem_response("Not verified.", _by_status(401)),
+                        "403": _problem_response("Not a relying party.", _by_status(403)),
+                    },
+                }
+            },
+            "/v1/log/checkpoint": {
+                "get": {
+                    "operationId": "checkpoint",
+                    "summary": "The latest signed checkpoint (C2SP tlog-checkpoint signed note)",
+                    "responses": {
+                        "200": {"description": "signed note", "content": {"text/plain": {}}}
+                    },
+                }
+            },
+            "/v1/log/key": {
+                "get": {
+                    "operationId": "logKey",
+                    "summary": "The log's Ed25519 verifier key (name+hash+key); pin it out of band",
+                    "responses": {
+                        "200": {"description": "verifier key", "content": {"text/plain": {}}}
+                    },
+                }
+            },
+            "/v1/log/proof/inclusion": {
+                "get": {
+                    "operationId": "inclusionProof",
+                    "summary": "RFC 9162 inclusion proof of record `index` in the tree of `size`",
+                    "parameters": [_query("index"), _query("size")],
+                    "responses": {
+                        "200": _json(
+                            "Proof (base64 hashes)",
+                            {
+                                "index": "integer",
+                                "tree_size": "integer",
+                                "leaf_hash": "string",
+                                "proof": "array",
+                            },
+                        ),
+                        "400": _problem_response("Out of range.", _by_status(400)),
+                    },
+                }
+            },
+            "/v1/log/proof/consistency": {
+                "get": {
+                    "operationId": "consistencyProof",
+                    "summary": "RFC 9162 consistency proof between tree sizes `from` and `to`",
+                    "parameters": [_query("from"), _query("to")],
+                    "responses": {
+                        "200": _json(
+                            "Proof (base64 hashes)",
+                            {"from": "integer", "to": "integer", "proof": "array"},
+                        ),
+                        "400": _problem_response("Out of range.", _by_status(400)),
+                    },
+                }
+            },
+            "/v1/audit/records": {
+                "get": {
+                    "operationId": "auditRecords",
+                    "summary": "Consent records, filtered and paginated (auditors; signed "
+                    "audit-request+jwt in Authorization: Bearer)",
+                    "security": [{"auditRequest": []}],
+                    "parameters": [
+                        _query(n, required=False)
+                        for n in (
+                            "since",
+                            "until",
+                            "requester",
+                            "purpose",
+                            "check",
+                            "outcome",
+                            "lawful_basis",
+                            "kind",
+                            "after",
+                            "limit",
+                        )
+                    ],
+                    "responses": _audit_responses("Records and the next cursor"),
+                }
+            },
+            "/v1/audit/records/{index}": {
+                "get": {
+                    "operationId": "auditRecord",
+                    "summary": "One record with its inclusion proof and the checkpoint it is in",
+                    "security": [{"auditRequest": []}],
+                    "parameters": [
+                        {
+                            "name": "index",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 0},
+                        }
+                    ],
+                    "responses": _audit_responses("Record, checkpoint and inclusion proof"),
+                }
+            },
+            "/v1/audit/subject-access": {
+                "post": {
+                    "operationId": "subjectAccess",
+                    "summary": "Who checked this resident's data, when and why (needs the "
+                    "subject-access grant); identifiers in, pseudonyms computed by the broker",
+                    "security": [{"auditRequest": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["family_name", "date_of_birth"],
+                                    "properties": {
+                                        "family_name": {"type": "string"},
+                                        "date_of_birth": {"type": "string"},
+                                        "nino": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": _audit_responses("The records about this person"),
+                }
+            },
+            "/v1/audit/export": {
+                "get": {
+                    "operationId": "auditExport",
+                    "summary": "JSONL export of every record and checkpoint, for axb audit verify",
+                    "security": [{"auditRequest": []}],
+                    "responses": _audit_responses("application/x-ndjson lines"),
+                }
+            },
             "/healthz": {
                 "get": {
                     "operationId": "health",
@@ -186,6 +341,13 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "components": {
+            "securitySchemes": {
+                "auditRequest": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWS, typ audit-request+jwt, claims htm/htu/body_sha256",
+                }
+            },
             "schemas": {
                 "Problem": {
                     "type": "object",
@@ -209,6 +371,6 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "EligibilityQuery": QUERY_CLAIMS,
                 "EligibilityAnswer": ANSWER_CLAIMS,
-            }
+            },
         },
     }
