@@ -10,6 +10,9 @@ General layout:
 - ``rules``      named, date-effective checks and how attribute outcomes combine
 - ``policy``     ``decide``: may this member ask this check for this purpose?
 - ``pseudonym``  keyed HMAC subject pseudonyms for the consent log
-- ``records``    the consent record built from a decided, answered query
+- ``records``    consent records, canonical (JCS) and committed through salted digests
+- ``merkle``     the RFC 6962/9162 Merkle tree, inclusion and consistency proofs
+- ``checkpoint`` C2SP tlog-checkpoints as Ed25519 signed notes
+- ``log_verify`` offline verification of a consent-log export
 - ``replay``     an in-memory replay cache (time passed in)
 """

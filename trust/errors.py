@@ -38,3 +38,15 @@ class PolicyRefusal(TrustError):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+class LogProofError(TrustError):
+    """A Merkle inclusion or consistency proof does not verify against the roots it claims."""
+
+
+class ProofRequestError(LogProofError, ValueError):
+    """A request to the log tree is out of range or malformed (a caller's error, HTTP 400)."""
+
+
+class CheckpointError(TrustError):
+    """A signed checkpoint is malformed, not signed by the log's key, or for another log."""
