@@ -14,6 +14,7 @@ from aiohttp import web
 
 from broker import audit, handlers
 from broker.app_keys import (
+    GUARDS,
     HTTP,
     METRICS,
     PIPELINE,
@@ -28,6 +29,7 @@ from broker.errors import BrokerError
 from broker.metrics import Metrics
 from broker.pipeline import CheckPipeline
 from broker.problems import problem, problem_for
+from broker.resilience import ProviderGuards
 from broker.settings import Settings
 from broker.stores.admission import AdmissionStore, MemoryAdmissionStore, RedisAdmissionStore
 from broker.stores.consent_log import open_consent_log
@@ -113,6 +115,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         clock=clock,
     )
     app[TRANSPARENCY] = transparency
+    app[GUARDS] = ProviderGuards()
     app[PIPELINE] = CheckPipeline(
         settings=settings,
         registry=registry,
@@ -120,6 +123,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         consent_log=stores.consent_log,
         connector=connector,
         transparency=transparency,
+        guards=app[GUARDS],
         clock=clock,
     )
 
@@ -153,5 +157,6 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.router.add_get("/readyz", handlers.get_readyz)
     app.router.add_get("/openapi.json", handlers.get_openapi)
     app.router.add_get("/metrics", handlers.get_metrics)
+    app.router.add_get("/v1/providers", handlers.get_providers)
     audit.add_routes(app)
     return app

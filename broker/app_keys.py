@@ -9,6 +9,7 @@ from aiohttp import web
 
 from broker.metrics import Metrics
 from broker.pipeline import CheckPipeline
+from broker.resilience import ProviderGuards
 from broker.settings import Settings
 from broker.stores.admission import AdmissionStore
 from broker.stores.consent_log import ConsentLog
@@ -29,4 +30,5 @@ PIPELINE = web.AppKey("pipeline", CheckPipeline)
 METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 TRANSPARENCY = web.AppKey("transparency", TransparencyLog)
+GUARDS = web.AppKey("guards", ProviderGuards)
 PROVIDER_REPORTS = web.RequestKey("provider_reports", list)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.resilience import ProviderGuards
 from connectors.base import Connector, ConnectorError
 from trust.messages import (
     AttributeAnswer,
@@ -56,11 +57,13 @@ async def fan_out(
     broker_id: str,
     connector: Callable[[str], Connector],
     deadline_s: float,
+    guards: ProviderGuards,
 ) -> FanOutResult:
     known: dict[AttributeRef, Outcome] = dict.fromkeys(decision.unavailable, "undetermined")
     rule = decision.version.rule
-    reports: list[ProviderReport] = []
+    reports = [ProviderReport(p, reason, 0.0) for p, reason in decision.skipped.items()]
     started = time.perf_counter()
+    guard_of = {c.provider: guards.guard(c.provider, c.max_concurrency) for c in decision.calls}
 
     async def call(planned: PlannedCall) -> AttributeAnswer:
         request = AttributeRequest(
@@ -72,10 +75,22 @@ async def fan_out(
             as_of=query.as_of,
             subject=Subject(query.subject.select(planned.fields)),
         )
-        async with asyncio.timeout(planned.timeout_ms / 1000):
-            return await connector(planned.provider).fetch(request)
+        guard = guard_of[planned.provider]
+        async with asyncio.timeout(planned.timeout_ms / 1000), guard.slots:
+            guard.in_flight += 1
+            try:
+                return await connector(planned.provider).fetch(request)
+            finally:
+                guard.in_flight -= 1
 
-    tasks = {asyncio.create_task(call(planned)): planned for planned in decision.calls}
+    allowed = []
+    for planned in decision.calls:
+        if guard_of[planned.provider].breaker.allow(guards.now()):
+            allowed.append(planned)
+        else:  # the circuit is open: don't call, count its attributes as undetermined
+            known.update(_outcomes(planned, None))
+            reports.append(ProviderReport(planned.provider, "circuit-open", 0.0))
+    tasks = {asyncio.create_task(call(planned)): planned for planned in allowed}
     pending = set(tasks)
     outcome = evaluate(rule, known.get)
     try:
@@ -102,6 +117,7 @@ async def fan_out(
                     status = f"connector-bug:{type(exc).__name__}"
                 known.update(_outcomes(planned, answer))
                 reports.append(ProviderReport(planned.provider, status, round(elapsed, 1)))
+                guard_of[planned.provider].observe(status, elapsed, guards.now())
             outcome = evaluate(rule, known.get)
     finally:
         for task in pending:
@@ -109,6 +125,7 @@ async def fan_out(
             late = "cancelled" if outcome is not None else "deadline"
             elapsed = (time.perf_counter() - started) * 1000
             reports.append(ProviderReport(tasks[task].provider, late, round(elapsed, 1)))
+            guard_of[tasks[task].provider].observe(late, elapsed, guards.now())
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
     return FanOutResult(outcome or finalise(rule, known), tuple(reports))

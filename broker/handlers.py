@@ -7,11 +7,20 @@ import time
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from broker.app_keys import METRICS, PIPELINE, PROVIDER_REPORTS, REGISTRY, SETTINGS, STORES
+from broker.app_keys import (
+    GUARDS,
+    METRICS,
+    PIPELINE,
+    PROVIDER_REPORTS,
+    REGISTRY,
+    SETTINGS,
+    STORES,
+)
 from broker.errors import BadRequest
 from broker.openapi import openapi_document
 from trust.jws import MAX_TOKEN_BYTES
 from trust.keys import jwks_document
+from trust.records import iso_ms
 
 JWT_MEDIA_TYPE = "application/jwt"
 
@@ -77,3 +86,51 @@ async def get_openapi(request: web.Request) -> web.Response:
 async def get_metrics(request: web.Request) -> web.Response:
     payload = generate_latest(request.app[METRICS].registry)
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def get_providers(request: web.Request) -> web.Response:
+    """Each provider's availability, circuit state, scheduled outages and latency percentiles."""
+    registry = request.app[REGISTRY].snapshot
+    guards = request.app[GUARDS]
+    now = int(time.time())
+    providers = []
+    for member in registry.members.values():
+        if member.provider is None:
+            continue
+        info = member.provider
+        tracked = guards.snapshot(member.id)
+        outage = info.outage_at(now)
+        circuit = tracked["circuit"]["state"] if tracked else "closed"
+        if not member.active:
+            availability = "suspended"
+        elif outage is not None:
+            availability = "scheduled-outage"
+        elif circuit == "open":
+            availability = "unavailable"
+        else:
+            availability = "available"
+        providers.append(
+            {
+                "id": member.id,
+                "name": member.name,
+                "availability": availability,
+                "attributes": sorted(info.attributes),
+                "timeout_ms": info.timeout_ms,
+                "outages": [
+                    {"from": iso_ms(o.start * 1000), "to": iso_ms(o.end * 1000), "reason": o.reason}
+                    for o in info.outages
+                    if o.end > now
+                ],
+                **(
+                    tracked
+                    or {
+                        "circuit": {"state": "closed", "consecutive_failures": 0},
+                        "latency_ms": {"p50": None, "p95": None, "p99": None, "samples": 0},
+                        "calls": {},
+                        "in_flight": 0,
+                        "max_concurrency": info.max_concurrency,
+                    }
+                ),
+            }
+        )
+    return web.json_response({"providers": providers, "registry_seq": registry.seq})

@@ -308,6 +308,14 @@ def openapi_document() -> dict[str, Any]:
                     "responses": _audit_responses("application/x-ndjson lines"),
                 }
             },
+            "/v1/providers": {
+                "get": {
+                    "operationId": "providers",
+                    "summary": "Each provider's availability, circuit state, scheduled outages "
+                    "and latency percentiles",
+                    "responses": {"200": {"description": "provider status list"}},
+                }
+            },
             "/healthz": {
                 "get": {
                     "operationId": "health",

@@ -16,6 +16,7 @@ import structlog
 
 from broker.errors import RateLimited, Refused, Replayed
 from broker.fanout import ProviderReport, fan_out
+from broker.resilience import ProviderGuards
 from broker.settings import Settings
 from broker.stores.admission import AdmissionStore
 from broker.stores.consent_log import ConsentLog
@@ -54,8 +55,10 @@ class CheckPipeline:
         consent_log: ConsentLog,
         connector: Callable[[str], Connector],
         transparency: TransparencyLog,
+        guards: ProviderGuards,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._guards = guards
         self._transparency = transparency
         self._settings = settings
         self._registry = registry
@@ -105,7 +108,7 @@ class CheckPipeline:
         ):
             withdrawn = frozenset({query.consent.id})
         try:
-            decision = decide(registry, query, withdrawn=withdrawn)
+            decision = decide(registry, query, withdrawn=withdrawn, now=int(now))
         except PolicyRefusal as refusal:
             record = record_for(
                 query,
@@ -125,6 +128,7 @@ class CheckPipeline:
             broker_id=self._settings.broker_id,
             connector=self._connector,
             deadline_s=self._settings.check_deadline_ms / 1000,
+            guards=self._guards,
         )
         record = record_for(
             query,

@@ -9,7 +9,8 @@ Anything the registry does not explicitly allow is refused.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from trust.errors import PolicyRefusal
 from trust.messages import ASSURANCE_LEVELS, EligibilityQuery
@@ -59,6 +60,7 @@ class PlannedCall:
     timeout_ms: int
     attributes: tuple[str, ...]
     fields: tuple[str, ...]
+    max_concurrency: int = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,7 @@ class Decision:
     version: CheckVersion
     calls: tuple[PlannedCall, ...]
     unavailable: frozenset[AttributeRef]
+    skipped: Mapping[str, str] = field(default_factory=dict)
 
 
 def _refuse(code: str, detail: str) -> PolicyRefusal:
@@ -75,9 +78,14 @@ def _refuse(code: str, detail: str) -> PolicyRefusal:
 
 
 def decide(
-    registry: Registry, query: EligibilityQuery, *, withdrawn: frozenset[str] = frozenset()
+    registry: Registry,
+    query: EligibilityQuery,
+    *,
+    withdrawn: frozenset[str] = frozenset(),
+    now: int | None = None,
 ) -> Decision:
-    """Decide a query; ``withdrawn`` holds consent ids the requester has withdrawn."""
+    """Decide a query; ``withdrawn`` holds consent ids the requester has withdrawn, ``now``
+    (epoch seconds) is when to look for providers' scheduled outages."""
     member = registry.members.get(query.requester)
     if member is None or not member.active:
         raise _refuse(MEMBER_SUSPENDED, "the requesting member is not active in the scheme")
@@ -107,23 +115,30 @@ def decide(
         or ASSURANCE_LEVELS.index(query.assurance) < ASSURANCE_LEVELS.index(version.min_assurance)
     ):
         raise _refuse(ASSURANCE_TOO_LOW, f"this check needs assurance {version.min_assurance}")
-    calls, unavailable = plan(registry, version, query)
-    return Decision(purpose, check, version, calls, unavailable)
+    calls, unavailable, skipped = plan(registry, version, query, now=now)
+    return Decision(purpose, check, version, calls, unavailable, skipped)
 
 
 def plan(
-    registry: Registry, version: CheckVersion, query: EligibilityQuery
-) -> tuple[tuple[PlannedCall, ...], frozenset[AttributeRef]]:
-    """Group the rule's attributes by provider. A suspended provider is not called: its
-    attributes are returned as unavailable (they will count as undetermined)."""
+    registry: Registry, version: CheckVersion, query: EligibilityQuery, *, now: int | None = None
+) -> tuple[tuple[PlannedCall, ...], frozenset[AttributeRef], dict[str, str]]:
+    """Group the rule's attributes by provider. A suspended provider, or one in a scheduled
+    outage at ``now``, is not called: its attributes are returned as unavailable (they count
+    as undetermined) and the reason is in ``skipped``."""
     by_provider: dict[str, list[str]] = defaultdict(list)
     unavailable: set[AttributeRef] = set()
+    skipped: dict[str, str] = {}
     for ref in sorted(attributes_of(version.rule), key=str):
         member = registry.members[ref.provider]
-        if member.active:
-            by_provider[ref.provider].append(ref.attribute)
+        info = member.provider
+        if not member.active:
+            skipped[ref.provider] = "suspended"
+        elif now is not None and info is not None and info.outage_at(now) is not None:
+            skipped[ref.provider] = "scheduled-outage"
         else:
-            unavailable.add(ref)
+            by_provider[ref.provider].append(ref.attribute)
+            continue
+        unavailable.add(ref)
     calls = []
     present = set(query.subject.fields)
     for provider_id, names in by_provider.items():
@@ -138,9 +153,16 @@ def plan(
                 raise _refuse(SUBJECT_FIELDS_MISSING, f"this check needs subject fields {missing}")
             fields.extend(f for f in provider_fields(spec) if f in present and f not in fields)
         calls.append(
-            PlannedCall(provider_id, info.endpoint, info.timeout_ms, tuple(names), tuple(fields))
+            PlannedCall(
+                provider_id,
+                info.endpoint,
+                info.timeout_ms,
+                tuple(names),
+                tuple(fields),
+                info.max_concurrency,
+            )
         )
-    return tuple(calls), frozenset(unavailable)
+    return tuple(calls), frozenset(unavailable), skipped
 
 
 def authorize_audit(registry: Registry, member_id: str, *, subject_access: bool = False) -> None:

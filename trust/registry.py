@@ -47,10 +47,27 @@ class AttributeSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Outage:
+    """A scheduled outage a provider declared: no calls are made while it lasts."""
+
+    start: int
+    end: int
+    reason: str
+
+    def covers(self, now: int) -> bool:
+        return self.start <= now < self.end
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderInfo:
     endpoint: str
     timeout_ms: int
     attributes: Mapping[str, AttributeSpec]
+    max_concurrency: int = 32
+    outages: tuple[Outage, ...] = ()
+
+    def outage_at(self, now: int) -> Outage | None:
+        return next((o for o in self.outages if o.covers(now)), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +180,21 @@ def _parse_provider(member_id: str, raw: Any) -> ProviderInfo:
             raise RegistryError(f"member {member_id}: attribute {name} listed twice")
         description = _text(item.get("description"), f"{member_id}/{name} description")
         attributes[name] = AttributeSpec(name, description, required, optional)
-    return ProviderInfo(endpoint, timeout_ms, MappingProxyType(attributes))
+    concurrency = raw.get("max_concurrency", 32)
+    if type(concurrency) is not int or not 1 <= concurrency <= 10_000:
+        raise RegistryError(f"member {member_id}: max_concurrency must be 1..10000")
+    outages = []
+    for item in raw.get("outages", []):
+        if not isinstance(item, dict):
+            raise RegistryError(f"member {member_id}: outages are objects")
+        start = _epoch(item.get("from"), f"member {member_id}: outage from")
+        end = _epoch(item.get("to"), f"member {member_id}: outage to")
+        if start is None or end is None or end <= start:
+            raise RegistryError(f"member {member_id}: an outage needs from < to")
+        outages.append(Outage(start, end, str(item.get("reason", "scheduled maintenance"))))
+    return ProviderInfo(
+        endpoint, timeout_ms, MappingProxyType(attributes), concurrency, tuple(outages)
+    )
 
 
 def _parse_member(raw: Any) -> Member:
