@@ -103,6 +103,54 @@ def provider_serve(config: Path) -> None:
         asyncio.run(_serve_forever([(service.app, service.host, service.port)]))
 
 
+@provider.command("conformance")
+@click.argument("url")
+@click.option(
+    "--scheme",
+    "scheme_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="A scheme folder (anchors/, registry.jwt, keys/) as `axb demo --keep` writes it.",
+)
+@click.option("--provider-id", required=True, help="The provider's member id in the registry.")
+@click.option("--as-broker", default=None, help="Broker member to play (default: the broker).")
+@click.option(
+    "--other-member", default=None, help="Another member whose key must be refused (a council)."
+)
+@click.option(
+    "--subject-json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help='{"known": {...}, "unknown": {...}, "attributes": [...]} (default: reference people).',
+)
+def provider_conformance(
+    url: str,
+    scheme_dir: Path,
+    provider_id: str,
+    as_broker: str | None,
+    other_member: str | None,
+    subject_json: Path | None,
+) -> None:
+    """Check a provider endpoint against the provider API, playing the broker."""
+    from connectors.config import ConfigError
+    from connectors.conformance import run_conformance, target_from_scheme
+
+    try:
+        target = target_from_scheme(
+            scheme_dir,
+            endpoint=url,
+            provider_id=provider_id,
+            as_broker=as_broker,
+            other_member=other_member,
+            subjects=subject_json,
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    report = asyncio.run(run_conformance(target))
+    click.echo(report.render())
+    sys.exit(0 if report.passed else 1)
+
+
 @main.command()
 @click.option("--config", "config", type=CONFIG, required=True, help="councils/X.toml")
 @click.argument("check_name")
@@ -166,6 +214,236 @@ def check(
         return 0
 
     sys.exit(asyncio.run(run()))
+
+
+SCHEME_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@main.group()
+def scheme() -> None:
+    """Scheme operator tools: review and admit members, change them, publish the registry."""
+
+
+def _admin(action: str, scheme_dir: Path, change: object) -> None:
+    from broker import scheme_admin
+
+    try:
+        source = scheme_admin.load_source(scheme_dir)
+        changed = change(source)  # type: ignore[operator]
+        scheme_admin.save_source(scheme_dir, changed)
+    except scheme_admin.SchemeAdminError as exc:
+        raise click.ClickException(f"{action} refused: {exc}") from exc
+    click.echo(f"{action}: done (not yet published; run 'axb scheme publish')")
+
+
+@scheme.command("review")
+@click.argument("registration", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def scheme_review(registration: Path) -> None:
+    """Show what a registration asks for, refusing a bad one with the reason."""
+    from broker import scheme_admin
+
+    try:
+        lines = scheme_admin.review_registration(json.loads(registration.read_text()))
+    except (scheme_admin.SchemeAdminError, ValueError) as exc:
+        raise click.ClickException(f"registration refused: {exc}") from exc
+    click.echo("\n".join(lines))
+
+
+@scheme.command("add-member")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.argument("registration", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def scheme_add_member(scheme_dir: Path, registration: Path) -> None:
+    """Admit a member from its registration file."""
+    from broker import scheme_admin
+
+    document = json.loads(registration.read_text())
+    _admin("add-member", scheme_dir, lambda s: scheme_admin.add_member(s, document))
+
+
+@scheme.command("add-purpose")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def scheme_add_purpose(scheme_dir: Path, document: Path) -> None:
+    """Add a purpose (JSON: id, description, checks, lawful_bases, consent_required)."""
+    from broker import scheme_admin
+
+    body = json.loads(document.read_text())
+    _admin("add-purpose", scheme_dir, lambda s: scheme_admin.add_named(s, "purposes", body))
+
+
+@scheme.command("add-check")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def scheme_add_check(scheme_dir: Path, document: Path) -> None:
+    """Add a named check (JSON: name, description, versions with rules)."""
+    from broker import scheme_admin
+
+    body = json.loads(document.read_text())
+    _admin("add-check", scheme_dir, lambda s: scheme_admin.add_named(s, "checks", body))
+
+
+@scheme.command("permit")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.argument("member_id")
+@click.argument("purpose")
+def scheme_permit(scheme_dir: Path, member_id: str, purpose: str) -> None:
+    """Let a relying party use a purpose."""
+    from broker import scheme_admin
+
+    _admin("permit", scheme_dir, lambda s: scheme_admin.permit(s, member_id, purpose))
+
+
+@scheme.command("suspend")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.argument("member_id")
+def scheme_suspend(scheme_dir: Path, member_id: str) -> None:
+    """Suspend a member: refused from the next query after publication."""
+    from broker import scheme_admin
+
+    _admin("suspend", scheme_dir, lambda s: scheme_admin.set_status(s, member_id, "suspended"))
+
+
+@scheme.command("reinstate")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.argument("member_id")
+def scheme_reinstate(scheme_dir: Path, member_id: str) -> None:
+    """Make a suspended member active again."""
+    from broker import scheme_admin
+
+    _admin("reinstate", scheme_dir, lambda s: scheme_admin.set_status(s, member_id, "active"))
+
+
+@scheme.command("add-key")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.argument("member_id")
+@click.argument("jwk_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def scheme_add_key(scheme_dir: Path, member_id: str, jwk_file: Path) -> None:
+    """Add a member's new public key beside its current ones (rotation overlap begins)."""
+    from broker import scheme_admin
+
+    jwk = json.loads(jwk_file.read_text())
+    _admin("add-key", scheme_dir, lambda s: scheme_admin.add_key(s, member_id, jwk))
+
+
+@scheme.command("retire-key")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.argument("member_id")
+@click.argument("kid")
+@click.option("--not-after", default=None, help="RFC 3339 end of validity (default: now)")
+def scheme_retire_key(scheme_dir: Path, member_id: str, kid: str, not_after: str | None) -> None:
+    """End a key's validity (rotation overlap ends)."""
+    from broker import scheme_admin
+
+    _admin(
+        "retire-key",
+        scheme_dir,
+        lambda s: scheme_admin.retire_key(s, member_id, kid, not_after=not_after),
+    )
+
+
+@scheme.command("publish")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.option("--lifetime-days", default=30, type=int)
+def scheme_publish(scheme_dir: Path, lifetime_days: int) -> None:
+    """Sign the registry source as the next registry and replace the registry file."""
+    from broker import scheme_admin
+
+    try:
+        seq = scheme_admin.publish(
+            scheme_dir, scheme_admin.load_source(scheme_dir), lifetime=lifetime_days * 86400
+        )
+    except scheme_admin.SchemeAdminError as exc:
+        raise click.ClickException(f"publish refused: {exc}") from exc
+    click.echo(f"published registry seq {seq} to {scheme_dir / 'registry.jwt'}")
+
+
+@provider.command("keygen")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--id", "member_id", required=True)
+def provider_keygen(out: Path, member_id: str) -> None:
+    """Generate an ES256 key pair: OUT/ID.pem (keep it secret) and OUT/ID.jwk.json (public)."""
+    from trust.keys import SigningKey
+
+    key = SigningKey.generate()
+    out.mkdir(parents=True, exist_ok=True)
+    private = out / f"{member_id}.pem"
+    private.write_bytes(key.to_pem())
+    private.chmod(0o600)
+    (out / f"{member_id}.jwk.json").write_text(json.dumps(dict(key.verifying_key.jwk)))
+    click.echo(
+        f"kid {key.kid}\nprivate key {private} (keep it secret)\n"
+        f"public key  {out / (member_id + '.jwk.json')}"
+    )
+
+
+@provider.command("registration")
+@click.option("--id", "member_id", required=True)
+@click.option("--name", required=True)
+@click.option("--endpoint", required=True, help="https URL of your POST /v1/attributes")
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    multiple=True,
+)
+@click.option(
+    "--attributes",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="TOML: [[attribute]] name, description, required, optional",
+)
+@click.option("--timeout-ms", default=2000, type=int, help="your declared latency bound")
+@click.option("--max-concurrency", default=32, type=int)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def provider_registration(
+    member_id: str,
+    name: str,
+    endpoint: str,
+    public_key: tuple[Path, ...],
+    attributes: Path,
+    timeout_ms: int,
+    max_concurrency: int,
+    out: Path,
+) -> None:
+    """Prepare the registration the scheme operator reviews and admits."""
+    import tomllib
+
+    from broker import scheme_admin
+
+    table = tomllib.loads(attributes.read_text())
+    registration = {
+        "id": member_id,
+        "name": name,
+        "roles": ["attribute-provider"],
+        "status": "active",
+        "keys": [
+            {"jwk": json.loads(p.read_text()), "not_before": None, "not_after": None}
+            for p in public_key
+        ],
+        "permissions": {"purposes": [], "grants": []},
+        "provider": {
+            "endpoint": endpoint,
+            "timeout_ms": timeout_ms,
+            "max_concurrency": max_concurrency,
+            "attributes": [
+                {
+                    "name": a["name"],
+                    "description": a["description"],
+                    "matching": {
+                        "required": a.get("required", []),
+                        "optional": a.get("optional", []),
+                    },
+                }
+                for a in table.get("attribute", [])
+            ],
+        },
+    }
+    try:
+        lines = scheme_admin.review_registration(registration)
+    except scheme_admin.SchemeAdminError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out.write_text(json.dumps(registration, indent=2) + "\n")
+    click.echo("\n".join(lines) + f"\nwrote {out}: send it to the scheme operator")
 
 
 @main.group()

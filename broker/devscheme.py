@@ -270,8 +270,19 @@ def publish_registry(
         member: SigningKey.from_pem(scheme.key_path(member).read_bytes())
         for member in (BROKER, COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS, DWP, HMRC, AUDITOR)
     }
+    members = registry_members(keys, scheme.provider_ports, suspended=suspended)
+    source = {
+        "scheme": SCHEME,
+        "operator": OPERATOR,
+        "seq": seq,
+        "members": members,
+        "purposes": reference_purposes(),
+        "checks": reference_checks(),
+    }
+    source_file = scheme.root / "operator" / "registry-source.json"
+    source_file.write_text(json.dumps(source, indent=2, ensure_ascii=False) + "\n")
     token = sign_registry(
-        members=registry_members(keys, scheme.provider_ports, suspended=suspended),
+        members=members,
         purposes=reference_purposes(),
         checks=reference_checks(),
         seq=seq,

@@ -1,0 +1,188 @@
+"""The scheme operator's tools: keep the registry's source, review changes, publish it signed.
+
+The operator keeps an unsigned source document (``operator/registry-source.json``: members,
+purposes, checks, the last ``seq``). Every change is validated exactly as a broker would
+validate the published registry, then ``publish`` signs it with ``seq + 1`` and replaces the
+registry file atomically; running brokers and providers pick it up without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trust.errors import KeyFormatError, RegistryError
+from trust.keys import SigningKey, VerifyingKey
+from trust.registry import parse_registry_claims, sign_registry
+
+
+class SchemeAdminError(Exception):
+    """A change the operator asked for is invalid; the message says why."""
+
+
+def source_path(scheme_dir: Path) -> Path:
+    return scheme_dir / "operator" / "registry-source.json"
+
+
+def load_source(scheme_dir: Path) -> dict[str, Any]:
+    try:
+        source: dict[str, Any] = json.loads(source_path(scheme_dir).read_text())
+    except (OSError, ValueError) as exc:
+        raise SchemeAdminError(f"cannot read the registry source: {exc}") from exc
+    return source
+
+
+def save_source(scheme_dir: Path, source: dict[str, Any]) -> None:
+    path = source_path(scheme_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(source, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def validate(source: dict[str, Any]) -> None:
+    """Refuse a source a broker would refuse (bad keys, duplicate kids, dangling names)."""
+    claims = {
+        "iss": source["operator"],
+        "aud": source["scheme"],
+        "iat": 0,
+        "exp": 1,
+        "seq": source["seq"] + 1,
+        "members": source["members"],
+        "purposes": source["purposes"],
+        "checks": source["checks"],
+    }
+    try:
+        parse_registry_claims(claims, digest="")
+    except RegistryError as exc:
+        raise SchemeAdminError(str(exc)) from exc
+
+
+def _member(source: dict[str, Any], member_id: str) -> dict[str, Any]:
+    members: list[dict[str, Any]] = source["members"]
+    for member in members:
+        if member["id"] == member_id:
+            return member  # the live entry, edited in place
+    raise SchemeAdminError(f"no member {member_id!r}")
+
+
+def review_registration(registration: Any) -> list[str]:
+    """What the operator should read before admitting a registration; raises if invalid."""
+    if not isinstance(registration, dict):
+        raise SchemeAdminError("a registration is a JSON object")
+    for entry in registration.get("keys", []):
+        try:
+            VerifyingKey.from_jwk(entry.get("jwk") if isinstance(entry, dict) else None)
+        except KeyFormatError as exc:
+            raise SchemeAdminError(f"bad key in registration: {exc}") from exc
+    lines = [
+        f"member {registration.get('id')}: {registration.get('name')}",
+        f"roles: {', '.join(registration.get('roles', []))}",
+    ]
+    provider = registration.get("provider")
+    if isinstance(provider, dict):
+        endpoint, timeout = provider.get("endpoint"), provider.get("timeout_ms")
+        lines.append(f"endpoint: {endpoint}  timeout: {timeout} ms")
+        for attribute in provider.get("attributes", []):
+            matching = attribute.get("matching", {})
+            lines.append(
+                f"  offers {attribute.get('name')}: needs {matching.get('required', [])}"
+                f" (optional {matching.get('optional', [])})"
+            )
+    return lines
+
+
+def add_member(source: dict[str, Any], registration: dict[str, Any]) -> dict[str, Any]:
+    review_registration(registration)
+    if any(m["id"] == registration.get("id") for m in source["members"]):
+        raise SchemeAdminError(f"member {registration.get('id')!r} already exists")
+    changed = {**source, "members": [*source["members"], registration]}
+    validate(changed)
+    return changed
+
+
+def add_named(source: dict[str, Any], kind: str, document: dict[str, Any]) -> dict[str, Any]:
+    """Add a purpose or a check (``kind`` is ``purposes`` or ``checks``)."""
+    key = "id" if kind == "purposes" else "name"
+    if any(item.get(key) == document.get(key) for item in source[kind]):
+        raise SchemeAdminError(f"{kind[:-1]} {document.get(key)!r} already exists")
+    changed = {**source, kind: [*source[kind], document]}
+    validate(changed)
+    return changed
+
+
+def permit(source: dict[str, Any], member_id: str, purpose: str) -> dict[str, Any]:
+    """Let a relying party use a purpose."""
+    permissions = _member(source, member_id).setdefault("permissions", {})
+    purposes = permissions.setdefault("purposes", [])
+    if purpose not in purposes:
+        purposes.append(purpose)
+    validate(source)
+    return source
+
+
+def set_status(source: dict[str, Any], member_id: str, status: str) -> dict[str, Any]:
+    if status not in ("active", "suspended"):
+        raise SchemeAdminError("status is active or suspended")
+    _member(source, member_id)["status"] = status
+    validate(source)
+    return source
+
+
+def add_key(
+    source: dict[str, Any], member_id: str, jwk: dict[str, Any], *, not_before: str | None = None
+) -> dict[str, Any]:
+    """Add a key beside the current ones: the overlap window of a rotation starts."""
+    try:
+        key = VerifyingKey.from_jwk(jwk)
+    except KeyFormatError as exc:
+        raise SchemeAdminError(f"bad key: {exc}") from exc
+    _member(source, member_id)["keys"].append(
+        {"jwk": dict(key.jwk), "not_before": not_before, "not_after": None}
+    )
+    validate(source)
+    return source
+
+
+def retire_key(
+    source: dict[str, Any], member_id: str, kid: str, *, not_after: str | None = None
+) -> dict[str, Any]:
+    """End a key's validity (default: now): the overlap window of a rotation closes."""
+    member = _member(source, member_id)
+    entries = [k for k in member["keys"] if k["jwk"].get("kid") == kid]
+    if not entries:
+        raise SchemeAdminError(f"member {member_id} has no key {kid}")
+    if len(member["keys"]) == 1:
+        raise SchemeAdminError("add the new key before retiring the last one")
+    entries[0]["not_after"] = not_after or datetime.now(UTC).isoformat(timespec="seconds")
+    validate(source)
+    return source
+
+
+def publish(
+    scheme_dir: Path, source: dict[str, Any], *, lifetime: int = 30 * 86400, now: int | None = None
+) -> int:
+    """Sign the source as the next registry (``seq + 1``) and replace the registry file."""
+    validate(source)
+    seq = int(source["seq"]) + 1
+    operator = SigningKey.from_pem((scheme_dir / "operator" / "operator.pem").read_bytes())
+    token = sign_registry(
+        members=source["members"],
+        purposes=source["purposes"],
+        checks=source["checks"],
+        seq=seq,
+        scheme=source["scheme"],
+        operator=source["operator"],
+        key=operator,
+        now=int(time.time()) if now is None else now,
+        lifetime=lifetime,
+    )
+    registry = scheme_dir / "registry.jwt"
+    tmp = registry.with_suffix(".tmp")
+    tmp.write_text(token + "\n")
+    tmp.replace(registry)  # atomic: a polling broker never reads half a file
+    save_source(scheme_dir, {**source, "seq": seq})
+    return seq
