@@ -88,7 +88,7 @@ def make_admission_store(settings: Settings) -> AdmissionStore:
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
     app = web.Application(middlewares=[request_context], client_max_size=64 * 1024, handler_args={})
-    registry = RegistrySource(settings.scheme, clock=clock)
+    registry = RegistrySource(settings.scheme, url=settings.registry_url, clock=clock)
     stores = Stores(make_admission_store(settings), open_consent_log(settings.consent_log))
     connectors: dict[str, Connector] = {}
 
@@ -158,5 +158,6 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.router.add_get("/openapi.json", handlers.get_openapi)
     app.router.add_get("/metrics", handlers.get_metrics)
     app.router.add_get("/v1/providers", handlers.get_providers)
+    app.router.add_get("/v1/registry", handlers.get_registry)
     audit.add_routes(app)
     return app

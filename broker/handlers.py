@@ -134,3 +134,9 @@ async def get_providers(request: web.Request) -> web.Response:
             }
         )
     return web.json_response({"providers": providers, "registry_seq": registry.seq})
+
+
+async def get_registry(request: web.Request) -> web.Response:
+    """The signed registry in force: anyone can verify it against the scheme's anchors, and
+    other brokers and providers can poll it (``registry_url``)."""
+    return web.Response(body=request.app[REGISTRY].document, content_type=JWT_MEDIA_TYPE)

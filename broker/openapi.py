@@ -308,6 +308,15 @@ def openapi_document() -> dict[str, Any]:
                     "responses": _audit_responses("application/x-ndjson lines"),
                 }
             },
+            "/v1/registry": {
+                "get": {
+                    "operationId": "registry",
+                    "summary": "The signed trust registry in force (typ trust-registry+jwt)",
+                    "responses": {
+                        "200": {"description": "compact JWS", "content": {_JWT: jwt_body}}
+                    },
+                }
+            },
             "/v1/providers": {
                 "get": {
                     "operationId": "providers",

@@ -37,6 +37,7 @@ class Settings:
     check_deadline_ms: int
     leeway_s: int
     registry_poll_s: float
+    registry_url: str | None
     log_signer: NoteSigner
     checkpoint_every_records: int
     checkpoint_every_seconds: float
@@ -111,6 +112,7 @@ def load_settings(path: Path, **overrides: Any) -> Settings:
         check_deadline_ms=_int(table, "check_deadline_ms", 5000, 100, 60_000),
         leeway_s=_int(table, "leeway_s", 30, 0, MAX_LEEWAY_SECONDS),
         registry_poll_s=float(table.get("registry_poll_s", 2.0)),
+        registry_url=table.get("registry_url") or None,
         log_signer=load_log_signer(resolve(base, log_table.get("signing_key"), "log.signing_key")),
         checkpoint_every_records=_int(log_table, "checkpoint_every_records", 1000, 1, 10**7),
         checkpoint_every_seconds=float(log_table.get("checkpoint_every_seconds", 5.0)),

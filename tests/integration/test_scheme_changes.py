@@ -267,3 +267,29 @@ def test_a_retired_key_is_refused_after_its_window(field: str) -> None:
     trusted = jws.TrustedKey("council", key.verifying_key, not_after=1000)
     assert trusted.valid_at(1000)
     assert not trusted.valid_at(1001)
+
+
+async def test_brokers_converge_on_a_new_registry_by_file_and_by_url(
+    scheme: devscheme.DevScheme, broker: RunningBroker, start_broker: Any, tmp_path: Path
+) -> None:
+    import shutil
+    import time as clock
+
+    # A second broker keeps its own copy of the registry file and polls the first one's URL.
+    copy = tmp_path / "registry-copy.jwt"
+    shutil.copy(scheme.registry_path, copy)
+    second: RunningBroker = await start_broker(
+        port=devscheme.free_port(),
+        registry=str(copy),
+        registry_url=f"{broker.url}/v1/registry",
+        consent_log=str(tmp_path / "second.sqlite3"),
+    )
+    assert second.app[REGISTRY].snapshot.seq == 1
+    published_at = clock.monotonic()
+    devscheme.publish_registry(scheme, seq=2, suspended=[devscheme.COUNCIL_BLUE_BADGE])
+    await wait_for_seq(broker, 2)
+    await wait_for_seq(second, 2)
+    converged = clock.monotonic() - published_at
+    poll = broker.settings.registry_poll_s
+    assert converged < 2 * poll + 1.0, f"took {converged:.2f}s; bound is two polls plus a fetch"
+    assert copy.read_text() != scheme.registry_path.read_text(), "the second learnt it by URL"
