@@ -89,7 +89,10 @@ def make_admission_store(settings: Settings) -> AdmissionStore:
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
     app = web.Application(middlewares=[request_context], client_max_size=64 * 1024, handler_args={})
     registry = RegistrySource(settings.scheme, url=settings.registry_url, clock=clock)
-    stores = Stores(make_admission_store(settings), open_consent_log(settings.consent_log))
+    stores = Stores(
+        make_admission_store(settings),
+        open_consent_log(settings.consent_log, schema=settings.consent_log_schema),
+    )
     connectors: dict[str, Connector] = {}
 
     def connector(provider_id: str) -> Connector:

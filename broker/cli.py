@@ -580,7 +580,7 @@ def audit_prune(config: Path, before: str) -> None:
     settings = load_settings(config)
 
     async def run() -> int:
-        store = open_consent_log(settings.consent_log)
+        store = open_consent_log(settings.consent_log, schema=settings.consent_log_schema)
         await store.start()
         try:
             return await store.prune(int(cutoff.timestamp() * 1000))

@@ -42,6 +42,7 @@ class Settings:
     checkpoint_every_records: int
     checkpoint_every_seconds: float
     previous_pseudonym_keys: tuple[PseudonymKey, ...] = ()
+    consent_log_schema: str = "axb"
     log_json: bool = True
 
     @property
@@ -54,6 +55,12 @@ def _int(table: dict[str, Any], name: str, default: int, low: int, high: int) ->
     value = table.get(name, default)
     if type(value) is not int or not low <= value <= high:
         raise ConfigError(f"{name} must be an integer in {low}..{high}")
+    return value
+
+
+def _identifier(value: object) -> str:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ConfigError("consent_log_schema must be a plain identifier")
     return value
 
 
@@ -124,4 +131,5 @@ def load_settings(path: Path, **overrides: Any) -> Settings:
             for p in previous
         ),
         log_json=bool(table.get("log_json", True)),
+        consent_log_schema=_identifier(table.get("consent_log_schema", "axb")),
     )

@@ -143,13 +143,14 @@ class GroupCommitWriter(abc.ABC):
             self._writer = None
 
 
-def open_consent_log(location: str | Path) -> ConsentLog:
-    """A PostgreSQL log for a ``postgresql://`` URL, else an SQLite file at that path."""
+def open_consent_log(location: str | Path, *, schema: str = "axb") -> ConsentLog:
+    """A PostgreSQL log for a ``postgresql://`` URL (tables in ``schema``), else an SQLite
+    file at that path."""
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
         from broker.stores.consent_log.postgres import PostgresConsentLog
 
-        return PostgresConsentLog(text)
+        return PostgresConsentLog(text, schema=schema)
     from broker.stores.consent_log.sqlite import SqliteConsentLog
 
     return SqliteConsentLog(Path(text))
