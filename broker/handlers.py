@@ -18,6 +18,7 @@ from broker.app_keys import (
 )
 from broker.errors import BadRequest
 from broker.openapi import openapi_document
+from connectors.base import read_limited
 from trust.jws import MAX_TOKEN_BYTES
 from trust.keys import jwks_document
 from trust.records import iso_ms
@@ -30,7 +31,7 @@ async def read_jwt_body(request: web.Request) -> bytes:
         raise BadRequest("unsupported-media-type", "send the query as application/jwt", 415)
     if (request.content_length or 0) > MAX_TOKEN_BYTES:
         raise BadRequest("too-large", "the body is larger than 16 KiB", 413)
-    body = await request.content.read(MAX_TOKEN_BYTES + 1)
+    body = await read_limited(request.content, MAX_TOKEN_BYTES)
     if len(body) > MAX_TOKEN_BYTES:
         raise BadRequest("too-large", "the body is larger than 16 KiB", 413)
     return body.strip()

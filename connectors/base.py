@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from aiohttp import StreamReader
+
 from trust.messages import AttributeAnswer, AttributeRequest
 
 
@@ -24,3 +26,20 @@ class Connector(Protocol):
     time with its own deadline (cancellation)."""
 
     async def fetch(self, request: AttributeRequest) -> AttributeAnswer: ...
+
+
+async def read_limited(stream: StreamReader, limit: int) -> bytes:
+    """Read a body to its end, but never more than ``limit + 1`` bytes.
+
+    One ``stream.read(n)`` returns only what has arrived so far; a body split by TLS, a proxy
+    or the network must be read in a loop. A result longer than ``limit`` means: too large.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await stream.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

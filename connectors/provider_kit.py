@@ -19,8 +19,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from connectors.base import read_limited
 from trust import jws
-from trust.errors import InvalidMessage, VerificationError
+from trust.errors import InvalidMessage, RegistryError, VerificationError
 from trust.keys import SigningKey
 from trust.messages import (
     AttributeAnswer,
@@ -134,9 +135,15 @@ class ProviderKit:
         member = registry.members.get(self.provider_id)
         return member.provider.timeout_ms / 1000 if member and member.provider else 1.0
 
+    def _current_registry(self) -> Registry:
+        try:
+            return self._registry()
+        except RegistryError as exc:  # stale registry: fail closed, as a clean problem
+            raise _Refused(503, "registry-unavailable", "no trust registry is in force") from exc
+
     async def answer(self, body: bytes) -> str:
         """Verify one request and return the signed answer (raises ``_Refused``)."""
-        registry = self._registry()
+        registry = self._current_registry()
         now = int(self._clock())
         request = self._verify(body, registry, now)
         lookup_request = LookupRequest(
@@ -163,7 +170,7 @@ class ProviderKit:
                 raise _Refused(415, "unsupported-media-type", "send application/jwt")
             if (request.content_length or 0) > jws.MAX_TOKEN_BYTES:
                 raise _Refused(413, "too-large", "the request is larger than 16 KiB")
-            body = await request.content.read(jws.MAX_TOKEN_BYTES + 1)
+            body = await read_limited(request.content, jws.MAX_TOKEN_BYTES)
             if len(body) > jws.MAX_TOKEN_BYTES:
                 raise _Refused(413, "too-large", "the request is larger than 16 KiB")
             token = await self.answer(body)
@@ -172,7 +179,10 @@ class ProviderKit:
         return web.Response(text=token, content_type=JWT_MEDIA_TYPE)
 
     async def handle_status(self, request: web.Request) -> web.Response:
-        registry = self._registry()
+        try:
+            registry = self._current_registry()
+        except _Refused as error:
+            return _problem(error)
         member = registry.members.get(self.provider_id)
         body: dict[str, Any] = {
             "provider": self.provider_id,

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import aiohttp
 import structlog
 
+from connectors.base import read_limited
 from connectors.config import ConfigError, SchemeFiles
 from trust.errors import RegistryError
 from trust.jws import MAX_TOKEN_BYTES
@@ -99,7 +100,7 @@ class RegistrySource:
                 if response.status != 200:
                     log.warning("registry_fetch_failed", status=response.status)
                     return False
-                document = await response.content.read(MAX_REGISTRY_BYTES + 1)
+                document = await read_limited(response.content, MAX_REGISTRY_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("registry_fetch_failed", error=type(exc).__name__)
             return False

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from connectors.base import ConnectorError
+from connectors.base import ConnectorError, read_limited
 from trust import jws
 from trust.errors import InvalidMessage, VerificationError
 from trust.keys import SigningKey
@@ -69,7 +69,7 @@ class SignedHttpConnector:
                     raise ConnectorError(f"provider-http-{response.status}")
                 if response.content_type != JWT_MEDIA_TYPE:
                     raise ConnectorError("provider-wrong-content-type")
-                body = await response.content.read(jws.MAX_TOKEN_BYTES + 1)
+                body = await read_limited(response.content, jws.MAX_TOKEN_BYTES)
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectorError("provider-unreachable") from exc
         if len(body) > jws.MAX_TOKEN_BYTES:
