@@ -21,8 +21,9 @@ import orjson
 from aiohttp import web
 
 from broker.app_keys import REGISTRY, SETTINGS, STORES, TRANSPARENCY
-from broker.errors import BadRequest, RateLimited, Replayed
+from broker.errors import BadRequest, Replayed
 from broker.handlers import read_jwt_body
+from broker.stores.admission import admit_or_refuse
 from broker.stores.consent_log import RecordFilter, StoredRecord
 from trust import jws, policy
 from trust.errors import InvalidMessage, ProofRequestError
@@ -93,17 +94,14 @@ async def authenticate_audit(
         leeway=settings.leeway_s,
     )
     audit = parse_audit_request(verified, method=request.method, target=request.path_qs, body=body)
-    admitted = await app[STORES].admission.admit(
+    await admit_or_refuse(
+        app[STORES].admission,
         audit.auditor,
         audit.jti,
         expires_at=audit.expires_at + settings.leeway_s,
         now=now,
         limit=settings.rate_limit_per_second,
     )
-    if admitted == "replayed":
-        raise Replayed("audit jti seen before")
-    if admitted == "rate-limited":
-        raise RateLimited(retry_after=1)
     policy.authorize_audit(registry, audit.auditor, subject_access=subject_access)
     return audit.auditor
 
@@ -279,15 +277,14 @@ async def post_withdrawal(request: web.Request) -> web.Response:
         leeway=settings.leeway_s,
     )
     withdrawal = parse_withdrawal(verified)
-    admitted = await app[STORES].admission.admit(
+    await admit_or_refuse(
+        app[STORES].admission,
         withdrawal.requester,
         withdrawal.jti,
         expires_at=withdrawal.expires_at + settings.leeway_s,
         now=now,
         limit=settings.rate_limit_per_second,
     )
-    if admitted != "ok":
-        raise Replayed("withdrawal jti seen before") if admitted == "replayed" else RateLimited(1)
     policy.authorize_withdrawal(registry, withdrawal.requester)
     record = WithdrawalRecord(
         recorded_at_ms=int(time.time() * 1000),

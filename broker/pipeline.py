@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 
 import structlog
 
-from broker.errors import RateLimited, Refused, Replayed
+from broker.errors import Refused
 from broker.fanout import ProviderReport, fan_out
 from broker.resilience import ProviderGuards
 from broker.settings import Settings
-from broker.stores.admission import AdmissionStore
+from broker.stores.admission import AdmissionStore, admit_or_refuse
 from broker.stores.consent_log import ConsentLog
 from broker.transparency import TransparencyLog
 from connectors.base import Connector
@@ -88,17 +88,14 @@ class CheckPipeline:
         structlog.contextvars.bind_contextvars(
             requester=query.requester, check=query.check, purpose=query.purpose
         )
-        admission = await self._admission.admit(
+        await admit_or_refuse(
+            self._admission,
             query.requester,
             query.jti,
             expires_at=query.expires_at + self._settings.leeway_s,
             now=now,
             limit=limit,
         )
-        if admission == "replayed":
-            raise Replayed("jti seen before")
-        if admission == "rate-limited":
-            raise RateLimited(retry_after=1)
 
         registry = self._registry.current()
         key = self._settings.pseudonym_key

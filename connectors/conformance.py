@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from connectors.base import read_limited
 from connectors.config import ConfigError, load_anchors, load_signing_key, read_toml
 from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES, MatchingFields
 from trust import jws
@@ -220,16 +221,7 @@ def _is_jws(body: bytes) -> bool:
 
 
 async def _read_all(content: aiohttp.StreamReader, limit: int = _READ_LIMIT) -> bytes:
-    """The whole body up to ``limit`` bytes; ``StreamReader.read(n)`` alone may stop early."""
-    chunks: list[bytes] = []
-    total = 0
-    while total <= limit:
-        chunk = await content.read(limit + 1 - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
+    return await read_limited(content, limit)
 
 
 class _Session:

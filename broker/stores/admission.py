@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from broker.errors import StoreUnavailable
+from broker.errors import RateLimited, Replayed, StoreUnavailable
 from trust.replay import ReplayCache, ReplayCacheFull
 
 Admission = Literal["ok", "replayed", "rate-limited"]
@@ -95,3 +95,15 @@ class RedisAdmissionStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+async def admit_or_refuse(
+    store: AdmissionStore, member: str, jti: str, *, expires_at: int, now: float, limit: int
+) -> None:
+    """Admit one verified message or raise: Replayed (rendered as any failed verification)
+    or RateLimited."""
+    admitted = await store.admit(member, jti, expires_at=expires_at, now=now, limit=limit)
+    if admitted == "replayed":
+        raise Replayed("jti seen before")
+    if admitted == "rate-limited":
+        raise RateLimited(retry_after=1)
