@@ -1,5 +1,16 @@
-"""The reference DWP-style and HMRC-style providers: the provider kit around a lookup over
-the synthetic population. Run one with ``axb provider serve --config providers/X.toml``."""
+"""The reference providers: the provider kit around a lookup. Run one with
+``axb provider serve --config providers/X.toml``; the config's ``reference`` picks the kind:
+
+- ``dwp``, ``hmrc``: DWP-style and HMRC-style lookups over the synthetic population;
+- ``dvla-keeper``: ``registered-keeper`` over the synthetic keeper register
+  (:mod:`connectors.reference.keepers`);
+- ``dvla-ves``: ``vehicle-taxed`` and ``vehicle-mot-valid`` from a DVLA Vehicle Enquiry
+  Service endpoint (the real one, or :mod:`connectors.reference.dvla_stub`). Extra keys:
+  ``ves_url`` (base URL, without the ``/vehicle-enquiry/v1/vehicles`` path),
+  ``ves_api_key_file`` (a file holding the API key) and optionally ``ves_deadline_s`` (how
+  long one enquiry may take, retries after a 429 included; default 1.8). The service owns
+  its HTTP session: opened on app startup, closed on cleanup.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +21,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from connectors.config import (
@@ -21,12 +34,22 @@ from connectors.config import (
     resolve,
     scheme_files,
 )
+from connectors.dvla_ves import VES_ATTRIBUTES, DvlaVesClient, VesUnavailable, ves_lookup
 from connectors.provider_kit import Lookup, LookupRequest, ProviderKit, create_provider_app
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES, evaluate
+from connectors.reference.keepers import KEEPER_ATTRIBUTES, keeper_lookup
 from connectors.reference.population import PopulationIndex, generate_population
 from connectors.registry_source import RegistrySource
 
-OFFERED: Mapping[str, Mapping[str, str]] = {"dwp": DWP_ATTRIBUTES, "hmrc": HMRC_ATTRIBUTES}
+OFFERED: Mapping[str, Mapping[str, str]] = {
+    "dwp": DWP_ATTRIBUTES,
+    "hmrc": HMRC_ATTRIBUTES,
+    "dvla-keeper": KEEPER_ATTRIBUTES,
+    "dvla-ves": VES_ATTRIBUTES,
+}
+DEFAULT_VES_DEADLINE_S = 1.8
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def reference_lookup(offered: Mapping[str, str], index: PopulationIndex) -> Lookup:
@@ -43,6 +66,44 @@ def reference_lookup(offered: Mapping[str, str], index: PopulationIndex) -> Look
         return {name: evaluate(person, name, request.as_of) for name in request.attributes}
 
     return lookup
+
+
+def _read_api_key(path: Path) -> str:
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read ves_api_key_file {path}: {type(exc).__name__}") from None
+    if not key or any(ch.isspace() for ch in key):
+        raise ConfigError(f"ves_api_key_file {path} must hold one API key")
+    return key
+
+
+def _ves_provider(table: dict[str, Any], base: Path) -> tuple[Lookup, CleanupContext]:
+    """The VES lookup and the cleanup context that owns its HTTP session."""
+    url = require_str(table, "ves_url")
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError("ves_url must be an http(s) URL")
+    api_key = _read_api_key(resolve(base, table.get("ves_api_key_file"), "ves_api_key_file"))
+    deadline_s = table.get("ves_deadline_s", DEFAULT_VES_DEADLINE_S)
+    if type(deadline_s) not in (int, float) or not 0 < deadline_s <= 60:
+        raise ConfigError("ves_deadline_s must be a number of seconds in (0, 60]")
+    running: list[Lookup] = []
+
+    async def session(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as http:
+            client = DvlaVesClient(http, url, api_key)
+            running.append(ves_lookup(client, deadline_s=float(deadline_s)))
+            try:
+                yield
+            finally:
+                running.clear()
+
+    async def lookup(request: LookupRequest) -> Mapping[str, bool] | None:
+        if not running:
+            raise VesUnavailable("ves-session-not-started")
+        return await running[0](request)
+
+    return lookup, session
 
 
 @dataclass(frozen=True)
@@ -63,11 +124,20 @@ def build_reference_provider(
     if kind not in OFFERED:
         raise ConfigError(f"reference must be one of {sorted(OFFERED)}")
     registry = RegistrySource(scheme_files(base, table), clock=clock)
+    contexts: list[CleanupContext] = []
+    lookup: Lookup
+    if kind == "dvla-keeper":
+        lookup = keeper_lookup()
+    elif kind == "dvla-ves":
+        lookup, session = _ves_provider(table, base)
+        contexts.append(session)
+    else:
+        lookup = reference_lookup(OFFERED[kind], PopulationIndex(generate_population()))
     kit = ProviderKit(
         provider_id=require_str(table, "provider_id"),
         key=load_signing_key(resolve(base, table.get("signing_key"), "signing_key")),
         registry=registry.current,
-        lookup=reference_lookup(OFFERED[kind], PopulationIndex(generate_population())),
+        lookup=lookup,
         clock=clock,
     )
     port = table.get("port", 0)
@@ -83,4 +153,5 @@ def build_reference_provider(
             await watcher
 
     app.cleanup_ctx.append(watch_registry)
+    app.cleanup_ctx.extend(contexts)
     return ProviderService(app, kit, registry, str(table.get("host", "127.0.0.1")), port)
