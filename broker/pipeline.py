@@ -1,8 +1,10 @@
 """One check, end to end: verify, admit, decide, fan out, record, answer.
 
 The pure steps live in :mod:`trust`; this is the imperative shell that sequences them with the
-stores and the providers. A query that verified is always recorded (answered, refused or
-undetermined) before anything is returned; if the record cannot be committed no answer leaves.
+stores and the providers. A query whose signature verified and whose claims are well formed is
+admitted (its ``jti`` used up) and then always recorded — answered, refused or undetermined —
+before anything is returned; if the record cannot be committed no answer leaves. A query that
+fails verification or is malformed (401/400) leaves no trace: no record, no replay entry.
 """
 
 from __future__ import annotations

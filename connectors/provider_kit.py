@@ -168,6 +168,8 @@ class ProviderKit:
         try:
             if request.content_type != JWT_MEDIA_TYPE:
                 raise _Refused(415, "unsupported-media-type", "send application/jwt")
+            if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+                raise _Refused(415, "unsupported-media-type", "send no Content-Encoding")
             if (request.content_length or 0) > jws.MAX_TOKEN_BYTES:
                 raise _Refused(413, "too-large", "the request is larger than 16 KiB")
             body = await read_limited(request.content, jws.MAX_TOKEN_BYTES)

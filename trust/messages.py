@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from trust.errors import InvalidMessage
@@ -154,7 +154,7 @@ class ConsentReference:
         }
 
 
-def parse_consent(value: Any) -> ConsentReference:
+def parse_consent(value: Any, *, today: date | None = None) -> ConsentReference:
     _require(isinstance(value, dict), "consent must be an object")
     _require(set(value) == _CONSENT_MEMBERS, f"consent needs exactly {sorted(_CONSENT_MEMBERS)}")
     given_at = value["given_at"]
@@ -164,6 +164,10 @@ def parse_consent(value: Any) -> ConsentReference:
     except ValueError as exc:
         raise InvalidMessage("consent.given_at must be an RFC 3339 time") from exc
     _require(parsed.tzinfo is not None, "consent.given_at needs a time zone")
+    _require(
+        today is None or parsed.date() <= today + timedelta(days=1),
+        "consent.given_at is in the future",
+    )
     url = _string(value["notice_url"], "consent.notice_url")
     _require(url.startswith("https://"), "consent.notice_url must be https")
     digest = _string(value["notice_digest"], "consent.notice_digest")
@@ -214,7 +218,7 @@ def parse_query(verified: Verified, *, today: date) -> EligibilityQuery:
         check=_string(claims.get("check"), "check", _SLUG),
         purpose=_string(claims.get("purpose"), "purpose", _SLUG),
         lawful_basis=None if basis is None else _string(basis, "lawful_basis", _SLUG),
-        consent=parse_consent(claims["consent"]) if "consent" in claims else None,
+        consent=parse_consent(claims["consent"], today=today) if "consent" in claims else None,
         as_of=as_of,
         assurance=assurance,
         subject=subject,

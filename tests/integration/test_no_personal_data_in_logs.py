@@ -1,0 +1,463 @@
+"""No personal data and no token ever reaches a log line; one canonical ``check`` line per check.
+
+The broker, both reference providers and the councils' client all run in this process, so
+everything any of them logs is seen: structlog events (captured raw with
+``structlog.testing.capture_logs``, i.e. *before* the production redaction processor, so the
+redaction is not what makes these tests pass), the rendered JSON lines the production
+configuration writes to stderr (``capfd``), and stdlib logging (``caplog``).
+
+The run covers every test identity through both checks, a policy refusal, hostile queries
+(a forged signature carrying a real subject, a stranger's key, malformed claims) and a provider
+that is down (``undetermined``). The scanner looks for every family name, given name, date of
+birth (ISO, UK, US and compact forms), NINO (with or without spaces), postcode (with or without
+its space) and anything shaped like a JWS. A self-check proves the scanner can fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from structlog.testing import capture_logs
+
+from broker import devscheme
+from broker.client import EligibilityClient
+from broker.demo import subject_of
+from broker.logging import configure_logging
+from connectors.reference.attributes import EXPECTED_OUTCOMES
+from connectors.reference.population import (
+    AMBIGUOUS_IDENTITY,
+    NO_MATCH_IDENTITY,
+    TEST_IDENTITIES,
+    TWINS,
+)
+from tests.conftest import RunningBroker, RunningProvider
+from trust.keys import SigningKey
+from trust.messages import OUTCOMES, new_jti
+
+BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
+JWT = "application/jwt"
+TOKEN_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.")
+
+
+# --- the scanner --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    family_name: str
+    given_names: str
+    date_of_birth: date
+    nino: str | None
+    postcode: str
+
+
+def _people() -> list[Identity]:
+    everyone: list[Any] = [*TEST_IDENTITIES.values(), NO_MATCH_IDENTITY, *TWINS]
+    return [
+        Identity(p.family_name, p.given_names, p.date_of_birth, p.nino, p.postcode)
+        for p in everyone
+    ]
+
+
+def _spaced(text: str) -> str:
+    """``text`` with any whitespace allowed between its characters (NINOs, postcodes)."""
+    return r"\s*".join(re.escape(ch) for ch in text if not ch.isspace())
+
+
+def _letters(pattern: str) -> str:
+    return rf"(?<![A-Za-z]){pattern}(?![A-Za-z])"
+
+
+@dataclass
+class Scanner:
+    """Finds personal identifiers of the test population, and tokens, in any text."""
+
+    people: Iterable[Identity]
+    patterns: list[tuple[str, re.Pattern[str]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+
+        def add(label: str, pattern: str, flags: int = re.IGNORECASE) -> None:
+            if pattern not in seen:
+                seen.add(pattern)
+                self.patterns.append((label, re.compile(pattern, flags)))
+
+        for person in self.people:
+            family = person.family_name
+            variants = {family, family.replace("'", ""), re.sub(r"[-']", " ", family)}
+            for variant in variants:
+                add("family name", _letters(r"\s*".join(map(re.escape, variant.split()))))
+            for part in re.split(r"[^A-Za-z]+", family):
+                if len(part) >= 5:  # "Test" of Stubbington-Test is too common a word
+                    add("family name", _letters(re.escape(part)))
+            for given in person.given_names.split():
+                add("given name", _letters(re.escape(given)))
+            born = person.date_of_birth
+            for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%Y%m%d", "%d-%m-%Y", "%Y/%m/%d", "%m/%d/%Y"):
+                add("date of birth", rf"(?<!\d){re.escape(born.strftime(fmt))}(?!\d)")
+            add("date of birth", rf"(?<!\d){born.day}/{born.month}/{born.year}(?!\d)")
+            if person.nino:
+                add("NINO", rf"(?<![A-Za-z0-9]){_spaced(person.nino)}(?![A-Za-z0-9])")
+            add("postcode", rf"(?<![A-Za-z0-9]){_spaced(person.postcode)}(?![A-Za-z0-9])")
+        # any NINO-shaped string at all (upper case only: lower-case hex ids would collide)
+        add(
+            "NINO shape",
+            r"(?<![A-Za-z0-9])[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]\s?\d{2}\s?\d{2}\s?\d{2}\s?[A-D]"
+            r"(?![A-Za-z0-9])",
+            0,
+        )
+        add("token", TOKEN_SHAPE.pattern, 0)
+
+    def findings(self, text: str) -> list[str]:
+        found = []
+        for label, pattern in self.patterns:
+            for match in pattern.finditer(text):
+                start = max(0, match.start() - 40)
+                found.append(f"{label} {match.group()!r} in …{text[start : match.end() + 40]!r}")
+        return found
+
+    def scan_events(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
+        found = []
+        for event in events:
+            found += self.findings(repr(event))
+            found += self.findings(json.dumps(event, default=repr, ensure_ascii=False))
+        return found
+
+
+SCANNER = Scanner(_people())
+
+
+def test_the_scanner_detects_what_it_must() -> None:
+    """The tests below can fail: a planted identifier in any form is found."""
+    person = TEST_IDENTITIES["bb-yes-pip-moving"]  # Sampleton, Arthur James, 1961-07-02
+    assert (person.family_name, person.date_of_birth) == ("Sampleton", date(1961, 7, 2))
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+    planted: list[dict[str, Any]] = [
+        {"event": "check", "note": "Sampleton"},
+        {"event": "check", "note": "SAMPLETON"},
+        {"event": "check", "who": "Arthur"},
+        {"event": "check", "family_name": "O'Fakery"},
+        {"event": "check", "family_name": "OFakery"},
+        {"event": "check", "subject": "stubbington test"},
+        {"event": "check", "dob": "1961-07-02"},
+        {"event": "check", "dob": "02/07/1961"},
+        {"event": "check", "dob": "19610702"},
+        {"event": "check", "dob": "2/7/1961"},
+        {"event": "check", "nino": "ZX100001A"},
+        {"event": "check", "nino": "ZX 10 00 01 A"},
+        {"event": "check", "nino": "zx100001a"},
+        {"event": "check", "nino": "AB 12 34 56 C"},
+        {"event": "check", "postcode": "B15 2TT"},
+        {"event": "check", "postcode": "b152tt"},
+        {"event": "check", "postcode": "CV344RL"},
+        {"event": "check", "token": token},
+        {"event": "check", "nested": {"deep": ["x", ("Testwell",)]}},
+        {"event": "check", "exception": f"Traceback ...\nValueError: {token}"},
+    ]
+    for event in planted:
+        assert SCANNER.scan_events([event]), f"the scanner missed {event}"
+    assert SCANNER.findings("line 1\n" + token)
+    clean = {
+        "event": "check",
+        "request_id": "0f3c9a1b2c3d4e5f60718293a4b5c6d7",
+        "requester": devscheme.COUNCIL_BLUE_BADGE,
+        "check": BB,
+        "purpose": "blue-badge-application",
+        "outcome": "yes",
+        "log_index": 7,
+        "duration_ms": 12.5,
+        "timestamp": "2026-11-27T10:00:00.000000Z",
+        "providers": [{"provider": devscheme.DWP, "status": "match", "ms": 3.2}],
+    }
+    assert SCANNER.scan_events([clean]) == []
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    request_id: str
+    kind: str  # answered | refused | replayed | unverified | invalid
+    requester: str | None
+    check: str | None
+    status: int
+    outcome: str | None = None
+    problem: str | None = None
+    log_index: int | None = None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _forge(key: SigningKey, kid: str, claims: Mapping[str, Any]) -> str:
+    header = {"alg": "ES256", "kid": kid, "typ": "eligibility-query+jwt"}
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    r, s = decode_dss_signature(
+        key.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+    )
+    return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+class Run:
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url + "/v1/checks"
+        self.sent: list[Sent] = []
+
+    async def post(
+        self, token: str, *, kind: str, requester: str | None, check: str | None
+    ) -> tuple[Sent, bytes]:
+        request_id = f"logtest{len(self.sent):08d}"
+        async with self.session.post(
+            self.url, data=token, headers={"Content-Type": JWT, "X-Request-Id": request_id}
+        ) as response:
+            body = await response.read()
+            assert response.headers["X-Request-Id"] == request_id
+            sent = Sent(request_id, kind, requester, check, response.status)
+        if response.status != 200:
+            problem = json.loads(body)
+            sent.problem = problem["type"].rsplit(":", 1)[1]
+            sent.log_index = problem.get("log_index")
+        self.sent.append(sent)
+        return sent, body
+
+
+async def exercise(
+    broker: RunningBroker,
+    providers: Mapping[str, RunningProvider],
+    bb_client: EligibilityClient,
+    fsm_client: EligibilityClient,
+    council_key: Any,
+) -> list[Sent]:
+    """Every test identity through both checks, a refusal, hostile queries, a provider down."""
+    async with aiohttp.ClientSession() as session:
+        run = Run(session, broker.url)
+
+        async def ask(
+            client: EligibilityClient, check: str, purpose: str, who: str | dict[str, str]
+        ) -> None:
+            subject = subject_of(who) if isinstance(who, str) else who
+            token, jti = client.sign_query(check, purpose=purpose, subject=subject, assurance="P2")
+            sent, body = await run.post(
+                token, kind="answered", requester=client.member_id, check=check
+            )
+            assert sent.status == 200, body
+            answer = await client.verify_answer(body, jti)
+            sent.outcome, sent.log_index = answer.outcome, answer.log_index
+
+        twins: dict[str, str] = {
+            "family_name": AMBIGUOUS_IDENTITY.family_name,
+            "given_names": AMBIGUOUS_IDENTITY.given_names,
+            "date_of_birth": AMBIGUOUS_IDENTITY.date_of_birth.isoformat(),
+            "postcode": AMBIGUOUS_IDENTITY.postcode,
+        }
+        everyone: list[str | dict[str, str]] = [*sorted(EXPECTED_OUTCOMES), "no-match", twins]
+        for who in everyone:
+            await ask(bb_client, BB, "blue-badge-application", who)
+            await ask(fsm_client, FSM, "free-school-meals-application", who)
+
+        # a policy refusal, recorded
+        token, _ = bb_client.sign_query(
+            FSM,
+            purpose="free-school-meals-application",
+            subject=subject_of("fsm-no"),
+            assurance="P2",
+        )
+        sent, _ = await run.post(token, kind="refused", requester=bb_client.member_id, check=FSM)
+        assert (sent.status, sent.problem) == (403, "purpose-not-permitted")
+
+        # hostile: a real subject under a forged signature, a stranger's key, bad claims
+        bb_key = council_key(devscheme.COUNCIL_BLUE_BADGE)
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": devscheme.COUNCIL_BLUE_BADGE,
+            "aud": devscheme.BROKER,
+            "iat": now,
+            "exp": now + 60,
+            "jti": new_jti(),
+            "check": BB,
+            "purpose": "blue-badge-application",
+            "assurance": "P2",
+            "lawful_basis": "public-task",
+            "subject": subject_of("bb-yes-pip-moving"),
+        }
+        good = _forge(bb_key, bb_key.kid, claims)
+        head, payload, _ = good.split(".")
+        forged = f"{head}.{payload}.{_forge(bb_key, bb_key.kid, {'x': 1}).split('.')[2]}"
+        stranger = SigningKey.generate()
+        hostile = [
+            forged,
+            _forge(stranger, bb_key.kid, claims),
+            _forge(stranger, stranger.kid, claims),
+            good.replace(".", ".\n", 1),
+            good + "." + good,
+        ]
+        for token in hostile:
+            sent, _ = await run.post(token, kind="unverified", requester=None, check=None)
+            assert (sent.status, sent.problem) == (401, "invalid-token")
+        person = subject_of("bb-yes-pip-moving")
+        malformed = {
+            **claims,
+            "jti": new_jti(),
+            "subject": {**person, "maiden_name": person["family_name"]},
+        }
+        sent, body = await run.post(
+            _forge(bb_key, bb_key.kid, malformed), kind="invalid", requester=None, check=None
+        )
+        assert (sent.status, sent.problem) == (400, "invalid-query"), body
+        first, body = await run.post(good, kind="answered", requester=claims["iss"], check=BB)
+        assert first.status == 200, body
+        answer = await bb_client.verify_answer(body, claims["jti"])
+        first.outcome, first.log_index = answer.outcome, answer.log_index
+        again, _ = await run.post(good, kind="replayed", requester=claims["iss"], check=BB)
+        assert (again.status, again.problem) == (401, "invalid-token")
+
+        # a provider down: undetermined, still recorded
+        await providers[devscheme.DWP].stop()
+        await ask(bb_client, BB, "blue-badge-application", "bb-yes-pip-moving")
+        assert run.sent[-1].outcome == "undetermined"
+        return run.sent
+
+
+def assert_canonical_lines(events: Sequence[Mapping[str, Any]], sent: list[Sent]) -> None:
+    """Exactly one ``check`` line per request, bound to its request id, with the fields an
+    operator needs and no attribution for a query that did not verify."""
+    lines = [e for e in events if e.get("event") == "check"]
+    assert len(lines) == len(sent)
+    by_id: dict[str, list[Mapping[str, Any]]] = {}
+    for line in lines:
+        by_id.setdefault(line.get("request_id", ""), []).append(line)
+    for item in sent:
+        matching = by_id.get(item.request_id, [])
+        assert len(matching) == 1, (item, matching)
+        line = matching[0]
+        assert isinstance(line["duration_ms"], int | float)
+        assert line["duration_ms"] >= 0
+        assert line["status"] == item.status
+        if item.kind == "answered":
+            assert line["requester"] == item.requester
+            assert line["check"] == item.check
+            assert line["outcome"] == item.outcome
+            assert line["outcome"] in OUTCOMES
+            assert line["log_index"] == item.log_index
+            assert line.get("problem") is None
+        elif item.kind == "refused":
+            assert line["requester"] == item.requester
+            assert line["check"] == item.check
+            assert line["problem"] == item.problem
+            assert line["outcome"] == "refused"
+            assert line["log_index"] == item.log_index
+            assert type(line["log_index"]) is int
+        elif item.kind == "replayed":  # verified, so attributable; never recorded
+            assert line["requester"] == item.requester
+            assert line["problem"] == "invalid-token"
+            assert "log_index" not in line
+        else:
+            assert line["problem"] == item.problem
+            assert "requester" not in line, "an unverified claim was attributed in the log"
+            assert "log_index" not in line
+
+
+@pytest.fixture
+def restore_structlog() -> Any:
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture
+async def clients(
+    scheme: devscheme.DevScheme, broker: RunningBroker
+) -> AsyncIterator[tuple[EligibilityClient, EligibilityClient]]:
+    async with (
+        EligibilityClient.from_config(scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)) as bb,
+        EligibilityClient.from_config(scheme.council_config(devscheme.COUNCIL_SCHOOLS)) as fsm,
+    ):
+        yield bb, fsm
+
+
+async def test_no_personal_data_in_any_structlog_event(
+    broker: RunningBroker,
+    providers: dict[str, RunningProvider],
+    clients: tuple[EligibilityClient, EligibilityClient],
+    council_key: Any,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.format_exc_info]
+    ) as events:
+        sent = await exercise(broker, providers, *clients, council_key)
+    out, err = capfd.readouterr()
+
+    assert len(sent) >= 2 * len(EXPECTED_OUTCOMES) + 9
+    assert {s.outcome for s in sent if s.kind == "answered"} == set(OUTCOMES)
+    assert events, "nothing was logged at all: the capture is not working"
+    assert SCANNER.scan_events(events) == []
+    assert SCANNER.findings(out + err) == []
+    assert SCANNER.findings(caplog.text) == []
+    assert_canonical_lines(events, sent)
+
+
+async def test_no_personal_data_in_the_json_lines_on_stderr(
+    broker: RunningBroker,
+    providers: dict[str, RunningProvider],
+    clients: tuple[EligibilityClient, EligibilityClient],
+    council_key: Any,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    restore_structlog: None,
+) -> None:
+    """The production configuration: JSON lines to stderr, as ``axb serve`` writes them."""
+    capfd.readouterr()
+    configure_logging(json=True, stream=sys.stderr)
+    sent = await exercise(broker, providers, *clients, council_key)
+    sys.stderr.flush()
+    out, err = capfd.readouterr()
+
+    assert SCANNER.findings(out + err) == []
+    assert SCANNER.findings(caplog.text) == []
+    events = []
+    for line in err.splitlines():
+        if line.strip():
+            event = json.loads(line)  # every line on stderr is one JSON object
+            assert isinstance(event, dict)
+            assert {"event", "level", "timestamp"} <= set(event)
+            events.append(event)
+    assert_canonical_lines(events, sent)
+
+
+async def test_attacker_chosen_header_member_names_do_not_reach_the_log(
+    broker: RunningBroker, council_key: Any
+) -> None:
+    key = council_key(devscheme.COUNCIL_BLUE_BADGE)
+    planted = "Sampleton 1961-07-02 ZX100001A"
+    header = {"alg": "ES256", "kid": key.kid, "typ": "eligibility-query+jwt", planted: 1}
+    body = f"{_b64(json.dumps(header).encode())}.{_b64(b'{}')}.{_b64(bytes(64))}"
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                broker.url + "/v1/checks", data=body, headers={"Content-Type": JWT}
+            ) as response,
+        ):
+            assert response.status == 401
+    assert [e for e in events if e.get("event") == "check"]
+    assert SCANNER.scan_events(events) == []
