@@ -71,7 +71,7 @@ def serve(config: Path, port: int | None, redis_url: str | None, with_providers:
     """Serve the broker."""
     from broker.app import create_app
     from broker.settings import load_settings
-    from connectors.reference.providers import build_reference_provider
+    from connectors.reference.providers import build_reference_provider, build_ves_stub
 
     settings = load_settings(config, port=port, redis_url=redis_url)
     configure_logging(json=settings.log_json)
@@ -80,6 +80,8 @@ def serve(config: Path, port: int | None, redis_url: str | None, with_providers:
         for provider_config in sorted((config.parent / "providers").glob("*.toml")):
             service = build_reference_provider(provider_config)
             apps.append((service.app, service.host, service.port))
+        for stub_config in sorted((config.parent / "stubs").glob("*.toml")):
+            apps.append(build_ves_stub(stub_config))
     _event_loop_policy()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_forever(apps))

@@ -27,6 +27,7 @@ from broker.client import CheckFailed, EligibilityClient
 from broker.logging import configure_logging
 from broker.settings import load_settings
 from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES
+from connectors.reference.providers import build_ves_stub
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,18 @@ class DemoCase:
     purpose: str
     identity: str
     as_of: date | None = None
+    vehicle: str | None = None
+
+    @property
+    def subject(self) -> dict[str, str]:
+        subject = subject_of(self.identity)
+        if self.vehicle is not None:
+            subject["vehicle_registration"] = self.vehicle
+        return subject
+
+    @property
+    def label(self) -> str:
+        return self.identity if self.vehicle is None else f"{self.identity} + {self.vehicle}"
 
 
 def subject_of(identity: str) -> dict[str, str]:
@@ -54,6 +67,8 @@ def subject_of(identity: str) -> dict[str, str]:
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
 BB_COUNCIL, FSM_COUNCIL = devscheme.COUNCIL_BLUE_BADGE, devscheme.COUNCIL_SCHOOLS
+PARKING, PARKING_COUNCIL = devscheme.PARKING_CHECK, devscheme.COUNCIL_PARKING
+PARKING_PURPOSE = "resident-parking-permit-application"
 CASES = (
     DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-pip-moving"),
     DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-dla"),
@@ -77,6 +92,10 @@ CASES = (
         date(2026, 11, 27),
     ),
     DemoCase(FSM_COUNCIL, FSM, "free-school-meals-application", "no-match"),
+    DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "bb-yes-pip-moving", vehicle="AA19AAA"),
+    DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "hmrc-wtc-run-on-yes", vehicle="L2WPS"),
+    DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "fsm-no", vehicle="ER19NFD"),
+    DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "bb-yes-pip-moving", vehicle="ER19ERR"),
 )
 DOWN_CASE = DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-pip-moving")
 
@@ -113,7 +132,7 @@ async def run_case(client: EligibilityClient, case: DemoCase) -> tuple[str, str,
         answer = await client.check(
             case.check,
             purpose=case.purpose,
-            subject=subject_of(case.identity),
+            subject=case.subject,
             as_of=case.as_of,
             assurance="P2",
         )
@@ -126,7 +145,7 @@ async def run_case(client: EligibilityClient, case: DemoCase) -> tuple[str, str,
 def _row(number: int, case: DemoCase, outcome: str, receipt: str, ms: float, note: str) -> str:
     as_of = case.as_of.isoformat() if case.as_of else "today"
     return (
-        f"{number:>2}  {case.check:<21} {as_of:<10}  {case.identity:<34} "
+        f"{number:>2}  {case.check:<23} {as_of:<10}  {case.label:<34} "
         f"{outcome:<12} {receipt:>5} {ms:>8.1f}  {note}"
     )
 
@@ -135,6 +154,10 @@ async def run_demo(root: Path) -> int:
     scheme = devscheme.generate(root)
     (root / "log").mkdir(exist_ok=True)
     configure_logging(json=True, stream=(root / "log" / "broker.log").open("a"))
+    stub_app, stub_host, stub_port = build_ves_stub(root / "stubs" / f"{devscheme.VES_STUB}.toml")
+    stub = web.AppRunner(stub_app, access_log=None)  # stands in for DVLA's own service
+    await stub.setup()
+    await web.TCPSite(stub, stub_host, stub_port).start()
     providers = {
         pid: start_provider(scheme.provider_config(pid), root / "log" / f"{pid}.log")
         for pid in scheme.provider_ports
@@ -153,14 +176,14 @@ async def run_demo(root: Path) -> int:
             f"{', '.join(str(p) for p in scheme.provider_ports.values())}\n"
         )
         header = (
-            f"{'#':>2}  {'check':<21} {'as of':<10}  {'test identity':<34} "
+            f"{'#':>2}  {'check':<23} {'as of':<10}  {'test identity':<34} "
             f"{'outcome':<12} {'log#':>5} {'ms':>8}"
         )
         click.echo(header)
         click.echo("-" * len(header))
         clients = {
             member: EligibilityClient.from_config(scheme.council_config(member))
-            for member in (BB_COUNCIL, FSM_COUNCIL)
+            for member in devscheme.COUNCILS
         }
         seen: set[str] = set()
         number = 0
@@ -193,6 +216,7 @@ async def run_demo(root: Path) -> int:
     finally:
         if runner is not None:
             await runner.cleanup()
+        await stub.cleanup()
         for process in providers.values():
             if process.poll() is None:
                 process.terminate()

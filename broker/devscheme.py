@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
+from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
 from trust.checkpoint import generate_signer
 from trust.keys import SigningKey
 from trust.registry import member_document, sign_registry
@@ -26,14 +27,33 @@ OPERATOR = "scheme-operator"
 BROKER = "axb-broker"
 COUNCIL_BLUE_BADGE = "council-warwickshire-blue-badge"
 COUNCIL_SCHOOLS = "council-coventry-schools"
+COUNCIL_PARKING = "council-warwick-district-parking"
 DWP = "dwp-reference"
 HMRC = "hmrc-reference"
+DVLA_KEEPER = "dvla-keeper-reference"
+DVLA_VES = "dvla-ves"
 AUDITOR = "auditor-ico"
+MEMBERS = (
+    BROKER,
+    COUNCIL_BLUE_BADGE,
+    COUNCIL_SCHOOLS,
+    COUNCIL_PARKING,
+    DWP,
+    HMRC,
+    DVLA_KEEPER,
+    DVLA_VES,
+    AUDITOR,
+)
+COUNCILS = (COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS, COUNCIL_PARKING)
+PROVIDERS = (DWP, HMRC, DVLA_KEEPER, DVLA_VES)
+REFERENCE_KIND = {DWP: "dwp", HMRC: "hmrc", DVLA_KEEPER: "dvla-keeper", DVLA_VES: "dvla-ves"}
+VES_STUB = "dvla-ves-stub"
 PSEUDONYM_KEY_ID = "pk-dev-1"
 LOG_ORIGIN = "axb.dev/consent-log"
 
 BLUE_BADGE_CHECK = "blue-badge-automatic"
 FSM_CHECK = "free-school-meals"
+PARKING_CHECK = "resident-parking-permit"
 UC_RULE_CHANGE = "2026-09-01"
 
 _BLUE_BADGE_ATTRIBUTES = (
@@ -95,7 +115,29 @@ def reference_checks() -> list[dict[str, Any]]:
                 },
             ],
         },
+        parking_check(),
     ]
+
+
+def parking_check() -> dict[str, Any]:
+    return {
+        "name": PARKING_CHECK,
+        "description": "Resident parking permit: the resident keeps this vehicle and it is taxed",
+        "versions": [
+            {
+                "version": 1,
+                "effective_from": "2020-01-01",
+                "effective_to": None,
+                "min_assurance": "P1",
+                "rule": {
+                    "all": [
+                        {"attribute": f"{DVLA_KEEPER}/registered-keeper"},
+                        {"attribute": f"{DVLA_VES}/vehicle-taxed"},
+                    ]
+                },
+            }
+        ],
+    }
 
 
 def reference_purposes() -> list[dict[str, Any]]:
@@ -115,6 +157,13 @@ def reference_purposes() -> list[dict[str, Any]]:
             "consent_required": False,
         },
         {
+            "id": "resident-parking-permit-application",
+            "description": "Deciding a resident parking permit application",
+            "checks": [PARKING_CHECK],
+            "lawful_bases": ["public-task"],
+            "consent_required": False,
+        },
+        {
             "id": "school-uniform-grant",
             "description": "A discretionary grant offered only with the parent's consent",
             "checks": [FSM_CHECK],
@@ -124,7 +173,13 @@ def reference_purposes() -> list[dict[str, Any]]:
     ]
 
 
-def provider_metadata(endpoint: str, offered: Mapping[str, str]) -> dict[str, Any]:
+def provider_metadata(
+    endpoint: str,
+    offered: Mapping[str, str],
+    *,
+    required: Sequence[str] = ("family_name", "date_of_birth"),
+    optional: Sequence[str] = ("nino",),
+) -> dict[str, Any]:
     return {
         "endpoint": endpoint,
         "timeout_ms": 2000,
@@ -132,7 +187,7 @@ def provider_metadata(endpoint: str, offered: Mapping[str, str]) -> dict[str, An
             {
                 "name": name,
                 "description": description,
-                "matching": {"required": ["family_name", "date_of_birth"], "optional": ["nino"]},
+                "matching": {"required": list(required), "optional": list(optional)},
             }
             for name, description in offered.items()
         ],
@@ -140,9 +195,26 @@ def provider_metadata(endpoint: str, offered: Mapping[str, str]) -> dict[str, An
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port below the ephemeral range, so that no outgoing connection can be
+    holding it by the time the server binds it."""
+    low, _ = _ephemeral_range()
+    for _ in range(200):
+        port = secrets.randbelow(low - 20_000) + 20_000
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return max(int(low), 21_000), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
 
 
 @dataclass(frozen=True)
@@ -152,6 +224,15 @@ class DevScheme:
     root: Path
     broker_port: int
     provider_ports: Mapping[str, int]
+    ves_stub_port: int
+
+    @property
+    def ves_stub_url(self) -> str:
+        return f"http://127.0.0.1:{self.ves_stub_port}"
+
+    @property
+    def ves_api_key(self) -> str:
+        return (self.root / "secrets" / "dvla-ves-api.key").read_text().strip()
 
     @property
     def broker_config(self) -> Path:
@@ -246,6 +327,40 @@ def registry_members(
             provider=provider_metadata(endpoint(HMRC), HMRC_ATTRIBUTES),
         ),
         member_document(
+            member_id=COUNCIL_PARKING,
+            name="Warwick District Council — Parking services",
+            roles=["relying-party"],
+            keys=[keys[COUNCIL_PARKING].verifying_key],
+            purposes=["resident-parking-permit-application"],
+            status=status(COUNCIL_PARKING),
+        ),
+        member_document(
+            member_id=DVLA_KEEPER,
+            name="DVLA-style keeper register (synthetic data)",
+            roles=["attribute-provider"],
+            keys=[keys[DVLA_KEEPER].verifying_key],
+            status=status(DVLA_KEEPER),
+            provider=provider_metadata(
+                endpoint(DVLA_KEEPER),
+                KEEPER_ATTRIBUTES,
+                required=("family_name", "date_of_birth", "vehicle_registration"),
+                optional=(),
+            ),
+        ),
+        member_document(
+            member_id=DVLA_VES,
+            name="DVLA Vehicle Enquiry Service (adapter)",
+            roles=["attribute-provider"],
+            keys=[keys[DVLA_VES].verifying_key],
+            status=status(DVLA_VES),
+            provider=provider_metadata(
+                endpoint(DVLA_VES),
+                VES_ATTRIBUTES,
+                required=("vehicle_registration",),
+                optional=(),
+            ),
+        ),
+        member_document(
             member_id=AUDITOR,
             name="Information Commissioner's Office (development)",
             roles=["auditor"],
@@ -254,6 +369,11 @@ def registry_members(
             status=status(AUDITOR),
         ),
     ]
+
+
+def member_keys(scheme: DevScheme) -> dict[str, SigningKey]:
+    """Every member's signing key, read from the scheme folder."""
+    return {m: SigningKey.from_pem(scheme.key_path(m).read_bytes()) for m in MEMBERS}
 
 
 def publish_registry(
@@ -266,10 +386,7 @@ def publish_registry(
 ) -> str:
     """Sign and write a registry for ``scheme`` (the scheme operator's job)."""
     operator = SigningKey.from_pem(scheme.operator_key_path.read_bytes())
-    keys = {
-        member: SigningKey.from_pem(scheme.key_path(member).read_bytes())
-        for member in (BROKER, COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS, DWP, HMRC, AUDITOR)
-    }
+    keys = member_keys(scheme)
     members = registry_members(keys, scheme.provider_ports, suspended=suspended)
     source = {
         "scheme": SCHEME,
@@ -307,17 +424,18 @@ def generate(
 ) -> DevScheme:
     """Write a complete development scheme into ``root``."""
     root.mkdir(parents=True, exist_ok=True)
-    ports = dict(provider_ports or {DWP: free_port(), HMRC: free_port()})
-    scheme = DevScheme(root, broker_port or free_port(), ports)
+    ports = dict(provider_ports or {p: free_port() for p in PROVIDERS})
+    scheme = DevScheme(root, broker_port or free_port(), ports, free_port())
     operator = SigningKey.generate()
     _write(scheme.operator_key_path, operator.to_pem(), private=True)
     _write(
         root / "anchors" / f"{OPERATOR}-1.jwk.json", json.dumps(dict(operator.verifying_key.jwk))
     )
-    for member in (BROKER, COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS, DWP, HMRC, AUDITOR):
+    for member in MEMBERS:
         key = SigningKey.generate()
         _write(scheme.key_path(member), key.to_pem(), private=True)
         _write(root / "public" / f"{member}.jwk.json", json.dumps(dict(key.verifying_key.jwk)))
+    _write(root / "secrets" / "dvla-ves-api.key", secrets.token_urlsafe(24) + "\n", private=True)
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     _write(root / "secrets" / f"{PSEUDONYM_KEY_ID}.key", secret + "\n", private=True)
     log_skey, log_vkey = generate_signer(LOG_ORIGIN)
@@ -339,17 +457,30 @@ def generate(
     for provider_id, port in ports.items():
         _write(
             scheme.provider_config(provider_id),
-            f'provider_id = "{provider_id}"\nreference = "{provider_id.split("-")[0]}"\n'
+            f'provider_id = "{provider_id}"\nreference = "{REFERENCE_KIND[provider_id]}"\n'
             f'host = "127.0.0.1"\nport = {port}\n'
-            f'signing_key = "../keys/{provider_id}.pem"\n' + _scheme_toml(up="../"),
+            f'signing_key = "../keys/{provider_id}.pem"\n'
+            + _scheme_toml(up="../")
+            + (
+                f'ves_url = "{scheme.ves_stub_url}"\n'
+                'ves_api_key_file = "../secrets/dvla-ves-api.key"\n'
+                if provider_id == DVLA_VES
+                else ""
+            ),
         )
+    _write(
+        root / "stubs" / f"{VES_STUB}.toml",
+        f"# A local stand-in for the DVLA Vehicle Enquiry Service test environment\n"
+        f'host = "127.0.0.1"\nport = {scheme.ves_stub_port}\n'
+        'api_key_file = "../secrets/dvla-ves-api.key"\n',
+    )
     _write(
         root / "auditors" / f"{AUDITOR}.toml",
         f'member_id = "{AUDITOR}"\nsigning_key = "../keys/{AUDITOR}.pem"\n'
         f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
         'log_key = "../public/log.vkey"\n',
     )
-    for council in (COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS):
+    for council in COUNCILS:
         _write(
             scheme.council_config(council),
             f'member_id = "{council}"\nsigning_key = "../keys/{council}.pem"\n'

@@ -19,7 +19,11 @@ from broker import devscheme
 from broker.app import create_app
 from broker.client import EligibilityClient
 from broker.settings import Settings, load_settings
-from connectors.reference.providers import ProviderService, build_reference_provider
+from connectors.reference.providers import (
+    ProviderService,
+    build_reference_provider,
+    build_ves_stub,
+)
 from trust.keys import SigningKey
 
 REDIS_URL = os.environ.get("AXB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -61,6 +65,10 @@ class RunningProvider:
 
 @pytest.fixture
 async def providers(scheme: devscheme.DevScheme) -> AsyncIterator[dict[str, RunningProvider]]:
+    stub_app, stub_host, stub_port = build_ves_stub(
+        scheme.root / "stubs" / f"{devscheme.VES_STUB}.toml"
+    )
+    stub = await start_app(stub_app, stub_host, stub_port)
     running = {}
     for pid in scheme.provider_ports:
         service = build_reference_provider(scheme.provider_config(pid))
@@ -70,6 +78,7 @@ async def providers(scheme: devscheme.DevScheme) -> AsyncIterator[dict[str, Runn
     yield running
     for provider in running.values():
         await provider.stop()
+    await stub.cleanup()
 
 
 @pytest.fixture

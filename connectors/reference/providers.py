@@ -155,3 +155,18 @@ def build_reference_provider(
     app.cleanup_ctx.append(watch_registry)
     app.cleanup_ctx.extend(contexts)
     return ProviderService(app, kit, registry, str(table.get("host", "127.0.0.1")), port)
+
+
+def build_ves_stub(config_path: Path) -> tuple[web.Application, str, int]:
+    """The DVLA VES test-environment stub a development scheme points its adapter at, with the
+    keeper register's synthetic vehicles added to its fleet."""
+    from connectors.reference.dvla_stub import create_ves_stub_app
+    from connectors.reference.keepers import keeper_fleet
+
+    table = read_toml(config_path)
+    api_key = _read_api_key(resolve(config_path.parent, table.get("api_key_file"), "api_key_file"))
+    port = table.get("port", 0)
+    if type(port) is not int:
+        raise ConfigError("port must be an integer")
+    app = create_ves_stub_app(api_key, keeper_fleet())
+    return app, str(table.get("host", "127.0.0.1")), port

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import date
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from broker import devscheme
 from broker.client import CheckFailed, EligibilityClient
 from broker.demo import subject_of
 from connectors.reference.attributes import EXPECTED_OUTCOMES
+from connectors.reference.keepers import PARKING_TEST_CASES
 from tests.conftest import RunningBroker, RunningProvider
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
@@ -109,3 +111,55 @@ async def test_policy_refusal_is_recorded_and_carries_its_log_index(
     db = sqlite3.connect(broker.settings.consent_log_path)
     (outcome,) = db.execute("SELECT outcome FROM records WHERE log_index = ?", (index,)).fetchone()
     assert outcome == "refused"
+
+
+@pytest.mark.parametrize(
+    ("label", "subject", "expected"), PARKING_TEST_CASES, ids=[c[0] for c in PARKING_TEST_CASES]
+)
+async def test_resident_parking_permit_through_the_broker(
+    label: str,
+    subject: dict[str, str],
+    expected: str,
+    scheme: devscheme.DevScheme,
+    broker: RunningBroker,
+) -> None:
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_PARKING)
+    ) as client:
+        answer = await client.check(
+            devscheme.PARKING_CHECK,
+            purpose="resident-parking-permit-application",
+            subject=subject,
+            assurance="P2",
+        )
+    assert answer.outcome == expected, label
+
+
+async def test_each_dvla_provider_sees_only_the_fields_it_declared(
+    scheme: devscheme.DevScheme, broker: RunningBroker, providers: dict[str, RunningProvider]
+) -> None:
+    seen: dict[str, set[str]] = {}
+    for provider_id in (devscheme.DVLA_KEEPER, devscheme.DVLA_VES):
+        kit = providers[provider_id].service.kit
+        original = kit._lookup
+
+        async def spy(
+            request: Any, original: Any = original, provider_id: str = provider_id
+        ) -> Any:
+            seen[provider_id] = set(request.subject.fields)
+            return await original(request)
+
+        kit._lookup = spy
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_PARKING)
+    ) as client:
+        subject = {**subject_of("bb-yes-pip-moving"), "vehicle_registration": "AA19AAA"}
+        answer = await client.check(
+            devscheme.PARKING_CHECK,
+            purpose="resident-parking-permit-application",
+            subject=subject,
+            assurance="P2",
+        )
+    assert answer.outcome == "yes"
+    assert seen[devscheme.DVLA_VES] == {"vehicle_registration"}
+    assert seen[devscheme.DVLA_KEEPER] == {"family_name", "date_of_birth", "vehicle_registration"}

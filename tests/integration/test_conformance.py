@@ -162,14 +162,7 @@ def publish_fast_registry(scheme: devscheme.DevScheme) -> Registry:
     slow provider is caught in well under a second per answer."""
     keys = {
         member: SigningKey.from_pem(scheme.key_path(member).read_bytes())
-        for member in (
-            devscheme.BROKER,
-            devscheme.COUNCIL_BLUE_BADGE,
-            devscheme.COUNCIL_SCHOOLS,
-            devscheme.DWP,
-            devscheme.HMRC,
-            devscheme.AUDITOR,
-        )
+        for member in devscheme.MEMBERS
     }
     members = devscheme.registry_members(keys, scheme.provider_ports, suspended=())
     for member in members:

@@ -71,17 +71,7 @@ async def test_circuit_opens_on_a_failing_provider_then_recovers(
 async def test_scheduled_outage_in_the_registry_is_not_called_and_is_shown(
     scheme: devscheme.DevScheme, broker: RunningBroker, blue_badge_client: EligibilityClient
 ) -> None:
-    keys = {
-        m: SigningKey.from_pem(scheme.key_path(m).read_bytes())
-        for m in (
-            devscheme.BROKER,
-            devscheme.COUNCIL_BLUE_BADGE,
-            devscheme.COUNCIL_SCHOOLS,
-            devscheme.DWP,
-            devscheme.HMRC,
-            devscheme.AUDITOR,
-        )
-    }
+    keys = {m: SigningKey.from_pem(scheme.key_path(m).read_bytes()) for m in devscheme.MEMBERS}
     members = devscheme.registry_members(keys, scheme.provider_ports, suspended=())
     now = datetime.now(UTC)
     for member in members:

@@ -16,20 +16,10 @@ from trust.messages import ConsentReference, EligibilityQuery, Subject
 from trust.registry import Anchors, Registry, sign_registry, verify_registry
 
 NOW = 1_790_000_000
-KEYS = {
-    m: SigningKey.generate()
-    for m in (
-        devscheme.BROKER,
-        devscheme.COUNCIL_BLUE_BADGE,
-        devscheme.COUNCIL_SCHOOLS,
-        devscheme.DWP,
-        devscheme.HMRC,
-        devscheme.AUDITOR,
-    )
-}
+KEYS = {m: SigningKey.generate() for m in devscheme.MEMBERS}
 OPERATOR = SigningKey.generate()
 ANCHORS = Anchors(devscheme.SCHEME, devscheme.OPERATOR, (OPERATOR.verifying_key,))
-PORTS = {devscheme.DWP: 9001, devscheme.HMRC: 9002}
+PORTS = {p: 9001 + i for i, p in enumerate(devscheme.PROVIDERS)}
 
 
 def members(suspended: tuple[str, ...] = ()) -> list[dict[str, Any]]:
