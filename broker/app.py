@@ -82,7 +82,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 def make_admission_store(settings: Settings) -> AdmissionStore:
     if settings.redis_url:
-        return RedisAdmissionStore(settings.redis_url)
+        return RedisAdmissionStore(settings.redis_url, prefix=settings.redis_prefix)
     return MemoryAdmissionStore()
 
 

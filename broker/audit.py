@@ -12,6 +12,8 @@ withdrawals with a signed ``consent-withdrawal+jwt``.
 from __future__ import annotations
 
 import base64
+import itertools
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -25,8 +27,9 @@ from broker.errors import BadRequest, Replayed
 from broker.handlers import read_jwt_body
 from broker.stores.admission import admit_or_refuse
 from broker.stores.consent_log import RecordFilter, StoredRecord
+from broker.transparency import TransparencyLog
 from trust import jws, policy
-from trust.errors import InvalidMessage, ProofRequestError
+from trust.errors import InvalidMessage, ProofRequestError, VerificationError
 from trust.messages import parse_audit_request, parse_withdrawal
 from trust.pseudonym import pseudonymise_identifiers
 from trust.records import WithdrawalRecord
@@ -49,15 +52,23 @@ def record_json(stored: StoredRecord) -> dict[str, Any]:
     return entry
 
 
+_COUNT = re.compile(r"[0-9]{1,15}")
+
+
+def _count(raw: str, name: str) -> int:
+    """A non-negative integer in ASCII digits (``str.isdigit`` also accepts ``²``)."""
+    if not _COUNT.fullmatch(raw):
+        raise BadRequest("bad-request", f"{name} must be a non-negative integer")
+    return int(raw)
+
+
 def _int_param(request: web.Request, name: str, default: int | None = None) -> int:
     raw = request.query.get(name)
     if raw is None:
         if default is None:
             raise BadRequest("bad-request", f"query parameter {name!r} is required")
         return default
-    if not raw.isdigit() or len(raw) > 18:
-        raise BadRequest("bad-request", f"{name} must be a non-negative integer")
-    return int(raw)
+    return _count(raw, name)
 
 
 def _time_param(request: web.Request, name: str) -> int | None:
@@ -93,7 +104,12 @@ async def authenticate_audit(
         now=int(now),
         leeway=settings.leeway_s,
     )
-    audit = parse_audit_request(verified, method=request.method, target=request.path_qs, body=body)
+    try:
+        audit = parse_audit_request(
+            verified, method=request.method, target=request.path_qs, body=body
+        )
+    except InvalidMessage as exc:  # bound to another request: as any failed verification
+        raise VerificationError("audit request binding") from exc
     await admit_or_refuse(
         app[STORES].admission,
         audit.auditor,
@@ -118,7 +134,9 @@ async def get_records(request: web.Request) -> web.Response:
         lawful_basis=request.query.get("lawful_basis"),
         kind=request.query.get("kind"),
     )
-    limit = min(_int_param(request, "limit", 100), MAX_PAGE)
+    limit = _int_param(request, "limit", 100)
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest("bad-request", f"limit must be between 1 and {MAX_PAGE}")
     after = _int_param(request, "after", 0) - 1 if "after" in request.query else -1
     found = await request.app[STORES].consent_log.find(where, after=after, limit=limit)
     body: dict[str, Any] = {"records": [record_json(r) for r in found]}
@@ -129,10 +147,9 @@ async def get_records(request: web.Request) -> web.Response:
 
 async def get_record(request: web.Request) -> web.Response:
     await authenticate_audit(request)
-    raw = request.match_info["index"]
-    if not raw.isdigit():
-        raise BadRequest("bad-request", "the record index must be a non-negative integer")
-    stored = await request.app[STORES].consent_log.get(int(raw))
+    stored = await request.app[STORES].consent_log.get(
+        _count(request.match_info["index"], "the record index")
+    )
     if stored is None:
         raise BadRequest("not-found", "no record at that index", 404)
     transparency = request.app[TRANSPARENCY]
@@ -204,24 +221,32 @@ async def get_export(request: web.Request) -> web.StreamResponse:
     await authenticate_audit(request)
     transparency = request.app[TRANSPARENCY]
     size, _ = await transparency.checkpoint()
-    store = request.app[STORES].consent_log
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    async for line in export_lines(store, transparency.origin, size):
+    async for line in export_lines(transparency, size):
         await response.write(line)
     await response.write_eof()
     return response
 
 
-async def export_lines(store: Any, origin: str, size: int) -> AsyncIterator[bytes]:
-    """The export format: a header line, every record up to ``size``, every checkpoint."""
-    yield orjson.dumps({"type": "log", "origin": origin, "size": size}) + b"\n"
+async def export_lines(transparency: TransparencyLog, size: int) -> AsyncIterator[bytes]:
+    """The export format: a header line, every record up to ``size``, every checkpoint, and a
+    consistency proof between each pair of consecutive checkpoints."""
+    store = transparency.store
+    yield orjson.dumps({"type": "log", "origin": transparency.origin, "size": size}) + b"\n"
     for start in range(0, size, EXPORT_CHUNK):
         for stored in await store.entries(start, min(size, start + EXPORT_CHUNK)):
             yield orjson.dumps({"type": "record", **record_json(stored)}) + b"\n"
+    sizes = []
     for checkpoint_size, note in await store.checkpoints():
         if checkpoint_size <= size:
+            sizes.append(checkpoint_size)
             yield orjson.dumps({"type": "checkpoint", "note": note}) + b"\n"
+    await transparency.sync()
+    for older, newer in itertools.pairwise(s for s in sizes if s > 0):
+        proof = transparency.tree.consistency_proof(older, newer)
+        line = {"type": "consistency", "from": older, "to": newer, "proof": [b64(h) for h in proof]}
+        yield orjson.dumps(line) + b"\n"
 
 
 async def get_checkpoint(request: web.Request) -> web.Response:

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from broker.client import CheckFailed
 from connectors.config import load_signing_key, read_toml, require_str, resolve
@@ -78,9 +79,9 @@ class AuditClient:
         headers = {"Authorization": self.authorization(method, target, body)}
         if body:
             headers["Content-Type"] = "application/json"
-        response = await self._session.request(
-            method, self._url + target, data=body or None, headers=headers
-        )
+        # send exactly the bytes that were signed: aiohttp must not re-quote the target
+        url = URL(self._url + target, encoded=True)
+        response = await self._session.request(method, url, data=body or None, headers=headers)
         if response.status != 200:
             problem = await response.json(content_type=None)
             response.release()

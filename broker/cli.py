@@ -468,13 +468,13 @@ def audit() -> None:
 def audit_verify(export: Path, log_key: str, held: tuple[Path, ...]) -> None:
     """Verify an export offline, trusting only the log's public key."""
     from trust.checkpoint import NoteVerifier
-    from trust.errors import CheckpointError
+    from trust.errors import CheckpointError, KeyFormatError
     from trust.log_verify import verify_export
 
     key_text = Path(log_key).read_text().strip() if Path(log_key).is_file() else log_key
     try:
         verifier = NoteVerifier(key_text)
-    except CheckpointError as exc:
+    except (CheckpointError, KeyFormatError) as exc:
         raise click.ClickException(f"bad log key: {exc}") from exc
     with export.open("rb") as lines:
         report = verify_export(lines, verifier, held=[p.read_text() for p in held])

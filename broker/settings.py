@@ -17,7 +17,7 @@ from connectors.config import (
     scheme_files,
 )
 from trust.checkpoint import NoteSigner
-from trust.errors import CheckpointError
+from trust.errors import CheckpointError, KeyFormatError
 from trust.jws import MAX_LEEWAY_SECONDS
 from trust.keys import SigningKey
 from trust.pseudonym import PseudonymKey
@@ -43,6 +43,7 @@ class Settings:
     checkpoint_every_seconds: float
     previous_pseudonym_keys: tuple[PseudonymKey, ...] = ()
     consent_log_schema: str = "axb"
+    redis_prefix: str = "axb"
     log_json: bool = True
 
     @property
@@ -60,7 +61,7 @@ def _int(table: dict[str, Any], name: str, default: int, low: int, high: int) ->
 
 def _identifier(value: object) -> str:
     if not isinstance(value, str) or not value.isidentifier():
-        raise ConfigError("consent_log_schema must be a plain identifier")
+        raise ConfigError("consent_log_schema and redis_prefix must be plain identifiers")
     return value
 
 
@@ -82,7 +83,7 @@ def load_pseudonym_key(path: Path, key_id: str) -> PseudonymKey:
 def load_log_signer(path: Path) -> NoteSigner:
     try:
         return NoteSigner(path.read_text().strip())
-    except (OSError, CheckpointError) as exc:
+    except (OSError, CheckpointError, KeyFormatError) as exc:
         raise ConfigError(f"cannot read log signing key {path}: {exc}") from exc
 
 
@@ -132,4 +133,5 @@ def load_settings(path: Path, **overrides: Any) -> Settings:
         ),
         log_json=bool(table.get("log_json", True)),
         consent_log_schema=_identifier(table.get("consent_log_schema", "axb")),
+        redis_prefix=_identifier(table.get("redis_prefix", "axb")),
     )

@@ -93,6 +93,7 @@ def verify_export(
     report = VerifyReport()
     digests: dict[int, bytes] = {}
     notes: list[tuple[int, str]] = []
+    proofs: dict[tuple[int, int], list[bytes] | None] = {}
     header: dict[str, Any] | None = None
     last_index = -1
     for line_no, raw in enumerate(lines, start=1):
@@ -122,6 +123,12 @@ def verify_export(
                 digests[index] = digest
         elif kind == "checkpoint" and isinstance(item.get("note"), str):
             notes.append((line_no, item["note"]))
+        elif (
+            kind == "consistency" and type(item.get("from")) is int and type(item.get("to")) is int
+        ):
+            hashes = [_b64(h) for h in item.get("proof", [])]
+            valid = all(h is not None and len(h) == 32 for h in hashes)
+            proofs[(item["from"], item["to"])] = [h for h in hashes if h] if valid else None
         else:
             report.problem(f"line {line_no}: not a log, record or checkpoint line (modified)")
     if header is None or not isinstance(header.get("origin"), str):
@@ -141,7 +148,7 @@ def verify_export(
         if index not in digests:
             break
         tree.append(leaf_hash(leaf_input(digests[index])))
-    _verify_checkpoints(notes, verifier, origin, tree, size, report)
+    _verify_checkpoints(notes, proofs, verifier, origin, tree, size, report)
     for note in held:
         try:
             kept = open_checkpoint(note, verifier, origin)
@@ -161,6 +168,7 @@ def verify_export(
 
 def _verify_checkpoints(
     notes: list[tuple[int, str]],
+    proofs: dict[tuple[int, int], list[bytes] | None],
     verifier: NoteVerifier,
     origin: str,
     tree: MerkleTree,
@@ -205,15 +213,28 @@ def _verify_checkpoints(
             )
         else:
             report.verified_size = max(report.verified_size, checkpoint.size)
-    by_size = sorted({c.size: c for c in opened}.values(), key=lambda c: c.size)
+    # Consecutive checkpoints must be consistent by the log's own proofs, which depend only on
+    # the signed roots: a log rewritten between two checkpoints cannot produce one.
+    by_size = sorted({c.size: c for c in opened if c.size > 0}.values(), key=lambda c: c.size)
     for older, newer in itertools.pairwise(by_size):
-        if older.size > 0 and newer.size <= tree.size:
-            try:
-                proof = tree.consistency_proof(older.size, newer.size)
-                verify_consistency(older.size, newer.size, older.root_hash, newer.root_hash, proof)
-            except LogProofError:
-                report.problem(
-                    f"checkpoints of sizes {older.size} and {newer.size} are not consistent"
-                )
+        proof = proofs.get((older.size, newer.size))
+        if proof is None:
+            report.problem(
+                f"no valid consistency proof between checkpoints {older.size} and {newer.size}"
+            )
+            continue
+        try:
+            verify_consistency(older.size, newer.size, older.root_hash, newer.root_hash, proof)
+        except LogProofError:
+            report.problem(
+                f"checkpoints of sizes {older.size} and {newer.size} are not consistent "
+                "(the log was rewritten between them: a fork)"
+            )
+    covered = max((c.size for c in opened), default=0)
+    if covered < size:
+        report.problem(
+            f"records {covered} to {size - 1} are not covered by any signed checkpoint "
+            "(inserted after the log's last checkpoint)"
+        )
     if not opened:
         report.problem("the export carries no checkpoint signed by the log's key")

@@ -25,6 +25,11 @@ class ReplayCache:
             if self._expiry.get(key) == expires_at:
                 del self._expiry[key]
 
+    def seen(self, key: str, *, now: int) -> bool:
+        """True if ``key`` was used and has not expired (does not record anything)."""
+        self._purge(now)
+        return key in self._expiry
+
     def first_use(self, key: str, *, expires_at: int, now: int) -> bool:
         """True the first time ``key`` is seen (and remembers it until ``expires_at``)."""
         self._purge(now)

@@ -1,8 +1,12 @@
 """Admission: refuse a replayed ``jti`` and hold each member to its rate limit.
 
-Two backends with one interface. ``MemoryAdmissionStore`` serves one process. With Redis
-configured, ``RedisAdmissionStore`` makes one round trip per check (a MULTI pipeline) and, if
-Redis cannot be reached, raises :class:`StoreUnavailable`: it never falls back to memory.
+Two backends with one interface and one order of decisions: a replayed ``jti`` is refused
+without counting against the member's rate; a query over the rate is refused *without* using up
+its ``jti`` (the council may send the same token again after ``Retry-After``); only an admitted
+query records its ``jti``. ``MemoryAdmissionStore`` serves one process. ``RedisAdmissionStore``
+makes one round trip per check (one Lua script, atomic) with both keys in one hash slot (Redis
+Cluster), and if Redis cannot be reached raises :class:`StoreUnavailable`: it never falls back
+to memory.
 """
 
 from __future__ import annotations
@@ -40,23 +44,38 @@ class MemoryAdmissionStore:
     async def admit(
         self, member: str, jti: str, *, expires_at: int, now: float, limit: int
     ) -> Admission:
-        try:
-            first = self._replay.first_use(f"{member}:{jti}", expires_at=expires_at, now=int(now))
-        except ReplayCacheFull as exc:
-            raise StoreUnavailable("replay cache full") from exc
-        if not first:
+        key = f"{member}:{jti}"
+        if self._replay.seen(key, now=int(now)):
             return "replayed"
         second = int(now)
         window, count = self._window[member]
         count = count + 1 if window == second else 1
         self._window[member] = (second, count)
-        return "ok" if count <= limit else "rate-limited"
+        if count > limit:
+            return "rate-limited"
+        try:
+            self._replay.first_use(key, expires_at=expires_at, now=int(now))
+        except ReplayCacheFull as exc:
+            raise StoreUnavailable("replay cache full") from exc
+        return "ok"
 
     async def ready(self) -> bool:
         return True
 
     async def close(self) -> None:
         return None
+
+
+# KEYS[1] the jti key, KEYS[2] this second's rate counter; ARGV[1] jti ttl, ARGV[2] limit.
+# Returns 0 replayed (not counted), -1 rate-limited (jti not used up), 1 admitted.
+_ADMIT_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local count = redis.call('INCR', KEYS[2])
+if count == 1 then redis.call('EXPIRE', KEYS[2], 2) end
+if count > tonumber(ARGV[2]) then return -1 end
+redis.call('SET', KEYS[1], '1', 'EX', tonumber(ARGV[1]))
+return 1
+"""
 
 
 class RedisAdmissionStore:
@@ -69,23 +88,21 @@ class RedisAdmissionStore:
             health_check_interval=0,
         )
         self._prefix = prefix
+        self._script = self._redis.register_script(_ADMIT_SCRIPT)
 
     async def admit(
         self, member: str, jti: str, *, expires_at: int, now: float, limit: int
     ) -> Admission:
         ttl = max(1, math.ceil(expires_at - now))
-        rate_key = f"{self._prefix}:rate:{member}:{int(now)}"
+        slot = f"{self._prefix}:{{{member}}}"  # one hash slot per member: Cluster-safe
+        keys = [f"{slot}:jti:{jti}", f"{slot}:rate:{int(now)}"]
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(f"{self._prefix}:jti:{member}:{jti}", b"1", nx=True, ex=ttl)
-                pipe.incr(rate_key)
-                pipe.expire(rate_key, 2)
-                first, count, _ = await pipe.execute()
+            result = int(await self._script(keys=keys, args=[ttl, limit]))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable("redis unreachable") from exc
-        if not first:
-            return "replayed"
-        return "ok" if int(count) <= limit else "rate-limited"
+        if result == 1:
+            return "ok"
+        return "replayed" if result == 0 else "rate-limited"
 
     async def ready(self) -> bool:
         try:

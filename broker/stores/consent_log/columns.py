@@ -46,3 +46,14 @@ def row(record: LogRecord, entry: LogEntry) -> tuple[Any, ...]:
         entry.salt,
         entry.body,
     )
+
+
+# Retention deletes a record's content, not only its body: every column that describes the
+# query goes, so neither filters nor subject access find it. What stays is what the proofs
+# need (index, digest) and when it was recorded.
+PRUNE_SQL = (
+    "UPDATE records SET body = NULL, salt = NULL, requester = '', purpose = NULL, "
+    "check_name = NULL, outcome = NULL, lawful_basis = NULL, consent_id = NULL, "
+    "query_jti = NULL, subject_key_id = NULL, subject_person = NULL, subject_nino = NULL "
+    "WHERE recorded_at_ms < $1 AND body IS NOT NULL"
+)

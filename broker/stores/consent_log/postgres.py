@@ -8,6 +8,7 @@ and a later batch is never visible before an earlier one.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,10 +16,10 @@ import asyncpg
 
 from broker.errors import LogUnavailable
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
-from broker.stores.consent_log.columns import COLUMNS, row
+from broker.stores.consent_log.columns import COLUMNS, PRUNE_SQL, row
 from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
 
-_LOCK_KEY = 0x6178_6221  # "axb!": serialises batch appends across processes
+_SETUP_LOCK = 0x6178_6200  # serialises schema creation by brokers starting together
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -84,6 +85,8 @@ class PostgresConsentLog(GroupCommitWriter):
             raise ValueError("schema must be a plain identifier")
         self._dsn = dsn
         self._schema = schema
+        # one lock per log (schema): serialises batch appends across processes
+        self._lock_key = zlib.crc32(f"axb-consent-log:{schema}".encode())
         self._pool: asyncpg.Pool | None = None
 
     @property
@@ -95,9 +98,12 @@ class PostgresConsentLog(GroupCommitWriter):
     async def start(self) -> None:
         bootstrap = await asyncpg.connect(self._dsn)
         try:
-            await bootstrap.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
-            await bootstrap.execute(f"SET search_path TO {self._schema}")
-            await bootstrap.execute(_SCHEMA)
+            async with bootstrap.transaction():
+                # CREATE ... IF NOT EXISTS races between sessions: one process at a time
+                await bootstrap.execute("SELECT pg_advisory_xact_lock($1)", _SETUP_LOCK)
+                await bootstrap.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
+                await bootstrap.execute(f"SET LOCAL search_path TO {self._schema}")
+                await bootstrap.execute(_SCHEMA)
         finally:
             await bootstrap.close()
         self._pool = await asyncpg.create_pool(
@@ -117,7 +123,7 @@ class PostgresConsentLog(GroupCommitWriter):
 
     async def _commit(self, records: Sequence[LogRecord]) -> list[LogEntry]:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
             first = await conn.fetchval("SELECT COALESCE(MAX(log_index) + 1, 0) FROM records")
             entries = [entry_for(record, first + i) for i, record in enumerate(records)]
             await conn.copy_records_to_table(
@@ -218,8 +224,7 @@ class PostgresConsentLog(GroupCommitWriter):
 
     async def prune(self, before_ms: int) -> int:
         status = await self.pool.execute(
-            "UPDATE records SET body = NULL, salt = NULL "
-            "WHERE recorded_at_ms < $1 AND body IS NOT NULL",
+            PRUNE_SQL,
             before_ms,
         )
         return int(status.split()[-1])

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from broker.errors import LogUnavailable
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
-from broker.stores.consent_log.columns import COLUMNS, row
+from broker.stores.consent_log.columns import COLUMNS, PRUNE_SQL, row
 from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
 
 T = TypeVar("T")
@@ -81,7 +81,6 @@ class SqliteConsentLog(GroupCommitWriter):
         self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-log")
         self._db: sqlite3.Connection | None = None
-        self._next_index = 0
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -98,8 +97,6 @@ class SqliteConsentLog(GroupCommitWriter):
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         db.executescript(_SCHEMA)
         self._db = db
-        (count,) = db.execute("SELECT COALESCE(MAX(log_index) + 1, 0) FROM records").fetchone()
-        self._next_index = int(count)
 
     async def start(self) -> None:
         await self._run(self._open)
@@ -114,10 +111,12 @@ class SqliteConsentLog(GroupCommitWriter):
 
     def _commit_sync(self, records: Sequence[LogRecord]) -> list[LogEntry]:
         db = self._connection()
-        first = self._next_index
-        entries = [entry_for(record, first + i) for i, record in enumerate(records)]
         try:
+            # The next index is read inside the write lock, so several processes sharing one
+            # file still form one gap-free sequence.
             db.execute("BEGIN IMMEDIATE")
+            (first,) = db.execute("SELECT COALESCE(MAX(log_index) + 1, 0) FROM records").fetchone()
+            entries = [entry_for(record, first + i) for i, record in enumerate(records)]
             db.executemany(_INSERT, [row(r, e) for r, e in zip(records, entries, strict=True)])
             db.executemany(
                 "INSERT OR IGNORE INTO withdrawals VALUES (?, ?, ?)",
@@ -128,18 +127,20 @@ class SqliteConsentLog(GroupCommitWriter):
                 ],
             )
             db.execute("COMMIT")
-        except sqlite3.Error:
+        except BaseException:  # a bad record fails the batch, never leaves it half open
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        self._next_index = first + len(records)
         return entries
 
     async def _commit(self, records: Sequence[LogRecord]) -> list[LogEntry]:
         return await self._run(self._commit_sync, records)
 
     async def size(self) -> int:
-        return self._next_index
+        rows = await self._run(
+            self._query, "SELECT COALESCE(MAX(log_index) + 1, 0) FROM records", ()
+        )
+        return int(rows[0][0])
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return self._connection().execute(sql, params).fetchall()
@@ -215,7 +216,6 @@ class SqliteConsentLog(GroupCommitWriter):
     async def prune(self, before_ms: int) -> int:
         return await self._run(
             self._execute,
-            "UPDATE records SET body = NULL, salt = NULL "
-            "WHERE recorded_at_ms < ? AND body IS NOT NULL",
+            PRUNE_SQL.replace("$1", "?"),
             (before_ms,),
         )
