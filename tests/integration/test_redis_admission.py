@@ -379,7 +379,9 @@ async def test_two_broker_processes_share_one_rate_window(
         # Read the counters at once: each rate key lives 2 s after its last increment.
         counted = sum(
             int(shared_redis.get(key) or 0)
-            for key in shared_redis.scan_iter(match=f"axb:{{{devscheme.COUNCIL_BLUE_BADGE}}}:rate:*")
+            for key in shared_redis.scan_iter(
+                match=f"axb:{{{devscheme.COUNCIL_BLUE_BADGE}}}:rate:*"
+            )
         )
     finally:
         for broker in brokers:
