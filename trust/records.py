@@ -8,10 +8,11 @@ body *and its salt* leaves every proof valid while the digest reveals nothing of
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import secrets
+import os
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -24,9 +25,16 @@ LEAF_PREFIX = b"axb-consent-record-v1\n"
 SALT_BYTES = 32
 
 
+@functools.lru_cache(maxsize=64)
+def _utc_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def iso_ms(epoch_ms: int) -> str:
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 UTC with milliseconds, e.g. ``2026-11-27T09:14:03.512Z`` (on the hot path:
+    records arrive in time order, so the formatted second is nearly always cached)."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    return f"{_utc_second(seconds)}.{millis:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +62,9 @@ class ConsentRecord:
     def consent_id(self) -> str | None:
         return None if self.consent is None else self.consent.id
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, **extra: Any) -> dict[str, Any]:
         return {
+            **extra,
             "kind": self.kind,
             "recorded_at": iso_ms(self.recorded_at_ms),
             "requester": self.requester,
@@ -96,8 +105,9 @@ class WithdrawalRecord:
     query_jti = None
     subject = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, **extra: Any) -> dict[str, Any]:
         return {
+            **extra,
             "kind": self.kind,
             "recorded_at": iso_ms(self.recorded_at_ms),
             "requester": self.requester,
@@ -140,8 +150,8 @@ def leaf_input(digest: bytes) -> bytes:
 
 
 def entry_for(record: LogRecord, index: int, salt: bytes | None = None) -> LogEntry:
-    body = canonical_json({"log_index": index, **record.to_json()})
-    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+    body = canonical_json(record.to_json(log_index=index))
+    salt = os.urandom(SALT_BYTES) if salt is None else salt
     return LogEntry(index, body, salt, record_digest(salt, body))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from broker.errors import LogUnavailable
-from trust.records import LogEntry, LogRecord
+from trust.records import LogEntry, LogRecord, entry_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,18 +79,29 @@ class ConsentLog(Protocol):
         ...
 
 
+Waiter = tuple[LogRecord, "asyncio.Future[int]"]
+
+
 class GroupCommitWriter(abc.ABC):
-    """Queues appends and commits them in batches, one transaction per batch."""
+    """Queues appends and commits them in batches, one transaction per batch, pipelined: while
+    one batch commits (the database works, the event loop is free), the next batch is gathered
+    and its entries (canonical body, salt, digest) are built for the indices it will most
+    likely get. The commit checks the guess inside its transaction and rebuilds if another
+    process took those indices first, so the sequence stays exact."""
 
     def __init__(self, *, max_batch: int = 2048) -> None:
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[LogRecord, asyncio.Future[int]] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Waiter | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._next_index: int | None = None  # the index after the last committed batch
         self.commits = 0
 
     @abc.abstractmethod
-    async def _commit(self, records: Sequence[LogRecord]) -> list[LogEntry]:
-        """Commit ``records`` in one transaction at the next indices; return their entries."""
+    async def _commit(
+        self, records: Sequence[LogRecord], prepared: list[LogEntry] | None
+    ) -> list[LogEntry]:
+        """Commit ``records`` in one transaction at the next indices; return their entries.
+        ``prepared`` are entries built for guessed indices: use them if the guess holds."""
 
     def _start_writer(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="consent-log-writer")
@@ -103,34 +114,71 @@ class GroupCommitWriter(abc.ABC):
             raise LogUnavailable("consent log is not running")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((record, future))
-        return await asyncio.shield(future)
+        # No shield needed: a cancelled caller cancels only its future; the record, already
+        # queued, is still committed (the writer skips futures that are done).
+        return await future
+
+    def _take(self, batch: list[Waiter], room: int) -> bool:
+        """Move queued waiters into ``batch`` without waiting; True if a stop was queued."""
+        while len(batch) < room and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is None:
+                return True
+            batch.append(item)
+        return False
+
+    @staticmethod
+    def _prepare(batch: Sequence[Waiter], first: int) -> list[LogEntry]:
+        return [entry_for(record, first + i) for i, (record, _) in enumerate(batch)]
 
     async def _write_loop(self) -> None:
+        in_flight: asyncio.Task[list[LogEntry]] | None = None
+        flying: list[Waiter] = []
         stopping = False
-        while not stopping:
-            batch: list[tuple[LogRecord, asyncio.Future[int]]] = []
-            item = await self._queue.get()
-            while True:
+        while True:
+            batch: list[Waiter] = []
+            if in_flight is None and not stopping:
+                item = await self._queue.get()
                 if item is None:
                     stopping = True
-                    break
-                batch.append(item)
-                if len(batch) >= self._max_batch or self._queue.empty():
-                    break
-                item = self._queue.get_nowait()
-            if not batch:
-                continue
-            try:
-                entries = await self._commit([record for record, _ in batch])
-            except Exception as exc:  # every waiter learns its record is not durable
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(LogUnavailable(f"commit failed: {exc}"))
-                continue
-            self.commits += 1
-            for entry, (_, future) in zip(entries, batch, strict=True):
+                else:
+                    batch.append(item)
+            if not stopping:
+                stopping = self._take(batch, self._max_batch)
+            prepared: list[LogEntry] | None = None
+            if in_flight is not None and self._next_index is not None and batch:
+                guess = self._next_index + len(flying)
+                prepared = self._prepare(batch, guess)  # overlaps the commit in flight
+            if in_flight is not None:
+                await self._settle(in_flight, flying)
+                in_flight, flying = None, []
+                if not stopping:  # what queued during the commit joins this batch
+                    extra: list[Waiter] = []
+                    stopping = self._take(extra, self._max_batch - len(batch))
+                    if prepared is not None and extra:
+                        prepared += self._prepare(extra, prepared[-1].index + 1)
+                    batch += extra
+            if batch:
+                records = [record for record, _ in batch]
+                in_flight = asyncio.create_task(self._commit(records, prepared))
+                flying = batch
+            elif stopping:
+                return
+
+    async def _settle(self, task: asyncio.Task[list[LogEntry]], batch: list[Waiter]) -> None:
+        try:
+            entries = await task
+        except Exception as exc:  # every waiter learns its record is not durable
+            self._next_index = None  # unknown now: the next commit reads it afresh
+            for _, future in batch:
                 if not future.done():
-                    future.set_result(entry.index)
+                    future.set_exception(LogUnavailable(f"commit failed: {exc}"))
+            return
+        self.commits += 1
+        self._next_index = entries[-1].index + 1
+        for entry, (_, future) in zip(entries, batch, strict=True):
+            if not future.done():
+                future.set_result(entry.index)
 
     async def drain(self) -> None:
         """Commit everything queued and stop accepting appends (before a final checkpoint)."""

@@ -121,11 +121,17 @@ class PostgresConsentLog(GroupCommitWriter):
             pool, self._pool = self._pool, None
             await pool.close()
 
-    async def _commit(self, records: Sequence[LogRecord]) -> list[LogEntry]:
+    async def _commit(
+        self, records: Sequence[LogRecord], prepared: list[LogEntry] | None
+    ) -> list[LogEntry]:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
             first = await conn.fetchval("SELECT COALESCE(MAX(log_index) + 1, 0) FROM records")
-            entries = [entry_for(record, first + i) for i, record in enumerate(records)]
+            entries = (
+                prepared
+                if prepared and prepared[0].index == first
+                else [entry_for(record, first + i) for i, record in enumerate(records)]
+            )
             await conn.copy_records_to_table(
                 "records",
                 records=[row(r, e) for r, e in zip(records, entries, strict=True)],
