@@ -7,6 +7,7 @@ their own. Nothing here is for production: keys are unencrypted PEM files on dis
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import secrets
 import socket
@@ -194,18 +195,25 @@ def provider_metadata(
     }
 
 
+_ISSUED: collections.deque[int] = collections.deque(maxlen=2000)
+
+
 def free_port() -> int:
-    """A free loopback port below the ephemeral range, so that no outgoing connection can be
-    holding it by the time the server binds it."""
+    """A free loopback port below the ephemeral range (so no outgoing connection can be
+    holding it when the server binds), never one this process handed out recently (a port is
+    only free until its server binds it, and a scheme asks for several at once)."""
     low, _ = _ephemeral_range()
-    for _ in range(200):
+    for _ in range(500):
         port = secrets.randbelow(low - 20_000) + 20_000
+        if port in _ISSUED:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _ISSUED.append(port)
+        return port
     raise RuntimeError("no free port found")
 
 
