@@ -1,0 +1,148 @@
+"""A provider answer that is unsigned, signed by another member, unbound to the request, late,
+oversized or carrying an unknown outcome is discarded: the council gets ``undetermined`` for
+that provider, never the bad answer, and the reason is logged without personal data."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import structlog
+from aiohttp import web
+
+from broker import devscheme
+from broker.client import EligibilityClient
+from broker.demo import subject_of
+from tests.conftest import RunningBroker, RunningProvider, start_app
+from trust import jws
+from trust.keys import SigningKey, b64url_encode
+from trust.messages import new_jti
+
+Forge = Callable[[dict[str, Any], SigningKey, SigningKey], Awaitable[web.StreamResponse]]
+
+
+def claims_for(asked: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": devscheme.DWP,
+        "aud": asked["iss"],
+        "iat": now,
+        "exp": now + 60,
+        "jti": new_jti(),
+        "request": asked["jti"],
+        "result": "match",
+        "attributes": dict.fromkeys(asked["attributes"], True),  # a "yes" if believed
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def jwt(token: str) -> web.Response:
+    return web.Response(text=token, content_type="application/jwt")
+
+
+async def unsigned(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
+    header = b64url_encode(b'{"alg":"none","typ":"attribute-response+jwt"}')
+    payload = b64url_encode(jws.orjson.dumps(claims_for(request)))
+    return jwt(f"{header}.{payload}.")
+
+
+async def other_member(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
+    return jwt(jws.sign(claims_for(request, iss=devscheme.HMRC), other, jws.ATTRIBUTE_RESPONSE))
+
+
+async def unbound(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
+    forged = claims_for(request, request=new_jti())
+    return jwt(jws.sign(forged, dwp, jws.ATTRIBUTE_RESPONSE))
+
+
+async def late(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
+    await asyncio.sleep(3)  # the declared timeout is 2 s
+    return jwt(jws.sign(claims_for(request), dwp, jws.ATTRIBUTE_RESPONSE))
+
+
+async def oversized(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
+    padded = claims_for(request, padding="x" * 20_000)
+    return jwt(jws.sign(padded, dwp, jws.ATTRIBUTE_RESPONSE))
+
+
+async def unknown_outcome(
+    request: dict[str, Any], dwp: SigningKey, other: SigningKey
+) -> web.Response:
+    odd = claims_for(request, result="probably")
+    return jwt(jws.sign(odd, dwp, jws.ATTRIBUTE_RESPONSE))
+
+
+async def extra_attribute(
+    request: dict[str, Any], dwp: SigningKey, other: SigningKey
+) -> web.Response:
+    claims = claims_for(request)
+    claims["attributes"]["benefit-amount-per-week"] = True
+    return jwt(jws.sign(claims, dwp, jws.ATTRIBUTE_RESPONSE))
+
+
+async def wrong_type(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
+    return web.json_response(claims_for(request))
+
+
+async def server_error(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
+    return web.Response(status=500, text="database on fire")
+
+
+HOSTILE: dict[str, tuple[Forge, str]] = {
+    "unsigned": (unsigned, "answer-not-verified"),
+    "signed-by-another-member": (other_member, "answer-not-verified"),
+    "not-bound-to-the-request": (unbound, "answer-invalid"),
+    "late": (late, "timeout"),
+    "oversized": (oversized, "provider-answer-oversized"),
+    "unknown-outcome": (unknown_outcome, "answer-invalid"),
+    "an-attribute-beyond-those-asked": (extra_attribute, "answer-invalid"),
+    "not-application-jwt": (wrong_type, "provider-wrong-content-type"),
+    "http-500": (server_error, "provider-http-500"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+async def test_a_bad_provider_answer_becomes_undetermined_and_is_logged_safely(
+    name: str,
+    scheme: devscheme.DevScheme,
+    broker: RunningBroker,
+    providers: dict[str, RunningProvider],
+    blue_badge_client: EligibilityClient,
+) -> None:
+    forge, reason = HOSTILE[name]
+    dwp_key = SigningKey.from_pem(scheme.key_path(devscheme.DWP).read_bytes())
+    hmrc_key = SigningKey.from_pem(scheme.key_path(devscheme.HMRC).read_bytes())
+    real = providers[devscheme.DWP]
+    await real.stop()
+
+    async def hostile(request: web.Request) -> web.StreamResponse:
+        payload = jws.decode_compact(await request.read()).payload
+        return await forge(jws.orjson.loads(payload), dwp_key, hmrc_key)
+
+    app = web.Application()
+    app.router.add_post("/v1/attributes", hostile)
+    runner = await start_app(app, real.service.host, real.service.port)
+    subject = subject_of("bb-yes-dla")
+    try:
+        with structlog.testing.capture_logs() as events:
+            answer = await blue_badge_client.check(
+                devscheme.BLUE_BADGE_CHECK,
+                purpose="blue-badge-application",
+                subject=subject,
+                assurance="P2",
+            )
+    finally:
+        await runner.cleanup()
+    assert answer.outcome == "undetermined"  # never the forged "yes"
+    (line,) = [e for e in events if e.get("event") == "check"]
+    (report,) = line["providers"]
+    assert report["provider"] == devscheme.DWP
+    assert report["status"].startswith(reason)
+    logged = repr(events)
+    for value in subject.values():
+        assert value not in logged
+    assert "eyJ" not in logged
