@@ -37,6 +37,7 @@ from trust.messages import (
 )
 from trust.policy import decide
 from trust.records import record_for
+from trust.registry import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +70,7 @@ class CheckPipeline:
         self._connector = connector
         self._clock = clock
 
-    def _verify(self, body: bytes, now: float) -> tuple[EligibilityQuery, int]:
-        registry = self._registry.current()
+    def _verify(self, body: bytes, now: float, registry: Registry) -> tuple[EligibilityQuery, int]:
         verified = jws.verify(
             body,
             jws.ELIGIBILITY_QUERY,
@@ -86,7 +86,8 @@ class CheckPipeline:
 
     async def run(self, body: bytes) -> CheckResult:
         now = self._clock()
-        query, limit = self._verify(body, now)
+        registry = self._registry.current()  # one snapshot for the whole check
+        query, limit = self._verify(body, now, registry)
         structlog.contextvars.bind_contextvars(
             requester=query.requester, check=query.check, purpose=query.purpose
         )
@@ -99,7 +100,6 @@ class CheckPipeline:
             limit=limit,
         )
 
-        registry = self._registry.current()
         key = self._settings.pseudonym_key
         withdrawn: frozenset[str] = frozenset()
         if query.consent is not None and await self._log.is_withdrawn(
