@@ -15,7 +15,7 @@ import orjson
 from yarl import URL
 
 from broker.client import CheckFailed
-from connectors.config import load_signing_key, read_toml, require_str, resolve
+from connectors.config import member_identity
 from trust import jws
 from trust.keys import SigningKey
 from trust.messages import audit_request_claims
@@ -40,13 +40,7 @@ class AuditClient:
 
     @classmethod
     def from_config(cls, path: Path) -> AuditClient:
-        table = read_toml(path)
-        return cls(
-            member_id=require_str(table, "member_id"),
-            key=load_signing_key(resolve(path.parent, table.get("signing_key"), "signing_key")),
-            broker_url=require_str(table, "broker_url"),
-            broker_id=require_str(table, "broker_id"),
-        )
+        return cls(**member_identity(path))
 
     async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))

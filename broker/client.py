@@ -23,7 +23,7 @@ from typing import Any, Self
 import aiohttp
 
 from broker.errors import BrokerError
-from connectors.config import load_signing_key, read_toml, require_str, resolve
+from connectors.config import member_identity
 from trust import jws
 from trust.errors import InvalidMessage, KeyFormatError, VerificationError
 from trust.keys import SigningKey, VerifyingKey, load_jwks
@@ -74,14 +74,7 @@ class EligibilityClient:
 
     @classmethod
     def from_config(cls, path: Path, **kwargs: Any) -> EligibilityClient:
-        table = read_toml(path)
-        return cls(
-            member_id=require_str(table, "member_id"),
-            key=load_signing_key(resolve(path.parent, table.get("signing_key"), "signing_key")),
-            broker_url=require_str(table, "broker_url"),
-            broker_id=require_str(table, "broker_id"),
-            **kwargs,
-        )
+        return cls(**member_identity(path), **kwargs)
 
     async def __aenter__(self) -> Self:
         if self._session is None:

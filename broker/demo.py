@@ -53,16 +53,9 @@ class DemoCase:
 
 def subject_of(identity: str) -> dict[str, str]:
     """The matching fields a council would send for a documented test identity."""
-    person = NO_MATCH_IDENTITY if identity == "no-match" else TEST_IDENTITIES[identity]
-    subject = {
-        "family_name": person.family_name,
-        "given_names": person.given_names,
-        "date_of_birth": person.date_of_birth.isoformat(),
-        "postcode": person.postcode,
-    }
-    if person.nino:
-        subject["nino"] = person.nino
-    return subject
+    if identity == "no-match":
+        return NO_MATCH_IDENTITY.as_subject()
+    return TEST_IDENTITIES[identity].matching_fields().as_subject()
 
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK

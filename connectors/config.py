@@ -75,3 +75,15 @@ class SchemeFiles:
 
 def scheme_files(base: Path, table: dict[str, Any]) -> SchemeFiles:
     return SchemeFiles(load_anchors(base, table), resolve(base, table.get("registry"), "registry"))
+
+
+def member_identity(path: Path) -> dict[str, Any]:
+    """A member's client config (council or auditor): who it is, its key, which broker.
+    Returned as keyword arguments for ``EligibilityClient`` / ``AuditClient``."""
+    table = read_toml(path)
+    return {
+        "member_id": require_str(table, "member_id"),
+        "key": load_signing_key(resolve(path.parent, table.get("signing_key"), "signing_key")),
+        "broker_url": require_str(table, "broker_url"),
+        "broker_id": require_str(table, "broker_id"),
+    }

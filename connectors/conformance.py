@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from connectors.base import read_limited
 from connectors.config import ConfigError, load_anchors, load_signing_key, read_toml
-from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES, MatchingFields
+from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES
 from trust import jws
 from trust.errors import InvalidMessage, RegistryError, VerificationError
 from trust.keys import SigningKey, b64url_encode
@@ -837,18 +837,6 @@ class Samples:
     unknown: Mapping[str, str] = field(repr=False)
 
 
-def _fields_of(person: MatchingFields) -> dict[str, str]:
-    fields = {
-        "family_name": person.family_name,
-        "given_names": person.given_names,
-        "date_of_birth": person.date_of_birth.isoformat(),
-        "postcode": person.postcode,
-    }
-    if person.nino:
-        fields["nino"] = person.nino
-    return fields
-
-
 def _declared(registry: Registry, provider_id: str, attributes: Sequence[str]) -> set[str]:
     offered = registry.members[provider_id].provider
     assert offered is not None
@@ -866,12 +854,12 @@ def reference_samples(registry: Registry, provider_id: str) -> Samples:
     required = {f for n in attributes for f in member.provider.attributes[n].required_fields}
     best: dict[str, str] | None = None
     for person in TEST_IDENTITIES.values():
-        fields = {k: v for k, v in _fields_of(person.matching_fields()).items() if k in declared}
+        fields = {k: v for k, v in person.matching_fields().as_subject().items() if k in declared}
         if required <= set(fields) and (best is None or len(fields) > len(best)):
             best = fields
     if best is None:
         raise ConfigError(f"no test identity has the fields {provider_id} requires")
-    unknown = {k: v for k, v in _fields_of(NO_MATCH_IDENTITY).items() if k in declared}
+    unknown = {k: v for k, v in NO_MATCH_IDENTITY.as_subject().items() if k in declared}
     if not required <= set(unknown):
         raise ConfigError(f"the no-match identity lacks fields {provider_id} requires")
     return Samples(best, attributes, unknown)

@@ -257,17 +257,8 @@ def keeper_lookup(register: Mapping[str, Keeper] | None = None) -> Lookup:
 
 
 def _subject(label: str, registration: str) -> dict[str, str]:
-    person = TEST_IDENTITIES[label]
-    subject = {
-        "family_name": person.family_name,
-        "given_names": person.given_names,
-        "date_of_birth": person.date_of_birth.isoformat(),
-        "postcode": person.postcode,
-        "vehicle_registration": registration,
-    }
-    if person.nino:
-        subject["nino"] = person.nino
-    return subject
+    subject = TEST_IDENTITIES[label].matching_fields().as_subject()
+    return {**subject, "vehicle_registration": registration}
 
 
 PARKING_TEST_CASES: Final[Sequence[tuple[str, dict[str, str], str]]] = (

@@ -119,6 +119,18 @@ class MatchingFields:
     nino: str | None = field(repr=False)
     postcode: str = field(repr=False)
 
+    def as_subject(self) -> dict[str, str]:
+        """The query ``subject`` a council would send for this person."""
+        subject = {
+            "family_name": self.family_name,
+            "given_names": self.given_names,
+            "date_of_birth": self.date_of_birth.isoformat(),
+            "postcode": self.postcode,
+        }
+        if self.nino:
+            subject["nino"] = self.nino
+        return subject
+
 
 @dataclass(frozen=True, slots=True)
 class Person:

@@ -26,6 +26,45 @@ COLUMNS = (
 )
 
 
+def schema(*, integer: str, binary: str) -> str:
+    """The tables both backends create, in each one's column types."""
+    return f"""
+CREATE TABLE IF NOT EXISTS records (
+    log_index      {integer} PRIMARY KEY,
+    recorded_at_ms {integer} NOT NULL,
+    kind           TEXT NOT NULL,
+    requester      TEXT NOT NULL,
+    purpose        TEXT,
+    check_name     TEXT,
+    outcome        TEXT,
+    lawful_basis   TEXT,
+    consent_id     TEXT,
+    query_jti      TEXT,
+    subject_key_id TEXT,
+    subject_person TEXT,
+    subject_nino   TEXT,
+    digest         {binary} NOT NULL,
+    salt           {binary},
+    body           {binary}
+);
+CREATE INDEX IF NOT EXISTS records_time ON records (recorded_at_ms);
+CREATE INDEX IF NOT EXISTS records_person ON records (subject_person);
+CREATE INDEX IF NOT EXISTS records_nino ON records (subject_nino);
+CREATE INDEX IF NOT EXISTS records_requester ON records (requester, log_index);
+CREATE TABLE IF NOT EXISTS withdrawals (
+    requester   TEXT NOT NULL,
+    consent_id  TEXT NOT NULL,
+    log_index   {integer} NOT NULL,
+    PRIMARY KEY (requester, consent_id)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size          {integer} PRIMARY KEY,
+    note          TEXT NOT NULL,
+    issued_at_ms  {integer} NOT NULL
+);
+"""
+
+
 def row(record: LogRecord, entry: LogEntry) -> tuple[Any, ...]:
     subject = record.subject if isinstance(record, ConsentRecord) else None
     return (

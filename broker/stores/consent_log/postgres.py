@@ -16,46 +16,12 @@ import asyncpg
 
 from broker.errors import LogUnavailable
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
-from broker.stores.consent_log.columns import COLUMNS, PRUNE_SQL, row
+from broker.stores.consent_log.columns import COLUMNS, PRUNE_SQL, row, schema
 from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
 
 _SETUP_LOCK = 0x6178_6200  # serialises schema creation by brokers starting together
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    log_index      BIGINT PRIMARY KEY,
-    recorded_at_ms BIGINT NOT NULL,
-    kind           TEXT NOT NULL,
-    requester      TEXT NOT NULL,
-    purpose        TEXT,
-    check_name     TEXT,
-    outcome        TEXT,
-    lawful_basis   TEXT,
-    consent_id     TEXT,
-    query_jti      TEXT,
-    subject_key_id TEXT,
-    subject_person TEXT,
-    subject_nino   TEXT,
-    digest         BYTEA NOT NULL,
-    salt           BYTEA,
-    body           BYTEA
-);
-CREATE INDEX IF NOT EXISTS records_time ON records (recorded_at_ms);
-CREATE INDEX IF NOT EXISTS records_person ON records (subject_person);
-CREATE INDEX IF NOT EXISTS records_nino ON records (subject_nino);
-CREATE INDEX IF NOT EXISTS records_requester ON records (requester, log_index);
-CREATE TABLE IF NOT EXISTS withdrawals (
-    requester   TEXT NOT NULL,
-    consent_id  TEXT NOT NULL,
-    log_index   BIGINT NOT NULL,
-    PRIMARY KEY (requester, consent_id)
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    size          BIGINT PRIMARY KEY,
-    note          TEXT NOT NULL,
-    issued_at_ms  BIGINT NOT NULL
-);
-"""
+_SCHEMA = schema(integer="BIGINT", binary="BYTEA")
 _FILTERS = {
     "requester": "requester",
     "purpose": "purpose",

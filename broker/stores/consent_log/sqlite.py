@@ -14,46 +14,12 @@ from typing import Any, TypeVar
 
 from broker.errors import LogUnavailable
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
-from broker.stores.consent_log.columns import COLUMNS, PRUNE_SQL, row
+from broker.stores.consent_log.columns import COLUMNS, PRUNE_SQL, row, schema
 from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
 
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    log_index      INTEGER PRIMARY KEY,
-    recorded_at_ms INTEGER NOT NULL,
-    kind           TEXT NOT NULL,
-    requester      TEXT NOT NULL,
-    purpose        TEXT,
-    check_name     TEXT,
-    outcome        TEXT,
-    lawful_basis   TEXT,
-    consent_id     TEXT,
-    query_jti      TEXT,
-    subject_key_id TEXT,
-    subject_person TEXT,
-    subject_nino   TEXT,
-    digest         BLOB NOT NULL,
-    salt           BLOB,
-    body           BLOB
-);
-CREATE INDEX IF NOT EXISTS records_time ON records (recorded_at_ms);
-CREATE INDEX IF NOT EXISTS records_person ON records (subject_person);
-CREATE INDEX IF NOT EXISTS records_nino ON records (subject_nino);
-CREATE INDEX IF NOT EXISTS records_requester ON records (requester, log_index);
-CREATE TABLE IF NOT EXISTS withdrawals (
-    requester   TEXT NOT NULL,
-    consent_id  TEXT NOT NULL,
-    log_index   INTEGER NOT NULL,
-    PRIMARY KEY (requester, consent_id)
-);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    size          INTEGER PRIMARY KEY,
-    note          TEXT NOT NULL,
-    issued_at_ms  INTEGER NOT NULL
-);
-"""
+_SCHEMA = schema(integer="INTEGER", binary="BLOB")
 # Built from constants only (column names and placeholders): no value is ever interpolated.
 _INSERT = f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
 _FILTERS = {
