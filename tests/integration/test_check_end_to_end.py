@@ -163,3 +163,30 @@ async def test_each_dvla_provider_sees_only_the_fields_it_declared(
     assert answer.outcome == "yes"
     assert seen[devscheme.DVLA_VES] == {"vehicle_registration"}
     assert seen[devscheme.DVLA_KEEPER] == {"family_name", "date_of_birth", "vehicle_registration"}
+
+
+async def test_no_vehicle_registration_or_identifier_reaches_any_log(
+    scheme: devscheme.DevScheme, broker: RunningBroker, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import structlog
+
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_PARKING)
+    ) as client:
+        with structlog.testing.capture_logs() as events:
+            for _, subject, expected in PARKING_TEST_CASES:
+                answer = await client.check(
+                    devscheme.PARKING_CHECK,
+                    purpose="resident-parking-permit-application",
+                    subject=subject,
+                    assurance="P2",
+                )
+                assert answer.outcome == expected
+    captured = repr(events) + capfd.readouterr().err
+    assert len([e for e in events if e.get("event") == "check"]) == len(PARKING_TEST_CASES)
+    for _, subject, _ in PARKING_TEST_CASES:
+        registration = subject["vehicle_registration"]
+        for form in {registration, registration.replace(" ", "").upper()}:
+            assert form not in captured
+        assert subject["family_name"] not in captured
+        assert subject["date_of_birth"] not in captured
