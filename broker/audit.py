@@ -33,6 +33,7 @@ from trust.errors import InvalidMessage, ProofRequestError, VerificationError
 from trust.messages import parse_audit_request, parse_withdrawal
 from trust.pseudonym import pseudonymise_identifiers
 from trust.records import WithdrawalRecord
+from trust.registry import Registry
 
 MAX_PAGE = 1000
 EXPORT_CHUNK = 5000
@@ -84,6 +85,21 @@ def _time_param(request: web.Request, name: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
+def verify_member_message(
+    app: web.Application, token: bytes, profile: jws.Profile, registry: Registry, now: float
+) -> jws.Verified:
+    """A message from a scheme member to this broker, verified against the registry."""
+    settings = app[SETTINGS]
+    return jws.verify(
+        token,
+        profile,
+        keys=registry.key,
+        audience=settings.broker_id,
+        now=int(now),
+        leeway=settings.leeway_s,
+    )
+
+
 async def authenticate_audit(
     request: web.Request, body: bytes = b"", *, subject_access: bool = False
 ) -> str:
@@ -96,14 +112,7 @@ async def authenticate_audit(
     token = header.removeprefix("Bearer ").strip().encode("ascii", "replace")
     now = time.time()
     registry = app[REGISTRY].current()
-    verified = jws.verify(
-        token,
-        jws.AUDIT_REQUEST,
-        keys=registry.key,
-        audience=settings.broker_id,
-        now=int(now),
-        leeway=settings.leeway_s,
-    )
+    verified = verify_member_message(app, token, jws.AUDIT_REQUEST, registry, now)
     try:
         audit = parse_audit_request(
             verified, method=request.method, target=request.path_qs, body=body
@@ -293,14 +302,7 @@ async def post_withdrawal(request: web.Request) -> web.Response:
     settings = app[SETTINGS]
     now = time.time()
     registry = app[REGISTRY].current()
-    verified = jws.verify(
-        body,
-        jws.CONSENT_WITHDRAWAL,
-        keys=registry.key,
-        audience=settings.broker_id,
-        now=int(now),
-        leeway=settings.leeway_s,
-    )
+    verified = verify_member_message(app, body, jws.CONSENT_WITHDRAWAL, registry, now)
     withdrawal = parse_withdrawal(verified)
     await admit_or_refuse(
         app[STORES].admission,

@@ -7,11 +7,13 @@ consent log; nothing is mocked.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp import web
 
@@ -27,6 +29,26 @@ from connectors.reference.providers import (
 from trust.keys import SigningKey
 
 REDIS_URL = os.environ.get("AXB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+PG_ADMIN_DSN = os.environ.get("AXB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def pg_admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pg_database() -> AsyncIterator[str]:
+    """A PostgreSQL database of the test's own (its consent log in schema 'axb'), dropped after."""
+    name = f"axb_test_{secrets.token_hex(6)}"
+    await pg_admin(f"CREATE DATABASE {name}")
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

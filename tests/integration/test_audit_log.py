@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import re
 import secrets
 import subprocess
@@ -59,7 +58,6 @@ from trust.registry import sign_registry
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
 BB_PURPOSE, FSM_PURPOSE = "blue-badge-application", "free-school-meals-application"
 ORIGIN = devscheme.LOG_ORIGIN
-PG_ADMIN_DSN = os.environ.get("AXB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parents[2]
 PERSON = {"family_name": "Testwell", "date_of_birth": "2016-03-14"}  # bb-yes-dla
 
@@ -1426,25 +1424,6 @@ async def test_pruned_log_still_verifies_and_proves(
 
 
 # PostgreSQL: no answer without its record ---------------------------------------------------
-
-
-async def pg_admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def pg_database() -> AsyncIterator[str]:
-    """A database of its own: the broker's PostgreSQL log always uses the schema 'axb'."""
-    name = f"axb_audit_{secrets.token_hex(6)}"
-    await pg_admin(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.mark.postgres

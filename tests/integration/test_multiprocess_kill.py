@@ -14,13 +14,11 @@ import asyncio
 import contextlib
 import os
 import random
-import secrets
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -40,30 +38,10 @@ from trust.log_verify import verify_export
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
 
-PG_ADMIN_DSN = os.environ.get("AXB_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ("bb-yes-dla", "bb-no", "no-match", "bb-yes-pip-moving", "bb-no-pip-ended")
 WORKERS = 24
 PHASE_S = 3.0
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-async def log_database() -> AsyncIterator[str]:
-    """A database of its own: the broker's PostgreSQL log has no schema setting (always 'axb')."""
-    name = f"axb_kill_{secrets.token_hex(6)}"
-    await _admin(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @dataclass
@@ -201,12 +179,12 @@ def broker_config(scheme: devscheme.DevScheme, dsn: str) -> Path:
 
 
 async def test_sigkilled_brokers_never_leave_an_answer_without_its_record(
-    log_database: str,
+    pg_database: str,
     scheme: devscheme.DevScheme,
     providers: dict[str, RunningProvider],
     tmp_path: Path,
 ) -> None:
-    config = broker_config(scheme, log_database)
+    config = broker_config(scheme, pg_database)
     brokers = [
         BrokerProcess(config, devscheme.free_port(), tmp_path / f"broker-{i}.log") for i in range(3)
     ]
@@ -266,7 +244,7 @@ async def test_sigkilled_brokers_never_leave_an_answer_without_its_record(
             for broker in brokers:
                 await broker.stop()
 
-    conn = await asyncpg.connect(log_database, server_settings={"search_path": "axb"})
+    conn = await asyncpg.connect(pg_database, server_settings={"search_path": "axb"})
     try:
         rows = await conn.fetch("SELECT log_index, query_jti, outcome FROM records")
         checkpoints = await conn.fetchval("SELECT count(*) FROM checkpoints")
