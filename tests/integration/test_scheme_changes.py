@@ -293,3 +293,52 @@ async def test_brokers_converge_on_a_new_registry_by_file_and_by_url(
     poll = broker.settings.registry_poll_s
     assert converged < 2 * poll + 1.0, f"took {converged:.2f}s; bound is two polls plus a fetch"
     assert copy.read_text() != scheme.registry_path.read_text(), "the second learnt it by URL"
+
+
+async def test_a_check_in_flight_finishes_on_the_registry_it_started_with(
+    scheme: devscheme.DevScheme,
+    broker: RunningBroker,
+    providers: dict[str, Any],
+    blue_badge_client: EligibilityClient,
+) -> None:
+    from aiohttp import web
+
+    real = providers[devscheme.DWP]
+    await real.stop()
+    arrived = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        body = await request.read()
+        arrived.set()
+        await asyncio.sleep(0.8)  # the registry changes while this check is in flight
+        return web.Response(
+            text=await real.service.kit.answer(body), content_type="application/jwt"
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/attributes", slow)
+    runner = await start_app(app, real.service.host, real.service.port)
+    try:
+        in_flight = asyncio.create_task(
+            blue_badge_client.check(
+                devscheme.BLUE_BADGE_CHECK,
+                purpose="blue-badge-application",
+                subject=subject_of("bb-yes-dla"),
+                assurance="P2",
+            )
+        )
+        await arrived.wait()
+        devscheme.publish_registry(scheme, seq=2, suspended=[devscheme.COUNCIL_BLUE_BADGE])
+        assert broker.app[REGISTRY].reload()
+        answer = await in_flight
+        assert answer.outcome == "yes"  # decided, fanned out and answered on seq 1
+        with pytest.raises(CheckFailed) as refused:
+            await blue_badge_client.check(
+                devscheme.BLUE_BADGE_CHECK,
+                purpose="blue-badge-application",
+                subject=subject_of("bb-yes-dla"),
+                assurance="P2",
+            )
+        assert refused.value.problem["type"] == "urn:ax-broker:problem:member-suspended"
+    finally:
+        await runner.cleanup()
