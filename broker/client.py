@@ -125,7 +125,10 @@ class EligibilityClient:
         return None if key is None else jws.TrustedKey(self._broker_id, key)
 
     async def verify_answer(self, token: bytes, query_jti: str) -> EligibilityAnswer:
-        kid = jws.decode_compact(token).header.get("kid")
+        try:
+            kid = jws.decode_compact(token).header.get("kid")
+        except VerificationError as exc:
+            raise AnswerNotTrusted(exc.reason) from exc
         if kid not in self._keys:
             await self._refresh_keys()
         try:

@@ -297,3 +297,19 @@ async def test_node_jose_signs_a_query_and_verifies_the_answer(
     async with aiohttp.ClientSession() as session:
         kids = [k["kid"] for k in await fetch_jwks(session, broker.url)]
     assert_answer(result["header"], result["payload"], member=member, jti=result["jti"], keys=kids)
+
+
+async def test_the_sdk_refuses_an_answer_that_is_not_the_brokers(
+    broker: Any, blue_badge_client: Any
+) -> None:
+    from broker.client import AnswerNotTrusted
+
+    token, jti = blue_badge_client.sign_query(
+        "blue-badge-automatic",
+        purpose="blue-badge-application",
+        subject={"family_name": "Testwell", "date_of_birth": "2016-03-14"},
+        assurance="P2",
+    )
+    for forged in (b"not a token", token.encode()):  # garbage, and the council's own query
+        with pytest.raises(AnswerNotTrusted):
+            await blue_badge_client.verify_answer(forged, jti)
