@@ -162,6 +162,7 @@ def provider_conformance(
 @click.option("--given-names", default=None)
 @click.option("--postcode", default=None)
 @click.option("--nino", default=None)
+@click.option("--vehicle-registration", default=None, help="for resident-parking-permit")
 @click.option("--as-of", default=None, help="YYYY-MM-DD (default: today)")
 @click.option("--assurance", default=None, help="P0..P4")
 @click.option("--lawful-basis", default="public-task")
@@ -174,6 +175,7 @@ def check(
     given_names: str | None,
     postcode: str | None,
     nino: str | None,
+    vehicle_registration: str | None,
     as_of: str | None,
     assurance: str | None,
     lawful_basis: str,
@@ -182,7 +184,12 @@ def check(
     from broker.client import CheckFailed, EligibilityClient
 
     subject = {"family_name": family_name, "date_of_birth": date_of_birth}
-    optional = {"given_names": given_names, "postcode": postcode, "nino": nino}
+    optional = {
+        "given_names": given_names,
+        "postcode": postcode,
+        "nino": nino,
+        "vehicle_registration": vehicle_registration,
+    }
     subject.update({k: v for k, v in optional.items() if v})
 
     async def run() -> int:

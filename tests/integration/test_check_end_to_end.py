@@ -190,3 +190,38 @@ async def test_no_vehicle_registration_or_identifier_reaches_any_log(
             assert form not in captured
         assert subject["family_name"] not in captured
         assert subject["date_of_birth"] not in captured
+
+
+async def test_axb_check_on_the_command_line_prints_a_verified_answer(
+    scheme: devscheme.DevScheme, broker: RunningBroker
+) -> None:
+    import asyncio
+    import json
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker.cli",
+        "check",
+        "--config",
+        str(scheme.council_config(devscheme.COUNCIL_PARKING)),
+        devscheme.PARKING_CHECK,
+        "--purpose",
+        "resident-parking-permit-application",
+        "--family-name",
+        "Sampleton",
+        "--date-of-birth",
+        "1961-07-02",
+        "--vehicle-registration",
+        "AA19AAA",
+        "--assurance",
+        "P2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    printed = json.loads(out)
+    assert printed["outcome"] == "yes"
+    assert printed["verified"] is True
