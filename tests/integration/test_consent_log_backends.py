@@ -261,6 +261,25 @@ async def test_by_subject_finds_a_persons_records_by_pseudonym(backend: Backend)
     assert await by([], []) == []
 
 
+async def test_by_subject_finds_records_in_every_block_of_the_index(backend: Backend) -> None:
+    """Pseudonyms are indexed per block of 4,096 records: a person seen in the first, a middle
+    and the newest (partial) block is found in each, and a NINO match counts on its own."""
+    log = await backend.open()
+    seen_at = {5: TESTWELL, 4095: TESTWELL, 4096: TESTWELL, 9000: TESTWELL}
+    nino_only = 8200  # another name, the same NINO
+    seen_at[nino_only] = {**SAMPLETON, "family_name": "Other"}
+    nobody = {"family_name": "Fixturely", "date_of_birth": "1980-05-05"}
+    records = [check_record(n, subject=seen_at.get(n, nobody)) for n in range(9001)]
+    indices = await asyncio.gather(*(log.append(r) for r in records))
+    assert indices == list(range(9001))
+    testwell = pseudonymise(Subject(dict(TESTWELL)), KEY)
+    sampleton = pseudonymise(Subject(dict(SAMPLETON)), KEY)
+    assert sampleton.nino is not None
+    found = await log.by_subject([testwell.person], [sampleton.nino])
+    assert [r.index for r in found] == [5, 4095, 4096, nino_only, 9000]
+    assert all(r.body is not None for r in found)
+
+
 async def test_withdrawals_are_per_requester_and_idempotent(backend: Backend) -> None:
     log = await backend.open()
     await log.append(check_record(0, lawful_basis="consent", consent_ref=consent("c-1")))

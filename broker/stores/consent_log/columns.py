@@ -26,6 +26,15 @@ COLUMNS = (
 )
 
 
+# Subject pseudonyms are indexed per block of 2**12 = 4,096 consecutive records, by
+# ``(log_index >> SUBJECT_BLOCK_BITS, pseudonym)``. A plain index on the pseudonym would take
+# every append's keys at random places in one large B-tree, so each group commit would dirty
+# (and write to the WAL) about one index page per record; keyed by block first, a commit's
+# keys land in the few pages of the newest block. The price is paid by subject access, which
+# is rare: one index seek per block per pseudonym (1,000,000 records are 245 blocks).
+SUBJECT_BLOCK_BITS = 12
+
+
 def schema(*, integer: str, binary: str) -> str:
     """The tables both backends create, in each one's column types."""
     return f"""
@@ -48,8 +57,12 @@ CREATE TABLE IF NOT EXISTS records (
     body           {binary}
 );
 CREATE INDEX IF NOT EXISTS records_time ON records (recorded_at_ms);
-CREATE INDEX IF NOT EXISTS records_person ON records (subject_person);
-CREATE INDEX IF NOT EXISTS records_nino ON records (subject_nino);
+DROP INDEX IF EXISTS records_person;
+DROP INDEX IF EXISTS records_nino;
+CREATE INDEX IF NOT EXISTS records_person_by_block
+    ON records ((log_index >> {SUBJECT_BLOCK_BITS}), subject_person);
+CREATE INDEX IF NOT EXISTS records_nino_by_block
+    ON records ((log_index >> {SUBJECT_BLOCK_BITS}), subject_nino);
 CREATE INDEX IF NOT EXISTS records_requester ON records (requester, log_index);
 CREATE TABLE IF NOT EXISTS withdrawals (
     requester   TEXT NOT NULL,

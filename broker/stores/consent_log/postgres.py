@@ -16,7 +16,13 @@ import asyncpg
 
 from broker.errors import LogUnavailable
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
-from broker.stores.consent_log.columns import COLUMNS, PRUNE_SQL, row, schema
+from broker.stores.consent_log.columns import (
+    COLUMNS,
+    PRUNE_SQL,
+    SUBJECT_BLOCK_BITS,
+    row,
+    schema,
+)
 from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
 
 _SETUP_LOCK = 0x6178_6200  # serialises schema creation by brokers starting together
@@ -30,6 +36,19 @@ _FILTERS = {
     "lawful_basis": "lawful_basis",
     "kind": "kind",
 }
+
+
+# One index seek per block of records per pseudonym (see SUBJECT_BLOCK_BITS).
+_BLOCKS = (
+    f"generate_series(0, (SELECT COALESCE(MAX(log_index), 0) >> {SUBJECT_BLOCK_BITS} FROM "  # noqa: S608
+    f"records)) AS block(n) JOIN records ON (log_index >> {SUBJECT_BLOCK_BITS}) = block.n"
+)
+_BY_SUBJECT = (  # built from constants only
+    f"SELECT log_index, digest, salt, body FROM {_BLOCKS} "  # noqa: S608
+    "WHERE subject_person = ANY($1::text[]) "
+    f"UNION SELECT log_index, digest, salt, body FROM {_BLOCKS} "
+    "WHERE subject_nino = ANY($2::text[]) ORDER BY log_index"
+)
 
 
 def _stored(rows: Sequence[asyncpg.Record]) -> list[StoredRecord]:
@@ -165,9 +184,7 @@ class PostgresConsentLog(GroupCommitWriter):
 
     async def by_subject(self, persons: Sequence[str], ninos: Sequence[str]) -> list[StoredRecord]:
         rows = await self.pool.fetch(
-            "SELECT log_index, digest, salt, body FROM records "
-            "WHERE subject_person = ANY($1::text[]) OR subject_nino = ANY($2::text[]) "
-            "ORDER BY log_index",
+            _BY_SUBJECT,
             list(persons),
             list(ninos),
         )

@@ -14,7 +14,13 @@ from typing import Any, TypeVar
 
 from broker.errors import LogUnavailable
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
-from broker.stores.consent_log.columns import COLUMNS, PRUNE_SQL, row, schema
+from broker.stores.consent_log.columns import (
+    COLUMNS,
+    PRUNE_SQL,
+    SUBJECT_BLOCK_BITS,
+    row,
+    schema,
+)
 from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
 
 T = TypeVar("T")
@@ -160,9 +166,15 @@ class SqliteConsentLog(GroupCommitWriter):
     async def by_subject(self, persons: Sequence[str], ninos: Sequence[str]) -> list[StoredRecord]:
         marks_p = ",".join("?" * len(persons)) or "NULL"
         marks_n = ",".join("?" * len(ninos)) or "NULL"
-        sql = (  # only placeholders are interpolated
-            "SELECT log_index, digest, salt, body FROM records "  # noqa: S608
-            f"WHERE subject_person IN ({marks_p}) OR subject_nino IN ({marks_n}) "
+        sql = (  # only placeholders and constants are interpolated
+            "WITH RECURSIVE block(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM block WHERE n < "  # noqa: S608
+            f"(SELECT COALESCE(MAX(log_index), 0) >> {SUBJECT_BLOCK_BITS} FROM records)) "
+            "SELECT log_index, digest, salt, body FROM block CROSS JOIN records "
+            f"WHERE (log_index >> {SUBJECT_BLOCK_BITS}) = block.n "
+            f"AND subject_person IN ({marks_p}) "
+            "UNION SELECT log_index, digest, salt, body FROM block CROSS JOIN records "
+            f"WHERE (log_index >> {SUBJECT_BLOCK_BITS}) = block.n "
+            f"AND subject_nino IN ({marks_n}) "
             "ORDER BY log_index"
         )
         return _stored(await self._run(self._query, sql, (*persons, *ninos)))
