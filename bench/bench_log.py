@@ -13,7 +13,8 @@ What it measures, all in this one run:
    record (``max_batch=1``) over M records. Records are built beforehand (the query's
    pseudonyms are computed up front); the canonical JSON, the salt, the digest and the row are
    the store's work and are timed. It reports records/s, commits, mean batch and the latency
-   of one append (p50, p99).
+   of one append (p50, p99); after the group-commit run, the mean time of one subject-access
+   lookup over the log it wrote (the price of indexing pseudonyms per block of records).
 2. **Verification.** It writes a V-record export (default 1,000,000) in exactly the format the
    broker's ``GET /v1/audit/export`` streams (it runs ``broker.audit.export_lines`` over a
    synthetic store): real ``entry_for`` records with fresh 32-byte salts, a real Merkle tree,
@@ -149,6 +150,7 @@ class AppendResult:
     commits: int
     p50_ms: float
     p99_ms: float
+    subject_access_ms: float | None = None
 
     @property
     def rate(self) -> float:
@@ -168,6 +170,9 @@ class AppendResult:
             "mean_batch": round(self.records / max(self.commits, 1), 1),
             "append_latency_p50_ms": round(self.p50_ms, 2),
             "append_latency_p99_ms": round(self.p99_ms, 2),
+            "subject_access_ms": None
+            if self.subject_access_ms is None
+            else round(self.subject_access_ms, 2),
         }
 
 
@@ -227,6 +232,7 @@ async def bench_appends(
         seconds, cpu_seconds, latencies = await drive(log, records, in_flight)
         commits = log.commits - commits_before
         assert await log.size() == 50 + len(records)
+        subject_access_ms = await time_subject_access(log, records) if max_batch > 1 else None
     return AppendResult(
         backend,
         mode,
@@ -237,7 +243,22 @@ async def bench_appends(
         commits,
         _percentile(latencies, 0.50) * 1000,
         _percentile(latencies, 0.99) * 1000,
+        subject_access_ms,
     )
+
+
+async def time_subject_access(
+    log: SqliteConsentLog | PostgresConsentLog, records: list[ConsentRecord], people: int = 50
+) -> float:
+    """The price of the per-block pseudonym index: the mean time of one subject-access lookup
+    (a person's pseudonym and NINO pseudonym) over the log just written."""
+    step = max(1, len(records) // people)
+    chosen = [record.subject for record in records[::step][:people]]
+    started = time.perf_counter()
+    for subject in chosen:
+        found = await log.by_subject([subject.person], [subject.nino] if subject.nino else [])
+        assert found, "every chosen subject has records"
+    return (time.perf_counter() - started) / len(chosen) * 1000
 
 
 async def durability_settings(folder: Path, dsn: str | None) -> dict[str, Any]:
@@ -425,15 +446,16 @@ def machine() -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     rows = [
         "| backend | mode | records | seconds | records/s | records per CPU-s | commits "
-        "| mean batch | append p50 ms | append p99 ms |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| mean batch | append p50 ms | append p99 ms | subject access ms |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results["appends"]:
         rows.append(
             f"| {r['backend']} | {r['mode']} | {r['records']:,} | {r['seconds']:.2f} "
             f"| {r['records_per_s']:,.0f} | {r['records_per_cpu_s']:,.0f} | {r['commits']:,} "
             f"| {r['mean_batch']:,.1f} | {r['append_latency_p50_ms']:.1f} "
-            f"| {r['append_latency_p99_ms']:.1f} |"
+            f"| {r['append_latency_p99_ms']:.1f} "
+            f"| {'' if r['subject_access_ms'] is None else format(r['subject_access_ms'], '.1f')} |"
         )
     lines = ["\n".join(rows), ""]
     for backend, ratio in results["group_commit_ratio"].items():

@@ -38,16 +38,18 @@ _FILTERS = {
 }
 
 
-# One index seek per block of records per pseudonym (see SUBJECT_BLOCK_BITS).
+# Every block number as one array, so both columns of the per-block pseudonym index are index
+# conditions whatever the planner's statistics say (a join against generate_series chose a
+# full index scan on a fresh, unanalysed table: 120 ms instead of 8 ms at 1,000,000 records).
 _BLOCKS = (
-    f"generate_series(0, (SELECT COALESCE(MAX(log_index), 0) >> {SUBJECT_BLOCK_BITS} FROM "  # noqa: S608
-    f"records)) AS block(n) JOIN records ON (log_index >> {SUBJECT_BLOCK_BITS}) = block.n"
+    f"(log_index >> {SUBJECT_BLOCK_BITS}) = ANY(ARRAY(SELECT generate_series(0, "  # noqa: S608
+    f"(SELECT COALESCE(MAX(log_index), 0) >> {SUBJECT_BLOCK_BITS} FROM records))))"
 )
 _BY_SUBJECT = (  # built from constants only
-    f"SELECT log_index, digest, salt, body FROM {_BLOCKS} "  # noqa: S608
-    "WHERE subject_person = ANY($1::text[]) "
-    f"UNION SELECT log_index, digest, salt, body FROM {_BLOCKS} "
-    "WHERE subject_nino = ANY($2::text[]) ORDER BY log_index"
+    f"SELECT log_index, digest, salt, body FROM records WHERE {_BLOCKS} "  # noqa: S608
+    "AND subject_person = ANY($1::text[]) "
+    f"UNION SELECT log_index, digest, salt, body FROM records WHERE {_BLOCKS} "
+    "AND subject_nino = ANY($2::text[]) ORDER BY log_index"
 )
 
 
