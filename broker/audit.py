@@ -320,9 +320,15 @@ async def post_withdrawal(request: web.Request) -> web.Response:
         withdrawn_at=withdrawal.withdrawn_at,
         request_jti=withdrawal.jti,
     )
-    index = await app[STORES].consent_log.append(record)
+    appended = await app[STORES].consent_log.append(record)
     app[TRANSPARENCY].appended()
-    return web.json_response({"log_index": index, "consent_id": withdrawal.consent_id})
+    return web.json_response(
+        {
+            "log_index": appended.index,
+            "record_digest": b64(appended.digest),
+            "consent_id": withdrawal.consent_id,
+        }
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import sys
@@ -166,6 +167,11 @@ def provider_conformance(
 @click.option("--as-of", default=None, help="YYYY-MM-DD (default: today)")
 @click.option("--assurance", default=None, help="P0..P4")
 @click.option("--lawful-basis", default="public-task")
+@click.option(
+    "--prove-receipt",
+    is_flag=True,
+    help="then prove the answer's consent record is in the log (needs log_key in the config)",
+)
 def check(
     config: Path,
     check_name: str,
@@ -179,9 +185,12 @@ def check(
     as_of: str | None,
     assurance: str | None,
     lawful_basis: str,
+    prove_receipt: bool,
 ) -> None:
     """Sign a query with a council key, send it, verify and print the answer."""
     from broker.client import CheckFailed, EligibilityClient
+    from trust.messages import encode_digest
+    from trust.receipts import ReceiptNotProven
 
     subject = {"family_name": family_name, "date_of_birth": date_of_birth}
     optional = {
@@ -206,21 +215,30 @@ def check(
             except CheckFailed as failed:
                 click.echo(json.dumps(failed.problem, indent=2))
                 return 2
-        click.echo(
-            json.dumps(
-                {
-                    "outcome": answer.outcome,
-                    "check": answer.check,
-                    "check_version": answer.check_version,
-                    "as_of": answer.as_of.isoformat(),
-                    "log_index": answer.log_index,
-                    "query_jti": answer.query_jti,
-                    "verified": True,
-                },
-                indent=2,
-            )
-        )
-        return 0
+            shown: dict[str, object] = {
+                "outcome": answer.outcome,
+                "check": answer.check,
+                "check_version": answer.check_version,
+                "as_of": answer.as_of.isoformat(),
+                "log_index": answer.log_index,
+                "record_digest": encode_digest(answer.record_digest),
+                "query_jti": answer.query_jti,
+                "verified": True,
+            }
+            status = 0
+            if prove_receipt:
+                try:
+                    receipt = await client.prove_receipt(answer)
+                    shown["receipt"] = {
+                        "proven": True,
+                        "checkpoint_size": receipt.checkpoint.size,
+                        "checkpoint_root": base64.b64encode(receipt.checkpoint.root_hash).decode(),
+                    }
+                except ReceiptNotProven as exc:
+                    shown["receipt"] = {"proven": False, "reason": str(exc)}
+                    status = 3
+        click.echo(json.dumps(shown, indent=2))
+        return status
 
     sys.exit(asyncio.run(run()))
 

@@ -6,13 +6,18 @@
             subject={"family_name": "...", "date_of_birth": "1950-01-31"}, assurance="P2",
         )
         answer.outcome   # "yes" | "no" | "no-match" | "undetermined"
+        receipt = await client.prove_receipt(answer)  # its consent record is in the log
 
 An answer is returned only after its signature (a broker key from the broker's JWKS, or keys
 you pin), ``typ``, ``aud`` (your member id), lifetime and binding to your query are verified.
+``prove_receipt`` checks, against a checkpoint signed by the log key you pin (``log_key`` in
+the config), that the log holds the record the answer names (:mod:`trust.receipts`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import time
 from collections.abc import Callable, Mapping
 from datetime import date
@@ -21,10 +26,12 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+import orjson
 
 from broker.errors import BrokerError
-from connectors.config import member_identity
+from connectors.config import member_identity, member_log_key
 from trust import jws
+from trust.checkpoint import NoteVerifier
 from trust.errors import InvalidMessage, KeyFormatError, VerificationError
 from trust.keys import SigningKey, VerifyingKey, load_jwks
 from trust.messages import (
@@ -33,6 +40,12 @@ from trust.messages import (
     parse_answer,
     query_claims,
     withdrawal_claims,
+)
+from trust.receipts import (
+    ProvenReceipt,
+    ReceiptNotProven,
+    open_log_checkpoint,
+    prove_receipt,
 )
 
 JWT_MEDIA_TYPE = "application/jwt"
@@ -59,10 +72,12 @@ class EligibilityClient:
         broker_url: str,
         broker_id: str,
         broker_keys: tuple[VerifyingKey, ...] | None = None,
+        log_key: NoteVerifier | None = None,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.member_id = member_id
+        self._log_key = log_key
         self._key = key
         self._url = broker_url.rstrip("/")
         self._broker_id = broker_id
@@ -74,6 +89,7 @@ class EligibilityClient:
 
     @classmethod
     def from_config(cls, path: Path, **kwargs: Any) -> EligibilityClient:
+        kwargs.setdefault("log_key", member_log_key(path))
         return cls(**member_identity(path), **kwargs)
 
     async def __aenter__(self) -> Self:
@@ -182,6 +198,45 @@ class EligibilityClient:
                     problem = {"detail": "no problem document"}
                 raise CheckFailed(response.status, problem)
         return await self.verify_answer(body, jti)
+
+    async def prove_receipt(
+        self, answer: EligibilityAnswer, *, wait_s: float = 15.0, poll_s: float = 0.5
+    ) -> ProvenReceipt:
+        """Prove that the log holds the consent record behind ``answer``: an inclusion proof
+        from its ``record_digest`` at its ``log_index`` to a checkpoint signed by the pinned
+        log key. The broker checkpoints every few seconds; this waits up to ``wait_s`` for a
+        checkpoint covering the record. Raises ``ReceiptNotProven`` (``ReceiptNotCovered``
+        when no checkpoint covers it yet)."""
+        if self._log_key is None:
+            raise ReceiptNotProven("no log key is pinned: set log_key in the council config")
+        give_up = time.monotonic() + wait_s
+        while True:
+            note = await self._log_text("/v1/log/checkpoint")
+            size = open_log_checkpoint(note, self._log_key).size
+            if size > answer.log_index or time.monotonic() >= give_up:
+                break
+            await asyncio.sleep(poll_s)
+        proof: list[bytes] = []
+        if size > answer.log_index:
+            target = f"/v1/log/proof/inclusion?index={answer.log_index}&size={size}"
+            text = await self._log_text(target)
+            try:
+                proof = [base64.b64decode(h, validate=True) for h in orjson.loads(text)["proof"]]
+            except (TypeError, KeyError, ValueError) as exc:  # binascii.Error is a ValueError
+                raise ReceiptNotProven(f"malformed inclusion proof: {exc!r}") from exc
+        return prove_receipt(
+            answer.log_index, answer.record_digest, note=note, verifier=self._log_key, proof=proof
+        )
+
+    async def _log_text(self, target: str) -> str:
+        async with self.session.get(f"{self._url}{target}") as response:
+            body = await response.read()
+            if response.status != 200:
+                raise ReceiptNotProven(f"the broker answered {response.status} to {target}")
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ReceiptNotProven(f"the broker's {target} is not UTF-8") from exc
 
     async def withdraw_consent(self, consent_id: str, *, withdrawn_at: str) -> int:
         """Record that the resident withdrew ``consent_id``; returns the record's log index.

@@ -492,6 +492,7 @@ def generate(
         _write(
             scheme.council_config(council),
             f'member_id = "{council}"\nsigning_key = "../keys/{council}.pem"\n'
-            f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n',
+            f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
+            'log_key = "../public/log.vkey"\n',
         )
     return scheme

@@ -79,6 +79,7 @@ ANSWER_CLAIMS: dict[str, Any] = {
         "as_of",
         "outcome",
         "log_index",
+        "record_digest",
     ],
     "properties": {
         "iss": {"type": "string"},
@@ -92,6 +93,13 @@ ANSWER_CLAIMS: dict[str, Any] = {
         "as_of": {"type": "string", "format": "date"},
         "outcome": {"type": "string", "enum": list(OUTCOMES)},
         "log_index": {"type": "integer", "description": "the consent record's index: a receipt"},
+        "record_digest": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9+/]{43}=$",
+            "description": "base64 SHA-256 of the record's salt and canonical body: the "
+            "log's leaf at log_index is built from it, so an inclusion proof against a signed "
+            "checkpoint proves the receipt",
+        },
     },
 }
 
@@ -178,7 +186,14 @@ def openapi_document() -> dict[str, Any]:
                     "consent-withdrawal+jwt); later checks citing it are refused",
                     "requestBody": {"required": True, "content": {_JWT: jwt_body}},
                     "responses": {
-                        "200": _json("The withdrawal's log index", {"log_index": "integer"}),
+                        "200": _json(
+                            "The withdrawal's log index and record digest",
+                            {
+                                "log_index": "integer",
+                                "record_digest": "string",
+                                "consent_id": "string",
+                            },
+                        ),
                         "401": _problem_response("Not verified.", _by_status(401)),
                         "403": _problem_response("Not a relying party.", _by_status(403)),
                     },

@@ -116,10 +116,10 @@ class CheckPipeline:
                 outcome="refused",
                 refusal=refusal.code,
             )
-            index = await self._log.append(record)
+            appended = await self._log.append(record)
             self._transparency.appended()
-            structlog.contextvars.bind_contextvars(log_index=index, outcome="refused")
-            raise Refused(refusal, index) from None
+            structlog.contextvars.bind_contextvars(log_index=appended.index, outcome="refused")
+            raise Refused(refusal, appended.index) from None
 
         result = await fan_out(
             decision,
@@ -137,9 +137,9 @@ class CheckPipeline:
             check_version=decision.version.version,
             providers=tuple(call.provider for call in decision.calls),
         )
-        index = await self._log.append(record)
+        appended = await self._log.append(record)
         self._transparency.appended()
-        structlog.contextvars.bind_contextvars(log_index=index, outcome=result.outcome)
+        structlog.contextvars.bind_contextvars(log_index=appended.index, outcome=result.outcome)
         answer = EligibilityAnswer(
             broker=self._settings.broker_id,
             requester=query.requester,
@@ -149,8 +149,9 @@ class CheckPipeline:
             check_version=decision.version.version,
             as_of=query.as_of,
             outcome=result.outcome,
-            log_index=index,
+            log_index=appended.index,
+            record_digest=appended.digest,
         )
         claims = answer_claims(answer, now=int(self._clock()))
         token = jws.sign(claims, self._settings.signing_key, jws.ELIGIBILITY_RESPONSE)
-        return CheckResult(token, result.outcome, index, result.reports)
+        return CheckResult(token, result.outcome, appended.index, result.reports)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trust.checkpoint import NoteVerifier
+from trust.errors import CheckpointError
 from trust.keys import SigningKey, VerifyingKey
 from trust.registry import Anchors
 
@@ -87,3 +89,17 @@ def member_identity(path: Path) -> dict[str, Any]:
         "broker_url": require_str(table, "broker_url"),
         "broker_id": require_str(table, "broker_id"),
     }
+
+
+def load_log_key(path: Path) -> NoteVerifier:
+    """The consent log's pinned verifier key (a C2SP note key, e.g. ``public/log.vkey``)."""
+    try:
+        return NoteVerifier(path.read_text().strip())
+    except (OSError, CheckpointError) as exc:
+        raise ConfigError(f"cannot read log key {path}: {exc}") from exc
+
+
+def member_log_key(path: Path) -> NoteVerifier | None:
+    """The log key a member's config pins with ``log_key``, if it pins one."""
+    value = read_toml(path).get("log_key")
+    return None if value is None else load_log_key(resolve(path.parent, value, "log_key"))

@@ -6,12 +6,15 @@ consent log; nothing is mocked.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,6 +24,7 @@ from broker import devscheme
 from broker.app import create_app
 from broker.client import EligibilityClient
 from broker.settings import Settings, load_settings
+from broker.stores.consent_log import Appended
 from connectors.reference.providers import (
     ProviderService,
     build_reference_provider,
@@ -157,3 +161,28 @@ async def schools_client(
 def port_is_free(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def gather_indices(
+    *appends: Awaitable[Appended], return_exceptions: bool = False
+) -> list[Any]:
+    """Run consent-log appends together: each one's log index (or, with
+    ``return_exceptions``, its error)."""
+    results = await asyncio.gather(*appends, return_exceptions=return_exceptions)
+    return [r.index if isinstance(r, Appended) else r for r in results]
+
+
+async def run_axb(*args: str) -> tuple[int, str, str]:
+    """``axb ARGS`` as a separate process (its exit status, stdout, stderr), without blocking
+    the event loop the test's broker runs on."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

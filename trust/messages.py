@@ -7,6 +7,9 @@ Personal data (the subject) never appears in a ``repr``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import hashlib
 import re
 import secrets
@@ -73,6 +76,24 @@ def _count(value: Any, name: str, *, minimum: int) -> int:
     if type(value) is not int or value < minimum:
         raise InvalidMessage(f"{name} must be an integer >= {minimum}")
     return value
+
+
+def _digest(value: Any, name: str) -> bytes:
+    """A SHA-256 digest in canonical base64 (as the log's export and proofs write hashes)."""
+    raw = b""
+    if isinstance(value, str) and value.isascii():
+        with contextlib.suppress(binascii.Error):
+            raw = base64.b64decode(value, validate=True)
+    _require(
+        len(raw) == hashlib.sha256().digest_size and encode_digest(raw) == value,
+        f"{name} must be a base64 SHA-256",
+    )
+    return raw
+
+
+def encode_digest(digest: bytes) -> str:
+    """A record digest as the answer, the export and the proofs write it: standard base64."""
+    return base64.b64encode(digest).decode("ascii")
 
 
 def _iso_date(value: Any, name: str) -> date:
@@ -264,7 +285,12 @@ def query_claims(
 
 @dataclass(frozen=True, slots=True)
 class EligibilityAnswer:
-    """The broker's signed answer: one outcome, bound to the query and to its consent record."""
+    """The broker's signed answer: one outcome, bound to the query and to its consent record.
+
+    ``log_index`` and ``record_digest`` (SHA-256 of the record's salt and canonical body,
+    written in standard base64 like the export's ``digest``) are
+    the council's receipt: the log's leaf at that index is built from that digest, which an
+    inclusion proof against a signed checkpoint shows (:mod:`trust.receipts`)."""
 
     broker: str
     requester: str
@@ -275,6 +301,7 @@ class EligibilityAnswer:
     as_of: date
     outcome: Outcome
     log_index: int
+    record_digest: bytes
 
 
 def answer_claims(answer: EligibilityAnswer, *, now: int, lifetime: int = 300) -> dict[str, Any]:
@@ -290,6 +317,7 @@ def answer_claims(answer: EligibilityAnswer, *, now: int, lifetime: int = 300) -
         "as_of": answer.as_of.isoformat(),
         "outcome": answer.outcome,
         "log_index": answer.log_index,
+        "record_digest": encode_digest(answer.record_digest),
     }
 
 
@@ -299,6 +327,7 @@ def parse_answer(verified: Verified, *, requester: str) -> EligibilityAnswer:
     _require(outcome in OUTCOMES, "outcome is not one of yes, no, no-match, undetermined")
     log_index = _count(claims.get("log_index"), "log_index", minimum=0)
     version = _count(claims.get("check_version"), "check_version", minimum=1)
+    record_digest = _digest(claims.get("record_digest"), "record_digest")
     return EligibilityAnswer(
         broker=verified.issuer,
         requester=requester,
@@ -309,6 +338,7 @@ def parse_answer(verified: Verified, *, requester: str) -> EligibilityAnswer:
         as_of=_iso_date(claims.get("as_of"), "as_of"),
         outcome=outcome,  # type: ignore[arg-type]
         log_index=log_index,
+        record_digest=record_digest,
     )
 
 

@@ -13,7 +13,7 @@ from broker.client import CheckFailed, EligibilityClient
 from broker.demo import subject_of
 from connectors.reference.attributes import EXPECTED_OUTCOMES
 from connectors.reference.keepers import PARKING_TEST_CASES
-from tests.conftest import RunningBroker, RunningProvider
+from tests.conftest import RunningBroker, RunningProvider, run_axb
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
 
@@ -195,14 +195,9 @@ async def test_no_vehicle_registration_or_identifier_reaches_any_log(
 async def test_axb_check_on_the_command_line_prints_a_verified_answer(
     scheme: devscheme.DevScheme, broker: RunningBroker
 ) -> None:
-    import asyncio
     import json
-    import sys
 
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "broker.cli",
+    status, out, err = await run_axb(
         "check",
         "--config",
         str(scheme.council_config(devscheme.COUNCIL_PARKING)),
@@ -217,11 +212,8 @@ async def test_axb_check_on_the_command_line_prints_a_verified_answer(
         "AA19AAA",
         "--assurance",
         "P2",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, err.decode()
+    assert status == 0, err
     printed = json.loads(out)
     assert printed["outcome"] == "yes"
     assert printed["verified"] is True

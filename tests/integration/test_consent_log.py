@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from broker import devscheme
 from broker.client import EligibilityClient
 from broker.demo import subject_of
 from broker.stores.consent_log.sqlite import SqliteConsentLog
-from tests.conftest import RunningBroker
+from tests.conftest import RunningBroker, gather_indices
 from trust.messages import EligibilityQuery, Subject
 from trust.pseudonym import PseudonymKey
 from trust.records import record_for
@@ -45,7 +44,7 @@ async def test_concurrent_appends_share_commits_and_get_consecutive_indices(
     log = SqliteConsentLog(tmp_path / "log.sqlite3")
     await log.start()
     records = [record_for(_query(n), key=KEY, now_ms=n, outcome="yes") for n in range(500)]
-    indices = await asyncio.gather(*(log.append(r) for r in records))
+    indices = await gather_indices(*(log.append(r) for r in records))
     commits = log.commits
     await log.close()
     assert sorted(indices) == list(range(500))
@@ -63,7 +62,7 @@ async def test_log_reopens_and_continues_the_sequence(tmp_path: Path) -> None:
     await first.close()
     second = SqliteConsentLog(path)
     await second.start()
-    index = await second.append(record_for(_query(2), key=KEY, now_ms=2, outcome="yes"))
+    index = (await second.append(record_for(_query(2), key=KEY, now_ms=2, outcome="yes"))).index
     await second.close()
     assert index == 1
 

@@ -26,6 +26,7 @@ from broker.errors import LogUnavailable
 from broker.stores.consent_log import RecordFilter
 from broker.stores.consent_log.postgres import PostgresConsentLog
 from broker.stores.consent_log.sqlite import SqliteConsentLog
+from tests.conftest import gather_indices
 from trust.messages import ConsentReference, EligibilityQuery, Subject
 from trust.pseudonym import PseudonymKey, pseudonymise
 from trust.records import (
@@ -170,14 +171,15 @@ async def test_append_size_digests_entries_and_get(backend: Backend) -> None:
     assert await log.size() == 0
     assert await log.get(0) is None
     records = [check_record(n, outcome=o) for n, o in enumerate(["yes", "no", "no-match"])]
-    indices = [await log.append(r) for r in records]
-    indices.append(await log.append(withdrawal(3)))
-    assert indices == [0, 1, 2, 3]
+    appended = [await log.append(r) for r in records]
+    appended.append(await log.append(withdrawal(3)))
+    assert [a.index for a in appended] == [0, 1, 2, 3]
     assert await log.size() == 4
 
     entries = await log.entries(0, 10)
     assert [e.index for e in entries] == [0, 1, 2, 3]
     assert await log.digests(0, 4) == [e.digest for e in entries]
+    assert [a.digest for a in appended] == [e.digest for e in entries]  # the answer's receipt
     assert await log.digests(1, 3) == [entries[1].digest, entries[2].digest]
     assert await log.digests(4, 9) == []
     for entry, record in zip(entries, [*records, withdrawal(3)], strict=True):
@@ -270,7 +272,7 @@ async def test_by_subject_finds_records_in_every_block_of_the_index(backend: Bac
     seen_at[nino_only] = {**SAMPLETON, "family_name": "Other"}
     nobody = {"family_name": "Fixturely", "date_of_birth": "1980-05-05"}
     records = [check_record(n, subject=seen_at.get(n, nobody)) for n in range(9001)]
-    indices = await asyncio.gather(*(log.append(r) for r in records))
+    indices = await gather_indices(*(log.append(r) for r in records))
     assert indices == list(range(9001))
     testwell = pseudonymise(Subject(dict(TESTWELL)), KEY)
     sampleton = pseudonymise(Subject(dict(SAMPLETON)), KEY)
@@ -284,11 +286,11 @@ async def test_withdrawals_are_per_requester_and_idempotent(backend: Backend) ->
     log = await backend.open()
     await log.append(check_record(0, lawful_basis="consent", consent_ref=consent("c-1")))
     assert not await log.is_withdrawn("council-a", "c-1")
-    first = await log.append(withdrawal(1, consent_id="c-1"))
+    first = (await log.append(withdrawal(1, consent_id="c-1"))).index
     assert await log.is_withdrawn("council-a", "c-1")
     assert not await log.is_withdrawn("council-b", "c-1")
     assert not await log.is_withdrawn("council-a", "c-2")
-    again = await log.append(withdrawal(2, consent_id="c-1"))  # said twice: both recorded
+    again = (await log.append(withdrawal(2, consent_id="c-1"))).index  # said twice: both recorded
     assert (first, again) == (1, 2)
     assert await log.is_withdrawn("council-a", "c-1")
     kinds = [orjson.loads(r.body or b"{}")["kind"] for r in await log.entries(0, 3)]
@@ -319,7 +321,7 @@ async def test_prune_drops_bodies_and_salts_and_keeps_digests(backend: Backend) 
     assert await log.digests(0, 4) == [r.digest for r in before]
     assert (await log.get(0)) == after[0]
     assert await log.size() == 4
-    assert await log.append(check_record(4, at_ms=5000)) == 4
+    assert (await log.append(check_record(4, at_ms=5000))).index == 4
 
 
 async def test_prune_leaves_nothing_of_the_record_but_its_digest(backend: Backend) -> None:
@@ -334,7 +336,7 @@ async def test_prune_leaves_nothing_of_the_record_but_its_digest(backend: Backen
 async def test_group_commit_shares_commits_among_concurrent_appends(backend: Backend) -> None:
     log = await backend.open()
     records = [check_record(n) for n in range(500)]
-    indices = await asyncio.gather(*(log.append(r) for r in records))
+    indices = await gather_indices(*(log.append(r) for r in records))
     assert sorted(indices) == list(range(500))
     assert len(set(indices)) == 500
     assert log.commits <= 25, f"{log.commits} commits for 500 concurrent appends"
@@ -347,49 +349,49 @@ async def test_group_commit_shares_commits_among_concurrent_appends(backend: Bac
 
 async def test_one_commit_per_record_when_batches_are_one(backend: Backend) -> None:
     log = await backend.open(max_batch=1)
-    indices = await asyncio.gather(*(log.append(check_record(n)) for n in range(40)))
+    indices = await gather_indices(*(log.append(check_record(n)) for n in range(40)))
     assert sorted(indices) == list(range(40))
     assert log.commits == 40
 
 
 async def test_reopening_continues_the_sequence(backend: Backend) -> None:
     first = await backend.open()
-    await asyncio.gather(*(first.append(check_record(n)) for n in range(3)))
+    await gather_indices(*(first.append(check_record(n)) for n in range(3)))
     await first.add_checkpoint(3, "note\n", 1)
     await first.close()
     second = await backend.open()
     assert await second.size() == 3
-    assert await second.append(check_record(3)) == 3
+    assert (await second.append(check_record(3))).index == 3
     assert await second.checkpoints() == [(3, "note\n")]
     assert [r.index for r in await second.entries(0, 10)] == [0, 1, 2, 3]
 
 
 async def test_a_failing_batch_fails_every_waiter_and_leaves_no_gap(backend: Backend) -> None:
     log = await backend.open()
-    assert await log.append(check_record(0)) == 0
+    assert (await log.append(check_record(0))).index == 0
     commits = log.commits
     # One record in the batch cannot be serialised canonically (an integer beyond 2**53):
     # the whole batch is one transaction, so no record of it is durable and nobody is told so.
     batch = [check_record(n) for n in range(1, 50)]
     batch.insert(20, check_record(99, check_version=2**60))
-    results = await asyncio.gather(*(log.append(r) for r in batch), return_exceptions=True)
+    results = await gather_indices(*(log.append(r) for r in batch), return_exceptions=True)
     assert all(isinstance(r, LogUnavailable) for r in results), results
     assert log.commits == commits
     assert await log.size() == 1
     assert [r.index for r in await log.entries(0, 100)] == [0]
-    assert await log.append(check_record(100)) == 1  # the writer goes on, with no gap
+    assert (await log.append(check_record(100))).index == 1  # the writer goes on, with no gap
 
 
 async def test_an_unavailable_table_fails_appends_until_it_is_back(backend: Backend) -> None:
     log = await backend.open()
-    assert await log.append(check_record(0)) == 0
+    assert (await log.append(check_record(0))).index == 0
     await backend.hide_records()
     results = await asyncio.gather(
         *(log.append(check_record(n)) for n in range(1, 21)), return_exceptions=True
     )
     assert all(isinstance(r, LogUnavailable) for r in results), results
     await backend.restore_records()
-    assert await log.append(check_record(21)) == 1
+    assert (await log.append(check_record(21))).index == 1
     assert [r.index for r in await log.entries(0, 100)] == [0, 1]
 
 
@@ -417,7 +419,7 @@ async def test_two_postgres_writers_share_one_gap_free_sequence() -> None:
             indices: list[int] = []
             for start in range(0, len(records), 100):  # waves, so the writers interleave
                 wave = records[start : start + 100]
-                indices += await asyncio.gather(*(log.append(r) for r in wave))
+                indices += await gather_indices(*(log.append(r) for r in wave))
             return indices
 
         got_a, got_b = await asyncio.gather(trickle(first, a), trickle(second, b))

@@ -7,10 +7,11 @@ transaction commits the batch, each ``append`` returns only once its record is d
 """
 
 from broker.stores.consent_log.base import (
+    Appended,
     ConsentLog,
     RecordFilter,
     StoredRecord,
     open_consent_log,
 )
 
-__all__ = ["ConsentLog", "RecordFilter", "StoredRecord", "open_consent_log"]
+__all__ = ["Appended", "ConsentLog", "RecordFilter", "StoredRecord", "open_consent_log"]

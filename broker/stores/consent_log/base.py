@@ -24,6 +24,15 @@ class StoredRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Appended:
+    """Where a record was committed: its log index and its salted digest (the Merkle leaf is
+    built from the digest). The broker signs both into the answer, as the council's receipt."""
+
+    index: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class RecordFilter:
     since_ms: int | None = None
     until_ms: int | None = None
@@ -44,8 +53,8 @@ class ConsentLog(Protocol):
 
     async def drain(self) -> None: ...
 
-    async def append(self, record: LogRecord) -> int:
-        """Durably append ``record``; returns its log index. Raises LogUnavailable."""
+    async def append(self, record: LogRecord) -> Appended:
+        """Durably append ``record``; returns its index and digest. Raises LogUnavailable."""
         ...
 
     async def size(self) -> int:
@@ -79,7 +88,7 @@ class ConsentLog(Protocol):
         ...
 
 
-Waiter = tuple[LogRecord, "asyncio.Future[int]"]
+Waiter = tuple[LogRecord, "asyncio.Future[Appended]"]
 
 
 class GroupCommitWriter(abc.ABC):
@@ -109,10 +118,10 @@ class GroupCommitWriter(abc.ABC):
     def running(self) -> bool:
         return self._writer is not None and not self._writer.done()
 
-    async def append(self, record: LogRecord) -> int:
+    async def append(self, record: LogRecord) -> Appended:
         if not self.running():
             raise LogUnavailable("consent log is not running")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((record, future))
         # No shield needed: a cancelled caller cancels only its future; the record, already
         # queued, is still committed (the writer skips futures that are done).
@@ -178,7 +187,7 @@ class GroupCommitWriter(abc.ABC):
         self._next_index = entries[-1].index + 1
         for entry, (_, future) in zip(entries, batch, strict=True):
             if not future.done():
-                future.set_result(entry.index)
+                future.set_result(Appended(entry.index, entry.digest))
 
     async def drain(self) -> None:
         """Commit everything queued and stop accepting appends (before a final checkpoint)."""

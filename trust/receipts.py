@@ -1,0 +1,77 @@
+"""A council's receipt: proof that the consent record behind a signed answer is in the log.
+
+Every answer carries, under the broker's signature, ``log_index`` and ``record_digest``: the
+index its consent record was committed at and that record's salted digest. The log's leaf at
+that index is ``leaf_hash(leaf_input(record_digest))``. An RFC 9162 inclusion proof from that
+leaf to the root of a checkpoint signed by the log's key — pinned by the council, never taken
+from the server — shows that the log holds exactly that record at that index.
+
+Keep the answer and the proven checkpoint note. If the operator later drops or rewrites the
+record, no checkpoint that is consistent with the one you hold can hide it; an auditor holding
+the export can also check that record ``log_index`` there has ``record_digest``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from trust.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from trust.errors import CheckpointError, LogProofError, TrustError
+from trust.merkle import leaf_hash, verify_inclusion
+from trust.records import leaf_input
+
+
+class ReceiptNotProven(TrustError):
+    """The log did not prove the receipt: a checkpoint not signed by the log's key, or an
+    inclusion proof that does not lead from the answer's digest to the checkpoint's root."""
+
+
+class ReceiptNotCovered(ReceiptNotProven):
+    """The checkpoint is older than the record: ask again after the next checkpoint."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenReceipt:
+    """The record at ``index`` with ``record_digest`` is leaf ``index`` of ``checkpoint``."""
+
+    index: int
+    record_digest: bytes
+    checkpoint: Checkpoint
+    note: str  # the signed checkpoint, worth keeping beside the answer
+
+
+def receipt_leaf(record_digest: bytes) -> bytes:
+    """The Merkle leaf hash the log holds for a record with this digest."""
+    return leaf_hash(leaf_input(record_digest))
+
+
+def open_log_checkpoint(note: str, verifier: NoteVerifier) -> Checkpoint:
+    """A checkpoint signed by the pinned log key (whose name is the log's origin)."""
+    try:
+        return open_checkpoint(note, verifier, verifier.name)
+    except CheckpointError as exc:
+        raise ReceiptNotProven(f"checkpoint refused: {exc}") from exc
+
+
+def prove_receipt(
+    index: int,
+    record_digest: bytes,
+    *,
+    note: str,
+    verifier: NoteVerifier,
+    proof: Sequence[bytes],
+) -> ProvenReceipt:
+    """Check an inclusion ``proof`` of the receipt in the signed checkpoint ``note``."""
+    checkpoint = open_log_checkpoint(note, verifier)
+    if checkpoint.size <= index:
+        raise ReceiptNotCovered(
+            f"the latest checkpoint covers {checkpoint.size} records, not yet record {index}"
+        )
+    try:
+        verify_inclusion(
+            receipt_leaf(record_digest), index, checkpoint.size, proof, checkpoint.root_hash
+        )
+    except LogProofError as exc:
+        raise ReceiptNotProven(f"record {index} is not in the log as answered: {exc}") from exc
+    return ProvenReceipt(index, record_digest, checkpoint, note)
