@@ -28,6 +28,8 @@ from broker.logging import configure_logging
 from broker.settings import load_settings
 from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES
 from connectors.reference.providers import build_ves_stub
+from trust.messages import EligibilityAnswer
+from trust.receipts import ReceiptNotProven
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,12 @@ async def wait_healthy(url: str, timeout_s: float = 20.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def run_case(client: EligibilityClient, case: DemoCase) -> tuple[str, str, float]:
+async def run_case(
+    client: EligibilityClient, case: DemoCase
+) -> tuple[str, str, float, EligibilityAnswer | None]:
     started = time.perf_counter()
     outcome: str
+    answer: EligibilityAnswer | None = None
     try:
         answer = await client.check(
             case.check,
@@ -132,7 +137,23 @@ async def run_case(client: EligibilityClient, case: DemoCase) -> tuple[str, str,
         outcome, receipt = answer.outcome, str(answer.log_index)
     except CheckFailed as failed:
         outcome, receipt = f"refused {failed.status}", str(failed.problem.get("log_index", "-"))
-    return outcome, receipt, (time.perf_counter() - started) * 1000
+    return outcome, receipt, (time.perf_counter() - started) * 1000, answer
+
+
+async def prove_receipts(
+    answered: list[tuple[EligibilityClient, EligibilityAnswer]],
+) -> tuple[bool, str]:
+    """Each council proves each of its answers' receipts against the signed log."""
+    sizes = set()
+    for client, answer in answered:
+        try:
+            sizes.add((await client.prove_receipt(answer)).checkpoint.size)
+        except ReceiptNotProven as exc:
+            return False, f"the receipt of record {answer.log_index} was not proven: {exc}"
+    return True, (
+        f"{len(answered)} of {len(answered)} receipts proven: each answer's record digest is in "
+        f"the log, under a checkpoint of size {max(sizes)} signed by the pinned log key"
+    )
 
 
 def _row(number: int, case: DemoCase, outcome: str, receipt: str, ms: float, note: str) -> str:
@@ -179,21 +200,27 @@ async def run_demo(root: Path) -> int:
             for member in devscheme.COUNCILS
         }
         seen: set[str] = set()
+        answered: list[tuple[EligibilityClient, EligibilityAnswer]] = []
         number = 0
         for client in clients.values():
             await client.__aenter__()
         try:
             for case in CASES:
                 number += 1
-                outcome, receipt, ms = await run_case(clients[case.council], case)
+                outcome, receipt, ms, answer = await run_case(clients[case.council], case)
                 seen.add(outcome)
+                if answer is not None:
+                    answered.append((clients[case.council], answer))
                 click.echo(_row(number, case, outcome, receipt, ms, ""))
             providers[devscheme.DWP].terminate()
             providers[devscheme.DWP].wait(timeout=10)
             number += 1
-            outcome, receipt, ms = await run_case(clients[DOWN_CASE.council], DOWN_CASE)
+            outcome, receipt, ms, answer = await run_case(clients[DOWN_CASE.council], DOWN_CASE)
             seen.add(outcome)
+            if answer is not None:
+                answered.append((clients[DOWN_CASE.council], answer))
             click.echo(_row(number, DOWN_CASE, outcome, receipt, ms, "(DWP provider stopped)"))
+            proven, proof_report = await prove_receipts(answered)
         finally:
             for client in clients.values():
                 await client.__aexit__(None, None, None)
@@ -202,6 +229,9 @@ async def run_demo(root: Path) -> int:
             f"\nevery answer was signed by the broker, verified by the council, and "
             f"recorded first: consent log {settings.consent_log_path}"
         )
+        click.echo(proof_report, err=not proven)
+        if not proven:
+            return 1
         if missing:
             click.echo(f"outcomes missing: {sorted(missing)}", err=True)
             return 1
