@@ -17,7 +17,6 @@ the config), that the log holds the record the answer names (:mod:`trust.receipt
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import Callable, Mapping
 from datetime import date
@@ -33,7 +32,7 @@ from connectors.config import member_identity, member_log_key
 from trust import jws
 from trust.checkpoint import NoteVerifier
 from trust.errors import InvalidMessage, KeyFormatError, VerificationError
-from trust.keys import SigningKey, VerifyingKey, load_jwks
+from trust.keys import SigningKey, VerifyingKey, b64_decode, load_jwks
 from trust.messages import (
     ConsentReference,
     EligibilityAnswer,
@@ -221,8 +220,8 @@ class EligibilityClient:
             target = f"/v1/log/proof/inclusion?index={answer.log_index}&size={size}"
             text = await self._log_text(target)
             try:
-                proof = [base64.b64decode(h, validate=True) for h in orjson.loads(text)["proof"]]
-            except (TypeError, KeyError, ValueError) as exc:  # binascii.Error is a ValueError
+                proof = [b64_decode(h) for h in orjson.loads(text)["proof"]]
+            except (TypeError, KeyError, ValueError) as exc:
                 raise ReceiptNotProven(f"malformed inclusion proof: {exc!r}") from exc
         return prove_receipt(
             answer.log_index, answer.record_digest, note=note, verifier=self._log_key, proof=proof

@@ -20,8 +20,6 @@ considers whitespace (a superset of Go's ``unicode.IsSpace``).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from trust.errors import CheckpointError, KeyFormatError
+from trust.keys import b64_decode, b64_encode
 from trust.merkle import HASH_SIZE
 
 __all__ = [
@@ -58,7 +57,6 @@ MAX_SIGNATURES: Final = 100
 _SIG_PREFIX: Final = "— "  # em dash U+2014, then a space
 _PRIVATE_PREFIX: Final = "PRIVATE+KEY+"
 _HEX8: Final = re.compile(r"[0-9a-fA-F]{8}")
-_BASE64: Final = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _DECIMAL: Final = re.compile(r"0|[1-9][0-9]*")
 _MAX_TREE_SIZE: Final = (1 << 64) - 1
 
@@ -76,19 +74,10 @@ def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:
 
 def _b64decode(text: str) -> bytes | None:
     """Standard padded base64, canonical only (one encoding per byte string), or ``None``."""
-    if not _BASE64.fullmatch(text):
-        return None
     try:
-        raw = base64.b64decode(text, validate=True)
-    except binascii.Error:
+        return b64_decode(text)
+    except ValueError:
         return None
-    if base64.b64encode(raw).decode("ascii") != text:
-        return None
-    return raw
-
-
-def _b64encode(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
 
 
 def _is_valid_name(name: str) -> bool:
@@ -124,7 +113,7 @@ def verifier_key(name: str, public_key: bytes) -> str:
     if len(public_key) != 32:
         raise KeyFormatError(f"an Ed25519 public key is 32 bytes, got {len(public_key)}")
     encoded = bytes([ALG_ED25519]) + public_key
-    return f"{name}+{key_hash(name, encoded):08x}+{_b64encode(encoded)}"
+    return f"{name}+{key_hash(name, encoded):08x}+{b64_encode(encoded)}"
 
 
 def generate_signer(name: str) -> tuple[str, str]:
@@ -142,7 +131,7 @@ def generate_signer(name: str) -> tuple[str, str]:
     )
     vkey = verifier_key(name, public)
     hash_hex = vkey.split("+")[1]
-    skey = f"{_PRIVATE_PREFIX}{name}+{hash_hex}+{_b64encode(bytes([ALG_ED25519]) + seed)}"
+    skey = f"{_PRIVATE_PREFIX}{name}+{hash_hex}+{b64_encode(bytes([ALG_ED25519]) + seed)}"
     return skey, vkey
 
 
@@ -251,7 +240,7 @@ class NoteSigner:
                 "note text must end in a newline and hold no control characters but newlines"
             )
         raw = self._key_hash.to_bytes(4, "big") + self.sign(text.encode("utf-8"))
-        return f"{_SIG_PREFIX}{self._name} {_b64encode(raw)}\n"
+        return f"{_SIG_PREFIX}{self._name} {b64_encode(raw)}\n"
 
     def sign_note(self, text: str) -> str:
         """The signed note: ``text``, a blank line, this key's signature line."""
@@ -337,7 +326,7 @@ def format_checkpoint(checkpoint: Checkpoint) -> str:
     lines = [
         checkpoint.origin,
         str(checkpoint.size),
-        _b64encode(checkpoint.root_hash),
+        b64_encode(checkpoint.root_hash),
         *checkpoint.extensions,
     ]
     return "".join(f"{line}\n" for line in lines)

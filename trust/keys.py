@@ -33,6 +33,25 @@ def b64url_encode(data: bytes) -> str:
 _B64URL = re.compile(rb"[A-Za-z0-9_-]*")
 
 
+def b64_encode(data: bytes) -> str:
+    """Standard padded base64 (how the log writes hashes, salts and digests)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64_decode(text: str) -> bytes:
+    """Strict standard base64: padded, no foreign characters, canonical trailing bits.
+
+    The last character before padding carries unused bits; accepting them set would let a
+    changed byte of an export or an answer still decode to the same value."""
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
+        raise ValueError("not base64") from exc
+    if b64_encode(decoded) != text:
+        raise ValueError("non-canonical base64")
+    return decoded
+
+
 def b64url_decode(text: str | bytes) -> bytes:
     """Strict base64url: no padding, no foreign characters, canonical trailing bits.
 

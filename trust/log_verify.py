@@ -9,8 +9,6 @@ Pruned records (body and salt deleted after the retention period) are reported a
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ import orjson
 
 from trust.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from trust.errors import CheckpointError, LogProofError
+from trust.keys import b64_decode
 from trust.merkle import MerkleTree, leaf_hash, verify_consistency
 from trust.records import canonical_json, leaf_input, record_digest
 
@@ -48,11 +47,12 @@ class VerifyReport:
 
 
 def _b64(value: Any) -> bytes | None:
+    """Canonical base64 only: a changed character that decodes to the same bytes is refused."""
     if not isinstance(value, str):
         return None
     try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+        return b64_decode(value)
+    except ValueError:
         return None
 
 

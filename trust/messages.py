@@ -7,9 +7,6 @@ Personal data (the subject) never appears in a ``repr``.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import hashlib
 import re
 import secrets
@@ -20,7 +17,7 @@ from typing import Any, Literal, get_args
 
 from trust.errors import InvalidMessage
 from trust.jws import Verified
-from trust.keys import b64url_encode
+from trust.keys import b64_decode, b64_encode, b64url_encode
 
 Outcome = Literal["yes", "no", "no-match", "undetermined"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
@@ -80,20 +77,17 @@ def _count(value: Any, name: str, *, minimum: int) -> int:
 
 def _digest(value: Any, name: str) -> bytes:
     """A SHA-256 digest in canonical base64 (as the log's export and proofs write hashes)."""
-    raw = b""
-    if isinstance(value, str) and value.isascii():
-        with contextlib.suppress(binascii.Error):
-            raw = base64.b64decode(value, validate=True)
-    _require(
-        len(raw) == hashlib.sha256().digest_size and encode_digest(raw) == value,
-        f"{name} must be a base64 SHA-256",
-    )
+    try:
+        raw = b64_decode(value) if isinstance(value, str) else b""
+    except ValueError:
+        raw = b""
+    _require(len(raw) == hashlib.sha256().digest_size, f"{name} must be a base64 SHA-256")
     return raw
 
 
 def encode_digest(digest: bytes) -> str:
     """A record digest as the answer, the export and the proofs write it: standard base64."""
-    return base64.b64encode(digest).decode("ascii")
+    return b64_encode(digest)
 
 
 def _iso_date(value: Any, name: str) -> date:

@@ -614,6 +614,22 @@ def test_verifier_names_each_tampering_precisely(
     assert unexplained == []
 
 
+def test_every_single_byte_change_to_a_real_export_is_reported(audited: Audited) -> None:
+    """Change one byte anywhere (its lowest bit flipped): the export no longer verifies. This
+    includes the spare bits of a base64 value's last character, which a lenient decoder
+    would read back as the same digest or salt."""
+    data = audited.export.read_bytes()
+    verifier = log_verifier(audited.root)
+    assert verify_export(data.splitlines(keepends=True), verifier).ok
+    accepted = []
+    for position in range(len(data)):
+        changed = bytearray(data)
+        changed[position] ^= 0x01
+        if verify_export(bytes(changed).splitlines(keepends=True), verifier).ok:
+            accepted.append((position, data[max(0, position - 20) : position + 5]))
+    assert accepted == []
+
+
 def test_a_record_appended_after_the_last_checkpoint_is_not_accepted(audited: Audited) -> None:
     parsed = Parsed.of(audited.lines)
     forged = orjson.loads(orjson.dumps(parsed.records[0]))

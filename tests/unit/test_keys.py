@@ -15,6 +15,8 @@ from trust.errors import KeyFormatError
 from trust.keys import (
     SigningKey,
     VerifyingKey,
+    b64_decode,
+    b64_encode,
     jwks_document,
     load_jwks,
     thumbprint,
@@ -353,3 +355,27 @@ def test_jwk_of_signing_key_is_public_only() -> None:
     assert set(KEY.verifying_key.jwk) == {"kty", "crv", "x", "y", "kid"}
     (published,) = json.loads(json.dumps(jwks_document([KEY.verifying_key])))["keys"]
     assert set(published) == {"kty", "crv", "x", "y", "kid", "use", "alg"}
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x00", b"ab", b"abc", bytes(range(32)), bytes(33)])
+def test_standard_base64_round_trips(raw: bytes) -> None:
+    assert b64_decode(b64_encode(raw)) == raw
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "AQ",  # padding missing
+        "AQ=",  # padding short
+        "AR==",  # spare bits set: decodes to the same byte as "AQ=="
+        "AQI=x",
+        "A-_=",  # base64url alphabet
+        "AQ==\n",
+        " AQ==",
+        "AQ\u00e9=",
+        "====",
+    ],
+)
+def test_standard_base64_is_strict(text: str) -> None:
+    with pytest.raises(ValueError, match="base64"):
+        b64_decode(text)
