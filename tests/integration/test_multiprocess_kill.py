@@ -123,6 +123,7 @@ class Receipt:
     index: int
     jti: str
     outcome: str
+    digest: bytes
 
 
 @dataclass
@@ -160,7 +161,9 @@ async def worker(n: int, clients: list[EligibilityClient], load: Load) -> None:
             await asyncio.sleep(0.01)
             continue
         assert answer.query_jti == jti
-        load.receipts.append(Receipt(which, answer.log_index, jti, answer.outcome))
+        load.receipts.append(
+            Receipt(which, answer.log_index, jti, answer.outcome, answer.record_digest)
+        )
 
 
 def broker_config(scheme: devscheme.DevScheme, dsn: str) -> Path:
@@ -246,11 +249,11 @@ async def test_sigkilled_brokers_never_leave_an_answer_without_its_record(
 
     conn = await asyncpg.connect(pg_database, server_settings={"search_path": "axb"})
     try:
-        rows = await conn.fetch("SELECT log_index, query_jti, outcome FROM records")
+        rows = await conn.fetch("SELECT log_index, query_jti, outcome, digest FROM records")
         checkpoints = await conn.fetchval("SELECT count(*) FROM checkpoints")
     finally:
         await conn.close()
-    stored = {r["log_index"]: (r["query_jti"], r["outcome"]) for r in rows}
+    stored = {r["log_index"]: (r["query_jti"], r["outcome"], bytes(r["digest"])) for r in rows}
 
     # The load really ran on every broker, and the kills really cut requests short.
     assert len(load.receipts) >= 200, (len(load.receipts), load.failures)
@@ -262,10 +265,11 @@ async def test_sigkilled_brokers_never_leave_an_answer_without_its_record(
 
     # Gap-free: the indices are exactly 0..N-1.
     assert sorted(stored) == list(range(len(stored)))
-    # No answer without its record: each receipt names the record of its own query.
+    # No answer without its record: each receipt names the record of its own query, and the
+    # digest the broker signed into the answer is that record's (so the export proves it).
     assert len({r.index for r in load.receipts}) == len(load.receipts)
     for receipt in load.receipts:
-        assert stored.get(receipt.index) == (receipt.jti, receipt.outcome), receipt
+        assert stored.get(receipt.index) == (receipt.jti, receipt.outcome, receipt.digest), receipt
     unanswered = len(stored) - len(load.receipts)
     assert unanswered >= 0  # records whose answers died with a killed broker
 
