@@ -7,6 +7,7 @@ consent log; nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -53,6 +54,55 @@ async def pg_database() -> AsyncIterator[str]:
         yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
     finally:
         await pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+# To run a module's brokers on each consent-log backend, override ``consent_log_overrides``
+# there to return ``each_log_backend``.
+LOG_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextlib.asynccontextmanager
+async def log_backend(name: str) -> AsyncIterator[dict[str, object]]:
+    """Broker settings for a consent log on ``name``: ``sqlite`` keeps the scheme's file;
+    ``postgres`` gets a schema of its own in the test database, dropped afterwards."""
+    if name == "sqlite":
+        yield {}
+        return
+    schema = f"axb_t_{secrets.token_hex(6)}"
+    try:
+        yield {"consent_log": PG_ADMIN_DSN, "consent_log_schema": schema}
+    finally:
+        await pg_admin(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture(params=LOG_BACKENDS)
+async def each_log_backend(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, object]]:
+    async with log_backend(request.param) as overrides:
+        yield overrides
+
+
+def config_for_log(scheme: devscheme.DevScheme, settings: Settings) -> Path:
+    """The scheme's broker config, pointed at the consent log ``settings`` use (for ``axb``
+    commands run against a test broker's log)."""
+    text = scheme.broker_config.read_text()
+    line = 'consent_log = "log/consent-log.sqlite3"\n'
+    assert line in text
+    if settings.consent_log.startswith("postgresql://"):
+        text = text.replace(
+            line,
+            f'consent_log = "{settings.consent_log}"\n'
+            f'consent_log_schema = "{settings.consent_log_schema}"\n',
+        )
+    path = scheme.root / "broker-this-log.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def consent_log_overrides() -> dict[str, object]:
+    """The settings that choose a test broker's consent log: by default the scheme's SQLite
+    file."""
+    return {}
 
 
 @pytest.fixture
@@ -109,12 +159,12 @@ async def providers(scheme: devscheme.DevScheme) -> AsyncIterator[dict[str, Runn
 
 @pytest.fixture
 async def start_broker(
-    scheme: devscheme.DevScheme,
+    scheme: devscheme.DevScheme, consent_log_overrides: dict[str, object]
 ) -> AsyncIterator[Callable[..., object]]:
     started: list[RunningBroker] = []
 
     async def start(**overrides: object) -> RunningBroker:
-        settings = load_settings(scheme.broker_config, **overrides)
+        settings = load_settings(scheme.broker_config, **{**consent_log_overrides, **overrides})
         app = create_app(settings)
         runner = await start_app(app, settings.host, settings.port)
         broker = RunningBroker(f"http://{settings.host}:{settings.port}", settings, app, runner)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import secrets
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -31,14 +33,21 @@ import yarl
 
 from broker import devscheme
 from broker.app import create_app
-from broker.app_keys import REGISTRY
+from broker.app_keys import REGISTRY, STORES
 from broker.audit_client import AuditClient
 from broker.client import CheckFailed, EligibilityClient
 from broker.demo import subject_of
 from broker.problems import TYPE_PREFIX
-from broker.settings import load_settings
+from broker.settings import Settings, load_settings
 from connectors.reference.providers import build_reference_provider
-from tests.conftest import RunningBroker, RunningProvider, start_app
+from tests.conftest import (
+    LOG_BACKENDS,
+    RunningBroker,
+    RunningProvider,
+    config_for_log,
+    log_backend,
+    start_app,
+)
 from trust import jws
 from trust.checkpoint import (
     Checkpoint,
@@ -60,6 +69,11 @@ BB_PURPOSE, FSM_PURPOSE = "blue-badge-application", "free-school-meals-applicati
 ORIGIN = devscheme.LOG_ORIGIN
 ROOT = Path(__file__).resolve().parents[2]
 PERSON = {"family_name": "Testwell", "date_of_birth": "2016-03-14"}  # bb-yes-dla
+
+
+@pytest.fixture
+def consent_log_overrides(each_log_backend: dict[str, object]) -> dict[str, object]:
+    return each_log_backend  # every broker here runs on SQLite, then on PostgreSQL
 
 
 # helpers ------------------------------------------------------------------------------------
@@ -171,7 +185,14 @@ class Audited:
         return self.export.read_bytes().splitlines(keepends=True)
 
 
-async def _audited_run(scheme: devscheme.DevScheme, out: Path) -> Audited:
+async def _audited_run(scheme: devscheme.DevScheme, out: Path, backend: str) -> Audited:
+    async with log_backend(backend) as log_settings:
+        return await _audited_run_on(scheme, out, log_settings)
+
+
+async def _audited_run_on(
+    scheme: devscheme.DevScheme, out: Path, log_settings: dict[str, object]
+) -> Audited:
     audited = Audited(scheme.root, out / "export.jsonl", out / "early-export.jsonl")
     runners = {}
     for pid in (devscheme.DWP, devscheme.HMRC):  # the providers of the checks made here
@@ -179,7 +200,7 @@ async def _audited_run(scheme: devscheme.DevScheme, out: Path) -> Audited:
         runners[pid] = await start_app(service.app, service.host, service.port)
     # Checkpoints only when this run asks for one, so the export's checkpoints are known.
     quiet = {"signing_key": "secrets/log.skey", "checkpoint_every_seconds": 3600.0}
-    settings = load_settings(scheme.broker_config, log=quiet)
+    settings = load_settings(scheme.broker_config, log=quiet, **log_settings)
     broker = await start_app(create_app(settings), settings.host, settings.port)
     url = scheme.broker_url
     try:
@@ -223,13 +244,14 @@ async def _audited_run(scheme: devscheme.DevScheme, out: Path) -> Audited:
     return audited
 
 
-@pytest.fixture(scope="module")
-def audited(tmp_path_factory: pytest.TempPathFactory) -> Audited:
-    """One real broker run and its export (the broker runs on its own loop in a thread)."""
+@pytest.fixture(scope="module", params=LOG_BACKENDS)
+def audited(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Audited:
+    """One real broker run and its export, once per consent-log backend (the broker runs on its
+    own loop in a thread)."""
     base = tmp_path_factory.mktemp("audited")
     scheme = devscheme.generate(base / "scheme")
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, _audited_run(scheme, base)).result()
+        return pool.submit(asyncio.run, _audited_run(scheme, base, request.param)).result()
 
 
 # the export and the offline verifier --------------------------------------------------------
@@ -1386,8 +1408,9 @@ async def test_pruned_log_still_verifies_and_proves(
     await broker.stop()
 
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    log_config = config_for_log(scheme, broker.settings)
     code, stdout, stderr = await axb_async(
-        "audit", "prune", "--config", str(scheme.broker_config), "--before", tomorrow
+        "audit", "prune", "--config", str(log_config), "--before", tomorrow
     )
     assert code == 0, stderr
     assert f"pruned {len(received)} record bodies" in stdout
@@ -1439,49 +1462,57 @@ async def test_pruned_log_still_verifies_and_proves(
         assert subject["records"][-1]["log_index"] == fresh.index
 
 
-# PostgreSQL: no answer without its record ---------------------------------------------------
+# No answer without its record, on each backend ---------------------------------------------
 
 
-@pytest.mark.postgres
-async def test_no_answer_without_its_record_on_postgresql(
-    pg_database: str,  # first: set up before the broker, dropped after it stops
-    scheme: devscheme.DevScheme,
-    start_broker: Callable[..., Any],
-    providers: dict[str, RunningProvider],
+async def rename_records(settings: Settings, old: str, new: str) -> None:
+    """Hide or restore the records table under a running broker: its commits fail meanwhile."""
+    if settings.consent_log.startswith("postgresql://"):
+        db = await asyncpg.connect(
+            settings.consent_log, server_settings={"search_path": settings.consent_log_schema}
+        )
+        try:
+            await db.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        finally:
+            await db.close()
+        return
+    with contextlib.closing(sqlite3.connect(settings.consent_log_path)) as db:
+        db.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        db.commit()
+
+
+async def test_no_answer_without_its_record_while_the_log_cannot_commit(
+    scheme: devscheme.DevScheme, broker: RunningBroker
 ) -> None:
-    broker = await start_broker(consent_log=pg_database)
     config = scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
-    db = await asyncpg.connect(pg_database, server_settings={"search_path": "axb"})
-    try:
-        async with EligibilityClient.from_config(config) as client:
-            received = await asyncio.gather(
-                *(ask(client, label) for label in ("bb-yes-dla", "bb-no", "no-match") * 10)
-            )
-            stored = {
-                r["log_index"]: (r["query_jti"], r["outcome"])
-                for r in await db.fetch("SELECT log_index, query_jti, outcome FROM records")
-            }
-            assert sorted(stored) == list(range(30))
-            for got in received:
-                assert stored[got.index] == (got.jti, got.outcome)
+    log = broker.app[STORES].consent_log
+    async with EligibilityClient.from_config(config) as client:
+        received = await asyncio.gather(
+            *(ask(client, label) for label in ("bb-yes-dla", "bb-no", "no-match") * 10)
+        )
+        stored = {
+            r.index: (body["query_jti"], body["outcome"])
+            for r in await log.entries(0, 100)
+            for body in [orjson.loads(r.body or b"{}")]
+        }
+        assert sorted(stored) == list(range(30))
+        for got in received:
+            assert stored[got.index] == (got.jti, got.outcome)
 
-            await db.execute("ALTER TABLE records RENAME TO records_hidden")  # commits now fail
-            token, jti = client.sign_query(
-                BB, purpose=BB_PURPOSE, subject=subject_of("bb-yes-dla"), assurance="P2"
-            )
-            with pytest.raises(CheckFailed) as failed:
-                await client.send(token, jti)
-            assert failed.value.status == 503
-            assert _problem(failed.value.problem) == "log-unavailable"
-            await db.execute("ALTER TABLE records_hidden RENAME TO records")
-            assert await db.fetchval("SELECT count(*) FROM records WHERE query_jti = $1", jti) == 0
-            again = await ask(client, "bb-yes-dla")  # the writer recovers, with no gap
-            assert again.index == 30
-        async with auditor_client(scheme.root) as auditor:
-            lines = [line async for line in auditor.export()]
-        report = verify(lines, scheme.root)
-        assert report.ok, report.problems
-        assert report.records == 31
-    finally:
-        await db.close()
-        await broker.stop()
+        await rename_records(broker.settings, "records", "records_hidden")  # commits now fail
+        token, jti = client.sign_query(
+            BB, purpose=BB_PURPOSE, subject=subject_of("bb-yes-dla"), assurance="P2"
+        )
+        with pytest.raises(CheckFailed) as failed:
+            await client.send(token, jti)
+        assert failed.value.status == 503
+        assert _problem(failed.value.problem) == "log-unavailable"
+        await rename_records(broker.settings, "records_hidden", "records")
+        assert await log.size() == 30  # the refused commit left nothing behind
+        again = await ask(client, "bb-yes-dla")  # the writer recovers, with no gap
+        assert again.index == 30
+    async with auditor_client(scheme.root) as auditor:
+        lines = [line async for line in auditor.export()]
+    report = verify(lines, scheme.root)
+    assert report.ok, report.problems
+    assert report.records == 31

@@ -28,6 +28,11 @@ from trust.messages import EligibilityAnswer
 from trust.receipts import ReceiptNotCovered, ReceiptNotProven, receipt_leaf
 
 
+@pytest.fixture
+def consent_log_overrides(each_log_backend: dict[str, object]) -> dict[str, object]:
+    return each_log_backend  # every broker here runs on SQLite, then on PostgreSQL
+
+
 async def ask(client: EligibilityClient, who: str = "bb-yes-dla") -> EligibilityAnswer:
     return await client.check(
         devscheme.BLUE_BADGE_CHECK,
