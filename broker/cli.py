@@ -492,7 +492,7 @@ def audit() -> None:
 )
 def audit_verify(export: Path, log_key: str, held: tuple[Path, ...]) -> None:
     """Verify an export offline, trusting only the log's public key."""
-    from trust.checkpoint import NoteVerifier
+    from trust.checkpoint import NoteVerifier, split_notes
     from trust.errors import CheckpointError, KeyFormatError
     from trust.log_verify import verify_export
 
@@ -502,7 +502,8 @@ def audit_verify(export: Path, log_key: str, held: tuple[Path, ...]) -> None:
     except (CheckpointError, KeyFormatError) as exc:
         raise click.ClickException(f"bad log key: {exc}") from exc
     with export.open("rb") as lines:
-        report = verify_export(lines, verifier, held=[p.read_text() for p in held])
+        notes = [note for path in held for note in split_notes(path.read_text())]
+        report = verify_export(lines, verifier, held=notes)
     click.echo(
         f"records: {report.records}   checkpoints verified: {report.checkpoints}   "
         f"verified up to size: {report.verified_size}"
@@ -591,6 +592,26 @@ def audit_records(
             )
 
     click.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@audit.command("console")
+@click.option("--config", "config", type=CONFIG, required=True, help="auditors/X.toml")
+@click.option("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
+def audit_console(config: Path, port: int) -> None:
+    """Serve the auditor's console on 127.0.0.1: records, proofs, subject access, verify."""
+    from broker.audit_console import login_url, start_console
+
+    async def run() -> None:
+        runner, console = await start_console(config, port=port)
+        click.echo(f"audit console for {console.client.member_id}: open {login_url(console)}")
+        click.echo("(the link signs you in; keep it to yourself. Ctrl-C stops the console.)")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
 
 
 @audit.command("prune")

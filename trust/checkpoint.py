@@ -378,3 +378,23 @@ def open_checkpoint(note: str, verifier: NoteVerifier, origin: str) -> Checkpoin
             f"checkpoint is for origin {checkpoint.origin!r}, expected {origin!r}"
         )
     return checkpoint
+
+
+def split_notes(text: str) -> list[str]:
+    """Signed notes pasted one after another (blank lines between them allowed) as separate
+    notes. A note is its text, one blank line, then signature lines starting ``— ``."""
+    notes: list[str] = []
+    lines: list[str] = []
+    signed = False  # past the blank line that ends the note's text
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if signed and not line.startswith("— "):
+            notes.append("\n".join(lines) + "\n")
+            lines, signed = [], False
+        if not line and not lines:
+            continue  # blank lines between notes
+        if not line and not signed:
+            signed = True
+        lines.append(line)
+    if lines:
+        notes.append("\n".join(lines).rstrip("\n") + "\n")
+    return notes

@@ -19,7 +19,7 @@ import orjson
 from trust.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from trust.errors import CheckpointError, LogProofError
 from trust.keys import b64_decode
-from trust.merkle import MerkleTree, leaf_hash, verify_consistency
+from trust.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from trust.records import canonical_json, leaf_input, record_digest
 
 
@@ -238,3 +238,41 @@ def _verify_checkpoints(
         )
     if not opened:
         report.problem("the export carries no checkpoint signed by the log's key")
+
+
+def verify_record(
+    item: dict[str, Any], note: str, proof: Iterable[Any], verifier: NoteVerifier
+) -> VerifyReport:
+    """Verify one record as the audit API serves it (``GET /v1/audit/records/{i}``): its body
+    against its digest, the checkpoint's signature by the pinned log key, and the inclusion
+    proof from its leaf to that checkpoint's root. ``verified_size`` is the checkpoint's size
+    when everything holds."""
+    report = VerifyReport(records=1)
+    index = item.get("log_index")
+    if type(index) is not int or index < 0:
+        report.problem("the record has no valid log_index")
+        return report
+    digest = _check_record(1, item, report)
+    try:
+        checkpoint = open_checkpoint(note, verifier, verifier.name)
+    except CheckpointError as exc:
+        report.problem(f"checkpoint not signed by the log's key (forged): {exc}")
+        return report
+    report.checkpoints = 1
+    hashes = [_b64(h) for h in proof]
+    if digest is None or None in hashes:
+        report.problem(f"record {index}: the inclusion proof is malformed")
+        return report
+    try:
+        verify_inclusion(
+            leaf_hash(leaf_input(digest)),
+            index,
+            checkpoint.size,
+            [h for h in hashes if h is not None],
+            checkpoint.root_hash,
+        )
+    except LogProofError as exc:
+        report.problem(f"record {index} is not in the log's checkpoint: {exc}")
+    if report.ok:
+        report.verified_size = checkpoint.size
+    return report

@@ -23,6 +23,7 @@ from trust.checkpoint import (
     open_note,
     parse_checkpoint,
     sign_checkpoint,
+    split_notes,
     verifier_key,
     verify_ed25519,
 )
@@ -370,3 +371,23 @@ def test_ed25519_primitive_refuses_wrong_lengths() -> None:
     assert not verify_ed25519(VERIFIER.public_key, message, signature[:63])
     assert not verify_ed25519(VERIFIER.public_key, message, signature + b"\x00")
     assert not verify_ed25519(VERIFIER.public_key[:31], message, signature)
+
+
+def test_pasted_notes_are_split_one_by_one() -> None:
+    skey, vkey = generate_signer("axb.test/log")
+    signer, verifier = NoteSigner(skey), NoteVerifier(vkey)
+    notes = [
+        sign_checkpoint(Checkpoint("axb.test/log", n, leaf_hash(bytes([n]))), signer)
+        for n in (1, 2, 3)
+    ]
+    for pasted in (
+        "".join(notes),
+        "\n\n".join(notes) + "\n\n",
+        "\n" + "\n".join(notes).replace("\n", "\r\n"),
+        notes[0] + notes[1] + notes[2].rstrip("\n"),
+    ):
+        split = split_notes(pasted)
+        assert split == notes
+        assert [open_checkpoint(n, verifier, "axb.test/log").size for n in split] == [1, 2, 3]
+    assert split_notes("") == []
+    assert split_notes("\n\n") == []
