@@ -134,9 +134,10 @@ async def test_forms_need_the_console_origin_and_its_form_token(open_console: Op
     assert status == 403
     status, _ = await page(browser, url, csrf="0" * 64, **person)
     assert status == 403
-    headers = {"Origin": "https://evil.example"}
-    async with browser.post(url, data={"csrf": token, **person}, headers=headers) as response:
-        assert response.status == 403
+    for origin in ("https://evil.example", "null", f"http://127.0.0.1:{console.port + 1}"):
+        headers = {"Origin": origin}
+        async with browser.post(url, data={"csrf": token, **person}, headers=headers) as response:
+            assert response.status == 403, origin
     status, _ = await page(browser, url, csrf=token, **person)
     assert status == 200
 
@@ -319,3 +320,67 @@ async def test_axb_audit_console_prints_a_sign_in_link(scheme: devscheme.DevSche
     finally:
         process.terminate()
         await process.wait()
+
+
+# --- in a real browser ---------------------------------------------------------------------
+
+
+def browse_as_an_auditor(link: str, person: dict[str, str]) -> dict[str, Any]:
+    """Headless Chromium through the console, as an auditor clicks through it (blocking: run
+    it in a thread while the test's loop serves the broker and the console)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
+        pytest.fail("Chromium and ChromeDriver are needed: .ci/tools installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    seen: dict[str, Any] = {}
+    try:
+        driver.get(link)  # signs in, lands on the records page
+        seen["records_title"] = driver.title
+        seen["rows"] = len(driver.find_elements(By.CSS_SELECTOR, "table.records tbody tr"))
+        header = driver.find_element(By.TAG_NAME, "header")
+        seen["header_background"] = header.value_of_css_property("background-color")
+
+        driver.find_element(By.LINK_TEXT, "Subject access").click()
+        driver.find_element(By.NAME, "family_name").send_keys(person["family_name"])
+        driver.find_element(By.NAME, "date_of_birth").send_keys(person["date_of_birth"])
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        seen["subject_access"] = driver.find_element(By.TAG_NAME, "h2").text
+        driver.find_element(By.CSS_SELECTOR, "table.records a").click()
+        seen["record_verdict"] = driver.find_element(By.CSS_SELECTOR, ".verdict").text
+
+        driver.find_element(By.LINK_TEXT, "Verify the whole log").click()
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        seen["verify_verdict"] = driver.find_element(By.CSS_SELECTOR, ".verdict").text
+        seen["severe"] = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    return seen
+
+
+async def test_an_auditor_uses_the_console_in_chromium(
+    scheme: devscheme.DevScheme, broker: RunningBroker, blue_badge_client: EligibilityClient
+) -> None:
+    for who in ("bb-yes-dla", "bb-no", "bb-yes-dla", "no-match"):
+        await ask(blue_badge_client, who)
+    runner, console = await start_console(auditor_config(scheme))
+    try:
+        seen = await asyncio.to_thread(
+            browse_as_an_auditor, login_url(console), subject_of("bb-yes-dla")
+        )
+    finally:
+        await runner.cleanup()
+    assert seen["records_title"].startswith("Records")
+    assert seen["rows"] == 4
+    assert seen["header_background"] == "rgba(11, 12, 12, 1)"  # the stylesheet loaded under CSP
+    assert seen["subject_access"] == "2 records about this person"
+    assert seen["record_verdict"].startswith("Verified: the record matches its digest")
+    assert seen["verify_verdict"].startswith("OK: the export verifies. 4 records")
+    assert seen["severe"] == []  # no CSP violation, no script or resource error
