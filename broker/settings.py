@@ -87,14 +87,18 @@ def load_log_signer(path: Path) -> NoteSigner:
         raise ConfigError(f"cannot read log signing key {path}: {exc}") from exc
 
 
+# What broker.stores.admission.redis_client connects to: one server, a Cluster, or Sentinels.
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://")
+
+
 def load_settings(path: Path, **overrides: Any) -> Settings:
     """Read ``path`` (TOML); ``overrides`` (e.g. ``port``, ``redis_url``) win over the file."""
     table = read_toml(path)
     table.update({k: v for k, v in overrides.items() if v is not None})
     base = path.parent
     redis_url = table.get("redis_url") or None
-    if redis_url is not None and not str(redis_url).startswith(("redis://", "rediss://", "unix")):
-        raise ConfigError("redis_url must be a redis:// URL")
+    if redis_url is not None and not str(redis_url).startswith(REDIS_SCHEMES):
+        raise ConfigError(f"redis_url must start with one of {', '.join(REDIS_SCHEMES)}")
     pseudonym = table.get("pseudonym")
     if not isinstance(pseudonym, dict):
         raise ConfigError("a [pseudonym] table with key_id and key_file is required")

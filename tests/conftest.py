@@ -10,15 +10,19 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+import redis
 from aiohttp import web
 
 from broker import devscheme
@@ -236,3 +240,80 @@ async def run_axb(*args: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+class PrivateRedis:
+    """A throwaway ``redis-server`` on its own port, which tests may kill and restart."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        config: str = "",
+        args: Sequence[str] = (),
+    ) -> None:
+        """``config`` (redis.conf text) and ``args`` set a mode: Cluster, replica, Sentinel."""
+        self.port = port or devscheme.free_port()
+        self.workdir = workdir
+        self.config = config
+        self.args = tuple(args)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        assert self.process is None
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "redis.conf"
+        config.write_text(self.config)
+        with (self.workdir / "redis.log").open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    shutil.which("redis-server") or "redis-server",
+                    str(config),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                    *self.args,
+                ],
+                stdout=out,
+                stderr=out,
+            )
+        deadline = time.monotonic() + timeout_s
+        probe = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            while True:
+                try:
+                    if probe.ping():
+                        return
+                except redis.RedisError:
+                    pass
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+                    )
+                time.sleep(0.02)
+        finally:
+            probe.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no goodbye to clients."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2)

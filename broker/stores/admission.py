@@ -4,19 +4,24 @@ Two backends with one interface and one order of decisions: a replayed ``jti`` i
 without counting against the member's rate; a query over the rate is refused *without* using up
 its ``jti`` (the council may send the same token again after ``Retry-After``); only an admitted
 query records its ``jti``. ``MemoryAdmissionStore`` serves one process. ``RedisAdmissionStore``
-makes one round trip per check (one Lua script, atomic) with both keys in one hash slot (Redis
-Cluster), and if Redis cannot be reached raises :class:`StoreUnavailable`: it never falls back
-to memory.
+makes one round trip per check (one Lua script, atomic) with both keys in one hash slot, so it
+runs on one server, on Redis Cluster and behind Sentinel (see :func:`redis_client`). If Redis
+cannot be reached it raises :class:`StoreUnavailable`: it never falls back to memory.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 from broker.errors import RateLimited, Replayed, StoreUnavailable
 from trust.replay import ReplayCache, ReplayCacheFull
@@ -78,15 +83,63 @@ return 1
 """
 
 
+_REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
+
+
+def _nodes(netloc: str) -> list[tuple[str, int]]:
+    hosts = netloc.rpartition("@")[2]
+    nodes = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a Redis node must be host:port, not {item!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+def redis_client(url: str, *, timeout_s: float) -> tuple[Any, list[Any]]:
+    """A Redis client for ``url``, and what else to close with it.
+
+    - ``redis://[:password@]host:port/db``, ``rediss://…``, ``unix://…``: one server.
+    - ``redis+cluster://[:password@]host:port[,host:port…]``: Redis Cluster, from these seed
+      nodes. The admission keys of one member share a hash slot.
+    - ``redis+sentinel://host:port[,host:port…]/service[/db]``: the current master of
+      ``service``, as the Sentinels name it, followed through failovers. A password in the
+      URL is the master's.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+    }
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else None
+    if parts.scheme == "redis+cluster":
+        nodes = [ClusterNode(host, port) for host, port in _nodes(parts.netloc)]
+        # one quick retry (a moved slot, a dropped connection), then fail closed
+        cluster = RedisCluster(
+            startup_nodes=nodes, password=password, retry=Retry(NoBackoff(), 1), **options
+        )
+        return cluster, []
+    if parts.scheme == "redis+sentinel":
+        service, _, db = parts.path.strip("/").partition("/")
+        if not service:
+            raise ValueError("redis+sentinel:// needs the service name as its path")
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            _nodes(parts.netloc), sentinel_kwargs=options, **options
+        )
+        master = sentinel.master_for(
+            service, db=int(db or 0), password=password, retry_on_timeout=False
+        )
+        return master, list(sentinel.sentinels)
+    client = aioredis.Redis.from_url(
+        url, retry_on_timeout=False, health_check_interval=0, **options
+    )
+    return client, []
+
+
 class RedisAdmissionStore:
     def __init__(self, url: str, *, prefix: str = "axb", timeout_s: float = 0.5) -> None:
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        self._redis, self._also_close = redis_client(url, timeout_s=timeout_s)
         self._prefix = prefix
         self._script = self._redis.register_script(_ADMIT_SCRIPT)
 
@@ -98,7 +151,7 @@ class RedisAdmissionStore:
         keys = [f"{slot}:jti:{jti}", f"{slot}:rate:{int(now)}"]
         try:
             result = int(await self._script(keys=keys, args=[ttl, limit]))
-        except (RedisError, OSError) as exc:
+        except _REDIS_ERRORS as exc:
             raise StoreUnavailable("redis unreachable") from exc
         if result == 1:
             return "ok"
@@ -107,11 +160,13 @@ class RedisAdmissionStore:
     async def ready(self) -> bool:
         try:
             return bool(await self._redis.ping())
-        except (RedisError, OSError):
+        except _REDIS_ERRORS:
             return False
 
     async def close(self) -> None:
         await self._redis.aclose()
+        for client in self._also_close:
+            await client.aclose()
 
 
 async def admit_or_refuse(

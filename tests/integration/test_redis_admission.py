@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -32,7 +31,7 @@ from broker.client import EligibilityClient
 from broker.demo import subject_of
 from broker.errors import StoreUnavailable
 from broker.stores.admission import RedisAdmissionStore
-from tests.conftest import RunningBroker, RunningProvider
+from tests.conftest import PrivateRedis, RunningBroker, RunningProvider
 from trust.keys import SigningKey
 
 pytestmark = pytest.mark.redis
@@ -186,69 +185,6 @@ async def wait_ready(broker: BrokerProcess, timeout_s: float = 30.0) -> None:
                         return
             await asyncio.sleep(0.05)
     pytest.fail(f"broker at {broker.url} never became ready:\n{broker.output()}")
-
-
-class PrivateRedis:
-    """A throwaway ``redis-server`` on its own port, which tests may kill and restart."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = devscheme.free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        assert self.process is None
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with (self.workdir / "redis.log").open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    shutil.which("redis-server") or "redis-server",
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--daemonize",
-                    "no",
-                    "--dir",
-                    str(self.workdir),
-                ],
-                stdout=out,
-                stderr=out,
-            )
-        deadline = time.monotonic() + timeout_s
-        probe = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            while True:
-                try:
-                    if probe.ping():
-                        return
-                except redis.RedisError:
-                    pass
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
-                    )
-                time.sleep(0.02)
-        finally:
-            probe.close()
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no goodbye to clients."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2)
 
 
 @pytest.fixture
