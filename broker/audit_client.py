@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -17,8 +18,25 @@ from yarl import URL
 from broker.client import CheckFailed
 from connectors.config import member_identity
 from trust import jws
-from trust.keys import SigningKey
-from trust.messages import audit_request_claims
+from trust.checkpoint import NoteVerifier
+from trust.errors import InvalidMessage, VerificationError
+from trust.keys import SigningKey, VerifyingKey, load_jwks
+from trust.log_verify import verify_record
+from trust.messages import EligibilityAnswer, audit_request_claims, parse_answer
+from trust.receipts import compare_with_record
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptAudit:
+    """An auditor's check of a council's answer token against the log."""
+
+    answer: EligibilityAnswer | None  # None: not a valid answer of this broker
+    problems: list[str]
+    checkpoint_size: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.answer is not None and not self.problems
 
 
 class AuditClient:
@@ -98,6 +116,43 @@ class AuditClient:
         async with await self._request("POST", "/v1/audit/subject-access", body=body) as response:
             result: dict[str, Any] = await response.json()
             return result
+
+    async def broker_keys(self) -> dict[str, VerifyingKey]:
+        """The broker's published answer-signing keys (its JWKS), by ``kid``."""
+        if self._session is None:
+            raise RuntimeError("use the client as 'async with AuditClient(...)'")
+        async with self._session.get(f"{self._url}/.well-known/jwks.json") as response:
+            response.raise_for_status()
+            return {key.kid: key for key in load_jwks(await response.json())}
+
+    async def audit_receipt(self, token: str, verifier: NoteVerifier | None) -> ReceiptAudit:
+        """Check an answer token a council kept: signed by this broker (as of when it was
+        issued), and the log's record at its index is the one it was given on, proven against
+        a checkpoint signed by the pinned log key."""
+        keys = await self.broker_keys()
+
+        def lookup(kid: str) -> jws.TrustedKey | None:
+            key = keys.get(kid)
+            return None if key is None else jws.TrustedKey(self._broker_id, key)
+
+        try:
+            verified = jws.verify_as_issued(token.strip(), jws.ELIGIBILITY_RESPONSE, keys=lookup)
+            answer = parse_answer(verified, requester=str(verified.claims["aud"]))
+        except VerificationError as exc:
+            return ReceiptAudit(None, [f"not an answer signed by this broker: {exc.reason}"])
+        except InvalidMessage as exc:
+            return ReceiptAudit(None, [f"not a well-formed answer: {exc}"])
+        try:
+            found = await self.record(answer.log_index)
+        except CheckFailed as failed:
+            return ReceiptAudit(answer, [f"the log has no record {answer.log_index} ({failed})"])
+        if verifier is None:
+            return ReceiptAudit(answer, ["no log key is pinned: set log_key in your config"])
+        report = verify_record(
+            found["record"], found["checkpoint"], found["inclusion_proof"], verifier
+        )
+        problems = report.problems + compare_with_record(answer, found["record"])
+        return ReceiptAudit(answer, problems, report.verified_size)
 
     async def export(self) -> AsyncIterator[bytes]:
         async with await self._request("GET", "/v1/audit/export") as response:

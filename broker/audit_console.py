@@ -6,7 +6,8 @@ It listens on 127.0.0.1 only and prints a URL with a one-time secret. Opening th
 cookie; every other request needs it. The console holds the auditor's key and signs each audit
 API request itself, so the key never reaches the browser. Pages: records (filters,
 pagination), one record with its proof checked here against the pinned log key, subject
-access, and verification of the whole export (with checkpoints held from earlier visits).
+access, verification of the whole export (with checkpoints held from earlier visits), and a
+council's answer token checked against the log.
 
 Defences:
 - The ``Host`` header must name the console, which stops DNS rebinding.
@@ -236,6 +237,15 @@ async def verify_page(request: web.Request) -> web.Response:
     return console.page("verify.html", report=report, held=held_text, latest=latest)
 
 
+async def receipt_page(request: web.Request) -> web.Response:
+    console = _console(request)
+    if request.method == "GET":
+        return console.page("receipt.html", audit=None)
+    form = await request.post()
+    audit = await console.client.audit_receipt(str(form.get("token", "")), console.verifier)
+    return console.page("receipt.html", audit=audit)
+
+
 async def stylesheet(_: web.Request) -> web.FileResponse:
     return web.FileResponse(TEMPLATES / "console.css")
 
@@ -261,7 +271,12 @@ def build_console(config: Path, *, token: str | None = None) -> tuple[web.Applic
     app.router.add_get("/login", login)
     app.router.add_get("/", records_page)
     app.router.add_get("/records/{index}", record_page)
-    for path, page in (("/subject-access", subject_access_page), ("/verify", verify_page)):
+    pages = (
+        ("/subject-access", subject_access_page),
+        ("/verify", verify_page),
+        ("/receipt", receipt_page),
+    )
+    for path, page in pages:
         app.router.add_get(path, page)
         app.router.add_post(path, page)
     app.router.add_get("/static/console.css", stylesheet)

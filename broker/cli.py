@@ -9,6 +9,7 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import click
 from aiohttp import web
@@ -204,7 +205,7 @@ def check(
     async def run() -> int:
         async with EligibilityClient.from_config(config) as client:
             try:
-                answer = await client.check(
+                query, jti = client.sign_query(
                     check_name,
                     purpose=purpose,
                     subject=subject,
@@ -212,6 +213,7 @@ def check(
                     as_of=date.fromisoformat(as_of) if as_of else None,
                     assurance=assurance,
                 )
+                answer, answer_token = await client.exchange(query, jti)
             except CheckFailed as failed:
                 click.echo(json.dumps(failed.problem, indent=2))
                 return 2
@@ -224,6 +226,7 @@ def check(
                 "record_digest": encode_digest(answer.record_digest),
                 "query_jti": answer.query_jti,
                 "verified": True,
+                "answer_token": answer_token,  # keep it: the evidence `axb audit receipt` checks
             }
             status = 0
             if prove_receipt:
@@ -592,6 +595,34 @@ def audit_records(
             )
 
     click.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@audit.command("receipt")
+@click.option("--config", "config", type=CONFIG, required=True, help="auditors/X.toml")
+@click.argument("answer", type=click.File("r"))
+def audit_receipt(config: Path, answer: Any) -> None:
+    """Check a council's answer token (a file, or - for stdin) against the log."""
+    from broker.audit_client import AuditClient
+    from connectors.config import member_log_key
+
+    token = answer.read().strip()
+
+    async def run() -> int:
+        async with AuditClient.from_config(config) as auditor:
+            audit = await auditor.audit_receipt(token, member_log_key(config))
+        if audit.answer is not None:
+            a = audit.answer
+            click.echo(f"answer: {a.outcome} for {a.requester}, {a.check}, record {a.log_index}")
+        for problem in audit.problems:
+            click.echo(f"PROBLEM {problem}")
+        if audit.ok:
+            click.echo(
+                f"OK: record {audit.answer.log_index if audit.answer else '?'} is the record "
+                f"this answer was given on, in the checkpoint of size {audit.checkpoint_size}"
+            )
+        return 0 if audit.ok else 1
+
+    sys.exit(asyncio.run(run()))
 
 
 @audit.command("console")

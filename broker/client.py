@@ -184,6 +184,12 @@ class EligibilityClient:
         return await self.send(token, jti)
 
     async def send(self, token: str, jti: str) -> EligibilityAnswer:
+        answer, _ = await self.exchange(token, jti)
+        return answer
+
+    async def exchange(self, token: str, jti: str) -> tuple[EligibilityAnswer, str]:
+        """Send a signed query; the verified answer and the answer token itself (keep it: it is
+        the council's evidence, which an auditor can check with ``axb audit receipt``)."""
         async with self.session.post(
             f"{self._url}/v1/checks",
             data=token,
@@ -196,7 +202,8 @@ class EligibilityClient:
                 except ValueError:
                     problem = {"detail": "no problem document"}
                 raise CheckFailed(response.status, problem)
-        return await self.verify_answer(body, jti)
+        answer = await self.verify_answer(body, jti)
+        return answer, body.decode("ascii")
 
     async def prove_receipt(
         self, answer: EligibilityAnswer, *, wait_s: float = 15.0, poll_s: float = 0.5

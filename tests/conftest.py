@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 import redis
 from aiohttp import web
@@ -100,6 +102,28 @@ def config_for_log(scheme: devscheme.DevScheme, settings: Settings) -> Path:
     path = scheme.root / "broker-this-log.toml"
     path.write_text(text)
     return path
+
+
+async def edit_record(settings: Settings, index: int, **changes: object) -> None:
+    """The operator edits a committed record's body in the database, on either backend."""
+    select = "SELECT body FROM records WHERE log_index = {}"
+    update = "UPDATE records SET body = {} WHERE log_index = {}"
+    if settings.consent_log.startswith("postgresql://"):
+        db = await asyncpg.connect(
+            settings.consent_log, server_settings={"search_path": settings.consent_log_schema}
+        )
+        try:
+            body = await db.fetchval(select.format("$1"), index)
+            edited = orjson.dumps({**orjson.loads(body), **changes}, option=orjson.OPT_SORT_KEYS)
+            await db.execute(update.format("$1", "$2"), edited, index)
+        finally:
+            await db.close()
+        return
+    with contextlib.closing(sqlite3.connect(settings.consent_log_path)) as lite:
+        (body,) = lite.execute(select.format("?"), (index,)).fetchone()
+        edited = orjson.dumps({**orjson.loads(body), **changes}, option=orjson.OPT_SORT_KEYS)
+        lite.execute(update.format("?", "?"), (edited, index))
+        lite.commit()
 
 
 @pytest.fixture
@@ -317,3 +341,18 @@ class PrivateRedis:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=2)
+
+
+async def blue_badge_answer_token(client: EligibilityClient, who: str) -> str:
+    """A Blue Badge check for the test identity ``who``; the answer token, as a council keeps
+    it (verified on the way in)."""
+    from broker.demo import subject_of
+
+    query, jti = client.sign_query(
+        devscheme.BLUE_BADGE_CHECK,
+        purpose="blue-badge-application",
+        subject=subject_of(who),
+        assurance="P2",
+    )
+    _, token = await client.exchange(query, jti)
+    return token

@@ -246,6 +246,22 @@ def verify(
     return Verified(issuer, kid, jti, issued_at, expires_at, claims)
 
 
+def verify_as_issued(token: str | bytes, profile: Profile, *, keys: KeyLookup) -> Verified:
+    """Verify a message as it stood when issued, for evidence: an answer a council shows an
+    auditor has long expired. Every check of :func:`verify` runs, with ``now`` its own ``iat``
+    and the audience its own ``aud``: the signature, the key's owner and validity window at
+    that time, the profile and the lifetime."""
+    compact = decode_compact(token)
+    try:
+        claims = parse_json_object(compact.payload)
+    except ValueError as exc:
+        raise VerificationError("payload is not a strict JSON object") from exc
+    audience, issued_at = claims.get("aud"), claims.get("iat")
+    if not isinstance(audience, str) or type(issued_at) is not int:
+        raise VerificationError("aud or iat missing")
+    return verify(token, profile, keys=keys, audience=audience, now=issued_at)
+
+
 @lru_cache(maxsize=256)
 def _encoded_header(kid: str, typ: str) -> bytes:
     header = orjson.dumps({"alg": ALGORITHM, "kid": kid, "typ": typ})

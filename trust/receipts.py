@@ -13,12 +13,14 @@ the export can also check that record ``log_index`` there has ``record_digest``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from trust.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from trust.errors import CheckpointError, LogProofError, TrustError
 from trust.merkle import leaf_hash, verify_inclusion
+from trust.messages import EligibilityAnswer, encode_digest
 from trust.records import leaf_input
 
 
@@ -75,3 +77,31 @@ def prove_receipt(
     except LogProofError as exc:
         raise ReceiptNotProven(f"record {index} is not in the log as answered: {exc}") from exc
     return ProvenReceipt(index, record_digest, checkpoint, note)
+
+
+def compare_with_record(answer: EligibilityAnswer, record: Mapping[str, Any]) -> list[str]:
+    """What differs between a verified answer's receipt and the log's record at its index, as
+    the audit API serves it (an empty list: the record is the one the answer was given on)."""
+    index = answer.log_index
+    if record.get("log_index") != index:
+        return [f"the log served record {record.get('log_index')!r}, not record {index}"]
+    problems = []
+    if record.get("digest") != encode_digest(answer.record_digest):
+        problems.append(
+            f"record {index} has another digest than the answer's receipt: "
+            "the record was changed after the answer was given"
+        )
+    body = record.get("body")
+    if isinstance(body, Mapping):
+        expected = {
+            "query_jti": answer.query_jti,
+            "requester": answer.requester,
+            "check": answer.check,
+            "outcome": answer.outcome,
+        }
+        for name, value in expected.items():
+            if body.get(name) != value:
+                problems.append(
+                    f"record {index} says {name} {body.get(name)!r}, the answer {value!r}"
+                )
+    return problems

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
 from broker import audit_console, devscheme
 from broker.audit_console import COOKIE, Console, login_url, start_console
 from broker.client import CheckFailed, EligibilityClient
 from broker.demo import subject_of
-from tests.conftest import RunningBroker
+from tests.conftest import RunningBroker, blue_badge_answer_token, edit_record
 from trust.checkpoint import Checkpoint, NoteSigner, generate_signer, sign_checkpoint
 
 Open = Callable[..., Any]
@@ -195,10 +194,7 @@ async def test_a_record_page_proves_the_record_and_shows_tampering(
     assert subject_of("bb-no")["family_name"] not in html  # pseudonyms only
 
     # the operator edits record 1 in the database: no longer a "no"
-    with sqlite3.connect(broker.settings.consent_log_path) as db:
-        (body,) = db.execute("SELECT body FROM records WHERE log_index = 1").fetchone()
-        edited = orjson.dumps(dict(orjson.loads(body), outcome="yes"), option=orjson.OPT_SORT_KEYS)
-        db.execute("UPDATE records SET body = ? WHERE log_index = 1", (edited,))
+    await edit_record(broker.settings, 1, outcome="yes")
     _, html = await page(browser, f"{base(console)}/records/1")
     assert "NOT verified" in html
     assert "record 1 does not match its digest (modified)" in html
@@ -277,6 +273,27 @@ async def test_verifying_the_whole_log_catches_edits_and_forks(
     _, html = await page(browser, url, csrf=token)
     assert "does NOT verify" in html
     assert "record 2" in text_of(html)
+
+
+async def test_a_council_answer_is_checked_against_the_log(
+    broker: RunningBroker, open_console: Open, blue_badge_client: EligibilityClient
+) -> None:
+    kept = [
+        await blue_badge_answer_token(blue_badge_client, who) for who in ("bb-yes-dla", "bb-no")
+    ]
+    console, browser = await open_console()
+    url = f"{base(console)}/receipt"
+    _, html = await page(browser, url)
+    token = csrf_of(html)
+    _, html = await page(browser, url, csrf=token, token=kept[0])
+    assert "Proven: record" in html
+    assert re.search(r'<a href="/records/0">0</a> is the record this answer was given on', html)
+    await edit_record(broker.settings, 1, outcome="yes")
+    _, html = await page(browser, url, csrf=token, token=kept[1])
+    assert "NOT proven" in html
+    assert "record 1 says outcome &#39;yes&#39;, the answer &#39;no&#39;" in html
+    _, html = await page(browser, url, csrf=token, token="not.a.token")
+    assert "not an answer signed by this broker" in html
 
 
 async def test_broker_refusals_and_outages_are_pages_not_crashes(

@@ -21,7 +21,7 @@ from broker.app_keys import STORES, TRANSPARENCY
 from broker.client import EligibilityClient
 from broker.demo import subject_of
 from connectors.config import member_identity
-from tests.conftest import RunningBroker, run_axb, start_app
+from tests.conftest import RunningBroker, blue_badge_answer_token, edit_record, run_axb, start_app
 from trust.checkpoint import Checkpoint, NoteSigner, NoteVerifier, generate_signer, sign_checkpoint
 from trust.merkle import MerkleTree
 from trust.messages import EligibilityAnswer
@@ -233,3 +233,46 @@ async def test_axb_check_proves_the_receipt_on_the_command_line(
     stored = await broker.app[STORES].consent_log.get(printed["log_index"])
     assert stored is not None
     assert printed["record_digest"] == base64.b64encode(stored.digest).decode()
+
+
+# --- an auditor checks a council's kept answer ---------------------------------------------
+
+
+async def test_an_auditor_checks_a_kept_answer_on_the_command_line(
+    scheme: devscheme.DevScheme, broker: RunningBroker, blue_badge_client: EligibilityClient
+) -> None:
+    kept = {
+        who: await blue_badge_answer_token(blue_badge_client, who)
+        for who in ("bb-yes-dla", "bb-no")
+    }
+    token, _ = blue_badge_client.sign_query(
+        devscheme.BLUE_BADGE_CHECK,
+        purpose="blue-badge-application",
+        subject=subject_of("bb-no"),
+        assurance="P2",
+    )  # a query, not an answer
+    folder = scheme.root / "kept"
+    folder.mkdir()
+    auditor = str(scheme.root / "auditors" / f"{devscheme.AUDITOR}.toml")
+    (folder / "yes.jwt").write_text(kept["bb-yes-dla"] + "\n")
+    receipt = ("audit", "receipt", "--config", auditor)
+    status, out, err = await run_axb(*receipt, str(folder / "yes.jwt"))
+    assert status == 0, out + err
+    assert "answer: yes for council-warwickshire-blue-badge, blue-badge-automatic, record 0" in out
+    assert "OK: record 0 is the record this answer was given on" in out
+
+    # the operator rewrites record 1 (a "no") as a "yes"
+    await edit_record(broker.settings, 1, outcome="yes")
+    (folder / "no.jwt").write_text(kept["bb-no"])
+    status, out, _ = await run_axb(*receipt, str(folder / "no.jwt"))
+    assert status == 1
+    assert "PROBLEM line 1: record 1 does not match its digest (modified)" in out
+    assert "PROBLEM record 1 says outcome 'yes', the answer 'no'" in out
+
+    # not an answer of this broker: a query signed by the council
+    (folder / "query.jwt").write_text(token)
+    status, out, _ = await run_axb(
+        "audit", "receipt", "--config", auditor, str(folder / "query.jwt")
+    )
+    assert status == 1
+    assert "PROBLEM not an answer signed by this broker" in out

@@ -5,21 +5,25 @@ another key, a stale checkpoint, and mangled proofs and answers."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from datetime import date
 from typing import Any
 
+import orjson
 import pytest
 
+from trust import jws
 from trust.checkpoint import Checkpoint, NoteSigner, NoteVerifier, generate_signer, sign_checkpoint
-from trust.errors import InvalidMessage, TrustError
+from trust.errors import InvalidMessage, TrustError, VerificationError
 from trust.jws import Verified
-from trust.keys import b64url_encode
+from trust.keys import SigningKey, b64url_encode
 from trust.merkle import MerkleTree
-from trust.messages import EligibilityAnswer, answer_claims, parse_answer
+from trust.messages import EligibilityAnswer, answer_claims, new_jti, parse_answer
 from trust.receipts import (
     ReceiptNotCovered,
     ReceiptNotProven,
+    compare_with_record,
     prove_receipt,
     receipt_leaf,
 )
@@ -197,3 +201,115 @@ def test_the_non_canonical_digest_decodes_to_the_same_bytes() -> None:
 def test_an_answer_without_a_well_formed_record_digest_is_refused(value: Any) -> None:
     with pytest.raises(InvalidMessage, match="record_digest"):
         parse_answer(answer(record_digest=value), requester="council-a")
+
+
+# --- an auditor checks a council's answer against the log ----------------------------------
+
+
+def record_for_answer(**changes: Any) -> dict[str, Any]:
+    record = {
+        "log_index": 11,
+        "digest": base64.b64encode(digest(11)).decode(),
+        "salt": "c2FsdA==",
+        "body": {
+            "log_index": 11,
+            "query_jti": "query-jti",
+            "requester": "council-a",
+            "check": "blue-badge-automatic",
+            "outcome": "yes",
+        },
+    }
+    record.update(changes)
+    return record
+
+
+def parsed_answer() -> EligibilityAnswer:
+    return parse_answer(answer(), requester="council-a")
+
+
+def test_the_record_an_answer_was_given_on_matches() -> None:
+    assert compare_with_record(parsed_answer(), record_for_answer()) == []
+    # a pruned record: the digest alone still ties it to the answer
+    pruned = {"log_index": 11, "digest": record_for_answer()["digest"], "pruned": True}
+    assert compare_with_record(parsed_answer(), pruned) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"log_index": 12}, "not record 11"),
+        ({"digest": base64.b64encode(digest(12)).decode()}, "changed after the answer"),
+        (
+            {
+                "body": {
+                    "log_index": 11,
+                    "query_jti": "query-jti",
+                    "requester": "council-a",
+                    "check": "blue-badge-automatic",
+                    "outcome": "no",
+                }
+            },
+            "says outcome 'no'",
+        ),
+        (
+            {
+                "body": {
+                    "log_index": 11,
+                    "query_jti": "another",
+                    "requester": "council-a",
+                    "check": "blue-badge-automatic",
+                    "outcome": "yes",
+                }
+            },
+            "says query_jti",
+        ),
+        (
+            {
+                "body": {
+                    "log_index": 11,
+                    "query_jti": "query-jti",
+                    "requester": "council-b",
+                    "check": "blue-badge-automatic",
+                    "outcome": "yes",
+                }
+            },
+            "says requester",
+        ),
+    ],
+)
+def test_a_record_that_is_not_the_answers_is_named(changes: dict[str, Any], expected: str) -> None:
+    problems = compare_with_record(parsed_answer(), record_for_answer(**changes))
+    assert any(expected in p for p in problems), problems
+
+
+def test_an_expired_answer_verifies_as_issued_and_a_forged_one_does_not() -> None:
+    broker_key, council_key = SigningKey.generate(), SigningKey.generate()
+    issued = dataclasses.replace(parsed_answer(), jti=new_jti())
+    claims = answer_claims(issued, now=1_700_000_000)  # long expired
+    token = jws.sign(claims, broker_key, jws.ELIGIBILITY_RESPONSE)
+
+    def broker_keys(kid: str) -> jws.TrustedKey | None:
+        key = broker_key.verifying_key
+        return jws.TrustedKey("axb-broker", key) if kid == key.kid else None
+
+    verified = jws.verify_as_issued(token, jws.ELIGIBILITY_RESPONSE, keys=broker_keys)
+    assert verified.claims["record_digest"] == claims["record_digest"]
+    with pytest.raises(VerificationError):  # it has expired for any other purpose
+        jws.verify(
+            token,
+            jws.ELIGIBILITY_RESPONSE,
+            keys=broker_keys,
+            audience="council-a",
+            now=1_800_000_000,
+        )
+    forged = jws.sign(claims, council_key, jws.ELIGIBILITY_RESPONSE)
+    with pytest.raises(VerificationError):
+        jws.verify_as_issued(forged, jws.ELIGIBILITY_RESPONSE, keys=broker_keys)
+    header, _, signature = token.split(".")
+    edited = dict(claims, outcome="no")
+    swapped = ".".join([header, b64url_encode(orjson.dumps(edited)), signature])
+    with pytest.raises(VerificationError):
+        jws.verify_as_issued(swapped, jws.ELIGIBILITY_RESPONSE, keys=broker_keys)
+    for broken in ("", "a.b", token.replace(".", "!", 1)):
+        with pytest.raises(VerificationError):
+            jws.verify_as_issued(broken, jws.ELIGIBILITY_RESPONSE, keys=broker_keys)
