@@ -115,6 +115,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         settings.log_signer,
         every_records=settings.checkpoint_every_records,
         every_seconds=settings.checkpoint_every_seconds,
+        on_demand_every_seconds=settings.public_checkpoint_every_seconds,
         clock=clock,
     )
     app[TRANSPARENCY] = transparency

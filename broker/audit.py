@@ -259,7 +259,7 @@ async def export_lines(transparency: TransparencyLog, size: int) -> AsyncIterato
 
 
 async def get_checkpoint(request: web.Request) -> web.Response:
-    _, note = await request.app[TRANSPARENCY].checkpoint()
+    _, note = await request.app[TRANSPARENCY].on_demand()
     return web.Response(text=note, content_type="text/plain")
 
 

@@ -41,6 +41,7 @@ class Settings:
     log_signer: NoteSigner
     checkpoint_every_records: int
     checkpoint_every_seconds: float
+    public_checkpoint_every_seconds: float
     previous_pseudonym_keys: tuple[PseudonymKey, ...] = ()
     consent_log_schema: str = "axb"
     redis_prefix: str = "axb"
@@ -128,6 +129,10 @@ def load_settings(path: Path, **overrides: Any) -> Settings:
         log_signer=load_log_signer(resolve(base, log_table.get("signing_key"), "log.signing_key")),
         checkpoint_every_records=_int(log_table, "checkpoint_every_records", 1000, 1, 10**7),
         checkpoint_every_seconds=float(log_table.get("checkpoint_every_seconds", 5.0)),
+        # GET /v1/log/checkpoint signs a fresh checkpoint at most this often
+        public_checkpoint_every_seconds=float(
+            log_table.get("public_checkpoint_every_seconds", 1.0)
+        ),
         previous_pseudonym_keys=tuple(
             load_pseudonym_key(
                 resolve(base, p.get("key_file"), "pseudonym.previous.key_file"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 
@@ -33,6 +34,7 @@ class TransparencyLog:
         *,
         every_records: int = 1000,
         every_seconds: float = 5.0,
+        on_demand_every_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -41,6 +43,8 @@ class TransparencyLog:
         self.tree = MerkleTree()
         self._every_records = every_records
         self._every_seconds = every_seconds
+        self._on_demand_every = on_demand_every_seconds
+        self._latest_at = -math.inf  # clock() when the latest checkpoint was signed here
         self._clock = clock
         self._lock = asyncio.Lock()
         self._since_checkpoint = 0
@@ -72,9 +76,18 @@ class TransparencyLog:
             note = sign_checkpoint(body, self.signer)
             await self.store.add_checkpoint(size, note, int(self._clock() * 1000))
             self.latest = (size, note)
+            self._latest_at = self._clock()
             self._since_checkpoint = 0
             log.info("checkpoint", size=size)
         return self.latest
+
+    async def on_demand(self) -> tuple[int, str]:
+        """A checkpoint for an anonymous caller: a fresh one at most once per
+        ``on_demand_every_seconds``, else the latest. Public callers cannot make the log sign
+        (and store, and export) a checkpoint per record."""
+        if self.latest is not None and self._clock() - self._latest_at < self._on_demand_every:
+            return self.latest
+        return await self.checkpoint()
 
     def appended(self) -> None:
         """Called after each append: a checkpoint falls due every N records."""

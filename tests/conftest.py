@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -191,8 +192,16 @@ async def start_broker(
 ) -> AsyncIterator[Callable[..., object]]:
     started: list[RunningBroker] = []
 
-    async def start(**overrides: object) -> RunningBroker:
+    async def start(
+        *, public_checkpoint_every_seconds: float = 0.0, **overrides: object
+    ) -> RunningBroker:
+        """A broker on the scheme's config with ``overrides``. Unlike the default (one fresh
+        checkpoint a second), GET /v1/log/checkpoint here always covers every record, so
+        tests can prove what they just did."""
         settings = load_settings(scheme.broker_config, **{**consent_log_overrides, **overrides})
+        settings = dataclasses.replace(
+            settings, public_checkpoint_every_seconds=public_checkpoint_every_seconds
+        )
         app = create_app(settings)
         runner = await start_app(app, settings.host, settings.port)
         broker = RunningBroker(f"http://{settings.host}:{settings.port}", settings, app, runner)

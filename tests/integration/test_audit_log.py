@@ -18,6 +18,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -199,7 +200,11 @@ async def _audited_run_on(
         service = build_reference_provider(scheme.provider_config(pid))
         runners[pid] = await start_app(service.app, service.host, service.port)
     # Checkpoints only when this run asks for one, so the export's checkpoints are known.
-    quiet = {"signing_key": "secrets/log.skey", "checkpoint_every_seconds": 3600.0}
+    quiet = {
+        "signing_key": "secrets/log.skey",
+        "checkpoint_every_seconds": 3600.0,
+        "public_checkpoint_every_seconds": 0.0,  # each fetch below covers every record
+    }
     settings = load_settings(scheme.broker_config, log=quiet, **log_settings)
     broker = await start_app(create_app(settings), settings.host, settings.port)
     url = scheme.broker_url
@@ -890,6 +895,27 @@ BAD_PROOF_QUERIES = [
     "consistency?from=-1&to=2",
     "consistency?from=a&to=2",
 ]
+
+
+async def test_anonymous_callers_cannot_make_the_log_sign_a_checkpoint_per_record(
+    scheme: devscheme.DevScheme,
+    start_broker: Callable[..., Any],
+    providers: dict[str, RunningProvider],
+) -> None:
+    broker = await start_broker(public_checkpoint_every_seconds=1.0)  # the default
+    config = scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+    started = time.monotonic()
+    async with EligibilityClient.from_config(config) as client:
+        for _ in range(30):  # a check, then the public checkpoint, thirty times over
+            await ask(client, "bb-no")
+            status, _, _ = await public_get(f"{broker.url}/v1/log/checkpoint")
+            assert status == 200
+    elapsed = time.monotonic() - started
+    stored = await broker.app[STORES].consent_log.checkpoints()
+    assert len(stored) <= elapsed + 2, (len(stored), elapsed)  # not one per record
+    await asyncio.sleep(1.1)
+    _, _, note = await public_get(f"{broker.url}/v1/log/checkpoint")
+    assert open_checkpoint(note, log_verifier(scheme.root), ORIGIN).size == 30  # fresh again
 
 
 async def test_bad_proof_requests_are_400_problems(
