@@ -357,6 +357,9 @@ def browse_as_an_auditor(link: str, person: dict[str, str]) -> dict[str, Any]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    # after a click the next page may still be loading: each element looked up below exists
+    # only on the page the click leads to, so waiting for it waits for that page
+    driver.implicitly_wait(15)
     seen: dict[str, Any] = {}
     try:
         driver.get(link)  # signs in, lands on the records page
