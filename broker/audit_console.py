@@ -19,9 +19,11 @@ Defences:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,13 +229,16 @@ async def verify_page(request: web.Request) -> web.Response:
     if console.verifier is None:
         report = VerifyReport(problems=["no log key is pinned: set log_key in your config"])
         return console.page("verify.html", report=report, held=held_text, latest=None)
-    lines = [line async for line in console.client.export()]
-    report = verify_export(lines, console.verifier, held=split_notes(held_text))
+    verifier, held = console.verifier, split_notes(held_text)
     latest = None
-    for raw in reversed(lines):
-        if raw.startswith(b'{"type":"checkpoint"'):
-            latest = orjson.loads(raw)["note"]  # the newest checkpoint: worth keeping
-            break
+    with tempfile.TemporaryFile() as export:  # a large log is streamed to disk, not memory
+        async for line in console.client.export():
+            export.write(line)
+            if line.startswith(b'{"type":"checkpoint"'):
+                latest = orjson.loads(line)["note"]  # the newest one is worth keeping
+        export.seek(0)
+        # verifying a large export takes seconds of CPU: off the event loop
+        report = await asyncio.to_thread(verify_export, export, verifier, held=held)
     return console.page("verify.html", report=report, held=held_text, latest=latest)
 
 
