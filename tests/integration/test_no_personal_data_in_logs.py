@@ -34,9 +34,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from structlog.testing import capture_logs
 
 from broker import devscheme
+from broker.audit_client import AuditClient
+from broker.audit_console import login_url, start_console
 from broker.client import EligibilityClient
 from broker.demo import subject_of
 from broker.logging import configure_logging
+from connectors.config import member_log_key
 from connectors.reference.attributes import EXPECTED_OUTCOMES
 from connectors.reference.population import (
     AMBIGUOUS_IDENTITY,
@@ -44,7 +47,7 @@ from connectors.reference.population import (
     TEST_IDENTITIES,
     TWINS,
 )
-from tests.conftest import RunningBroker, RunningProvider
+from tests.conftest import RunningBroker, RunningProvider, blue_badge_answer_token
 from trust.keys import SigningKey
 from trust.messages import OUTCOMES, new_jti
 
@@ -461,3 +464,56 @@ async def test_attacker_chosen_header_member_names_do_not_reach_the_log(
             assert response.status == 401
     assert [e for e in events if e.get("event") == "check"]
     assert SCANNER.scan_events(events) == []
+
+
+async def test_the_audit_side_logs_no_personal_data_and_no_tokens(
+    scheme: devscheme.DevScheme,
+    broker: RunningBroker,
+    providers: dict[str, RunningProvider],
+    clients: tuple[EligibilityClient, EligibilityClient],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Subject access (by the API and in the console), a council's answer checked as a
+    receipt, records, export and verification: the identifiers an auditor types and the
+    tokens that travel never reach a log line."""
+    bb_client, _ = clients
+    auditor_config = scheme.root / "auditors" / f"{devscheme.AUDITOR}.toml"
+    known = subject_of("fsm-yes-income-support")
+    person = {k: known[k] for k in ("family_name", "date_of_birth", "nino") if k in known}
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.format_exc_info]
+    ) as events:
+        kept = await blue_badge_answer_token(bb_client, "bb-yes-dla")
+        await blue_badge_answer_token(bb_client, "fsm-yes-income-support")
+        async with AuditClient.from_config(auditor_config) as auditor:
+            found = await auditor.subject_access(person)
+            assert found["records"]
+            await auditor.records(requester=devscheme.COUNCIL_BLUE_BADGE)
+            assert (await auditor.audit_receipt(kept, member_log_key(auditor_config))).ok
+        runner, console = await start_console(auditor_config)
+        try:
+            jar = aiohttp.CookieJar(unsafe=True)  # the console is at an IP address
+            async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+                async with browser.get(login_url(console)) as response:
+                    assert response.status == 200  # signed in, then the records page
+                base = f"http://127.0.0.1:{console.port}"
+                for path, form in (
+                    ("/subject-access", person),
+                    ("/receipt", {"token": kept}),
+                    ("/verify", {"held": ""}),
+                ):
+                    async with browser.get(base + path) as response:
+                        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', await response.text())
+                    assert csrf is not None
+                    async with browser.post(
+                        base + path, data={"csrf": csrf.group(1), **form}
+                    ) as response:
+                        assert response.status == 200
+        finally:
+            await runner.cleanup()
+    out, err = capfd.readouterr()
+    assert events, "nothing was logged at all: the capture is not working"
+    assert SCANNER.scan_events(events) == []
+    assert SCANNER.findings(out + err) == []
+    assert SCANNER.findings(caplog.text) == []
