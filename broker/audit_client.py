@@ -15,12 +15,12 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from broker.client import CheckFailed
+from broker.client import CheckFailed, fetch_broker_keys
 from connectors.config import member_identity
 from trust import jws
 from trust.checkpoint import NoteVerifier
-from trust.errors import InvalidMessage, VerificationError
-from trust.keys import SigningKey, VerifyingKey, load_jwks
+from trust.errors import InvalidMessage, KeyFormatError, VerificationError
+from trust.keys import SigningKey
 from trust.log_verify import verify_record
 from trust.messages import EligibilityAnswer, audit_request_claims, parse_answer
 from trust.receipts import compare_with_record
@@ -117,19 +117,16 @@ class AuditClient:
             result: dict[str, Any] = await response.json()
             return result
 
-    async def broker_keys(self) -> dict[str, VerifyingKey]:
-        """The broker's published answer-signing keys (its JWKS), by ``kid``."""
-        if self._session is None:
-            raise RuntimeError("use the client as 'async with AuditClient(...)'")
-        async with self._session.get(f"{self._url}/.well-known/jwks.json") as response:
-            response.raise_for_status()
-            return {key.kid: key for key in load_jwks(await response.json())}
-
     async def audit_receipt(self, token: str, verifier: NoteVerifier | None) -> ReceiptAudit:
         """Check an answer token a council kept: signed by this broker (as of when it was
         issued), and the log's record at its index is the one it was given on, proven against
         a checkpoint signed by the pinned log key."""
-        keys = await self.broker_keys()
+        if self._session is None:
+            raise RuntimeError("use the client as 'async with AuditClient(...)'")
+        try:
+            keys = await fetch_broker_keys(self._session, self._url)
+        except KeyFormatError as exc:
+            return ReceiptAudit(None, [f"the broker's JWKS is malformed: {exc}"])
 
         def lookup(kid: str) -> jws.TrustedKey | None:
             key = keys.get(kid)

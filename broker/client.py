@@ -50,6 +50,17 @@ from trust.receipts import (
 JWT_MEDIA_TYPE = "application/jwt"
 
 
+async def fetch_broker_keys(
+    session: aiohttp.ClientSession, broker_url: str
+) -> dict[str, VerifyingKey]:
+    """The broker's published answer-signing keys (its JWKS), by ``kid``. Raises
+    KeyFormatError for a JWKS that is not one."""
+    async with session.get(f"{broker_url}/.well-known/jwks.json") as response:
+        response.raise_for_status()
+        document = await response.json()
+    return {key.kid: key for key in load_jwks(document)}
+
+
 class CheckFailed(BrokerError):
     """The broker refused the query; ``problem`` is its RFC 9457 body."""
 
@@ -127,11 +138,8 @@ class EligibilityClient:
     async def _refresh_keys(self) -> None:
         if self._pinned is not None:
             return
-        async with self.session.get(f"{self._url}/.well-known/jwks.json") as response:
-            response.raise_for_status()
-            document = await response.json()
         try:
-            self._keys = {key.kid: key for key in load_jwks(document)}
+            self._keys = await fetch_broker_keys(self.session, self._url)
         except KeyFormatError as exc:
             raise AnswerNotTrusted(f"broker JWKS refused: {exc}") from exc
 

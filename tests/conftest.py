@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -105,26 +106,30 @@ def config_for_log(scheme: devscheme.DevScheme, settings: Settings) -> Path:
     return path
 
 
-async def edit_record(settings: Settings, index: int, **changes: object) -> None:
-    """The operator edits a committed record's body in the database, on either backend."""
-    select = "SELECT body FROM records WHERE log_index = {}"
-    update = "UPDATE records SET body = {} WHERE log_index = {}"
+async def log_sql(settings: Settings, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Run one statement on a test broker's consent-log database, on either backend, as the
+    operator could behind the broker's back (``?`` placeholders); returns its rows."""
     if settings.consent_log.startswith("postgresql://"):
+        numbered = iter(range(1, len(params) + 1))
         db = await asyncpg.connect(
             settings.consent_log, server_settings={"search_path": settings.consent_log_schema}
         )
         try:
-            body = await db.fetchval(select.format("$1"), index)
-            edited = orjson.dumps({**orjson.loads(body), **changes}, option=orjson.OPT_SORT_KEYS)
-            await db.execute(update.format("$1", "$2"), edited, index)
+            rows = await db.fetch(re.sub(r"\?", lambda _: f"${next(numbered)}", sql), *params)
         finally:
             await db.close()
-        return
+        return [tuple(row) for row in rows]
     with contextlib.closing(sqlite3.connect(settings.consent_log_path)) as lite:
-        (body,) = lite.execute(select.format("?"), (index,)).fetchone()
-        edited = orjson.dumps({**orjson.loads(body), **changes}, option=orjson.OPT_SORT_KEYS)
-        lite.execute(update.format("?", "?"), (edited, index))
+        rows = lite.execute(sql, params).fetchall()
         lite.commit()
+    return rows
+
+
+async def edit_record(settings: Settings, index: int, **changes: object) -> None:
+    """The operator edits a committed record's body in the database, on either backend."""
+    [(body,)] = await log_sql(settings, "SELECT body FROM records WHERE log_index = ?", index)
+    edited = orjson.dumps({**orjson.loads(body), **changes}, option=orjson.OPT_SORT_KEYS)
+    await log_sql(settings, "UPDATE records SET body = ? WHERE log_index = ?", edited, index)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from trust.errors import CheckpointError, KeyFormatError
-from trust.keys import b64_decode, b64_encode
+from trust.keys import b64_decode_or_none, b64_encode
 from trust.merkle import HASH_SIZE
 
 __all__ = [
@@ -70,14 +70,6 @@ def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
-
-
-def _b64decode(text: str) -> bytes | None:
-    """Standard padded base64, canonical only (one encoding per byte string), or ``None``."""
-    try:
-        return b64_decode(text)
-    except ValueError:
-        return None
 
 
 def _is_valid_name(name: str) -> bool:
@@ -143,7 +135,7 @@ def _split_key(text: str, what: str) -> tuple[str, int, bytes]:
         raise KeyFormatError(f"malformed {what}")
     if not _HEX8.fullmatch(hash_hex):
         raise KeyFormatError(f"malformed {what}: the key hash is not 8 hex digits")
-    key = _b64decode(key64)
+    key = b64_decode_or_none(key64)
     if not key:
         raise KeyFormatError(f"malformed {what}: the key is not canonical base64")
     return name, int(hash_hex, 16), key
@@ -275,7 +267,7 @@ def open_note(note: str, verifier: NoteVerifier) -> str:
         if not line.startswith(_SIG_PREFIX):
             raise CheckpointError("malformed note: a signature line must start with an em dash")
         name, _, encoded = line[len(_SIG_PREFIX) :].partition(" ")
-        raw = _b64decode(encoded)
+        raw = b64_decode_or_none(encoded)
         if not _is_valid_name(name) or raw is None or len(raw) < 5:
             raise CheckpointError("malformed note: bad signature line")
         if name != verifier.name or int.from_bytes(raw[:4], "big") != verifier.key_hash:
@@ -355,7 +347,7 @@ def parse_checkpoint(text: str) -> Checkpoint:
     size = int(size_text)
     if size > _MAX_TREE_SIZE:
         raise CheckpointError("malformed checkpoint: the size is out of range")
-    root_hash = _b64decode(root_text)
+    root_hash = b64_decode_or_none(root_text)
     if root_hash is None or len(root_hash) != HASH_SIZE:
         raise CheckpointError(f"malformed checkpoint: the root hash is not {HASH_SIZE} bytes")
     return Checkpoint(origin, size, root_hash, tuple(extensions))

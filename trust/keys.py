@@ -52,6 +52,17 @@ def b64_decode(text: str) -> bytes:
     return decoded
 
 
+def b64_decode_or_none(value: object) -> bytes | None:
+    """:func:`b64_decode` for values from a document: ``None`` for anything but canonical
+    standard base64 (including values that are not strings)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return b64_decode(value)
+    except ValueError:
+        return None
+
+
 def b64url_decode(text: str | bytes) -> bytes:
     """Strict base64url: no padding, no foreign characters, canonical trailing bits.
 

@@ -18,7 +18,7 @@ import orjson
 
 from trust.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from trust.errors import CheckpointError, LogProofError
-from trust.keys import b64_decode
+from trust.keys import b64_decode_or_none
 from trust.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from trust.records import canonical_json, leaf_input, record_digest
 
@@ -46,27 +46,17 @@ class VerifyReport:
             self.pruned.append((index, index))
 
 
-def _b64(value: Any) -> bytes | None:
-    """Canonical base64 only: a changed character that decodes to the same bytes is refused."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return b64_decode(value)
-    except ValueError:
-        return None
-
-
 def _check_record(line_no: int, item: dict[str, Any], report: VerifyReport) -> bytes | None:
     """The record's digest if it stands on its own, else None (with the problem reported)."""
     index = item["log_index"]
-    digest = _b64(item.get("digest"))
+    digest = b64_decode_or_none(item.get("digest"))
     if digest is None or len(digest) != 32:
         report.problem(f"line {line_no}: record {index} has no valid digest (modified)")
         return None
     if item.get("pruned") is True:
         report.mark_pruned(index)
         return digest
-    salt, body = _b64(item.get("salt")), item.get("body")
+    salt, body = b64_decode_or_none(item.get("salt")), item.get("body")
     if salt is None or not isinstance(body, dict):
         report.problem(f"line {line_no}: record {index} lacks its salt or body (modified)")
         return digest
@@ -126,7 +116,7 @@ def verify_export(
         elif (
             kind == "consistency" and type(item.get("from")) is int and type(item.get("to")) is int
         ):
-            hashes = [_b64(h) for h in item.get("proof", [])]
+            hashes = [b64_decode_or_none(h) for h in item.get("proof", [])]
             valid = all(h is not None and len(h) == 32 for h in hashes)
             proofs[(item["from"], item["to"])] = [h for h in hashes if h] if valid else None
         else:
@@ -259,7 +249,7 @@ def verify_record(
         report.problem(f"checkpoint not signed by the log's key (forged): {exc}")
         return report
     report.checkpoints = 1
-    hashes = [_b64(h) for h in proof]
+    hashes = [b64_decode_or_none(h) for h in proof]
     if digest is None or None in hashes:
         report.problem(f"record {index}: the inclusion proof is malformed")
         return report

@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 
 from trust.errors import InvalidMessage
 from trust.jws import Verified
-from trust.keys import b64_decode, b64_encode, b64url_encode
+from trust.keys import b64_decode_or_none, b64_encode, b64url_encode
 
 Outcome = Literal["yes", "no", "no-match", "undetermined"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
@@ -77,10 +77,7 @@ def _count(value: Any, name: str, *, minimum: int) -> int:
 
 def _digest(value: Any, name: str) -> bytes:
     """A SHA-256 digest in canonical base64 (as the log's export and proofs write hashes)."""
-    try:
-        raw = b64_decode(value) if isinstance(value, str) else b""
-    except ValueError:
-        raw = b""
+    raw = b64_decode_or_none(value) or b""
     _require(len(raw) == hashlib.sha256().digest_size, f"{name} must be a base64 SHA-256")
     return raw
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from broker import audit_console, devscheme
 from broker.audit_console import COOKIE, Console, login_url, start_console
 from broker.client import CheckFailed, EligibilityClient
 from broker.demo import subject_of
-from tests.conftest import RunningBroker, blue_badge_answer_token, edit_record
+from tests.conftest import RunningBroker, blue_badge_answer_token, edit_record, log_sql
 from trust.checkpoint import Checkpoint, NoteSigner, generate_signer, sign_checkpoint
 
 Open = Callable[..., Any]
@@ -268,8 +267,7 @@ async def test_verifying_the_whole_log_catches_edits_and_forks(
     assert "does NOT verify" in html
     assert "fork" in text_of(html)
 
-    with sqlite3.connect(broker.settings.consent_log_path) as db:
-        db.execute("UPDATE records SET body = CAST(? AS BLOB) WHERE log_index = 2", (b"{}",))
+    await log_sql(broker.settings, "UPDATE records SET body = ? WHERE log_index = 2", b"{}")
     _, html = await page(browser, url, csrf=token)
     assert "does NOT verify" in html
     assert "record 2" in text_of(html)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import re
 import secrets
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 import pytest
 import yarl
@@ -47,6 +44,7 @@ from tests.conftest import (
     RunningProvider,
     config_for_log,
     log_backend,
+    log_sql,
     start_app,
 )
 from trust import jws
@@ -1493,18 +1491,7 @@ async def test_pruned_log_still_verifies_and_proves(
 
 async def rename_records(settings: Settings, old: str, new: str) -> None:
     """Hide or restore the records table under a running broker: its commits fail meanwhile."""
-    if settings.consent_log.startswith("postgresql://"):
-        db = await asyncpg.connect(
-            settings.consent_log, server_settings={"search_path": settings.consent_log_schema}
-        )
-        try:
-            await db.execute(f"ALTER TABLE {old} RENAME TO {new}")
-        finally:
-            await db.close()
-        return
-    with contextlib.closing(sqlite3.connect(settings.consent_log_path)) as db:
-        db.execute(f"ALTER TABLE {old} RENAME TO {new}")
-        db.commit()
+    await log_sql(settings, f"ALTER TABLE {old} RENAME TO {new}")
 
 
 async def test_no_answer_without_its_record_while_the_log_cannot_commit(
