@@ -53,9 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from broker import devscheme  # noqa: E402
-from broker.client import EligibilityClient  # noqa: E402
-from broker.demo import subject_of  # noqa: E402
+from broker.scheme import dev as devscheme  # noqa: E402
+from connectors.reference.population import subject_of  # noqa: E402
+from members.council import EligibilityClient  # noqa: E402
 from trust import jws  # noqa: E402
 from trust.keys import SigningKey, b64url_decode  # noqa: E402
 from trust.messages import new_jti  # noqa: E402

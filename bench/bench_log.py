@@ -16,7 +16,7 @@ What it measures, all in this one run:
    of one append (p50, p99); after the group-commit run, the mean time of one subject-access
    lookup over the log it wrote (the price of indexing pseudonyms per block of records).
 2. **Verification.** It writes a V-record export (default 1,000,000) in exactly the format the
-   broker's ``GET /v1/audit/export`` streams (it runs ``broker.audit.export_lines`` over a
+   broker's ``GET /v1/audit/export`` streams (it runs ``broker.audit.api.export_lines`` over a
    synthetic store): real ``entry_for`` records with fresh 32-byte salts, a real Merkle tree,
    and a checkpoint every 1,000 records signed with a fresh Ed25519 log key, as a broker with
    the default settings would. Then it times ``trust.log_verify.verify_export`` over the file
@@ -52,8 +52,8 @@ if str(ROOT) not in sys.path:
 
 import asyncpg  # noqa: E402
 
-from broker.audit import export_lines  # noqa: E402
-from broker.devscheme import LOG_ORIGIN  # noqa: E402
+from broker.audit.api import export_lines  # noqa: E402
+from broker.scheme.dev import LOG_ORIGIN  # noqa: E402
 from broker.stores.consent_log.base import StoredRecord  # noqa: E402
 from broker.stores.consent_log.postgres import PostgresConsentLog  # noqa: E402
 from broker.stores.consent_log.sqlite import SqliteConsentLog  # noqa: E402

@@ -12,7 +12,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from broker import audit, handlers
+from broker import handlers
 from broker.app_keys import (
     GUARDS,
     HTTP,
@@ -25,6 +25,7 @@ from broker.app_keys import (
     TRANSPARENCY,
     Stores,
 )
+from broker.audit import api as audit
 from broker.errors import BrokerError
 from broker.metrics import Metrics
 from broker.pipeline import CheckPipeline

@@ -29,9 +29,8 @@ import pytest
 import redis
 from aiohttp import web
 
-from broker import devscheme
 from broker.app import create_app
-from broker.client import EligibilityClient
+from broker.scheme import dev as devscheme
 from broker.settings import Settings, load_settings
 from broker.stores.consent_log import Appended
 from connectors.reference.providers import (
@@ -39,6 +38,7 @@ from connectors.reference.providers import (
     build_reference_provider,
     build_ves_stub,
 )
+from members.council import EligibilityClient
 from trust.keys import SigningKey
 
 REDIS_URL = os.environ.get("AXB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -360,7 +360,7 @@ class PrivateRedis:
 async def blue_badge_answer_token(client: EligibilityClient, who: str) -> str:
     """A Blue Badge check for the test identity ``who``; the answer token, as a council keeps
     it (verified on the way in)."""
-    from broker.demo import subject_of
+    from connectors.reference.population import subject_of
 
     query, jti = client.sign_query(
         devscheme.BLUE_BADGE_CHECK,

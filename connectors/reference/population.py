@@ -416,6 +416,15 @@ NO_MATCH_IDENTITY: Final = MatchingFields(
 )
 """Matches nobody in the population, with or without its NINO."""
 
+
+def subject_of(identity: str) -> dict[str, str]:
+    """The matching fields a council would send for a documented test identity (its name in
+    ``TEST_IDENTITIES``, or ``"no-match"`` for :data:`NO_MATCH_IDENTITY`)."""
+    if identity == "no-match":
+        return NO_MATCH_IDENTITY.as_subject()
+    return TEST_IDENTITIES[identity].matching_fields().as_subject()
+
+
 _FIXED: Final[tuple[Person, ...]] = (*TEST_IDENTITIES.values(), *TWINS)
 
 # --- generation ----------------------------------------------------------------------------

@@ -15,10 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker import audit_console, devscheme
-from broker.audit_console import COOKIE, Console, login_url, start_console
-from broker.client import CheckFailed, EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
+from connectors.reference.population import subject_of
+from members.console import app as audit_console
+from members.console.app import COOKIE, Console, login_url, start_console
+from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.conftest import RunningBroker, blue_badge_answer_token, edit_record, log_sql
 from trust.checkpoint import Checkpoint, NoteSigner, generate_signer, sign_checkpoint
 

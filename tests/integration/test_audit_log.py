@@ -29,15 +29,16 @@ import orjson
 import pytest
 import yarl
 
-from broker import devscheme
 from broker.app import create_app
 from broker.app_keys import REGISTRY, STORES
-from broker.audit_client import AuditClient
-from broker.client import CheckFailed, EligibilityClient
-from broker.demo import subject_of
 from broker.problems import TYPE_PREFIX
+from broker.scheme import dev as devscheme
 from broker.settings import Settings, load_settings
+from connectors.reference.population import subject_of
 from connectors.reference.providers import build_reference_provider
+from members.auditor import AuditClient
+from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.conftest import (
     LOG_BACKENDS,
     RunningBroker,

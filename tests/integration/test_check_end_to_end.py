@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from broker import devscheme
-from broker.client import CheckFailed, EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
 from connectors.reference.attributes import EXPECTED_OUTCOMES
 from connectors.reference.keepers import PARKING_TEST_CASES
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.conftest import RunningBroker, RunningProvider, run_axb
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK

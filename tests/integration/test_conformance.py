@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from broker import devscheme
+from broker.scheme import dev as devscheme
 from connectors.config import ConfigError
 from connectors.conformance import (
     CHECK_IDS,

@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from broker import devscheme
-from broker.client import EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
 from broker.stores.consent_log.sqlite import SqliteConsentLog
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
 from tests.conftest import RunningBroker, gather_indices
 from trust.messages import EligibilityQuery, Subject
 from trust.pseudonym import PseudonymKey

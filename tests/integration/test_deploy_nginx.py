@@ -23,10 +23,11 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from broker import devscheme
-from broker.client import CheckFailed, EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
 from connectors.config import member_identity
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.conftest import REDIS_URL, RunningBroker, log_backend
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]

@@ -29,7 +29,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from broker import devscheme
+from broker.scheme import dev as devscheme
 from connectors.config import ConfigError
 from connectors.dvla_ves import (
     VES_PATH,

@@ -13,9 +13,9 @@ import pytest
 import structlog
 from aiohttp import web
 
-from broker import devscheme
-from broker.client import EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
 from tests.conftest import RunningBroker, RunningProvider, start_app
 from trust import jws
 from trust.keys import SigningKey, b64url_encode

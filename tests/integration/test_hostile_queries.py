@@ -41,11 +41,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from multidict import CIMultiDict
 
-from broker import devscheme
 from broker.app import create_app
 from broker.app_keys import REGISTRY
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
 from broker.settings import Settings, load_settings
+from connectors.reference.population import subject_of
 from connectors.reference.providers import build_reference_provider
 from tests.conftest import RunningBroker, RunningProvider, start_app
 from trust import jws

@@ -21,8 +21,8 @@ import pytest
 from jwcrypto import jwk, jws, jwt
 from jwcrypto.common import base64url_encode
 
-from broker import devscheme
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
+from connectors.reference.population import subject_of
 from tests.conftest import RunningBroker
 
 QUERY_TYP = "eligibility-query+jwt"
@@ -302,7 +302,7 @@ async def test_node_jose_signs_a_query_and_verifies_the_answer(
 async def test_the_sdk_refuses_an_answer_that_is_not_the_brokers(
     broker: Any, blue_badge_client: Any
 ) -> None:
-    from broker.client import AnswerNotTrusted
+    from members.errors import AnswerNotTrusted
 
     token, jti = blue_badge_client.sign_query(
         "blue-badge-automatic",

@@ -12,9 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from broker import devscheme
-from broker.client import EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
 from tests.conftest import RunningBroker
 
 GOPATH = Path("/usr/share/gocode")

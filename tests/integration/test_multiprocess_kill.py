@@ -27,10 +27,11 @@ import aiohttp
 import asyncpg
 import pytest
 
-from broker import devscheme
-from broker.audit_client import AuditClient
-from broker.client import AnswerNotTrusted, CheckFailed, EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
+from connectors.reference.population import subject_of
+from members.auditor import AuditClient
+from members.council import EligibilityClient
+from members.errors import AnswerNotTrusted, CheckFailed
 from tests.conftest import RunningProvider
 from trust.checkpoint import NoteVerifier
 from trust.keys import SigningKey

@@ -33,12 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from structlog.testing import capture_logs
 
-from broker import devscheme
-from broker.audit_client import AuditClient
-from broker.audit_console import login_url, start_console
-from broker.client import EligibilityClient
-from broker.demo import subject_of
 from broker.logging import configure_logging
+from broker.scheme import dev as devscheme
 from connectors.config import member_log_key
 from connectors.reference.attributes import EXPECTED_OUTCOMES
 from connectors.reference.population import (
@@ -46,7 +42,11 @@ from connectors.reference.population import (
     NO_MATCH_IDENTITY,
     TEST_IDENTITIES,
     TWINS,
+    subject_of,
 )
+from members.auditor import AuditClient
+from members.console.app import login_url, start_console
+from members.council import EligibilityClient
 from tests.conftest import RunningBroker, RunningProvider, blue_badge_answer_token
 from trust.keys import SigningKey
 from trust.messages import OUTCOMES, new_jti

@@ -8,10 +8,10 @@ from typing import Any
 
 import aiohttp
 
-from broker import devscheme
 from broker.app_keys import GUARDS, REGISTRY
-from broker.client import EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
 from tests.conftest import RunningBroker, RunningProvider
 from trust.keys import SigningKey
 from trust.registry import sign_registry

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from broker import devscheme
 from broker.app_keys import STORES, TRANSPARENCY
-from broker.client import EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
 from connectors.config import member_identity
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
 from tests.conftest import RunningBroker, blue_badge_answer_token, edit_record, run_axb, start_app
 from trust.checkpoint import Checkpoint, NoteSigner, NoteVerifier, generate_signer, sign_checkpoint
 from trust.merkle import MerkleTree

@@ -26,11 +26,11 @@ import pytest
 import redis
 import redis.asyncio.connection as redis_connection
 
-from broker import devscheme
-from broker.client import EligibilityClient
-from broker.demo import subject_of
 from broker.errors import StoreUnavailable
+from broker.scheme import dev as devscheme
 from broker.stores.admission import RedisAdmissionStore
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
 from tests.conftest import PrivateRedis, RunningBroker, RunningProvider
 from trust.keys import SigningKey
 

@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 from redis.cluster import key_slot
 
-from broker import devscheme
-from broker.client import CheckFailed, EligibilityClient
-from broker.demo import subject_of
-from broker.devscheme import _ephemeral_range
 from broker.errors import StoreUnavailable
+from broker.scheme import dev as devscheme
+from broker.scheme.dev import _ephemeral_range
 from broker.settings import load_settings
 from broker.stores.admission import RedisAdmissionStore, redis_client
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.conftest import PrivateRedis, RunningBroker
 
 pytestmark = pytest.mark.redis

@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
-from broker import devscheme
 from broker.app_keys import REGISTRY
-from broker.client import CheckFailed, EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
 from connectors.config import scheme_files
 from connectors.provider_kit import LookupRequest, ProviderKit, create_provider_app
+from connectors.reference.population import subject_of
 from connectors.registry_source import RegistrySource
+from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.conftest import RunningBroker, start_app
 from trust.keys import SigningKey
 
@@ -186,7 +187,7 @@ def test_a_registration_with_a_private_key_is_refused_with_the_reason(tmp_path: 
 async def test_suspension_and_key_rotation_under_load_fail_only_the_suspended_member(
     scheme: devscheme.DevScheme, start_broker: Any, providers: object
 ) -> None:
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     broker: RunningBroker = await start_broker(rate_limit_per_second=100_000)
     root = scheme.root

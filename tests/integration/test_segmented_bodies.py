@@ -8,10 +8,10 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from broker import devscheme
-from broker.client import EligibilityClient
-from broker.demo import subject_of
+from broker.scheme import dev as devscheme
 from connectors.conformance import _Session, target_from_scheme
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
 from tests.conftest import RunningBroker, RunningProvider, start_app
 
 

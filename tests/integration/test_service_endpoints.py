@@ -6,11 +6,12 @@ import aiohttp
 import pytest
 from openapi_spec_validator import validate
 
-from broker import devscheme
 from broker.app_keys import REGISTRY
-from broker.client import CheckFailed, EligibilityClient
-from broker.demo import subject_of
 from broker.problems import PROBLEM_TYPES
+from broker.scheme import dev as devscheme
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.conftest import RunningBroker
 from trust.keys import load_jwks
 

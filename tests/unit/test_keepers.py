@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from broker import devscheme
+from broker.scheme import dev as devscheme
 from connectors.dvla_ves import MOT_STATUSES, TAX_STATUSES
 from connectors.provider_kit import LookupRequest
 from connectors.reference.dvla_stub import VES_TEST_ERRORS, VES_TEST_STATUSES

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from broker import devscheme
+from broker.scheme import dev as devscheme
 from trust import jws, policy
 from trust.errors import PolicyRefusal, RegistryError
 from trust.keys import SigningKey

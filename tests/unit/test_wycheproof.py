@@ -1,8 +1,8 @@
 """Project Wycheproof vectors against the ES256 primitive, the JWK/JWKS loader and the JWS layer.
 
-The vectors live outside the repository, in ``shared/vectors/wycheproof`` next to it (or where
-``AXB_VECTORS`` points). A missing folder or file is a failure, never a skip: a green run must
-mean the vectors were actually checked.
+The vectors are vendored in ``tests/vectors/wycheproof`` (Apache 2.0; source and licence in
+its README). A missing file is a failure, never a skip: a green run must mean the vectors were
+actually checked.
 
 Our profile is stricter than the vectors: we accept ES256 with P-256 keys only, so ``valid``
 cases of other algorithms must be refused, while ``invalid`` cases must always be refused.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -39,10 +38,7 @@ EXPECTED_ES256_VALID = {(JWS_FILE, 18), (JWS_FILE, 378)}
 
 
 def vectors_dir() -> Path:
-    override = os.environ.get("AXB_VECTORS")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "wycheproof"
+    return Path(__file__).resolve().parents[1] / "vectors" / "wycheproof"
 
 
 @cache

@@ -3,15 +3,14 @@
 ``trust.checkpoint.verify_ed25519`` is what :class:`~trust.checkpoint.NoteVerifier` calls, so
 these vectors exercise exactly the code that decides whether a checkpoint is signed.
 
-The vectors live outside the repository, in ``shared/vectors/wycheproof`` next to it (or where
-``AXB_VECTORS`` points). A missing folder or file is a failure, never a skip: a green run must
-mean the vectors were actually checked.
+The vectors are vendored in ``tests/vectors/wycheproof`` (Apache 2.0; source and licence in
+its README). A missing file is a failure, never a skip: a green run must mean the vectors were
+actually checked.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -25,10 +24,7 @@ ED25519_FILE = "ed25519_test.json"
 
 
 def vectors_dir() -> Path:
-    override = os.environ.get("AXB_VECTORS")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "wycheproof"
+    return Path(__file__).resolve().parents[1] / "vectors" / "wycheproof"
 
 
 @cache

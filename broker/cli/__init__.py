@@ -40,7 +40,7 @@ def main() -> None:
 )
 def demo(keep: Path | None) -> None:
     """Run the whole journey on embedded defaults and print every outcome."""
-    from broker.demo import demo as run_demo
+    from broker.cli.demo import demo as run_demo
 
     sys.exit(run_demo(keep))
 
@@ -189,7 +189,8 @@ def check(
     prove_receipt: bool,
 ) -> None:
     """Sign a query with a council key, send it, verify and print the answer."""
-    from broker.client import CheckFailed, EligibilityClient
+    from members.council import EligibilityClient
+    from members.errors import CheckFailed
     from trust.messages import encode_digest
     from trust.receipts import ReceiptNotProven
 
@@ -255,7 +256,7 @@ def scheme() -> None:
 
 
 def _admin(action: str, scheme_dir: Path, change: object) -> None:
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     try:
         source = scheme_admin.load_source(scheme_dir)
@@ -270,7 +271,7 @@ def _admin(action: str, scheme_dir: Path, change: object) -> None:
 @click.argument("registration", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def scheme_review(registration: Path) -> None:
     """Show what a registration asks for, refusing a bad one with the reason."""
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     try:
         lines = scheme_admin.review_registration(json.loads(registration.read_text()))
@@ -284,7 +285,7 @@ def scheme_review(registration: Path) -> None:
 @click.argument("registration", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def scheme_add_member(scheme_dir: Path, registration: Path) -> None:
     """Admit a member from its registration file."""
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     document = json.loads(registration.read_text())
     _admin("add-member", scheme_dir, lambda s: scheme_admin.add_member(s, document))
@@ -295,7 +296,7 @@ def scheme_add_member(scheme_dir: Path, registration: Path) -> None:
 @click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def scheme_add_purpose(scheme_dir: Path, document: Path) -> None:
     """Add a purpose (JSON: id, description, checks, lawful_bases, consent_required)."""
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     body = json.loads(document.read_text())
     _admin("add-purpose", scheme_dir, lambda s: scheme_admin.add_named(s, "purposes", body))
@@ -306,7 +307,7 @@ def scheme_add_purpose(scheme_dir: Path, document: Path) -> None:
 @click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def scheme_add_check(scheme_dir: Path, document: Path) -> None:
     """Add a named check (JSON: name, description, versions with rules)."""
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     body = json.loads(document.read_text())
     _admin("add-check", scheme_dir, lambda s: scheme_admin.add_named(s, "checks", body))
@@ -318,7 +319,7 @@ def scheme_add_check(scheme_dir: Path, document: Path) -> None:
 @click.argument("purpose")
 def scheme_permit(scheme_dir: Path, member_id: str, purpose: str) -> None:
     """Let a relying party use a purpose."""
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     _admin("permit", scheme_dir, lambda s: scheme_admin.permit(s, member_id, purpose))
 
@@ -328,7 +329,7 @@ def scheme_permit(scheme_dir: Path, member_id: str, purpose: str) -> None:
 @click.argument("member_id")
 def scheme_suspend(scheme_dir: Path, member_id: str) -> None:
     """Suspend a member: refused from the next query after publication."""
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     _admin("suspend", scheme_dir, lambda s: scheme_admin.set_status(s, member_id, "suspended"))
 
@@ -338,7 +339,7 @@ def scheme_suspend(scheme_dir: Path, member_id: str) -> None:
 @click.argument("member_id")
 def scheme_reinstate(scheme_dir: Path, member_id: str) -> None:
     """Make a suspended member active again."""
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     _admin("reinstate", scheme_dir, lambda s: scheme_admin.set_status(s, member_id, "active"))
 
@@ -349,7 +350,7 @@ def scheme_reinstate(scheme_dir: Path, member_id: str) -> None:
 @click.argument("jwk_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def scheme_add_key(scheme_dir: Path, member_id: str, jwk_file: Path) -> None:
     """Add a member's new public key beside its current ones (rotation overlap begins)."""
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     jwk = json.loads(jwk_file.read_text())
     _admin("add-key", scheme_dir, lambda s: scheme_admin.add_key(s, member_id, jwk))
@@ -362,7 +363,7 @@ def scheme_add_key(scheme_dir: Path, member_id: str, jwk_file: Path) -> None:
 @click.option("--not-after", default=None, help="RFC 3339 end of validity (default: now)")
 def scheme_retire_key(scheme_dir: Path, member_id: str, kid: str, not_after: str | None) -> None:
     """End a key's validity (rotation overlap ends)."""
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     _admin(
         "retire-key",
@@ -376,7 +377,7 @@ def scheme_retire_key(scheme_dir: Path, member_id: str, kid: str, not_after: str
 @click.option("--lifetime-days", default=30, type=int)
 def scheme_publish(scheme_dir: Path, lifetime_days: int) -> None:
     """Sign the registry source as the next registry and replace the registry file."""
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     try:
         seq = scheme_admin.publish(
@@ -438,7 +439,7 @@ def provider_registration(
     """Prepare the registration the scheme operator reviews and admits."""
     import tomllib
 
-    from broker import scheme_admin
+    from broker.scheme import admin as scheme_admin
 
     table = tomllib.loads(attributes.read_text())
     registration = {
@@ -524,7 +525,7 @@ def audit_verify(export: Path, log_key: str, held: tuple[Path, ...]) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def audit_export(config: Path, out: Path) -> None:
     """Download the whole log (records and checkpoints) as JSONL for offline verification."""
-    from broker.audit_client import AuditClient
+    from members.auditor import AuditClient
 
     async def run() -> int:
         count = 0
@@ -547,7 +548,7 @@ def audit_subject_access(
     config: Path, family_name: str, date_of_birth: str, nino: str | None
 ) -> None:
     """Who checked this resident's data, when and why (UK GDPR Art. 15)."""
-    from broker.audit_client import AuditClient
+    from members.auditor import AuditClient
 
     identifiers = {"family_name": family_name, "date_of_birth": date_of_birth}
     if nino:
@@ -580,7 +581,7 @@ def audit_records(
     limit: int,
 ) -> None:
     """List consent records matching filters."""
-    from broker.audit_client import AuditClient
+    from members.auditor import AuditClient
 
     async def run() -> dict[str, object]:
         async with AuditClient.from_config(config) as client:
@@ -602,8 +603,8 @@ def audit_records(
 @click.argument("answer", type=click.File("r"))
 def audit_receipt(config: Path, answer: Any) -> None:
     """Check a council's answer token (a file, or - for stdin) against the log."""
-    from broker.audit_client import AuditClient
     from connectors.config import member_log_key
+    from members.auditor import AuditClient
 
     token = answer.read().strip()
 
@@ -630,7 +631,7 @@ def audit_receipt(config: Path, answer: Any) -> None:
 @click.option("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
 def audit_console(config: Path, port: int) -> None:
     """Serve the auditor's console on 127.0.0.1: records, proofs, subject access, verify."""
-    from broker.audit_console import login_url, start_console
+    from members.console.app import login_url, start_console
 
     async def run() -> None:
         runner, console = await start_console(config, port=port)
@@ -682,7 +683,8 @@ def consent_withdraw(config: Path, consent_id: str, withdrawn_at: str | None) ->
     """Record that a resident withdrew a consent; later checks citing it are refused."""
     from datetime import UTC, datetime
 
-    from broker.client import CheckFailed, EligibilityClient
+    from members.council import EligibilityClient
+    from members.errors import CheckFailed
 
     when = withdrawn_at or datetime.now(UTC).isoformat(timespec="seconds")
 

@@ -27,8 +27,8 @@ from typing import Any, Self
 import aiohttp
 import orjson
 
-from broker.errors import BrokerError
 from connectors.config import member_identity, member_log_key
+from members.errors import AnswerNotTrusted, CheckFailed, NotOpen
 from trust import jws
 from trust.checkpoint import NoteVerifier
 from trust.errors import InvalidMessage, KeyFormatError, VerificationError
@@ -59,18 +59,6 @@ async def fetch_broker_keys(
         response.raise_for_status()
         document = await response.json()
     return {key.kid: key for key in load_jwks(document)}
-
-
-class CheckFailed(BrokerError):
-    """The broker refused the query; ``problem`` is its RFC 9457 body."""
-
-    def __init__(self, status: int, problem: Mapping[str, Any]) -> None:
-        super().__init__(f"{status} {problem.get('type')}: {problem.get('detail', '')}")
-        self.status, self.problem = status, dict(problem)
-
-
-class AnswerNotTrusted(BrokerError):
-    """The broker's answer failed verification; treat it as no answer at all."""
 
 
 class EligibilityClient:
@@ -117,7 +105,7 @@ class EligibilityClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            raise RuntimeError("use the client as 'async with EligibilityClient(...)'")
+            raise NotOpen("use the client as 'async with EligibilityClient(...)'")
         return self._session
 
     def sign_query(

@@ -15,8 +15,9 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from broker.client import CheckFailed, fetch_broker_keys
 from connectors.config import member_identity
+from members.council import fetch_broker_keys
+from members.errors import CheckFailed, NotOpen
 from trust import jws
 from trust.checkpoint import NoteVerifier
 from trust.errors import InvalidMessage, KeyFormatError, VerificationError
@@ -86,7 +87,7 @@ class AuditClient:
         self, method: str, path: str, query: Mapping[str, Any] | None = None, body: bytes = b""
     ) -> aiohttp.ClientResponse:
         if self._session is None:
-            raise RuntimeError("use the client as 'async with AuditClient(...)'")
+            raise NotOpen("use the client as 'async with AuditClient(...)'")
         target = path + ("?" + urlencode(query) if query else "")
         headers = {"Authorization": self.authorization(method, target, body)}
         if body:
@@ -122,7 +123,7 @@ class AuditClient:
         issued), and the log's record at its index is the one it was given on, proven against
         a checkpoint signed by the pinned log key."""
         if self._session is None:
-            raise RuntimeError("use the client as 'async with AuditClient(...)'")
+            raise NotOpen("use the client as 'async with AuditClient(...)'")
         try:
             keys = await fetch_broker_keys(self._session, self._url)
         except KeyFormatError as exc:

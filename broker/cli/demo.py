@@ -21,13 +21,14 @@ import aiohttp
 import click
 from aiohttp import web
 
-from broker import devscheme
 from broker.app import create_app
-from broker.client import CheckFailed, EligibilityClient
 from broker.logging import configure_logging
+from broker.scheme import dev as devscheme
 from broker.settings import load_settings
-from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES
+from connectors.reference.population import subject_of
 from connectors.reference.providers import build_ves_stub
+from members.council import EligibilityClient
+from members.errors import CheckFailed
 from trust.messages import EligibilityAnswer
 from trust.receipts import ReceiptNotProven
 
@@ -51,13 +52,6 @@ class DemoCase:
     @property
     def label(self) -> str:
         return self.identity if self.vehicle is None else f"{self.identity} + {self.vehicle}"
-
-
-def subject_of(identity: str) -> dict[str, str]:
-    """The matching fields a council would send for a documented test identity."""
-    if identity == "no-match":
-        return NO_MATCH_IDENTITY.as_subject()
-    return TEST_IDENTITIES[identity].matching_fields().as_subject()
 
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK

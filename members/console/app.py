@@ -35,9 +35,9 @@ import jinja2
 import orjson
 from aiohttp import web
 
-from broker.audit_client import AuditClient
-from broker.client import CheckFailed
 from connectors.config import member_identity, member_log_key
+from members.auditor import AuditClient
+from members.errors import CheckFailed
 from trust.checkpoint import NoteVerifier, split_notes
 from trust.log_verify import VerifyReport, verify_export, verify_record
 
@@ -63,7 +63,7 @@ HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }
-TEMPLATES = Path(__file__).parent / "templates" / "console"
+TEMPLATES = Path(__file__).parent / "templates"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

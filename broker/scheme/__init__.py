@@ -1,0 +1,7 @@
+"""The scheme operator's tools and the development scheme.
+
+General layout:
+
+- ``admin``   keep the registry's source, review registrations and changes, publish it signed
+- ``dev``     a development scheme: every key, a signed registry and every config, in a folder
+"""
