@@ -36,6 +36,7 @@ from broker.stores.admission import AdmissionStore, MemoryAdmissionStore, RedisA
 from broker.stores.consent_log import open_consent_log
 from broker.transparency import TransparencyLog
 from connectors.base import Connector
+from connectors.errors import ConnectorError
 from connectors.registry_source import RegistrySource
 from connectors.signed_http import SignedHttpConnector
 from trust.errors import TrustError
@@ -61,7 +62,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             exc.status, "bad-request"
         )
         response = problem(slug)
-    except (BrokerError, TrustError) as exc:
+    except (BrokerError, TrustError, ConnectorError) as exc:
         response, slug = problem_for(exc)
         reason = getattr(exc, "reason", None) or type(exc).__name__
     except Exception:
@@ -92,7 +93,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     registry = RegistrySource(settings.scheme, url=settings.registry_url, clock=clock)
     stores = Stores(
         make_admission_store(settings),
-        open_consent_log(settings.consent_log, schema=settings.consent_log_schema),
+        open_consent_log(settings.consent_log),
     )
     connectors: dict[str, Connector] = {}
 

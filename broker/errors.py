@@ -9,6 +9,10 @@ class BrokerError(Exception):
     """Root of every error raised by :mod:`broker`."""
 
 
+class SettingsError(BrokerError):
+    """The broker's config is missing, unreadable or invalid; the message says which setting."""
+
+
 class BadRequest(BrokerError):
     """The HTTP request itself is wrong (media type, size, encoding)."""
 
@@ -33,6 +37,11 @@ class StoreUnavailable(BrokerError):
 
 class LogUnavailable(BrokerError):
     """The consent log cannot commit: no answer may leave without its record."""
+
+
+class LogGap(LogUnavailable):
+    """The committed indices are not contiguous: the log cannot be proven, so it serves
+    nothing until an operator looks (503, like any unavailable log)."""
 
 
 class Refused(BrokerError):

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from broker.resilience import ProviderGuards
-from connectors.base import Connector, ConnectorError
+from connectors.base import Connector
+from connectors.errors import ProviderFault
 from trust.messages import (
     AttributeAnswer,
     AttributeRequest,
@@ -111,7 +112,7 @@ async def fan_out(
                     status = answer.result
                 except TimeoutError:
                     status = "timeout"
-                except ConnectorError as exc:
+                except ProviderFault as exc:
                     status = exc.reason
                 except Exception as exc:  # a connector bug must not break the check
                     status = f"connector-bug:{type(exc).__name__}"

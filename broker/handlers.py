@@ -16,28 +16,11 @@ from broker.app_keys import (
     SETTINGS,
     STORES,
 )
-from broker.errors import BadRequest
 from broker.openapi import openapi_document
-from connectors.base import read_limited
-from trust.jws import MAX_TOKEN_BYTES
+from connectors.base import read_jwt_body
+from trust.jws import JWT_MEDIA_TYPE
 from trust.keys import jwks_document
 from trust.records import iso_ms
-
-JWT_MEDIA_TYPE = "application/jwt"
-
-
-async def read_jwt_body(request: web.Request) -> bytes:
-    if request.content_type != JWT_MEDIA_TYPE:
-        raise BadRequest("unsupported-media-type", "send the query as application/jwt", 415)
-    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-        # a compact JWS is a few hundred bytes: compression only adds bombs and errors
-        raise BadRequest("unsupported-media-type", "send the body without Content-Encoding", 415)
-    if (request.content_length or 0) > MAX_TOKEN_BYTES:
-        raise BadRequest("too-large", "the body is larger than 16 KiB", 413)
-    body = await read_limited(request.content, MAX_TOKEN_BYTES)
-    if len(body) > MAX_TOKEN_BYTES:
-        raise BadRequest("too-large", "the body is larger than 16 KiB", 413)
-    return body.strip()
 
 
 async def post_check(request: web.Request) -> web.Response:

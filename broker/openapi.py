@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from broker.problems import PROBLEM_TYPES, TYPE_PREFIX
+from trust.jws import JWT_MEDIA_TYPE
 from trust.messages import ASSURANCE_LEVELS, OUTCOMES, SUBJECT_FIELDS
 from trust.registry import LAWFUL_BASES
 
-_JWT = "application/jwt"
 _PROBLEM = "application/problem+json"
 
 
@@ -139,11 +139,11 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "operationId": "check",
                     "summary": "Ask one named check about one resident; get a signed outcome",
-                    "requestBody": {"required": True, "content": {_JWT: jwt_body}},
+                    "requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: jwt_body}},
                     "responses": {
                         "200": {
                             "description": "Signed answer (compact JWS); see EligibilityAnswer",
-                            "content": {_JWT: jwt_body},
+                            "content": {JWT_MEDIA_TYPE: jwt_body},
                         },
                         "400": _problem_response("Malformed query claims.", _by_status(400)),
                         "401": _problem_response(
@@ -184,7 +184,7 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "withdrawConsent",
                     "summary": "Record that a resident withdrew a consent (signed "
                     "consent-withdrawal+jwt); later checks citing it are refused",
-                    "requestBody": {"required": True, "content": {_JWT: jwt_body}},
+                    "requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: jwt_body}},
                     "responses": {
                         "200": _json(
                             "The withdrawal's log index and record digest",
@@ -328,7 +328,7 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "registry",
                     "summary": "The signed trust registry in force (typ trust-registry+jwt)",
                     "responses": {
-                        "200": {"description": "compact JWS", "content": {_JWT: jwt_body}}
+                        "200": {"description": "compact JWS", "content": {JWT_MEDIA_TYPE: jwt_body}}
                     },
                 }
             },

@@ -19,6 +19,7 @@ from broker.errors import (
     Replayed,
     StoreUnavailable,
 )
+from connectors.errors import RequestRefused
 from trust import policy
 from trust.errors import (
     InvalidMessage,
@@ -101,7 +102,7 @@ def problem_for(error: Exception) -> tuple[web.Response, str]:
             return problem(code, detail), code
         case ProofRequestError():
             return problem("invalid-proof-request", str(error)), "invalid-proof-request"
-        case BadRequest(slug=slug, detail=detail):
+        case BadRequest(slug=slug, detail=detail) | RequestRefused(slug=slug, detail=detail):
             return problem(slug, detail), slug
         case RateLimited(retry_after=seconds):
             return problem("rate-limited", retry_after=seconds), "rate-limited"

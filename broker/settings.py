@@ -7,8 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.errors import SettingsError
+from broker.stores.consent_log.location import (
+    POSTGRES_SCHEMES,
+    LogLocation,
+    PostgresLocation,
+    SqliteLocation,
+)
 from connectors.config import (
-    ConfigError,
     SchemeFiles,
     load_signing_key,
     read_toml,
@@ -16,6 +22,7 @@ from connectors.config import (
     resolve,
     scheme_files,
 )
+from connectors.errors import ConfigError
 from trust.checkpoint import NoteSigner
 from trust.errors import CheckpointError, KeyFormatError
 from trust.jws import MAX_LEEWAY_SECONDS
@@ -31,7 +38,7 @@ class Settings:
     signing_key: SigningKey
     scheme: SchemeFiles
     pseudonym_key: PseudonymKey
-    consent_log: str
+    consent_log: LogLocation
     redis_url: str | None
     rate_limit_per_second: int
     check_deadline_ms: int
@@ -43,34 +50,35 @@ class Settings:
     checkpoint_every_seconds: float
     public_checkpoint_every_seconds: float
     previous_pseudonym_keys: tuple[PseudonymKey, ...] = ()
-    consent_log_schema: str = "axb"
     redis_prefix: str = "axb"
     log_json: bool = True
 
     @property
     def consent_log_path(self) -> Path:
         """The SQLite file of an embedded consent log."""
-        return Path(self.consent_log)
+        if not isinstance(self.consent_log, SqliteLocation):
+            raise SettingsError("the consent log is not an SQLite file")
+        return self.consent_log.path
 
 
 def _int(table: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
     value = table.get(name, default)
     if type(value) is not int or not low <= value <= high:
-        raise ConfigError(f"{name} must be an integer in {low}..{high}")
+        raise SettingsError(f"{name} must be an integer in {low}..{high}")
     return value
 
 
 def _identifier(value: object) -> str:
     if not isinstance(value, str) or not value.isidentifier():
-        raise ConfigError("consent_log_schema and redis_prefix must be plain identifiers")
+        raise SettingsError("consent_log_schema and redis_prefix must be plain identifiers")
     return value
 
 
-def _log_location(base: Path, value: object) -> str:
+def _log_location(base: Path, value: object, schema: str) -> LogLocation:
     """A ``postgresql://`` URL as it is, or an SQLite path resolved beside the config."""
-    if isinstance(value, str) and value.startswith(("postgresql://", "postgres://")):
-        return value
-    return str(resolve(base, value, "consent_log"))
+    if isinstance(value, str) and value.startswith(POSTGRES_SCHEMES):
+        return PostgresLocation(value, schema)
+    return SqliteLocation(resolve(base, value, "consent_log"))
 
 
 def load_pseudonym_key(path: Path, key_id: str) -> PseudonymKey:
@@ -78,14 +86,14 @@ def load_pseudonym_key(path: Path, key_id: str) -> PseudonymKey:
         secret = base64.b64decode(path.read_text().strip(), validate=True)
         return PseudonymKey(key_id, secret)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read pseudonym key {path}: {exc}") from exc
+        raise SettingsError(f"cannot read pseudonym key {path}: {exc}") from exc
 
 
 def load_log_signer(path: Path) -> NoteSigner:
     try:
         return NoteSigner(path.read_text().strip())
     except (OSError, CheckpointError, KeyFormatError) as exc:
-        raise ConfigError(f"cannot read log signing key {path}: {exc}") from exc
+        raise SettingsError(f"cannot read log signing key {path}: {exc}") from exc
 
 
 # What broker.stores.admission.redis_client connects to: one server, a Cluster, or Sentinels.
@@ -93,22 +101,37 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+
 
 
 def load_settings(path: Path, **overrides: Any) -> Settings:
-    """Read ``path`` (TOML); ``overrides`` (e.g. ``port``, ``redis_url``) win over the file."""
+    """Read ``path`` (TOML); ``overrides`` (e.g. ``port``, ``redis_url``) win over the file.
+    Raises :class:`SettingsError` naming what is wrong."""
+    try:
+        return _load_settings(path, overrides)
+    except ConfigError as exc:  # a shared reader (keys, anchors, paths) refused a file
+        raise SettingsError(str(exc)) from exc
+
+
+def _float(table: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = table.get(name, default)
+    if type(value) not in (int, float) or not low <= value <= high:
+        raise SettingsError(f"{name} must be a number in {low}..{high}")
+    return float(value)
+
+
+def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
     table = read_toml(path)
     table.update({k: v for k, v in overrides.items() if v is not None})
     base = path.parent
     redis_url = table.get("redis_url") or None
     if redis_url is not None and not str(redis_url).startswith(REDIS_SCHEMES):
-        raise ConfigError(f"redis_url must start with one of {', '.join(REDIS_SCHEMES)}")
+        raise SettingsError(f"redis_url must start with one of {', '.join(REDIS_SCHEMES)}")
     pseudonym = table.get("pseudonym")
     if not isinstance(pseudonym, dict):
-        raise ConfigError("a [pseudonym] table with key_id and key_file is required")
+        raise SettingsError("a [pseudonym] table with key_id and key_file is required")
     log_table = table.get("log")
     if not isinstance(log_table, dict):
-        raise ConfigError("a [log] table with the checkpoint signing_key is required")
+        raise SettingsError("a [log] table with the checkpoint signing_key is required")
     previous = pseudonym.get("previous", [])
     if not isinstance(previous, list) or not all(isinstance(p, dict) for p in previous):
-        raise ConfigError("[[pseudonym.previous]] entries need key_id and key_file")
+        raise SettingsError("[[pseudonym.previous]] entries need key_id and key_file")
     return Settings(
         broker_id=require_str(table, "broker_id"),
         host=str(table.get("host", "127.0.0.1")),
@@ -119,19 +142,23 @@ def load_settings(path: Path, **overrides: Any) -> Settings:
             resolve(base, pseudonym.get("key_file"), "pseudonym.key_file"),
             require_str(pseudonym, "key_id"),
         ),
-        consent_log=_log_location(base, table.get("consent_log")),
+        consent_log=_log_location(
+            base,
+            table.get("consent_log"),
+            _identifier(table.get("consent_log_schema", "axb")),
+        ),
         redis_url=redis_url,
         rate_limit_per_second=_int(table, "rate_limit_per_second", 50, 1, 1_000_000),
         check_deadline_ms=_int(table, "check_deadline_ms", 5000, 100, 60_000),
         leeway_s=_int(table, "leeway_s", 30, 0, MAX_LEEWAY_SECONDS),
-        registry_poll_s=float(table.get("registry_poll_s", 2.0)),
+        registry_poll_s=_float(table, "registry_poll_s", 2.0, 0.01, 3600),
         registry_url=table.get("registry_url") or None,
         log_signer=load_log_signer(resolve(base, log_table.get("signing_key"), "log.signing_key")),
         checkpoint_every_records=_int(log_table, "checkpoint_every_records", 1000, 1, 10**7),
-        checkpoint_every_seconds=float(log_table.get("checkpoint_every_seconds", 5.0)),
+        checkpoint_every_seconds=_float(log_table, "checkpoint_every_seconds", 5.0, 0.01, 86400),
         # GET /v1/log/checkpoint signs a fresh checkpoint at most this often
-        public_checkpoint_every_seconds=float(
-            log_table.get("public_checkpoint_every_seconds", 1.0)
+        public_checkpoint_every_seconds=_float(
+            log_table, "public_checkpoint_every_seconds", 1.0, 0, 3600
         ),
         previous_pseudonym_keys=tuple(
             load_pseudonym_key(
@@ -141,6 +168,5 @@ def load_settings(path: Path, **overrides: Any) -> Settings:
             for p in previous
         ),
         log_json=bool(table.get("log_json", True)),
-        consent_log_schema=_identifier(table.get("consent_log_schema", "axb")),
         redis_prefix=_identifier(table.get("redis_prefix", "axb")),
     )

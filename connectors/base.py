@@ -1,29 +1,20 @@
-"""The interface the broker calls, one object per provider, and the one error root."""
+"""The interface the broker calls, one object per provider, and the bounded body readers."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from aiohttp import StreamReader
+from aiohttp import StreamReader, web
 
+from connectors.errors import RequestRefused
+from trust.jws import JWT_MEDIA_TYPE, MAX_TOKEN_BYTES
 from trust.messages import AttributeAnswer, AttributeRequest
-
-
-class ConnectorError(Exception):
-    """Root of connector failures. The broker turns every one into ``undetermined``.
-
-    ``reason`` is a short slug safe to log: it never holds personal data or tokens.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Connector(Protocol):
     """Asks one provider for attributes. Returns a verified answer bound to ``request`` or
-    raises :class:`ConnectorError`; never returns anything unverified. The caller bounds the
-    time with its own deadline (cancellation)."""
+    raises :class:`~connectors.errors.ProviderFault`; never returns anything unverified. The
+    caller bounds the time with its own deadline (cancellation)."""
 
     async def fetch(self, request: AttributeRequest) -> AttributeAnswer: ...
 
@@ -43,3 +34,22 @@ async def read_limited(stream: StreamReader, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+async def read_jwt_body(request: web.Request, limit: int = MAX_TOKEN_BYTES) -> bytes:
+    """The body of a request that must carry one compact JWS: ``application/jwt``, no
+    ``Content-Encoding`` (a compact JWS is a few hundred bytes: compression only adds bombs and
+    errors), at most ``limit`` bytes however it is split. Raises :class:`RequestRefused`."""
+    if request.content_type != JWT_MEDIA_TYPE:
+        raise RequestRefused(415, "unsupported-media-type", f"send {JWT_MEDIA_TYPE}")
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        raise RequestRefused(
+            415, "unsupported-media-type", "send the body without Content-Encoding"
+        )
+    too_large = RequestRefused(413, "too-large", f"the body is larger than {limit // 1024} KiB")
+    if (request.content_length or 0) > limit:
+        raise too_large
+    body = await read_limited(request.content, limit)
+    if len(body) > limit:
+        raise too_large
+    return body.strip()

@@ -8,14 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connectors.errors import ConfigError
 from trust.checkpoint import NoteVerifier
 from trust.errors import CheckpointError
 from trust.keys import SigningKey, VerifyingKey
 from trust.registry import Anchors
-
-
-class ConfigError(Exception):
-    """A config file is missing, unreadable or invalid."""
 
 
 def read_toml(path: Path) -> dict[str, Any]:

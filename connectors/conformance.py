@@ -33,10 +33,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from connectors.base import read_limited
-from connectors.config import ConfigError, load_anchors, load_signing_key, read_toml
+from connectors.config import load_anchors, load_signing_key, read_toml
+from connectors.errors import ConfigError
 from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES
 from trust import jws
 from trust.errors import InvalidMessage, RegistryError, VerificationError
+from trust.jws import JWT_MEDIA_TYPE
 from trust.keys import SigningKey, b64url_encode
 from trust.messages import (
     PROVIDER_RESULTS,
@@ -49,7 +51,6 @@ from trust.messages import (
 from trust.registry import Registry, provider_fields, verify_registry
 from trust.rules import attributes_of
 
-JWT_MEDIA_TYPE: Final = "application/jwt"
 API_PATH: Final = "/v1/attributes"
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 ANSWER_MEMBERS: Final = frozenset(

@@ -56,7 +56,7 @@ from typing import Any, Final, Literal, get_args
 import aiohttp
 import structlog
 
-from connectors.base import ConnectorError
+from connectors.errors import ProviderFault
 from connectors.provider_kit import Lookup, LookupRequest
 
 __all__ = [
@@ -120,7 +120,7 @@ _VRN: Final = re.compile(r"[A-Z0-9]{1,7}")
 # --- errors --------------------------------------------------------------------------------
 
 
-class VesError(ConnectorError):
+class VesError(ProviderFault):
     """Root of VES failures; ``reason`` is a slug safe to log (never a registration)."""
 
 

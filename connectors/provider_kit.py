@@ -19,7 +19,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from connectors.base import read_limited
+from connectors.base import read_jwt_body
+from connectors.errors import RequestRefused
 from trust import jws
 from trust.errors import InvalidMessage, RegistryError, VerificationError
 from trust.keys import SigningKey
@@ -34,7 +35,6 @@ from trust.messages import (
 from trust.registry import Registry, provider_fields
 from trust.replay import ReplayCache, ReplayCacheFull
 
-JWT_MEDIA_TYPE = "application/jwt"
 log = structlog.get_logger("connectors.provider_kit")
 
 
@@ -52,13 +52,7 @@ class LookupRequest:
 Lookup = Callable[[LookupRequest], Awaitable[Mapping[str, bool] | None]]
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, slug: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.slug, self.detail = status, slug, detail
-
-
-def _problem(error: _Refused) -> web.Response:
+def _problem(error: RequestRefused) -> web.Response:
     body = {
         "type": f"urn:ax-broker:problem:{error.slug}",
         "title": error.slug.replace("-", " "),
@@ -107,28 +101,28 @@ class ProviderKit:
             )
         except VerificationError as exc:
             log.info("request_refused", reason=exc.reason)
-            raise _Refused(401, "invalid-token", "the request could not be verified") from exc
+            raise RequestRefused(401, "invalid-token", "the request could not be verified") from exc
         try:
             request = parse_attribute_request(verified, provider=self.provider_id)
         except InvalidMessage as exc:
-            raise _Refused(400, "invalid-request", str(exc)) from exc
+            raise RequestRefused(400, "invalid-request", str(exc)) from exc
         member = registry.members.get(self.provider_id)
         offered = member.provider.attributes if member and member.provider else {}
         unknown = [name for name in request.attributes if name not in offered]
         if unknown:
-            raise _Refused(400, "unknown-attribute", f"not offered here: {unknown}")
+            raise RequestRefused(400, "unknown-attribute", f"not offered here: {unknown}")
         declared = {f for name in request.attributes for f in provider_fields(offered[name])}
         extra = set(request.subject.fields) - declared
         if extra:
-            raise _Refused(400, "undeclared-fields", f"fields not declared: {sorted(extra)}")
+            raise RequestRefused(400, "undeclared-fields", f"fields not declared: {sorted(extra)}")
         try:
             first = self._replay.first_use(
                 f"{verified.issuer}:{verified.jti}", expires_at=verified.expires_at + 30, now=now
             )
         except ReplayCacheFull as exc:
-            raise _Refused(503, "busy", "replay cache full") from exc
+            raise RequestRefused(503, "busy", "replay cache full") from exc
         if not first:
-            raise _Refused(401, "invalid-token", "the request could not be verified")
+            raise RequestRefused(401, "invalid-token", "the request could not be verified")
         return request
 
     def _timeout(self, registry: Registry) -> float:
@@ -139,10 +133,12 @@ class ProviderKit:
         try:
             return self._registry()
         except RegistryError as exc:  # stale registry: fail closed, as a clean problem
-            raise _Refused(503, "registry-unavailable", "no trust registry is in force") from exc
+            raise RequestRefused(
+                503, "registry-unavailable", "no trust registry is in force"
+            ) from exc
 
     async def answer(self, body: bytes) -> str:
-        """Verify one request and return the signed answer (raises ``_Refused``)."""
+        """Verify one request and return the signed answer (raises ``RequestRefused``)."""
         registry = self._current_registry()
         now = int(self._clock())
         request = self._verify(body, registry, now)
@@ -166,24 +162,15 @@ class ProviderKit:
 
     async def handle_attributes(self, request: web.Request) -> web.Response:
         try:
-            if request.content_type != JWT_MEDIA_TYPE:
-                raise _Refused(415, "unsupported-media-type", "send application/jwt")
-            if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-                raise _Refused(415, "unsupported-media-type", "send no Content-Encoding")
-            if (request.content_length or 0) > jws.MAX_TOKEN_BYTES:
-                raise _Refused(413, "too-large", "the request is larger than 16 KiB")
-            body = await read_limited(request.content, jws.MAX_TOKEN_BYTES)
-            if len(body) > jws.MAX_TOKEN_BYTES:
-                raise _Refused(413, "too-large", "the request is larger than 16 KiB")
-            token = await self.answer(body)
-        except _Refused as error:
+            token = await self.answer(await read_jwt_body(request))
+        except RequestRefused as error:
             return _problem(error)
-        return web.Response(text=token, content_type=JWT_MEDIA_TYPE)
+        return web.Response(text=token, content_type=jws.JWT_MEDIA_TYPE)
 
     async def handle_status(self, request: web.Request) -> web.Response:
         try:
             registry = self._current_registry()
-        except _Refused as error:
+        except RequestRefused as error:
             return _problem(error)
         member = registry.members.get(self.provider_id)
         body: dict[str, Any] = {

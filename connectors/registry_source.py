@@ -20,7 +20,8 @@ import aiohttp
 import structlog
 
 from connectors.base import read_limited
-from connectors.config import ConfigError, SchemeFiles
+from connectors.config import SchemeFiles
+from connectors.errors import ConfigError
 from trust.errors import RegistryError
 from trust.jws import MAX_TOKEN_BYTES
 from trust.registry import Registry, verify_registry

@@ -13,9 +13,11 @@ from collections.abc import Callable
 
 import aiohttp
 
-from connectors.base import ConnectorError, read_limited
+from connectors.base import read_limited
+from connectors.errors import ProviderFault
 from trust import jws
 from trust.errors import InvalidMessage, VerificationError
+from trust.jws import JWT_MEDIA_TYPE
 from trust.keys import SigningKey
 from trust.messages import (
     AttributeAnswer,
@@ -24,8 +26,6 @@ from trust.messages import (
     parse_attribute_response,
 )
 from trust.registry import Registry
-
-JWT_MEDIA_TYPE = "application/jwt"
 
 
 class SignedHttpConnector:
@@ -47,7 +47,7 @@ class SignedHttpConnector:
     def _endpoint(self, registry: Registry) -> str:
         member = registry.members.get(self.provider_id)
         if member is None or member.provider is None:
-            raise ConnectorError("provider-not-registered")
+            raise ProviderFault("provider-not-registered")
         return member.provider.endpoint
 
     async def fetch(self, request: AttributeRequest) -> AttributeAnswer:
@@ -66,14 +66,14 @@ class SignedHttpConnector:
                 allow_redirects=False,
             ) as response:
                 if response.status != 200:
-                    raise ConnectorError(f"provider-http-{response.status}")
+                    raise ProviderFault(f"provider-http-{response.status}")
                 if response.content_type != JWT_MEDIA_TYPE:
-                    raise ConnectorError("provider-wrong-content-type")
+                    raise ProviderFault("provider-wrong-content-type")
                 body = await read_limited(response.content, jws.MAX_TOKEN_BYTES)
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectorError("provider-unreachable") from exc
+            raise ProviderFault("provider-unreachable") from exc
         if len(body) > jws.MAX_TOKEN_BYTES:
-            raise ConnectorError("provider-answer-oversized")
+            raise ProviderFault("provider-answer-oversized")
         return self.verify_answer(body, request, registry)
 
     def verify_answer(
@@ -93,6 +93,6 @@ class SignedHttpConnector:
             )
             return parse_attribute_response(verified, request=request)
         except VerificationError as exc:
-            raise ConnectorError(f"answer-not-verified: {exc.reason}") from exc
+            raise ProviderFault(f"answer-not-verified: {exc.reason}") from exc
         except InvalidMessage as exc:
-            raise ConnectorError(f"answer-invalid: {exc}") from exc
+            raise ProviderFault(f"answer-invalid: {exc}") from exc

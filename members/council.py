@@ -32,6 +32,7 @@ from members.errors import AnswerNotTrusted, CheckFailed, NotOpen
 from trust import jws
 from trust.checkpoint import NoteVerifier
 from trust.errors import InvalidMessage, KeyFormatError, VerificationError
+from trust.jws import JWT_MEDIA_TYPE
 from trust.keys import SigningKey, VerifyingKey, b64_decode, load_jwks
 from trust.messages import (
     ConsentReference,
@@ -46,8 +47,6 @@ from trust.receipts import (
     open_log_checkpoint,
     prove_receipt,
 )
-
-JWT_MEDIA_TYPE = "application/jwt"
 
 
 async def fetch_broker_keys(

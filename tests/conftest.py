@@ -32,7 +32,7 @@ from aiohttp import web
 from broker.app import create_app
 from broker.scheme import dev as devscheme
 from broker.settings import Settings, load_settings
-from broker.stores.consent_log import Appended
+from broker.stores.consent_log import Appended, PostgresLocation
 from connectors.reference.providers import (
     ProviderService,
     build_reference_provider,
@@ -95,11 +95,11 @@ def config_for_log(scheme: devscheme.DevScheme, settings: Settings) -> Path:
     text = scheme.broker_config.read_text()
     line = 'consent_log = "log/consent-log.sqlite3"\n'
     assert line in text
-    if settings.consent_log.startswith("postgresql://"):
+    if isinstance(settings.consent_log, PostgresLocation):
         text = text.replace(
             line,
-            f'consent_log = "{settings.consent_log}"\n'
-            f'consent_log_schema = "{settings.consent_log_schema}"\n',
+            f'consent_log = "{settings.consent_log.dsn}"\n'
+            f'consent_log_schema = "{settings.consent_log.schema}"\n',
         )
     path = scheme.root / "broker-this-log.toml"
     path.write_text(text)
@@ -109,10 +109,10 @@ def config_for_log(scheme: devscheme.DevScheme, settings: Settings) -> Path:
 async def log_sql(settings: Settings, sql: str, *params: object) -> list[tuple[Any, ...]]:
     """Run one statement on a test broker's consent-log database, on either backend, as the
     operator could behind the broker's back (``?`` placeholders); returns its rows."""
-    if settings.consent_log.startswith("postgresql://"):
+    if isinstance(settings.consent_log, PostgresLocation):
         numbered = iter(range(1, len(params) + 1))
         db = await asyncpg.connect(
-            settings.consent_log, server_settings={"search_path": settings.consent_log_schema}
+            settings.consent_log.dsn, server_settings={"search_path": settings.consent_log.schema}
         )
         try:
             rows = await db.fetch(re.sub(r"\?", lambda _: f"${next(numbered)}", sql), *params)

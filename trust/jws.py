@@ -25,6 +25,7 @@ from jwt.algorithms import ECAlgorithm
 from trust.errors import VerificationError
 from trust.keys import SigningKey, VerifyingKey, b64url_decode, b64url_encode
 
+JWT_MEDIA_TYPE = "application/jwt"  # RFC 7519 §10.3.1: every message travels as one
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_LEEWAY_SECONDS = 30
 ALGORITHM = "ES256"

@@ -24,10 +24,10 @@ from aiohttp import web
 
 from broker.app_keys import REGISTRY, SETTINGS, STORES, TRANSPARENCY
 from broker.errors import BadRequest, Replayed
-from broker.handlers import read_jwt_body
 from broker.stores.admission import admit_or_refuse
 from broker.stores.consent_log import RecordFilter, StoredRecord
 from broker.transparency import TransparencyLog
+from connectors.base import read_jwt_body
 from trust import jws, policy
 from trust.errors import InvalidMessage, ProofRequestError, VerificationError
 from trust.messages import parse_audit_request, parse_withdrawal

@@ -160,14 +160,15 @@ def _row(number: int, case: DemoCase, outcome: str, receipt: str, ms: float, not
 
 async def run_demo(root: Path) -> int:
     scheme = devscheme.generate(root)
-    (root / "log").mkdir(exist_ok=True)
-    configure_logging(json=True, stream=(root / "log" / "broker.log").open("a"))
-    stub_app, stub_host, stub_port = build_ves_stub(root / "stubs" / f"{devscheme.VES_STUB}.toml")
+    folder = scheme.folder
+    folder.log_dir.mkdir(exist_ok=True)
+    configure_logging(json=True, stream=(folder.log_dir / "broker.log").open("a"))
+    stub_app, stub_host, stub_port = build_ves_stub(folder.stub_config(devscheme.VES_STUB))
     stub = web.AppRunner(stub_app, access_log=None)  # stands in for DVLA's own service
     await stub.setup()
     await web.TCPSite(stub, stub_host, stub_port).start()
     providers = {
-        pid: start_provider(scheme.provider_config(pid), root / "log" / f"{pid}.log")
+        pid: start_provider(scheme.provider_config(pid), folder.log_dir / f"{pid}.log")
         for pid in scheme.provider_ports
     }
     runner: web.AppRunner | None = None

@@ -14,17 +14,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from broker.errors import BrokerError
+from connectors.scheme_folder import SchemeFolder
 from trust.errors import KeyFormatError, RegistryError
 from trust.keys import SigningKey, VerifyingKey
 from trust.registry import parse_registry_claims, sign_registry
 
 
-class SchemeAdminError(Exception):
+class SchemeAdminError(BrokerError):
     """A change the operator asked for is invalid; the message says why."""
 
 
 def source_path(scheme_dir: Path) -> Path:
-    return scheme_dir / "operator" / "registry-source.json"
+    return SchemeFolder(scheme_dir).registry_source
 
 
 def load_source(scheme_dir: Path) -> dict[str, Any]:
@@ -168,7 +170,8 @@ def publish(
     """Sign the source as the next registry (``seq + 1``) and replace the registry file."""
     validate(source)
     seq = int(source["seq"]) + 1
-    operator = SigningKey.from_pem((scheme_dir / "operator" / "operator.pem").read_bytes())
+    folder = SchemeFolder(scheme_dir)
+    operator = SigningKey.from_pem(folder.operator_key.read_bytes())
     token = sign_registry(
         members=source["members"],
         purposes=source["purposes"],
@@ -180,7 +183,7 @@ def publish(
         now=int(time.time()) if now is None else now,
         lifetime=lifetime,
     )
-    registry = scheme_dir / "registry.jwt"
+    registry = folder.registry
     tmp = registry.with_suffix(".tmp")
     tmp.write_text(token + "\n")
     tmp.replace(registry)  # atomic: a polling broker never reads half a file

@@ -19,6 +19,7 @@ from typing import Any
 
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
+from connectors.scheme_folder import SchemeFolder
 from trust.checkpoint import generate_signer
 from trust.keys import SigningKey
 from trust.registry import member_document, sign_registry
@@ -239,33 +240,37 @@ class DevScheme:
         return f"http://127.0.0.1:{self.ves_stub_port}"
 
     @property
+    def folder(self) -> SchemeFolder:
+        return SchemeFolder(self.root)
+
+    @property
     def ves_api_key(self) -> str:
-        return (self.root / "secrets" / "dvla-ves-api.key").read_text().strip()
+        return self.folder.secret("dvla-ves-api.key").read_text().strip()
 
     @property
     def broker_config(self) -> Path:
-        return self.root / "broker.toml"
+        return self.folder.broker_config
 
     @property
     def broker_url(self) -> str:
         return f"http://127.0.0.1:{self.broker_port}"
 
     def provider_config(self, provider_id: str) -> Path:
-        return self.root / "providers" / f"{provider_id}.toml"
+        return self.folder.provider_config(provider_id)
 
     def council_config(self, member_id: str) -> Path:
-        return self.root / "councils" / f"{member_id}.toml"
+        return self.folder.council_config(member_id)
 
     def key_path(self, member_id: str) -> Path:
-        return self.root / "keys" / f"{member_id}.pem"
+        return self.folder.key(member_id)
 
     @property
     def registry_path(self) -> Path:
-        return self.root / "registry.jwt"
+        return self.folder.registry
 
     @property
     def operator_key_path(self) -> Path:
-        return self.root / "operator" / "operator.pem"
+        return self.folder.operator_key
 
 
 def _write(path: Path, text: str | bytes, *, private: bool = False) -> None:
@@ -404,7 +409,7 @@ def publish_registry(
         "purposes": reference_purposes(),
         "checks": reference_checks(),
     }
-    source_file = scheme.root / "operator" / "registry-source.json"
+    source_file = scheme.folder.registry_source
     source_file.write_text(json.dumps(source, indent=2, ensure_ascii=False) + "\n")
     token = sign_registry(
         members=members,
@@ -436,19 +441,18 @@ def generate(
     scheme = DevScheme(root, broker_port or free_port(), ports, free_port())
     operator = SigningKey.generate()
     _write(scheme.operator_key_path, operator.to_pem(), private=True)
-    _write(
-        root / "anchors" / f"{OPERATOR}-1.jwk.json", json.dumps(dict(operator.verifying_key.jwk))
-    )
+    folder = scheme.folder
+    _write(folder.anchor(OPERATOR), json.dumps(dict(operator.verifying_key.jwk)))
     for member in MEMBERS:
         key = SigningKey.generate()
         _write(scheme.key_path(member), key.to_pem(), private=True)
-        _write(root / "public" / f"{member}.jwk.json", json.dumps(dict(key.verifying_key.jwk)))
-    _write(root / "secrets" / "dvla-ves-api.key", secrets.token_urlsafe(24) + "\n", private=True)
+        _write(folder.public_key(member), json.dumps(dict(key.verifying_key.jwk)))
+    _write(folder.secret("dvla-ves-api.key"), secrets.token_urlsafe(24) + "\n", private=True)
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
-    _write(root / "secrets" / f"{PSEUDONYM_KEY_ID}.key", secret + "\n", private=True)
+    _write(folder.secret(f"{PSEUDONYM_KEY_ID}.key"), secret + "\n", private=True)
     log_skey, log_vkey = generate_signer(LOG_ORIGIN)
-    _write(root / "secrets" / "log.skey", log_skey + "\n", private=True)
-    _write(root / "public" / "log.vkey", log_vkey + "\n")
+    _write(folder.secret("log.skey"), log_skey + "\n", private=True)
+    _write(folder.log_verifier_key, log_vkey + "\n")
     publish_registry(scheme, seq=1)
     _write(
         scheme.broker_config,
@@ -477,13 +481,13 @@ def generate(
             ),
         )
     _write(
-        root / "stubs" / f"{VES_STUB}.toml",
+        folder.stub_config(VES_STUB),
         f"# A local stand-in for the DVLA Vehicle Enquiry Service test environment\n"
         f'host = "127.0.0.1"\nport = {scheme.ves_stub_port}\n'
         'api_key_file = "../secrets/dvla-ves-api.key"\n',
     )
     _write(
-        root / "auditors" / f"{AUDITOR}.toml",
+        folder.auditor_config(AUDITOR),
         f'member_id = "{AUDITOR}"\nsigning_key = "../keys/{AUDITOR}.pem"\n'
         f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
         'log_key = "../public/log.vkey"\n',

@@ -27,7 +27,6 @@ import aiohttp
 from aiohttp import web
 
 from connectors.config import (
-    ConfigError,
     load_signing_key,
     read_toml,
     require_str,
@@ -35,6 +34,7 @@ from connectors.config import (
     scheme_files,
 )
 from connectors.dvla_ves import VES_ATTRIBUTES, DvlaVesClient, VesUnavailable, ves_lookup
+from connectors.errors import ConfigError
 from connectors.provider_kit import Lookup, LookupRequest, ProviderKit, create_provider_app
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES, evaluate
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, keeper_lookup

@@ -15,7 +15,6 @@ import pytest
 from aiohttp import web
 
 from broker.scheme import dev as devscheme
-from connectors.config import ConfigError
 from connectors.conformance import (
     CHECK_IDS,
     CHECKS,
@@ -24,6 +23,7 @@ from connectors.conformance import (
     run_conformance,
     target_from_scheme,
 )
+from connectors.errors import ConfigError
 from connectors.provider_kit import ProviderKit, create_provider_app
 from connectors.reference.attributes import DWP_ATTRIBUTES
 from connectors.reference.population import TEST_IDENTITIES, PopulationIndex

@@ -30,7 +30,6 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from broker.scheme import dev as devscheme
-from connectors.config import ConfigError
 from connectors.dvla_ves import (
     VES_PATH,
     DvlaVesClient,
@@ -43,6 +42,7 @@ from connectors.dvla_ves import (
     vehicle_attributes,
     ves_lookup,
 )
+from connectors.errors import ConfigError
 from connectors.provider_kit import LookupRequest
 from connectors.reference.dvla_stub import VES_STUB, VesStubState, create_ves_stub_app
 from connectors.reference.keepers import PARKING_TEST_CASES, keeper_fleet, keeper_lookup

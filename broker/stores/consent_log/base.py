@@ -6,7 +6,6 @@ import abc
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from broker.errors import LogUnavailable
@@ -198,16 +197,3 @@ class GroupCommitWriter(abc.ABC):
             self._queue.put_nowait(None)  # the writer commits what is queued, then stops
             await self._writer
             self._writer = None
-
-
-def open_consent_log(location: str | Path, *, schema: str = "axb") -> ConsentLog:
-    """A PostgreSQL log for a ``postgresql://`` URL (tables in ``schema``), else an SQLite
-    file at that path."""
-    text = str(location)
-    if text.startswith(("postgresql://", "postgres://")):
-        from broker.stores.consent_log.postgres import PostgresConsentLog
-
-        return PostgresConsentLog(text, schema=schema)
-    from broker.stores.consent_log.sqlite import SqliteConsentLog
-
-    return SqliteConsentLog(Path(text))

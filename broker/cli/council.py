@@ -1,0 +1,134 @@
+"""``axb check`` and ``axb consent …``: what a council service runs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+
+from broker.cli.common import CONFIG
+
+
+@click.command()
+@click.option("--config", "config", type=CONFIG, required=True, help="councils/X.toml")
+@click.argument("check_name")
+@click.option("--purpose", required=True)
+@click.option("--family-name", required=True)
+@click.option("--date-of-birth", required=True, help="YYYY-MM-DD")
+@click.option("--given-names", default=None)
+@click.option("--postcode", default=None)
+@click.option("--nino", default=None)
+@click.option("--vehicle-registration", default=None, help="for resident-parking-permit")
+@click.option("--as-of", default=None, help="YYYY-MM-DD (default: today)")
+@click.option("--assurance", default=None, help="P0..P4")
+@click.option("--lawful-basis", default="public-task")
+@click.option(
+    "--prove-receipt",
+    is_flag=True,
+    help="then prove the answer's consent record is in the log (needs log_key in the config)",
+)
+def check(
+    config: Path,
+    check_name: str,
+    purpose: str,
+    family_name: str,
+    date_of_birth: str,
+    given_names: str | None,
+    postcode: str | None,
+    nino: str | None,
+    vehicle_registration: str | None,
+    as_of: str | None,
+    assurance: str | None,
+    lawful_basis: str,
+    prove_receipt: bool,
+) -> None:
+    """Sign a query with a council key, send it, verify and print the answer."""
+    from members.council import EligibilityClient
+    from members.errors import CheckFailed
+    from trust.messages import encode_digest
+    from trust.receipts import ReceiptNotProven
+
+    subject = {"family_name": family_name, "date_of_birth": date_of_birth}
+    optional = {
+        "given_names": given_names,
+        "postcode": postcode,
+        "nino": nino,
+        "vehicle_registration": vehicle_registration,
+    }
+    subject.update({k: v for k, v in optional.items() if v})
+
+    async def run() -> int:
+        async with EligibilityClient.from_config(config) as client:
+            try:
+                query, jti = client.sign_query(
+                    check_name,
+                    purpose=purpose,
+                    subject=subject,
+                    lawful_basis=lawful_basis,
+                    as_of=date.fromisoformat(as_of) if as_of else None,
+                    assurance=assurance,
+                )
+                answer, answer_token = await client.exchange(query, jti)
+            except CheckFailed as failed:
+                click.echo(json.dumps(failed.problem, indent=2))
+                return 2
+            shown: dict[str, object] = {
+                "outcome": answer.outcome,
+                "check": answer.check,
+                "check_version": answer.check_version,
+                "as_of": answer.as_of.isoformat(),
+                "log_index": answer.log_index,
+                "record_digest": encode_digest(answer.record_digest),
+                "query_jti": answer.query_jti,
+                "verified": True,
+                "answer_token": answer_token,  # keep it: the evidence `axb audit receipt` checks
+            }
+            status = 0
+            if prove_receipt:
+                try:
+                    receipt = await client.prove_receipt(answer)
+                    shown["receipt"] = {
+                        "proven": True,
+                        "checkpoint_size": receipt.checkpoint.size,
+                        "checkpoint_root": base64.b64encode(receipt.checkpoint.root_hash).decode(),
+                    }
+                except ReceiptNotProven as exc:
+                    shown["receipt"] = {"proven": False, "reason": str(exc)}
+                    status = 3
+        click.echo(json.dumps(shown, indent=2))
+        return status
+
+    sys.exit(asyncio.run(run()))
+
+
+@click.group("consent")
+def consent() -> None:
+    """Council tools for consents."""
+
+
+@consent.command("withdraw")
+@click.option("--config", "config", type=CONFIG, required=True, help="councils/X.toml")
+@click.argument("consent_id")
+@click.option("--withdrawn-at", default=None, help="RFC 3339 time (default: now)")
+def consent_withdraw(config: Path, consent_id: str, withdrawn_at: str | None) -> None:
+    """Record that a resident withdrew a consent; later checks citing it are refused."""
+    from datetime import UTC, datetime
+
+    from members.council import EligibilityClient
+    from members.errors import CheckFailed
+
+    when = withdrawn_at or datetime.now(UTC).isoformat(timespec="seconds")
+
+    async def run() -> int:
+        async with EligibilityClient.from_config(config) as client:
+            return await client.withdraw_consent(consent_id, withdrawn_at=when)
+
+    try:
+        click.echo(f"withdrawal recorded at log index {asyncio.run(run())}")
+    except CheckFailed as failed:
+        raise click.ClickException(json.dumps(failed.problem)) from failed

@@ -1,0 +1,58 @@
+"""``axb demo`` and ``axb serve``: the whole journey, and the broker itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+
+import click
+
+from broker.cli.common import CONFIG, serve_forever, use_uvloop
+from broker.logging import configure_logging
+
+
+@click.command()
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the generated scheme (keys, registry, configs) in this folder.",
+)
+def demo(keep: Path | None) -> None:
+    """Run the whole journey on embedded defaults and print every outcome."""
+    from broker.cli.demo import demo as run_demo
+
+    sys.exit(run_demo(keep))
+
+
+@click.command()
+@click.option("--config", "config", type=CONFIG, required=True, help="broker.toml")
+@click.option("--port", type=int, default=None, help="Override the port in the config.")
+@click.option("--redis-url", default=None, help="Use Redis for replay and rate limits.")
+@click.option(
+    "--with-providers",
+    is_flag=True,
+    help="Also serve the reference providers listed in providers/ beside the config.",
+)
+def serve(config: Path, port: int | None, redis_url: str | None, with_providers: bool) -> None:
+    """Serve the broker."""
+    from broker.app import create_app
+    from broker.settings import load_settings
+    from connectors.reference.providers import build_reference_provider, build_ves_stub
+    from connectors.scheme_folder import SchemeFolder
+
+    settings = load_settings(config, port=port, redis_url=redis_url)
+    configure_logging(json=settings.log_json)
+    apps = [(create_app(settings), settings.host, settings.port)]
+    if with_providers:
+        folder = SchemeFolder.of_config(config)
+        for provider_config in sorted(folder.providers_dir.glob("*.toml")):
+            service = build_reference_provider(provider_config)
+            apps.append((service.app, service.host, service.port))
+        for stub_config in sorted(folder.stubs_dir.glob("*.toml")):
+            apps.append(build_ves_stub(stub_config))
+    use_uvloop()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(apps))

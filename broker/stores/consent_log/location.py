@@ -1,0 +1,35 @@
+"""Where the consent log lives, decided once when the settings are read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteLocation:
+    """An embedded log: one SQLite file, one broker process."""
+
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresLocation:
+    """A shared log: tables in ``schema`` of the database at ``dsn``, one sequence for every
+    broker process."""
+
+    dsn: str
+    schema: str = "axb"
+
+
+LogLocation = SqliteLocation | PostgresLocation
+
+
+def log_location(value: str | Path, *, schema: str = "axb") -> LogLocation:
+    """A ``postgresql://`` URL names a PostgreSQL log; anything else is an SQLite file path."""
+    text = str(value)
+    if text.startswith(POSTGRES_SCHEMES):
+        return PostgresLocation(text, schema)
+    return SqliteLocation(Path(text))
