@@ -16,7 +16,7 @@ What it measures, all in this one run:
    of one append (p50, p99); after the group-commit run, the mean time of one subject-access
    lookup over the log it wrote (the price of indexing pseudonyms per block of records).
 2. **Verification.** It writes a V-record export (default 1,000,000) in exactly the format the
-   broker's ``GET /v1/audit/export`` streams (it runs ``broker.audit.api.export_lines`` over a
+   broker's ``GET /v1/audit/export`` streams (it runs ``broker.audit.export.export_lines`` over a
    synthetic store): real ``entry_for`` records with fresh 32-byte salts, a real Merkle tree,
    and a checkpoint every 1,000 records signed with a fresh Ed25519 log key, as a broker with
    the default settings would. Then it times ``trust.log_verify.verify_export`` over the file
@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
 
 import asyncpg  # noqa: E402
 
-from broker.audit.api import export_lines  # noqa: E402
+from broker.audit.export import export_lines  # noqa: E402
 from broker.scheme.dev import LOG_ORIGIN  # noqa: E402
 from broker.stores.consent_log.base import StoredRecord  # noqa: E402
 from broker.stores.consent_log.postgres import PostgresConsentLog  # noqa: E402
@@ -346,13 +346,20 @@ class SyntheticStore:
 
 
 class SyntheticLog:
-    """What ``export_lines`` reads: the store, the log's origin and its tree."""
+    """What ``export_lines`` reads (an ``ExportSource``): the log's origin, its records, its
+    checkpoints and consistency proofs, from the synthetic store and its tree."""
 
     def __init__(self, store: SyntheticStore) -> None:
         self.store, self.origin, self.tree = store, LOG_ORIGIN, store.tree
 
-    async def sync(self) -> int:
-        return int(self.tree.size)
+    async def records(self, start: int, stop: int) -> list[StoredRecord]:
+        return await self.store.entries(start, stop)
+
+    async def checkpoints(self) -> list[tuple[int, str]]:
+        return await self.store.checkpoints()
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        return self.tree.consistency_proof(old_size, new_size)
 
 
 async def write_export(path: Path, size: int) -> tuple[str, float]:
@@ -360,7 +367,7 @@ async def write_export(path: Path, size: int) -> tuple[str, float]:
     store = SyntheticStore(size, NoteSigner(skey))
     started = time.perf_counter()
     with path.open("wb") as handle:
-        async for line in export_lines(SyntheticLog(store), size):  # type: ignore[arg-type]
+        async for line in export_lines(SyntheticLog(store), size):
             handle.write(line)
     return vkey, time.perf_counter() - started
 

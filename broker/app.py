@@ -12,11 +12,13 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from broker import handlers
 from broker.app_keys import (
+    CLOCK,
+    GATE,
     GUARDS,
     HTTP,
     METRICS,
+    OPENAPI,
     PIPELINE,
     PROVIDER_REPORTS,
     REGISTRY,
@@ -25,12 +27,14 @@ from broker.app_keys import (
     TRANSPARENCY,
     Stores,
 )
-from broker.audit import api as audit
 from broker.errors import BrokerError
+from broker.gate import Gate
 from broker.metrics import Metrics
+from broker.openapi import openapi_document
 from broker.pipeline import CheckPipeline
 from broker.problems import problem, problem_for
 from broker.resilience import ProviderGuards
+from broker.routes import ROUTES, add_routes
 from broker.settings import Settings
 from broker.stores.admission import AdmissionStore, MemoryAdmissionStore, RedisAdmissionStore
 from broker.stores.consent_log import open_consent_log
@@ -122,10 +126,19 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     )
     app[TRANSPARENCY] = transparency
     app[GUARDS] = ProviderGuards()
-    app[PIPELINE] = CheckPipeline(
-        settings=settings,
+    app[CLOCK] = clock
+    app[GATE] = Gate(
+        broker_id=settings.broker_id,
+        leeway_s=settings.leeway_s,
+        default_rate_limit=settings.rate_limit_per_second,
         registry=registry,
         admission=stores.admission,
+        clock=clock,
+    )
+    app[OPENAPI] = openapi_document(ROUTES)
+    app[PIPELINE] = CheckPipeline(
+        settings=settings,
+        gate=app[GATE],
         consent_log=stores.consent_log,
         connector=connector,
         transparency=transparency,
@@ -157,13 +170,5 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         await stores.consent_log.close()
 
     app.cleanup_ctx.append(resources)
-    app.router.add_post("/v1/checks", handlers.post_check)
-    app.router.add_get("/.well-known/jwks.json", handlers.get_jwks)
-    app.router.add_get("/healthz", handlers.get_healthz)
-    app.router.add_get("/readyz", handlers.get_readyz)
-    app.router.add_get("/openapi.json", handlers.get_openapi)
-    app.router.add_get("/metrics", handlers.get_metrics)
-    app.router.add_get("/v1/providers", handlers.get_providers)
-    app.router.add_get("/v1/registry", handlers.get_registry)
-    audit.add_routes(app)
+    add_routes(app)
     return app

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from broker.gate import Gate
 from broker.metrics import Metrics
 from broker.pipeline import CheckPipeline
 from broker.resilience import ProviderGuards
@@ -31,4 +34,7 @@ METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 TRANSPARENCY = web.AppKey("transparency", TransparencyLog)
 GUARDS = web.AppKey("guards", ProviderGuards)
+GATE = web.AppKey("gate", Gate)
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 PROVIDER_REPORTS = web.RequestKey("provider_reports", list)

@@ -1,26 +1,34 @@
-"""HTTP handlers: parse, call, render. Errors are rendered by the middleware in ``app``."""
+"""HTTP handlers of the service: parse, call, render. Errors are rendered by the middleware in
+``app``; the audit API's handlers are in :mod:`broker.audit`."""
 
 from __future__ import annotations
 
 import time
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broker.app_keys import (
+    CLOCK,
+    GATE,
     GUARDS,
     METRICS,
+    OPENAPI,
     PIPELINE,
     PROVIDER_REPORTS,
     REGISTRY,
     SETTINGS,
     STORES,
+    TRANSPARENCY,
 )
-from broker.openapi import openapi_document
+from broker.audit.export import b64
 from connectors.base import read_jwt_body
+from trust import jws, policy
 from trust.jws import JWT_MEDIA_TYPE
 from trust.keys import jwks_document
-from trust.records import iso_ms
+from trust.messages import parse_withdrawal
+from trust.records import WithdrawalRecord, iso_ms
 
 
 async def post_check(request: web.Request) -> web.Response:
@@ -56,7 +64,7 @@ async def get_readyz(request: web.Request) -> web.Response:
     app = request.app
     registry = app[REGISTRY].snapshot
     checks = {
-        "registry": registry.fresh_at(int(time.time())),
+        "registry": registry.fresh_at(int(app[CLOCK]())),
         "admission_store": await app[STORES].admission.ready(),
         "consent_log": app[STORES].consent_log.running(),
     }
@@ -67,7 +75,7 @@ async def get_readyz(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return web.json_response(request.app[OPENAPI], dumps=lambda doc: orjson.dumps(doc).decode())
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -79,7 +87,7 @@ async def get_providers(request: web.Request) -> web.Response:
     """Each provider's availability, circuit state, scheduled outages and latency percentiles."""
     registry = request.app[REGISTRY].snapshot
     guards = request.app[GUARDS]
-    now = int(time.time())
+    now = int(request.app[CLOCK]())
     providers = []
     for member in registry.members.values():
         if member.provider is None:
@@ -127,3 +135,32 @@ async def get_registry(request: web.Request) -> web.Response:
     """The signed registry in force: anyone can verify it against the scheme's anchors, and
     other brokers and providers can poll it (``registry_url``)."""
     return web.Response(body=request.app[REGISTRY].document, content_type=JWT_MEDIA_TYPE)
+
+
+async def post_withdrawal(request: web.Request) -> web.Response:
+    """A council records that a resident withdrew a consent (``consent-withdrawal+jwt``);
+    later checks citing it are refused."""
+    body = await read_jwt_body(request)
+    app = request.app
+    passed = await app[GATE].admit(
+        body,
+        jws.CONSENT_WITHDRAWAL,
+        lambda verified, _: parse_withdrawal(verified),
+        authorize=policy.authorize_withdrawal,
+    )
+    withdrawal = passed.message
+    record = WithdrawalRecord(
+        recorded_at_ms=int(app[CLOCK]() * 1000),
+        requester=withdrawal.requester,
+        consent_id=withdrawal.consent_id,
+        withdrawn_at=withdrawal.withdrawn_at,
+        request_jti=withdrawal.jti,
+    )
+    appended = await app[TRANSPARENCY].append(record)
+    return web.json_response(
+        {
+            "log_index": appended.index,
+            "record_digest": b64(appended.digest),
+            "consent_id": withdrawal.consent_id,
+        }
+    )

@@ -1,27 +1,60 @@
 """The OpenAPI 3.1 description of the broker's HTTP API, built from the same tables the code
-uses (problem types, refusal codes, outcomes), so the document cannot drift from behaviour."""
+uses (the route table, problem types, refusal codes, outcomes), so the document cannot drift
+from behaviour."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from broker.problems import PROBLEM_TYPES, TYPE_PREFIX
-from trust.jws import JWT_MEDIA_TYPE
+from broker.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, TYPE_PREFIX
+from broker.routes import Route
 from trust.messages import ASSURANCE_LEVELS, OUTCOMES, SUBJECT_FIELDS
 from trust.registry import LAWFUL_BASES
 
-_PROBLEM = "application/problem+json"
+STATUS_DESCRIPTIONS = {
+    400: "Malformed request.",
+    401: "Not verified (any reason, including replay): every failure looks the same.",
+    403: "Refused by policy (a refused check is recorded, with its log_index).",
+    404: "No such resource.",
+    405: "Method not allowed.",
+    413: "Body too large.",
+    415: "Wrong media type or Content-Encoding.",
+    422: "Subject fields missing for this check.",
+    429: "Over the member's rate limit (see Retry-After).",
+    500: "Internal error.",
+    503: "A store, the consent log or the registry is unavailable: fail closed.",
+}
 
 
-def _problem_response(description: str, slugs: list[str]) -> dict[str, Any]:
+def problem_responses(slugs: Iterable[str]) -> dict[str, Any]:
+    """The problem responses of one operation: each status it can answer, with exactly the
+    problem types it can answer with."""
+    by_status: dict[int, list[str]] = {}
+    for slug in slugs:
+        by_status.setdefault(PROBLEM_TYPES[slug].status, []).append(slug)
     return {
-        "description": description + " One of: " + ", ".join(TYPE_PREFIX + s for s in slugs),
-        "content": {_PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        str(status): {
+            "description": STATUS_DESCRIPTIONS[status]
+            + " One of: "
+            + ", ".join(TYPE_PREFIX + s for s in sorted(by_status[status])),
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in sorted(by_status)
     }
 
 
-def _by_status(status: int) -> list[str]:
-    return sorted(slug for slug, kind in PROBLEM_TYPES.items() if kind.status == status)
+def operation(route: Route) -> dict[str, Any]:
+    return {
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        **route.details,
+        "responses": {
+            "200": dict(route.ok),
+            **route.other_responses,
+            **problem_responses(route.all_problems),
+        },
+    }
 
 
 QUERY_CLAIMS: dict[str, Any] = {
@@ -104,28 +137,11 @@ ANSWER_CLAIMS: dict[str, Any] = {
 }
 
 
-def _query(name: str, *, required: bool = True) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": {"type": "string"}}
-
-
-def _json(description: str, properties: dict[str, str]) -> dict[str, Any]:
-    schema = {"type": "object", "properties": {k: {"type": v} for k, v in properties.items()}}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _audit_responses(description: str) -> dict[str, Any]:
-    return {
-        "200": {"description": description},
-        "400": _problem_response("Malformed request.", _by_status(400)),
-        "401": _problem_response("Not verified or replayed.", _by_status(401)),
-        "403": _problem_response("Not an auditor, or no subject-access grant.", _by_status(403)),
-    }
-
-
-def openapi_document() -> dict[str, Any]:
-    jwt_body = {
-        "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"}
-    }
+def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
+    """The document of ``routes``, the same table the router is built from."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = operation(route)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -134,244 +150,7 @@ def openapi_document() -> dict[str, Any]:
             "description": "Signed eligibility checks between councils and attribute providers, "
             "every query recorded in a consent log before it is answered.",
         },
-        "paths": {
-            "/v1/checks": {
-                "post": {
-                    "operationId": "check",
-                    "summary": "Ask one named check about one resident; get a signed outcome",
-                    "requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: jwt_body}},
-                    "responses": {
-                        "200": {
-                            "description": "Signed answer (compact JWS); see EligibilityAnswer",
-                            "content": {JWT_MEDIA_TYPE: jwt_body},
-                        },
-                        "400": _problem_response("Malformed query claims.", _by_status(400)),
-                        "401": _problem_response(
-                            "Not verified (any reason, including replay).", _by_status(401)
-                        ),
-                        "403": _problem_response(
-                            "Refused by policy; recorded, with log_index.", _by_status(403)
-                        ),
-                        "413": _problem_response("Body over 16 KiB.", _by_status(413)),
-                        "415": _problem_response("Not application/jwt.", _by_status(415)),
-                        "422": _problem_response("Subject fields missing.", _by_status(422)),
-                        "429": _problem_response("Member over its rate limit.", _by_status(429)),
-                        "503": _problem_response(
-                            "A store or the registry is unavailable: fail closed.",
-                            _by_status(503),
-                        ),
-                    },
-                }
-            },
-            "/.well-known/jwks.json": {
-                "get": {
-                    "operationId": "jwks",
-                    "summary": "The broker's public signing keys (kid = RFC 7638 thumbprint)",
-                    "responses": {
-                        "200": {
-                            "description": "JWK Set",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/JWKS"}
-                                }
-                            },
-                        }
-                    },
-                }
-            },
-            "/v1/consents/withdrawals": {
-                "post": {
-                    "operationId": "withdrawConsent",
-                    "summary": "Record that a resident withdrew a consent (signed "
-                    "consent-withdrawal+jwt); later checks citing it are refused",
-                    "requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: jwt_body}},
-                    "responses": {
-                        "200": _json(
-                            "The withdrawal's log index and record digest",
-                            {
-                                "log_index": "integer",
-                                "record_digest": "string",
-                                "consent_id": "string",
-                            },
-                        ),
-                        "401": _problem_response("Not verified.", _by_status(401)),
-                        "403": _problem_response("Not a relying party.", _by_status(403)),
-                    },
-                }
-            },
-            "/v1/log/checkpoint": {
-                "get": {
-                    "operationId": "checkpoint",
-                    "summary": "The latest signed checkpoint (C2SP tlog-checkpoint signed note)",
-                    "responses": {
-                        "200": {"description": "signed note", "content": {"text/plain": {}}}
-                    },
-                }
-            },
-            "/v1/log/key": {
-                "get": {
-                    "operationId": "logKey",
-                    "summary": "The log's Ed25519 verifier key (name+hash+key); pin it out of band",
-                    "responses": {
-                        "200": {"description": "verifier key", "content": {"text/plain": {}}}
-                    },
-                }
-            },
-            "/v1/log/proof/inclusion": {
-                "get": {
-                    "operationId": "inclusionProof",
-                    "summary": "RFC 9162 inclusion proof of record `index` in the tree of `size`",
-                    "parameters": [_query("index"), _query("size")],
-                    "responses": {
-                        "200": _json(
-                            "Proof (base64 hashes)",
-                            {
-                                "index": "integer",
-                                "tree_size": "integer",
-                                "leaf_hash": "string",
-                                "proof": "array",
-                            },
-                        ),
-                        "400": _problem_response("Out of range.", _by_status(400)),
-                    },
-                }
-            },
-            "/v1/log/proof/consistency": {
-                "get": {
-                    "operationId": "consistencyProof",
-                    "summary": "RFC 9162 consistency proof between tree sizes `from` and `to`",
-                    "parameters": [_query("from"), _query("to")],
-                    "responses": {
-                        "200": _json(
-                            "Proof (base64 hashes)",
-                            {"from": "integer", "to": "integer", "proof": "array"},
-                        ),
-                        "400": _problem_response("Out of range.", _by_status(400)),
-                    },
-                }
-            },
-            "/v1/audit/records": {
-                "get": {
-                    "operationId": "auditRecords",
-                    "summary": "Consent records, filtered and paginated (auditors; signed "
-                    "audit-request+jwt in Authorization: Bearer)",
-                    "security": [{"auditRequest": []}],
-                    "parameters": [
-                        _query(n, required=False)
-                        for n in (
-                            "since",
-                            "until",
-                            "requester",
-                            "purpose",
-                            "check",
-                            "outcome",
-                            "lawful_basis",
-                            "kind",
-                            "after",
-                            "limit",
-                        )
-                    ],
-                    "responses": _audit_responses("Records and the next cursor"),
-                }
-            },
-            "/v1/audit/records/{index}": {
-                "get": {
-                    "operationId": "auditRecord",
-                    "summary": "One record with its inclusion proof and the checkpoint it is in",
-                    "security": [{"auditRequest": []}],
-                    "parameters": [
-                        {
-                            "name": "index",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "integer", "minimum": 0},
-                        }
-                    ],
-                    "responses": _audit_responses("Record, checkpoint and inclusion proof"),
-                }
-            },
-            "/v1/audit/subject-access": {
-                "post": {
-                    "operationId": "subjectAccess",
-                    "summary": "Who checked this resident's data, when and why (needs the "
-                    "subject-access grant); identifiers in, pseudonyms computed by the broker",
-                    "security": [{"auditRequest": []}],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["family_name", "date_of_birth"],
-                                    "properties": {
-                                        "family_name": {"type": "string"},
-                                        "date_of_birth": {"type": "string"},
-                                        "nino": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": _audit_responses("The records about this person"),
-                }
-            },
-            "/v1/audit/export": {
-                "get": {
-                    "operationId": "auditExport",
-                    "summary": "JSONL export of every record and checkpoint, for axb audit verify",
-                    "security": [{"auditRequest": []}],
-                    "responses": _audit_responses("application/x-ndjson lines"),
-                }
-            },
-            "/v1/registry": {
-                "get": {
-                    "operationId": "registry",
-                    "summary": "The signed trust registry in force (typ trust-registry+jwt)",
-                    "responses": {
-                        "200": {"description": "compact JWS", "content": {JWT_MEDIA_TYPE: jwt_body}}
-                    },
-                }
-            },
-            "/v1/providers": {
-                "get": {
-                    "operationId": "providers",
-                    "summary": "Each provider's availability, circuit state, scheduled outages "
-                    "and latency percentiles",
-                    "responses": {"200": {"description": "provider status list"}},
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "health",
-                    "summary": "Liveness",
-                    "responses": {"200": {"description": "alive"}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "ready",
-                    "summary": "Readiness: registry fresh, stores reachable, consent log running",
-                    "responses": {
-                        "200": {"description": "ready"},
-                        "503": {"description": "not ready"},
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "summary": "This document",
-                    "responses": {"200": {"description": "OpenAPI 3.1"}},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "text exposition"}},
-                }
-            },
-        },
+        "paths": paths,
         "components": {
             "securitySchemes": {
                 "auditRequest": {

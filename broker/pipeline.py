@@ -1,15 +1,14 @@
-"""One check, end to end: verify, admit, decide, fan out, record, answer.
+"""One check, end to end: through the gate, decide, fan out, record, answer.
 
 The pure steps live in :mod:`trust`; this is the imperative shell that sequences them with the
-stores and the providers. A query whose signature verified and whose claims are well formed is
-admitted (its ``jti`` used up) and then always recorded — answered, refused or undetermined —
-before anything is returned; if the record cannot be committed no answer leaves. A query that
-fails verification or is malformed (401/400) leaves no trace: no record, no replay entry.
+stores and the providers. A query that passed the gate (verified, well formed, its ``jti`` used
+up) is always recorded — answered, refused or undetermined — before anything is returned; if the
+record cannot be committed no answer leaves. A query that fails verification or is malformed
+(401/400) leaves no trace: no record, no replay entry.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,13 +17,12 @@ import structlog
 
 from broker.errors import Refused
 from broker.fanout import ProviderReport, fan_out
+from broker.gate import Gate
 from broker.resilience import ProviderGuards
 from broker.settings import Settings
-from broker.stores.admission import AdmissionStore, admit_or_refuse
 from broker.stores.consent_log import ConsentLog
 from broker.transparency import TransparencyLog
 from connectors.base import Connector
-from connectors.registry_source import RegistrySource
 from trust import jws
 from trust.errors import PolicyRefusal
 from trust.messages import (
@@ -37,7 +35,6 @@ from trust.messages import (
 )
 from trust.policy import decide
 from trust.records import record_for
-from trust.registry import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,58 +45,39 @@ class CheckResult:
     reports: tuple[ProviderReport, ...]
 
 
+def _parse_query(verified: jws.Verified, now: float) -> EligibilityQuery:
+    return parse_query(verified, today=datetime.fromtimestamp(now, UTC).date())
+
+
+def _log_context(query: EligibilityQuery) -> dict[str, str]:
+    return {"requester": query.requester, "check": query.check, "purpose": query.purpose}
+
+
 class CheckPipeline:
     def __init__(
         self,
         *,
         settings: Settings,
-        registry: RegistrySource,
-        admission: AdmissionStore,
+        gate: Gate,
         consent_log: ConsentLog,
         connector: Callable[[str], Connector],
         transparency: TransparencyLog,
         guards: ProviderGuards,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float],
     ) -> None:
-        self._guards = guards
-        self._transparency = transparency
         self._settings = settings
-        self._registry = registry
-        self._admission = admission
+        self._gate = gate
         self._log = consent_log
         self._connector = connector
+        self._transparency = transparency
+        self._guards = guards
         self._clock = clock
 
-    def _verify(self, body: bytes, now: float, registry: Registry) -> tuple[EligibilityQuery, int]:
-        verified = jws.verify(
-            body,
-            jws.ELIGIBILITY_QUERY,
-            keys=registry.key,
-            audience=self._settings.broker_id,
-            now=int(now),
-            leeway=self._settings.leeway_s,
-        )
-        query = parse_query(verified, today=datetime.fromtimestamp(now, UTC).date())
-        member = registry.members[query.requester]
-        limit = member.rate_limit_per_second or self._settings.rate_limit_per_second
-        return query, limit
-
     async def run(self, body: bytes) -> CheckResult:
-        now = self._clock()
-        registry = self._registry.current()  # one snapshot for the whole check
-        query, limit = self._verify(body, now, registry)
-        structlog.contextvars.bind_contextvars(
-            requester=query.requester, check=query.check, purpose=query.purpose
+        passed = await self._gate.admit(
+            body, jws.ELIGIBILITY_QUERY, _parse_query, log_context=_log_context
         )
-        await admit_or_refuse(
-            self._admission,
-            query.requester,
-            query.jti,
-            expires_at=query.expires_at + self._settings.leeway_s,
-            now=now,
-            limit=limit,
-        )
-
+        query, registry, now = passed.message, passed.registry, passed.now
         key = self._settings.pseudonym_key
         withdrawn: frozenset[str] = frozenset()
         if query.consent is not None and await self._log.is_withdrawn(
@@ -116,8 +94,7 @@ class CheckPipeline:
                 outcome="refused",
                 refusal=refusal.code,
             )
-            appended = await self._log.append(record)
-            self._transparency.appended()
+            appended = await self._transparency.append(record)
             structlog.contextvars.bind_contextvars(log_index=appended.index, outcome="refused")
             raise Refused(refusal, appended.index) from None
 
@@ -137,8 +114,7 @@ class CheckPipeline:
             check_version=decision.version.version,
             providers=tuple(call.provider for call in decision.calls),
         )
-        appended = await self._log.append(record)
-        self._transparency.appended()
+        appended = await self._transparency.append(record)
         structlog.contextvars.bind_contextvars(log_index=appended.index, outcome=result.outcome)
         answer = EligibilityAnswer(
             broker=self._settings.broker_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from broker.errors import (
@@ -29,6 +30,8 @@ from trust.errors import (
     TrustError,
     VerificationError,
 )
+
+log = structlog.get_logger("broker.problems")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:ax-broker:problem:"
@@ -76,8 +79,15 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
 
 
 def problem(slug: str, detail: str | None = None, **extra: Any) -> web.Response:
-    kind = PROBLEM_TYPES[slug]
-    body: dict[str, Any] = {"type": TYPE_PREFIX + slug, "title": kind.title, "status": kind.status}
+    kind = PROBLEM_TYPES.get(slug)
+    if kind is None:  # a code without a type is our bug: still a problem document, never text
+        log.error("problem_type_missing", slug=slug)
+        kind, detail, extra = PROBLEM_TYPES["internal-error"], None, {}
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + kind.slug,
+        "title": kind.title,
+        "status": kind.status,
+    }
     if detail:
         body["detail"] = detail
     body.update(extra)

@@ -5,6 +5,10 @@ Every broker process keeps the tree in memory, synced from the store (which alon
 indices), and signs checkpoints with the log's Ed25519 key: at least every N records or T
 seconds, and at shutdown. Ed25519 is deterministic and the tree is a function of the records,
 so two processes checkpointing the same size write the same note.
+
+Everything that writes the log goes through :meth:`TransparencyLog.append` (append, then count
+towards the next checkpoint); everything that reads it for proofs and exports goes through the
+methods here, never through the store or the tree.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from collections.abc import Callable
 
 import structlog
 
-from broker.stores.consent_log import ConsentLog
+from broker.errors import LogGap
+from broker.stores.consent_log import Appended, ConsentLog, StoredRecord
 from trust.checkpoint import Checkpoint, NoteSigner, sign_checkpoint
+from trust.errors import ProofRequestError
 from trust.merkle import MerkleTree, leaf_hash
-from trust.records import leaf_input
+from trust.records import LogRecord, leaf_input
 
 log = structlog.get_logger("broker.transparency")
 _SYNC_CHUNK = 50_000
@@ -37,10 +43,10 @@ class TransparencyLog:
         on_demand_every_seconds: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
-        self.signer = signer
+        self._store = store
+        self._signer = signer
         self.origin = signer.name
-        self.tree = MerkleTree()
+        self._tree = MerkleTree()
         self._every_records = every_records
         self._every_seconds = every_seconds
         self._on_demand_every = on_demand_every_seconds
@@ -54,27 +60,27 @@ class TransparencyLog:
     async def sync(self) -> int:
         """Bring the tree up to every record committed so far (by any process)."""
         async with self._lock:
-            size = await self.store.size()
-            while self.tree.size < size:
-                stop = min(size, self.tree.size + _SYNC_CHUNK)
-                digests = await self.store.digests(self.tree.size, stop)
-                if len(digests) != stop - self.tree.size:
-                    raise RuntimeError("consent log has a gap: committed indices not contiguous")
-                self.tree.extend(leaf_hash(leaf_input(d)) for d in digests)
-            return self.tree.size
+            size = await self._store.size()
+            while self._tree.size < size:
+                stop = min(size, self._tree.size + _SYNC_CHUNK)
+                digests = await self._store.digests(self._tree.size, stop)
+                if len(digests) != stop - self._tree.size:
+                    raise LogGap("committed indices are not contiguous")
+                self._tree.extend(leaf_hash(leaf_input(d)) for d in digests)
+            return self._tree.size
 
     async def start(self) -> None:
         await self.sync()
-        stored = await self.store.checkpoints()
+        stored = await self._store.checkpoints()
         self.latest = stored[-1] if stored else None
 
     async def checkpoint(self) -> tuple[int, str]:
         """Sign and store a checkpoint of the current size (if it grew); return the latest."""
         size = await self.sync()
         if self.latest is None or size > self.latest[0]:
-            body = Checkpoint(self.origin, size, self.tree.root(size))
-            note = sign_checkpoint(body, self.signer)
-            await self.store.add_checkpoint(size, note, int(self._clock() * 1000))
+            body = Checkpoint(self.origin, size, self._tree.root(size))
+            note = sign_checkpoint(body, self._signer)
+            await self._store.add_checkpoint(size, note, int(self._clock() * 1000))
             self.latest = (size, note)
             self._latest_at = self._clock()
             self._since_checkpoint = 0
@@ -89,11 +95,31 @@ class TransparencyLog:
             return self.latest
         return await self.checkpoint()
 
-    def appended(self) -> None:
-        """Called after each append: a checkpoint falls due every N records."""
+    async def append(self, record: LogRecord) -> Appended:
+        """Durably append ``record`` (raises ``LogUnavailable``); a checkpoint falls due every N
+        records."""
+        appended = await self._store.append(record)
         self._since_checkpoint += 1
         if self._since_checkpoint >= self._every_records:
             self._due.set()
+        return appended
+
+    @property
+    def size(self) -> int:
+        """The tree's size as of the last :meth:`sync`."""
+        return self._tree.size
+
+    def leaf(self, index: int) -> bytes:
+        """The Merkle leaf hash at ``index`` (of the tree as of the last :meth:`sync`)."""
+        return self._tree.leaf(index)
+
+    async def records(self, start: int, stop: int) -> list[StoredRecord]:
+        """Committed records ``start`` to ``stop - 1``, in order."""
+        return await self._store.entries(start, stop)
+
+    async def checkpoints(self) -> list[tuple[int, str]]:
+        """Every checkpoint note stored, by size."""
+        return await self._store.checkpoints()
 
     async def run(self) -> None:
         while True:
@@ -106,9 +132,15 @@ class TransparencyLog:
                 log.warning("checkpoint_failed", error=type(exc).__name__)
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        await self.sync()
-        return self.tree.inclusion_proof(index, size)
+        """Raises ``ProofRequestError`` for a size beyond the log or an index outside it."""
+        await self._within(size)
+        return self._tree.inclusion_proof(index, size)
 
     async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
-        await self.sync()
-        return self.tree.consistency_proof(old_size, new_size)
+        """Raises ``ProofRequestError`` for sizes beyond the log or out of order."""
+        await self._within(new_size)
+        return self._tree.consistency_proof(old_size, new_size)
+
+    async def _within(self, size: int) -> None:
+        if size > self._tree.size and size > await self.sync():
+            raise ProofRequestError(f"size {size} is beyond the log's size {self._tree.size}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import heapq
 
+from trust.errors import TrustError
 
-class ReplayCacheFull(Exception):
+
+class ReplayCacheFull(TrustError):
     """More live message ids than the cache may hold; refuse rather than forget one."""
 
 

@@ -23,7 +23,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
-from broker.errors import RateLimited, Replayed, StoreUnavailable
+from broker.errors import SettingsError, StoreUnavailable
 from trust.replay import ReplayCache, ReplayCacheFull
 
 Admission = Literal["ok", "replayed", "rate-limited"]
@@ -92,7 +92,7 @@ def _nodes(netloc: str) -> list[tuple[str, int]]:
     for item in hosts.split(","):
         host, _, port = item.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"a Redis node must be host:port, not {item!r}")
+            raise SettingsError(f"a Redis node must be host:port, not {item!r}")
         nodes.append((host.strip("[]"), int(port)))
     return nodes
 
@@ -123,7 +123,7 @@ def redis_client(url: str, *, timeout_s: float) -> tuple[Any, list[Any]]:
     if parts.scheme == "redis+sentinel":
         service, _, db = parts.path.strip("/").partition("/")
         if not service:
-            raise ValueError("redis+sentinel:// needs the service name as its path")
+            raise SettingsError("redis+sentinel:// needs the service name as its path")
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             _nodes(parts.netloc), sentinel_kwargs=options, **options
         )
@@ -167,15 +167,3 @@ class RedisAdmissionStore:
         await self._redis.aclose()
         for client in self._also_close:
             await client.aclose()
-
-
-async def admit_or_refuse(
-    store: AdmissionStore, member: str, jti: str, *, expires_at: int, now: float, limit: int
-) -> None:
-    """Admit one verified message or raise: Replayed (rendered as any failed verification)
-    or RateLimited."""
-    admitted = await store.admit(member, jti, expires_at=expires_at, now=now, limit=limit)
-    if admitted == "replayed":
-        raise Replayed("jti seen before")
-    if admitted == "rate-limited":
-        raise RateLimited(retry_after=1)

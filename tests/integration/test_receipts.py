@@ -117,7 +117,7 @@ async def test_a_log_rewritten_and_re_signed_with_the_real_key_is_caught(
     target = answers[1]
     real = broker.app[TRANSPARENCY]
     await real.sync()
-    leaves = [real.tree.leaf(i) for i in range(real.tree.size)]
+    leaves = [real.leaf(i) for i in range(real.size)]
     leaves[target.log_index] = receipt_leaf(bytes(32))  # the operator swaps the record out
     forged = MerkleTree(leaves)
     signer = log_signer(scheme)

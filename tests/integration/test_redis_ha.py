@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from redis.cluster import key_slot
 
-from broker.errors import StoreUnavailable
+from broker.errors import SettingsError, StoreUnavailable
 from broker.scheme import dev as devscheme
 from broker.scheme.dev import _ephemeral_range
 from broker.settings import load_settings
@@ -280,7 +280,7 @@ def test_malformed_ha_urls_are_refused(scheme: devscheme.DevScheme) -> None:
         "redis+cluster://127.0.0.1",  # no port
         "redis+cluster://127.0.0.1:x",
     ):
-        with pytest.raises(ValueError, match=r"service|host:port"):
+        with pytest.raises(SettingsError, match=r"service|host:port"):
             redis_client(url, timeout_s=0.1)
     with pytest.raises(Exception, match="redis_url must start with"):
         load_settings(scheme.broker_config, redis_url="http://127.0.0.1:6379")

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from broker.errors import LogUnavailable
+from broker.errors import LogUnavailable, SettingsError
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
 from broker.stores.consent_log.columns import (
     COLUMNS,
@@ -69,7 +69,7 @@ class PostgresConsentLog(GroupCommitWriter):
     def __init__(self, dsn: str, *, schema: str = "axb", max_batch: int = 2048) -> None:
         super().__init__(max_batch=max_batch)
         if not schema.isidentifier():
-            raise ValueError("schema must be a plain identifier")
+            raise SettingsError("schema must be a plain identifier")
         self._dsn = dsn
         self._schema = schema
         # one lock per log (schema): serialises batch appends across processes

@@ -1,0 +1,41 @@
+"""The public log endpoints: anyone may fetch the latest checkpoint, the log's key, and
+inclusion and consistency proofs, and so verify the log trusting only its key."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from broker.app_keys import SETTINGS, TRANSPARENCY
+from broker.audit.export import b64
+from broker.audit.params import int_param
+
+
+async def get_checkpoint(request: web.Request) -> web.Response:
+    _, note = await request.app[TRANSPARENCY].on_demand()
+    return web.Response(text=note, content_type="text/plain")
+
+
+async def get_log_key(request: web.Request) -> web.Response:
+    return web.Response(
+        text=request.app[SETTINGS].log_signer.vkey + "\n", content_type="text/plain"
+    )
+
+
+async def get_inclusion_proof(request: web.Request) -> web.Response:
+    index, size = int_param(request, "index"), int_param(request, "size")
+    transparency = request.app[TRANSPARENCY]
+    proof = await transparency.inclusion_proof(index, size)
+    return web.json_response(
+        {
+            "index": index,
+            "tree_size": size,
+            "leaf_hash": b64(transparency.leaf(index)),
+            "proof": [b64(h) for h in proof],
+        }
+    )
+
+
+async def get_consistency_proof(request: web.Request) -> web.Response:
+    old, new = int_param(request, "from"), int_param(request, "to")
+    proof = await request.app[TRANSPARENCY].consistency_proof(old, new)
+    return web.json_response({"from": old, "to": new, "proof": [b64(h) for h in proof]})
