@@ -1,18 +1,23 @@
-"""The ax-broker service.
+"""The ax-broker service: what runs in the broker, and nothing that runs at members.
 
 General layout:
 
 - ``app``          the aiohttp app factory; resources live in cleanup contexts
-- ``handlers``     HTTP handlers: parse, call the pipeline, render; nothing else
-- ``pipeline``     one check end to end: verify, admit, decide, fan out, record, answer
+- ``app_keys``     the typed keys of what the app holds (settings, clock, gate, stores, ...)
+- ``routes``       the one route table: the router and the OpenAPI document are built from it
+- ``handlers``     the service's HTTP handlers: parse, call, render; nothing else
+- ``gate``         every signed member message passes here: verify, admit its jti, authorise
+- ``pipeline``     one check end to end: gate, decide, fan out, record, answer
 - ``fanout``       parallel provider calls under one deadline, short-circuiting
+- ``resilience``   per-provider concurrency limits, circuit breakers and latency tracking
+- ``transparency`` the tamper-evident log: appends, the Merkle tree, checkpoints, proofs
+- ``audit``        the audit API and the public log endpoints
+- ``stores``       admission (replay and rate limits: memory or Redis) and the consent log
 - ``problems``     the one place where errors become RFC 9457 problem+json responses
-- ``errors``       the broker's exception root, ``BrokerError``
+- ``errors``       the broker's exception root, ``BrokerError``, and its kinds
 - ``settings``     the broker's TOML config, read once into a frozen object
-- ``stores``       replay/rate-limit admission (memory, Redis) and the consent log (SQLite)
-- ``client``       ``EligibilityClient``: the council side, signs queries, verifies answers
-- ``devscheme``    generates a development scheme (keys, signed registry, configs)
-- ``demo``         ``axb demo``: the whole journey on embedded defaults
-- ``cli``          the ``axb`` command line
-- ``logging``, ``metrics``, ``openapi``
+- ``openapi``      the OpenAPI 3.1 document, built from the route table
+- ``logging``, ``metrics``   structlog set-up; Prometheus metrics
+- ``scheme``       the scheme operator's tools and the development scheme
+- ``cli``          the ``axb`` command line, split by audience (and the demo)
 """

@@ -2,12 +2,14 @@
 
 General layout:
 
-- ``errors``        the one exception root, ``ConnectorError``, and its kinds
-- ``base``          the ``Connector`` interface the broker calls, and the bounded body reader
-- ``signed_http``   the signed-HTTP connector: signs attribute requests, verifies answers
-- ``provider_kit``  what a provider runs: serves the provider API around one async lookup
-- ``config``        reading a participant's TOML config (keys, anchors, registry file)
-- ``scheme_folder`` ``SchemeFolder``: the one type that owns a scheme folder's layout
-- ``registry_source``  the registry in force, re-read from its file without a restart
-- ``reference``     reference DWP-style and HMRC-style providers on synthetic data
+- ``errors``          the one exception root, ``ConnectorError``, and its kinds
+- ``base``            the ``Connector`` interface the broker calls, and the bounded body readers
+- ``signed_http``     the signed-HTTP connector: signs attribute requests, verifies answers
+- ``provider_kit``    what a provider runs: serves the provider API around one async lookup
+- ``dvla_ves``        the adapter for DVLA's Vehicle Enquiry Service, which speaks its own API
+- ``conformance``     the conformance checker: plays the broker against a provider endpoint
+- ``config``          reading a participant's TOML config (keys, anchors, registry file)
+- ``scheme_folder``   ``SchemeFolder``: the one type that owns a scheme folder's layout
+- ``registry_source`` the registry in force, re-read from its file without a restart
+- ``reference``       reference DWP-, HMRC- and DVLA-style providers on synthetic data
 """

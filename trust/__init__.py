@@ -14,5 +14,6 @@ General layout:
 - ``merkle``     the RFC 6962/9162 Merkle tree, inclusion and consistency proofs
 - ``checkpoint`` C2SP tlog-checkpoints as Ed25519 signed notes
 - ``log_verify`` offline verification of a consent-log export
+- ``receipts``   a council's proof that the log holds the record behind its answer
 - ``replay``     an in-memory replay cache (time passed in)
 """

@@ -1,7 +1,12 @@
-"""Reference attribute providers on synthetic data.
+"""Reference attribute providers on synthetic data. Nothing here describes a real person.
 
-``population`` builds a deterministic synthetic population (hand-written test identities
-first, then generated people) and the DWP-style matcher over it; ``attributes`` names the
-attributes the reference DWP and HMRC providers answer and evaluates them for a person on
-a date. Nothing here does I/O and none of it describes a real person.
+General layout:
+
+- ``population``  a deterministic synthetic population (documented test identities first,
+  then generated people), the DWP-style matcher, and ``subject_of`` for test identities
+- ``attributes``  the attributes the reference DWP and HMRC providers answer, decided for a
+  person on a date
+- ``keepers``     the synthetic DVLA keeper register behind the ``dvla-keeper`` provider
+- ``dvla_stub``   a local stand-in for DVLA's Vehicle Enquiry Service test environment
+- ``providers``   the reference providers: the provider kit around each lookup, from a config
 """
