@@ -16,7 +16,6 @@ from broker.stores.consent_log.location import (
     LogLocation,
     PostgresLocation,
     SqliteLocation,
-    log_location,
 )
 from broker.stores.consent_log.postgres import PostgresConsentLog
 from broker.stores.consent_log.sqlite import SqliteConsentLog
@@ -41,6 +40,5 @@ __all__ = [
     "SqliteConsentLog",
     "SqliteLocation",
     "StoredRecord",
-    "log_location",
     "open_consent_log",
 ]

@@ -25,11 +25,3 @@ class PostgresLocation:
 
 
 LogLocation = SqliteLocation | PostgresLocation
-
-
-def log_location(value: str | Path, *, schema: str = "axb") -> LogLocation:
-    """A ``postgresql://`` URL names a PostgreSQL log; anything else is an SQLite file path."""
-    text = str(value)
-    if text.startswith(POSTGRES_SCHEMES):
-        return PostgresLocation(text, schema)
-    return SqliteLocation(Path(text))
