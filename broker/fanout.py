@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from broker.resilience import ProviderGuards
+from broker.resilience import Permit, ProviderGuards
 from connectors.base import Connector
 from connectors.errors import ProviderFault
 from trust.messages import (
@@ -77,16 +77,24 @@ async def fan_out(
             subject=Subject(query.subject.select(planned.fields)),
         )
         guard = guard_of[planned.provider]
-        async with asyncio.timeout(planned.timeout_ms / 1000), guard.slots:
+        # Waiting for one of the provider's concurrency slots is the broker's queue, not the
+        # provider's latency: its timeout starts once the call is sent.
+        async with guard.slots:
+            sent.add(planned.provider)
             guard.in_flight += 1
             try:
-                return await connector(planned.provider).fetch(request)
+                async with asyncio.timeout(planned.timeout_ms / 1000):
+                    return await connector(planned.provider).fetch(request)
             finally:
                 guard.in_flight -= 1
 
+    sent: set[str] = set()  # providers whose call left the broker's queue
+    permits: dict[str, Permit] = {}
     allowed = []
     for planned in decision.calls:
-        if guard_of[planned.provider].breaker.allow(guards.now()):
+        permit = guard_of[planned.provider].breaker.allow(guards.now())
+        if permit is not None:
+            permits[planned.provider] = permit
             allowed.append(planned)
         else:  # the circuit is open: don't call, count its attributes as undetermined
             known.update(_outcomes(planned, None))
@@ -118,15 +126,21 @@ async def fan_out(
                     status = f"connector-bug:{type(exc).__name__}"
                 known.update(_outcomes(planned, answer))
                 reports.append(ProviderReport(planned.provider, status, round(elapsed, 1)))
-                guard_of[planned.provider].observe(status, elapsed, guards.now())
+                guard_of[planned.provider].observe(
+                    status, elapsed, guards.now(), permits[planned.provider]
+                )
             outcome = evaluate(rule, known.get)
     finally:
         for task in pending:
             task.cancel()
-            late = "cancelled" if outcome is not None else "deadline"
+            provider = tasks[task].provider
+            if outcome is not None:
+                late = "cancelled"
+            else:  # the check's deadline: the provider's fault only if it had the request
+                late = "deadline" if provider in sent else "queued"
             elapsed = (time.perf_counter() - started) * 1000
-            reports.append(ProviderReport(tasks[task].provider, late, round(elapsed, 1)))
-            guard_of[tasks[task].provider].observe(late, elapsed, guards.now())
+            reports.append(ProviderReport(provider, late, round(elapsed, 1)))
+            guard_of[provider].observe(late, elapsed, guards.now(), permits[provider])
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
     return FanOutResult(outcome or finalise(rule, known), tuple(reports))

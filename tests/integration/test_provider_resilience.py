@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -102,3 +103,47 @@ async def test_scheduled_outage_in_the_registry_is_not_called_and_is_shown(
     assert dwp["outages"][0]["reason"] == "database upgrade"
     assert dwp["latency_ms"]["samples"] == 0, "the provider was never called"
     assert json.dumps(status)  # serialisable, nothing exotic
+
+
+async def test_a_cancelled_probe_does_not_leave_the_circuit_half_open_for_good(
+    broker: RunningBroker,
+    providers: dict[str, RunningProvider],
+    blue_badge_client: EligibilityClient,
+    schools_client: EligibilityClient,
+) -> None:
+    """DWP's circuit opens; after the window, its probe belongs to a free school meals check
+    that HMRC answers yes first, so the probe is cancelled. The next check must probe again
+    (before the fix every later Blue Badge check was undetermined until a restart)."""
+    service = providers[devscheme.DWP].service
+    await providers[devscheme.DWP].stop()
+    for _ in range(5):
+        assert await blue_badge(blue_badge_client) == "undetermined"
+    guard = broker.app[GUARDS].guard(devscheme.DWP, 32)
+    assert guard.breaker.state == "open"
+
+    hung: list[asyncio.StreamWriter] = []
+
+    async def hang(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)  # accepts the request and never answers
+
+    hanging = await asyncio.start_server(hang, service.host, service.port)
+    try:
+        guard.breaker.opened_at -= guard.breaker.reset_after_s
+        answer = await schools_client.check(
+            devscheme.FSM_CHECK,
+            purpose="free-school-meals-application",
+            subject=subject_of("hmrc-ctc-yes"),
+            assurance="P2",
+        )
+        assert answer.outcome == "yes"  # HMRC's yes decided it; DWP's probe was cancelled
+        assert guard.breaker.probe_in_flight is False
+    finally:
+        hanging.close()
+        for writer in hung:
+            writer.close()
+        await hanging.wait_closed()
+    from tests.conftest import start_app
+
+    providers[devscheme.DWP].runner = await start_app(service.app, service.host, service.port)
+    assert await blue_badge(blue_badge_client) == "yes"
+    assert guard.breaker.state == "closed"
