@@ -80,7 +80,8 @@ def test_a_late_failure_of_an_old_call_does_not_steal_the_probe() -> None:
     assert breaker.allow(10) == "probe"
     assert old == "call"
     breaker.settle(old, "failure", 10.5)  # a call sent while closed ends after the reset
-    assert breaker.state == "half-open" and breaker.probe_in_flight
+    assert breaker.state == "half-open"
+    assert breaker.probe_in_flight
     breaker.settle("probe", "success", 11)
     assert breaker.state == "closed"
 
