@@ -65,6 +65,10 @@ class SignedHttpConnector:
                 headers={"Content-Type": JWT_MEDIA_TYPE, "Accept": JWT_MEDIA_TYPE},
                 allow_redirects=False,
             ) as response:
+                if 400 <= response.status < 500 and response.status not in (408, 429):
+                    # the provider refused the request as the broker sent it: the broker's
+                    # fault, logged as such, never held against the provider's circuit
+                    raise ProviderFault(f"provider-refused-{response.status}")
                 if response.status != 200:
                     raise ProviderFault(f"provider-http-{response.status}")
                 if response.content_type != JWT_MEDIA_TYPE:

@@ -3,6 +3,7 @@
 General layout:
 
 - ``errors``     the one exception root, ``TrustError``, and its kinds
+- ``dates``      dates and times exactly as documented: ``YYYY-MM-DD``, RFC 3339 with a zone
 - ``keys``       ES256 signing/verifying keys, JWK and JWKS, RFC 7638 thumbprints
 - ``jws``        the JWS profile of every message type (the only module that touches PyJWT)
 - ``messages``   the claims of each message: queries, answers, attribute requests and answers

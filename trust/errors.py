@@ -50,3 +50,8 @@ class ProofRequestError(LogProofError, ValueError):
 
 class CheckpointError(TrustError):
     """A signed checkpoint is malformed, not signed by the log's key, or for another log."""
+
+
+class DateFormatError(TrustError, ValueError):
+    """A date or time is not in the one form the profile documents (``YYYY-MM-DD``, RFC 3339
+    with a zone). Also a ``ValueError``, so parsers that refuse any bad value catch it."""

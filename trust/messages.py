@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, get_args
 
-from trust.errors import InvalidMessage
+from trust.dates import parse_date, parse_date_time
+from trust.errors import DateFormatError, InvalidMessage
 from trust.jws import Verified
 from trust.keys import b64_decode_or_none, b64_encode, b64url_encode
 
@@ -46,6 +48,8 @@ _QUERY_MEMBERS = _REGISTERED | {
     "subject",
 }
 _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
+# control, format (zero-width, bidi), surrogate, private-use and unassigned characters
+_NOT_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _SLUG = re.compile(r"[a-z0-9][a-z0-9.\-]{0,63}")
 _POSTCODE = re.compile(r"([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})")
 _NINO = re.compile(r"(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]")
@@ -88,17 +92,40 @@ def encode_digest(digest: bytes) -> str:
 
 
 def _iso_date(value: Any, name: str) -> date:
-    _require(isinstance(value, str) and len(value) == 10, f"{name} must be YYYY-MM-DD")
     try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidMessage(f"{name} must be YYYY-MM-DD") from exc
+        return parse_date(value, name)
+    except DateFormatError as exc:
+        raise InvalidMessage(str(exc)) from exc
+
+
+def _time(value: Any, name: str) -> datetime:
+    try:
+        return parse_date_time(value, name)
+    except DateFormatError as exc:
+        raise InvalidMessage(str(exc)) from exc
+
+
+def _name(value: Any, name: str) -> str:
+    """A name as providers match it: white space (any Unicode space) collapsed, then checked,
+    so a name of only spaces or U+00A0 is refused here rather than sent to a provider as "".
+    Control characters (tabs, newlines), format characters (zero-width, bidi) and the like are
+    refused outright."""
+    if (
+        not isinstance(value, str)
+        or len(value) > 400
+        or any(unicodedata.category(ch) in _NOT_IN_NAMES for ch in value)
+    ):
+        raise InvalidMessage(f"{name} is invalid")
+    collapsed = " ".join(value.split())
+    if not 1 <= len(collapsed) <= 100 or not any(ch.isalpha() for ch in collapsed):
+        raise InvalidMessage(f"{name} is invalid")
+    return collapsed
 
 
 def normalise_subject_field(name: str, value: Any) -> str:
     """Validate one identifier and put it in the one form providers and pseudonyms see."""
     if name in ("family_name", "given_names"):
-        return " ".join(_string(value, name).split())
+        return _name(value, name)
     if name == "date_of_birth":
         return _iso_date(value, name).isoformat()
     text = value.replace(" ", "").upper() if isinstance(value, str) else None
@@ -170,12 +197,7 @@ def parse_consent(value: Any, *, today: date | None = None) -> ConsentReference:
     _require(isinstance(value, dict), "consent must be an object")
     _require(set(value) == _CONSENT_MEMBERS, f"consent needs exactly {sorted(_CONSENT_MEMBERS)}")
     given_at = value["given_at"]
-    _require(isinstance(given_at, str), "consent.given_at must be an RFC 3339 time")
-    try:
-        parsed = datetime.fromisoformat(given_at)
-    except ValueError as exc:
-        raise InvalidMessage("consent.given_at must be an RFC 3339 time") from exc
-    _require(parsed.tzinfo is not None, "consent.given_at needs a time zone")
+    parsed = _time(given_at, "consent.given_at")
     _require(
         today is None or parsed.date() <= today + timedelta(days=1),
         "consent.given_at is in the future",
@@ -513,12 +535,7 @@ def parse_withdrawal(verified: Verified) -> ConsentWithdrawal:
     unknown = set(claims) - (_REGISTERED | {"consent_id", "withdrawn_at"})
     _require(not unknown, f"withdrawal has unknown members: {sorted(unknown)}")
     withdrawn_at = claims.get("withdrawn_at")
-    _require(isinstance(withdrawn_at, str), "withdrawn_at must be an RFC 3339 time")
-    try:
-        moment = datetime.fromisoformat(str(withdrawn_at))
-    except ValueError as exc:
-        raise InvalidMessage("withdrawn_at must be an RFC 3339 time") from exc
-    _require(moment.tzinfo is not None, "withdrawn_at needs a time zone")
+    _time(withdrawn_at, "withdrawn_at")
     return ConsentWithdrawal(
         requester=verified.issuer,
         jti=verified.jti,

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
 from trust import jws
-from trust.errors import KeyFormatError, RegistryError, VerificationError
+from trust.dates import parse_date_time
+from trust.errors import DateFormatError, KeyFormatError, RegistryError, VerificationError
 from trust.keys import SigningKey, VerifyingKey
 from trust.messages import SUBJECT_FIELDS, new_jti
 from trust.rules import AttributeRef, Check, attributes_of, check_document, parse_check
@@ -126,15 +126,10 @@ class Registry:
 def _epoch(value: Any, name: str) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise RegistryError(f"{name} must be an RFC 3339 time")
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise RegistryError(f"{name} must be an RFC 3339 time") from exc
-    if parsed.tzinfo is None:
-        raise RegistryError(f"{name} needs a time zone")
-    return int(parsed.timestamp())
+        return int(parse_date_time(value, name).timestamp())
+    except DateFormatError as exc:
+        raise RegistryError(str(exc)) from exc
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from trust.dates import parse_date
 from trust.messages import ASSURANCE_LEVELS, Outcome
 
 
@@ -154,9 +155,9 @@ def _parse_version(raw: Any) -> CheckVersion:
     version = raw.get("version")
     if type(version) is not int or version < 1:
         raise ValueError("version must be an integer >= 1")
-    start = date.fromisoformat(raw["effective_from"])
+    start = parse_date(raw.get("effective_from"), "effective_from")
     end_raw = raw.get("effective_to")
-    end = None if end_raw is None else date.fromisoformat(end_raw)
+    end = None if end_raw is None else parse_date(end_raw, "effective_to")
     if end is not None and end < start:
         raise ValueError("effective_to before effective_from")
     minimum = raw.get("min_assurance")
