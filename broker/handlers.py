@@ -66,7 +66,7 @@ async def get_readyz(request: web.Request) -> web.Response:
     checks = {
         "registry": registry.fresh_at(int(app[CLOCK]())),
         "admission_store": await app[STORES].admission.ready(),
-        "consent_log": app[STORES].consent_log.running(),
+        "consent_log": await app[STORES].consent_log.ready(),
     }
     ready = all(checks.values())
     status = "ready" if ready else "not-ready"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -49,6 +51,11 @@ class ConsentLog(Protocol):
     async def close(self) -> None: ...
 
     def running(self) -> bool: ...
+
+    async def ready(self) -> bool:
+        """Whether the log can commit now: running, and its last commit went through (or, if
+        there was none in the last second, a probe commit does)."""
+        ...
 
     async def drain(self) -> None: ...
 
@@ -103,6 +110,28 @@ class GroupCommitWriter(abc.ABC):
         self._writer: asyncio.Task[None] | None = None
         self._next_index: int | None = None  # the index after the last committed batch
         self.commits = 0
+        self._committing = True  # did the last commit (or probe) go through?
+        self._judged_at = -math.inf  # time.monotonic() of that last commit or probe
+
+    @abc.abstractmethod
+    async def _probe(self, now_ms: int) -> None:
+        """Commit one tiny write (the probe row) in a transaction of its own; raise if the log
+        cannot commit."""
+
+    async def ready(self) -> bool:
+        if not self.running():
+            return False
+        now = time.monotonic()
+        if now - self._judged_at < 1.0:
+            return self._committing
+        self._judged_at = now
+        try:
+            await self._probe(int(time.time() * 1000))
+        except Exception:  # any failure to commit: not ready, and say nothing more
+            self._committing = False
+        else:
+            self._committing = True
+        return self._committing
 
     @abc.abstractmethod
     async def _commit(
@@ -178,11 +207,13 @@ class GroupCommitWriter(abc.ABC):
             entries = await task
         except Exception as exc:  # every waiter learns its record is not durable
             self._next_index = None  # unknown now: the next commit reads it afresh
+            self._committing, self._judged_at = False, time.monotonic()
             for _, future in batch:
                 if not future.done():
                     future.set_exception(LogUnavailable(f"commit failed: {exc}"))
             return
         self.commits += 1
+        self._committing, self._judged_at = True, time.monotonic()
         self._next_index = entries[-1].index + 1
         for entry, (_, future) in zip(entries, batch, strict=True):
             if not future.done():

@@ -75,7 +75,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     note          TEXT NOT NULL,
     issued_at_ms  {integer} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS commit_probe (
+    id     {integer} PRIMARY KEY,
+    at_ms  {integer} NOT NULL
+);
 """
+
+
+# One row, rewritten by each readiness probe: a real commit, so a full disk shows.
+PROBE = (
+    "INSERT INTO commit_probe VALUES (1, {0}) ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms"
+)
 
 
 def row(record: LogRecord, entry: LogEntry) -> tuple[Any, ...]:

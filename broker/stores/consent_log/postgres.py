@@ -18,6 +18,7 @@ from broker.errors import LogUnavailable, SettingsError
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
 from broker.stores.consent_log.columns import (
     COLUMNS,
+    PROBE,
     PRUNE_SQL,
     SUBJECT_BLOCK_BITS,
     row,
@@ -136,6 +137,9 @@ class PostgresConsentLog(GroupCommitWriter):
                     withdrawals,
                 )
         return entries
+
+    async def _probe(self, now_ms: int) -> None:
+        await self.pool.execute(PROBE.format("$1"), now_ms)
 
     async def size(self) -> int:
         value = await self.pool.fetchval("SELECT COALESCE(MAX(log_index) + 1, 0) FROM records")

@@ -16,6 +16,7 @@ from broker.errors import LogUnavailable
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
 from broker.stores.consent_log.columns import (
     COLUMNS,
+    PROBE,
     PRUNE_SQL,
     SUBJECT_BLOCK_BITS,
     row,
@@ -118,6 +119,20 @@ class SqliteConsentLog(GroupCommitWriter):
         self, records: Sequence[LogRecord], prepared: list[LogEntry] | None
     ) -> list[LogEntry]:
         return await self._run(self._commit_sync, records, prepared)
+
+    def _probe_sync(self, now_ms: int) -> None:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(PROBE.format("?"), (now_ms,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    async def _probe(self, now_ms: int) -> None:
+        await self._run(self._probe_sync, now_ms)
 
     async def size(self) -> int:
         rows = await self._run(
