@@ -46,7 +46,7 @@ def small_disk(tmp_path: Path) -> Any:
 
 def fill(disk: Path) -> Path:
     filler = disk / "filler"
-    with filler.open("wb") as handle, pytest.raises(OSError) as full:  # noqa: PT012
+    with filler.open("wb") as handle, pytest.raises(OSError, match="No space") as full:  # noqa: PT012
         while True:
             handle.write(b"\0" * 65536)
             handle.flush()
