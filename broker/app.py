@@ -43,6 +43,7 @@ from connectors.base import Connector
 from connectors.errors import ConnectorError
 from connectors.registry_source import RegistrySource
 from connectors.signed_http import SignedHttpConnector
+from trust import jws
 from trust.errors import TrustError
 
 log = structlog.get_logger("broker")
@@ -86,10 +87,19 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+def forget_window_s(settings: Settings) -> int:
+    """How long a forgotten jti could still be presented: the longest token lifetime plus
+    leeway."""
+    return jws.MAX_LIFETIME_SECONDS + settings.leeway_s
+
+
 def make_admission_store(settings: Settings) -> AdmissionStore:
+    window = forget_window_s(settings)
     if settings.redis_url:
-        return RedisAdmissionStore(settings.redis_url, prefix=settings.redis_prefix)
-    return MemoryAdmissionStore()
+        return RedisAdmissionStore(
+            settings.redis_url, prefix=settings.redis_prefix, forget_window_s=window
+        )
+    return MemoryAdmissionStore(forget_window_s=window)
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
@@ -133,6 +143,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         default_rate_limit=settings.rate_limit_per_second,
         registry=registry,
         admission=stores.admission,
+        seen_before=stores.consent_log.seen_query,
+        forget_window_s=forget_window_s(settings),
         clock=clock,
     )
     app[OPENAPI] = openapi_document(ROUTES)

@@ -4,7 +4,9 @@
    ``aud`` = this broker, lifetime, leeway) — any failure is a bare 401;
 2. **parse** its claims into the message type (malformed claims: 400, nothing used up);
 3. **admit** its ``jti`` once and count it against the member's rate limit, in the shared store
-   (a replay is refused as any failed verification; over the rate, 429 without using the jti);
+   (a replay is refused as any failed verification; over the rate, 429 without using the jti).
+   If the store forgot its state less than a token lifetime ago, the jti must also be absent
+   from the consent log, which records every admitted check and withdrawal;
 4. **authorise** the member for what the message asks, where the caller's rule is a pure
    function of the registry (checks decide later, in the pipeline, because their refusals are
    recorded).
@@ -15,7 +17,7 @@ message.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -50,13 +52,19 @@ class Gate:
         default_rate_limit: int,
         registry: RegistrySource,
         admission: AdmissionStore,
+        seen_before: Callable[..., Awaitable[bool]],
+        forget_window_s: int,
         clock: Callable[[], float],
     ) -> None:
+        """``seen_before(member, jti, since_ms=...)`` proves a jti's first use when the
+        admission store has forgotten (the consent log's ``seen_query``)."""
         self._broker_id = broker_id
         self._leeway_s = leeway_s
         self._default_rate_limit = default_rate_limit
         self._registry = registry
         self._admission = admission
+        self._seen_before = seen_before
+        self._forget_window_s = forget_window_s
         self._clock = clock
 
     async def admit(
@@ -93,6 +101,10 @@ class Gate:
             now=now,
             limit=limit,
         )
+        if admitted == "ok-unproven":  # the store forgot lately: the log has every used jti
+            since_ms = int((now - self._forget_window_s) * 1000) - 60_000
+            if await self._seen_before(sender, verified.jti, since_ms=since_ms):
+                admitted = "replayed"
         if admitted == "replayed":
             raise Replayed("jti seen before")
         if admitted == "rate-limited":

@@ -48,6 +48,10 @@ ATTRIBUTE_REQUEST = Profile("attribute-request+jwt", 300)
 ATTRIBUTE_RESPONSE = Profile("attribute-response+jwt", 300)
 AUDIT_REQUEST = Profile("audit-request+jwt", 300)
 CONSENT_WITHDRAWAL = Profile("consent-withdrawal+jwt", 300)
+# The longest lifetime any message a member sends to the broker may claim.
+MAX_LIFETIME_SECONDS = max(
+    p.max_lifetime for p in (ELIGIBILITY_QUERY, AUDIT_REQUEST, CONSENT_WITHDRAWAL)
+)
 TRUST_REGISTRY = Profile("trust-registry+jwt", 400 * 24 * 3600)
 
 

@@ -498,8 +498,9 @@ async def test_redis_admit_is_one_round_trip_of_one_transaction(
     private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Counted on both sides: the client writes once per admit, and the server executes exactly
-    one script for it: EVALSHA running EXISTS, INCR, SET (and EXPIRE when a new one-second
-    window opens), on a private server so nobody else's commands are counted."""
+    one script for it: EVALSHA running GET (the member's epoch), EXISTS, INCR, SET (and EXPIRE
+    when a new one-second window opens), on a private server so nobody else's commands are
+    counted."""
     store = RedisAdmissionStore(private_redis.url)
     server = private_redis.client()
     now = time.time()
@@ -530,7 +531,7 @@ async def test_redis_admit_is_one_round_trip_of_one_transaction(
             increments = delta.pop("incr", 0) + delta.pop("incrby", 0)
             assert increments == 1
             delta.pop("expire", None)  # only when this call opened the rate window
-            assert delta == {"evalsha": 1, "exists": 1, "set": 1}
+            assert delta == {"evalsha": 1, "get": 1, "exists": 1, "set": 1}
     finally:
         monkeypatch.undo()
         await store.close()

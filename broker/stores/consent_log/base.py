@@ -83,6 +83,11 @@ class ConsentLog(Protocol):
 
     async def is_withdrawn(self, requester: str, consent_id: str) -> bool: ...
 
+    async def seen_query(self, requester: str, jti: str, *, since_ms: int) -> bool:
+        """Whether a record of ``requester`` recorded since ``since_ms`` carries ``jti``: the
+        proof of a jti's first use when the replay store has forgotten."""
+        ...
+
     async def add_checkpoint(self, size: int, note: str, issued_at_ms: int) -> None: ...
 
     async def checkpoints(self) -> list[tuple[int, str]]:

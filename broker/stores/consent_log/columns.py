@@ -110,6 +110,16 @@ def row(record: LogRecord, entry: LogEntry) -> tuple[Any, ...]:
     )
 
 
+# The records of one member since a time, searched for one jti: a range of the requester index
+# from the first index recorded since then (records are appended in about time order, and
+# callers ask with a margin).
+SEEN_QUERY_SQL = (
+    "SELECT 1 FROM records WHERE requester = {0} AND query_jti = {1} AND log_index >= "
+    "COALESCE((SELECT log_index FROM records WHERE recorded_at_ms >= {2} "
+    "ORDER BY recorded_at_ms LIMIT 1), 0) LIMIT 1"
+)
+
+
 # Retention deletes a record's content, not only its body: every column that describes the
 # query goes, so neither filters nor subject access find it. What stays is what the proofs
 # need (index, digest) and when it was recorded.

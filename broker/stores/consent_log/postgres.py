@@ -20,6 +20,7 @@ from broker.stores.consent_log.columns import (
     COLUMNS,
     PROBE,
     PRUNE_SQL,
+    SEEN_QUERY_SQL,
     SUBJECT_BLOCK_BITS,
     row,
     schema,
@@ -203,6 +204,13 @@ class PostgresConsentLog(GroupCommitWriter):
             consent_id,
         )
         return found is not None
+
+    async def seen_query(self, requester: str, jti: str, *, since_ms: int) -> bool:
+        sql = SEEN_QUERY_SQL.format("$1", "$2", "$3")
+        try:
+            return await self.pool.fetchval(sql, requester, jti, since_ms) is not None
+        except (asyncpg.PostgresError, OSError) as exc:  # the log cannot answer: 503
+            raise LogUnavailable(f"consent log read failed: {type(exc).__name__}") from exc
 
     async def add_checkpoint(self, size: int, note: str, issued_at_ms: int) -> None:
         await self.pool.execute(

@@ -18,6 +18,7 @@ from broker.stores.consent_log.columns import (
     COLUMNS,
     PROBE,
     PRUNE_SQL,
+    SEEN_QUERY_SQL,
     SUBJECT_BLOCK_BITS,
     row,
     schema,
@@ -141,7 +142,10 @@ class SqliteConsentLog(GroupCommitWriter):
         return int(rows[0][0])
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        return self._connection().execute(sql, params).fetchall()
+        try:
+            return self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:  # the log cannot answer: fail closed, as 503
+            raise LogUnavailable(f"consent log read failed: {type(exc).__name__}") from exc
 
     async def digests(self, start: int, stop: int) -> list[bytes]:
         rows = await self._run(
@@ -201,6 +205,10 @@ class SqliteConsentLog(GroupCommitWriter):
             (requester, consent_id),
         )
         return bool(rows)
+
+    async def seen_query(self, requester: str, jti: str, *, since_ms: int) -> bool:
+        sql = SEEN_QUERY_SQL.format("?", "?", "?")
+        return bool(await self._run(self._query, sql, (requester, jti, since_ms)))
 
     def _execute(self, sql: str, params: Sequence[Any]) -> int:
         cursor = self._connection().execute(sql, params)
