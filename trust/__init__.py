@@ -15,4 +15,5 @@ General layout:
 - ``checkpoint`` C2SP tlog-checkpoints as Ed25519 signed notes
 - ``log_verify`` offline verification of a consent-log export
 - ``replay``     an in-memory replay cache (time passed in)
+- ``testing``    forging hostile tokens, for tests and conformance checks only
 """
