@@ -10,5 +10,4 @@ General layout:
 - ``scheme_folder`` ``SchemeFolder``: the one type that owns a scheme folder's layout
 - ``registry_source``  the registry in force, re-read from its file without a restart
 - ``reference``     reference DWP-style and HMRC-style providers on synthetic data
-- ``conformance``   the provider conformance checker: plays the broker against a provider
 """
