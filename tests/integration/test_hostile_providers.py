@@ -18,8 +18,9 @@ from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from tests.conftest import RunningBroker, RunningProvider, start_app
 from trust import jws
-from trust.keys import SigningKey, b64url_encode
+from trust.keys import SigningKey
 from trust.messages import new_jti
+from trust.testing import forge
 
 Forge = Callable[[dict[str, Any], SigningKey, SigningKey], Awaitable[web.StreamResponse]]
 
@@ -45,9 +46,8 @@ def jwt(token: str) -> web.Response:
 
 
 async def unsigned(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
-    header = b64url_encode(b'{"alg":"none","typ":"attribute-response+jwt"}')
-    payload = b64url_encode(jws.orjson.dumps(claims_for(request)))
-    return jwt(f"{header}.{payload}.")
+    header = {"alg": "none", "typ": jws.ATTRIBUTE_RESPONSE.typ}
+    return jwt(forge(header, claims_for(request), None))
 
 
 async def other_member(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
