@@ -25,8 +25,6 @@ from connectors.conformance.target import (
     target_from_scheme,
 )
 
-_Session = ConformanceSession  # the name tests/integration/test_segmented_bodies.py imports
-
 __all__ = [
     "CHECKS",
     "CHECK_IDS",

@@ -9,7 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from broker.scheme import dev as devscheme
-from connectors.conformance import _Session, target_from_scheme
+from connectors.conformance import ConformanceSession, target_from_scheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from tests.conftest import RunningBroker, RunningProvider, start_app
@@ -55,7 +55,7 @@ async def test_provider_kit_reads_a_request_split_across_segments(
         provider_id=devscheme.DWP,
     )
     async with aiohttp.ClientSession() as http:
-        token, _ = _Session(target, http).valid()
+        token, _ = ConformanceSession(target, http).valid()
     status = await send_in_two_writes(service.port, "/v1/attributes", token)
     assert status == "HTTP/1.1 200 OK"
 
