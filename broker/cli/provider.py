@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from broker.cli.common import CONFIG, serve_forever, use_uvloop
+from broker.cli.common import CONFIG, LISTEN_FD, inherited_socket, serve_forever, use_uvloop
 from broker.logging import configure_logging
 
 
@@ -21,7 +21,8 @@ def provider() -> None:
 
 @provider.command("serve")
 @click.option("--config", "config", type=CONFIG, required=True, help="providers/X.toml")
-def provider_serve(config: Path) -> None:
+@LISTEN_FD
+def provider_serve(config: Path, listen_fd: int | None) -> None:
     """Serve a reference provider (synthetic population) with the provider kit."""
     from connectors.reference.providers import build_reference_provider
 
@@ -29,7 +30,8 @@ def provider_serve(config: Path) -> None:
     service = build_reference_provider(config)
     use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever([(service.app, service.host, service.port)]))
+        at = (service.host, service.port) if listen_fd is None else inherited_socket(listen_fd)
+        asyncio.run(serve_forever([(service.app, at)]))
 
 
 @provider.command("conformance")

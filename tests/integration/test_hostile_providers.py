@@ -16,7 +16,7 @@ from aiohttp import web
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
-from tests.conftest import RunningBroker, RunningProvider, start_app
+from tests.support.servers import RunningBroker, RunningProvider, start_app
 from trust import jws
 from trust.keys import SigningKey
 from trust.messages import new_jti
@@ -125,7 +125,7 @@ async def test_a_bad_provider_answer_becomes_undetermined_and_is_logged_safely(
 
     app = web.Application()
     app.router.add_post("/v1/attributes", hostile)
-    runner = await start_app(app, real.service.host, real.service.port)
+    runner = await start_app(app, real.service.port)  # the port the real one released
     subject = subject_of("bb-yes-dla")
     try:
         with structlog.testing.capture_logs() as events:

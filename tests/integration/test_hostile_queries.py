@@ -42,7 +42,7 @@ from broker.scheme import dev as devscheme
 from broker.settings import Settings, load_settings
 from connectors.reference.population import subject_of
 from connectors.reference.providers import build_reference_provider
-from tests.conftest import RunningBroker, RunningProvider, start_app
+from tests.support.servers import RunningBroker, RunningProvider, serve_on
 from trust import jws
 from trust.keys import SigningKey, b64url_decode, b64url_encode
 from trust.messages import new_jti
@@ -232,23 +232,26 @@ def assert_answered(reply: Reply) -> dict[str, Any]:
 async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lab]:
     """One broker and its providers for the whole battery (rate limit lifted so that only the
     defect under test can refuse a query)."""
-    scheme = devscheme.generate(tmp_path_factory.mktemp("hostile") / "scheme")
-    providers = []
-    for pid in scheme.provider_ports:
-        service = build_reference_provider(scheme.provider_config(pid))
-        providers.append(
-            RunningProvider(service, await start_app(service.app, service.host, service.port))
+    with devscheme.Listeners() as listeners:
+        scheme = devscheme.generate(
+            tmp_path_factory.mktemp("hostile") / "scheme", ports=listeners.ports
         )
-    settings = load_settings(scheme.broker_config, rate_limit_per_second=1_000_000)
-    app = create_app(settings)
-    runner = await start_app(app, settings.host, settings.port)
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Lab(scheme, settings, scheme.broker_url, session, scheme_keys(scheme))
-    finally:
-        await runner.cleanup()
-        for provider in providers:
-            await provider.stop()
+        providers = []
+        for pid in scheme.provider_ports:
+            service = build_reference_provider(scheme.provider_config(pid))
+            providers.append(
+                RunningProvider(service, await serve_on(service.app, listeners.providers[pid]))
+            )
+        settings = load_settings(scheme.broker_config, rate_limit_per_second=1_000_000)
+        app = create_app(settings)
+        runner = await serve_on(app, listeners.broker)
+        try:
+            async with aiohttp.ClientSession() as session:
+                yield Lab(scheme, settings, scheme.broker_url, session, scheme_keys(scheme))
+        finally:
+            await runner.cleanup()
+            for provider in providers:
+                await provider.stop()
 
 
 @pytest.fixture

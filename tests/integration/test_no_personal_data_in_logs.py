@@ -43,7 +43,8 @@ from connectors.reference.population import (
 from members.auditor import AuditClient
 from members.console.app import login_url, start_console
 from members.council import EligibilityClient
-from tests.conftest import RunningBroker, RunningProvider, blue_badge_answer_token
+from tests.support.councils import CouncilKey, blue_badge_answer_token
+from tests.support.servers import RunningBroker, RunningProvider
 from trust.keys import SigningKey
 from trust.messages import OUTCOMES, new_jti
 from trust.testing import forge
@@ -235,7 +236,7 @@ async def exercise(
     providers: Mapping[str, RunningProvider],
     bb_client: EligibilityClient,
     fsm_client: EligibilityClient,
-    council_key: Any,
+    council_key: CouncilKey,
 ) -> list[Sent]:
     """Every test identity through both checks, a refusal, hostile queries, a provider down."""
     async with aiohttp.ClientSession() as session:
@@ -388,7 +389,7 @@ async def test_no_personal_data_in_any_structlog_event(
     broker: RunningBroker,
     providers: dict[str, RunningProvider],
     clients: tuple[EligibilityClient, EligibilityClient],
-    council_key: Any,
+    council_key: CouncilKey,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -411,7 +412,7 @@ async def test_no_personal_data_in_the_json_lines_on_stderr(
     broker: RunningBroker,
     providers: dict[str, RunningProvider],
     clients: tuple[EligibilityClient, EligibilityClient],
-    council_key: Any,
+    council_key: CouncilKey,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     restore_structlog: None,
@@ -436,7 +437,7 @@ async def test_no_personal_data_in_the_json_lines_on_stderr(
 
 
 async def test_attacker_chosen_header_member_names_do_not_reach_the_log(
-    broker: RunningBroker, council_key: Any
+    broker: RunningBroker, council_key: CouncilKey
 ) -> None:
     key = council_key(devscheme.COUNCIL_BLUE_BADGE)
     planted = "Sampleton 1961-07-02 ZX100001A"
