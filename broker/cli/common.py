@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -95,15 +96,23 @@ def use_uvloop() -> None:
 
 
 async def serve_forever(apps: list[tuple[web.Application, str, int]]) -> None:
-    runners = []
+    # Bind every port before any app starts: a port in use is then one error, not a started
+    # broker (logging, checkpointing) shut down again.
+    listening: list[socket.socket] = []
+    runners: list[web.AppRunner] = []
     try:
-        for app, host, port in apps:
+        for _, host, port in apps:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            listening.append(socket.create_server((host, port), family=family))
+        for (app, host, _), sock in zip(apps, listening, strict=True):
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, host, port).start()
             runners.append(runner)
-            click.echo(f"listening on http://{host}:{port}", err=True)
+            await web.SockSite(runner, sock).start()
+            click.echo(f"listening on http://{host}:{sock.getsockname()[1]}", err=True)
         await asyncio.Event().wait()
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+        for sock in listening:
+            sock.close()
