@@ -33,6 +33,7 @@ Exit codes:
 
 from __future__ import annotations
 
+import functools
 from typing import IO, Any
 
 import aiohttp
@@ -40,7 +41,6 @@ import click
 
 from broker.cli import audit, council, provider, scheme, serve
 from broker.errors import BadInput, BrokerError, SettingsError
-from broker.scheme.admin import SchemeAdminError
 from connectors.errors import ConfigError, ConnectorError
 from members.errors import AnswerNotTrusted, CheckFailed, MembersError
 from trust.errors import TrustError
@@ -61,24 +61,39 @@ class InputRefused(CommandFailed):
     exit_code = 2
 
 
-# The first kind an error is an instance of says what failed and how it exits. Order matters:
-# aiohttp's connection errors are also OSErrors, and so is TimeoutError.
-BOUNDARY: tuple[tuple[type[Exception], str, type[CommandFailed]], ...] = (
-    (CheckFailed, "the broker refused", CommandFailed),
-    (AnswerNotTrusted, "the broker's answer is not trusted", CommandFailed),
-    (BadInput, "bad input", InputRefused),
-    (SettingsError, "bad broker config", InputRefused),
-    (ConfigError, "bad config", InputRefused),
-    (SchemeAdminError, "refused", InputRefused),
-    (TrustError, "invalid key or signed document", InputRefused),
-    (MembersError, "member client", CommandFailed),
-    (ConnectorError, "provider", CommandFailed),
-    (BrokerError, "broker", CommandFailed),
-    (aiohttp.ClientError, "cannot reach the server", CommandFailed),
-    (TimeoutError, "timed out", CommandFailed),
-    (OSError, "system error", CommandFailed),
+# What the boundary catches: the package roots and the environment's failures.
+BOUNDARY_KINDS = (
+    BrokerError,
+    TrustError,
+    ConnectorError,
+    MembersError,
+    aiohttp.ClientError,
+    OSError,
 )
-BOUNDARY_KINDS = tuple(kind for kind, _, _ in BOUNDARY)
+
+
+@functools.cache
+def boundary_table() -> tuple[tuple[type[Exception], str, type[CommandFailed]], ...]:
+    """The first kind an error is an instance of says what failed and how it exits. Order
+    matters: aiohttp's connection errors are also OSErrors, and so is TimeoutError. (Built on
+    the first error, so that a command that succeeds does not import the scheme tools.)"""
+    from broker.scheme.admin import SchemeAdminError
+
+    return (
+        (CheckFailed, "the broker refused", CommandFailed),
+        (AnswerNotTrusted, "the broker's answer is not trusted", CommandFailed),
+        (BadInput, "bad input", InputRefused),
+        (SettingsError, "bad broker config", InputRefused),
+        (ConfigError, "bad config", InputRefused),
+        (SchemeAdminError, "refused", InputRefused),
+        (TrustError, "invalid key or signed document", InputRefused),
+        (MembersError, "member client", CommandFailed),
+        (ConnectorError, "provider", CommandFailed),
+        (BrokerError, "broker", CommandFailed),
+        (aiohttp.ClientError, "cannot reach the server", CommandFailed),
+        (TimeoutError, "timed out", CommandFailed),
+        (OSError, "system error", CommandFailed),
+    )
 
 
 def one_line(exc: BaseException) -> str:
@@ -93,7 +108,9 @@ def one_line(exc: BaseException) -> str:
 
 def shown(exc: Exception) -> CommandFailed:
     """What the user reads for a project or environment error."""
-    what, kind = next((what, kind) for cause, what, kind in BOUNDARY if isinstance(exc, cause))
+    what, kind = next(
+        (what, kind) for cause, what, kind in boundary_table() if isinstance(exc, cause)
+    )
     return kind(f"{what}: {one_line(exc)}")
 
 
