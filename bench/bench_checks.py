@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -91,7 +92,7 @@ EXPECTED = {
 }
 HELLO_SERVER = textwrap.dedent(
     """
-    import asyncio, sys
+    import asyncio, socket, sys
     from aiohttp import web
     try:
         import uvloop
@@ -106,7 +107,8 @@ HELLO_SERVER = textwrap.dedent(
     app = web.Application()
     app.router.add_post("/v1/checks", hello)
     app.router.add_get("/healthz", hello)
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    sock = socket.socket(fileno=int(sys.argv[1]))  # bound by the parent, handed down
+    web.run_app(app, sock=sock, access_log=None, print=None)
     """
 )
 
@@ -190,13 +192,18 @@ class Service:
                 self.process.wait(timeout=10)
 
 
-def spawn(name: str, argv: list[str], url: str, log_dir: Path) -> Service:
-    with (log_dir / f"{name}.log").open("ab") as log:
+def spawn(name: str, argv: list[str], listener: socket.socket, log_dir: Path) -> Service:
+    """``argv`` as its own process, serving ``listener``: a socket bound here (so its port is
+    never up for grabs) whose file descriptor ``argv`` names. The child inherits it; this
+    process closes its own copy."""
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with listener, (log_dir / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(
             argv,
             stdout=log,
             stderr=log,
             cwd=ROOT,
+            pass_fds=[listener.fileno()],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     return Service(name, process, url)
@@ -553,7 +560,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         )
     logs = root / "logs"
     logs.mkdir()
-    scheme = devscheme.generate(root / "scheme")
+    listeners = devscheme.Listeners()
+    scheme = devscheme.generate(root / "scheme", ports=listeners.ports)
     config = scheme.broker_config
     config.write_text(
         config.read_text().replace("rate_limit_per_second = 50", "rate_limit_per_second = 1000000")
@@ -563,7 +571,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     try:
         # The two reference providers; the Blue Badge rule asks only the DWP-style one.
         for pid_name in (devscheme.DWP, devscheme.HMRC):
-            port = scheme.provider_ports[pid_name]
+            listener = listeners.providers[pid_name]
             services.append(
                 spawn(
                     pid_name,
@@ -573,19 +581,21 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                         "serve",
                         "--config",
                         str(scheme.provider_config(pid_name)),
+                        "--listen-fd",
+                        str(listener.fileno()),
                     ],
-                    f"http://127.0.0.1:{port}",
+                    listener,
                     logs,
                 )
             )
-        serve = ["serve", "--config", str(config)]
+        serve = ["serve", "--config", str(config), "--listen-fd", str(listeners.broker.fileno())]
         if args.redis_url:
             serve += ["--redis-url", args.redis_url]
         if args.profile is not None:  # cProfile the broker's main thread (slows it down)
             command = [sys.executable, "-c", PROFILER, str(args.profile.resolve()), *serve]
         else:
             command = [*axb_command(), *serve]
-        broker = spawn("broker", command, scheme.broker_url, logs)
+        broker = spawn("broker", command, listeners.broker, logs)
         services.append(broker)
         for service in services:
             await wait_up(service, "/readyz" if service is broker else "/healthz")
@@ -615,6 +625,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     finally:
         for service in reversed(services):
             service.stop()
+        listeners.close()
 
     answers = [outcome_of(body) for body in load.bodies]
     outcomes = Counter(outcome for outcome, _ in answers)
@@ -625,12 +636,9 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
     hello: LoadResult | None = None
     if args.hello_seconds > 0:
-        port = devscheme.free_port()
+        listener = devscheme.bind_loopback()
         server = spawn(
-            "hello",
-            [sys.executable, "-c", HELLO_SERVER, str(port)],
-            f"http://127.0.0.1:{port}",
-            logs,
+            "hello", [sys.executable, "-c", HELLO_SERVER, str(listener.fileno())], listener, logs
         )
         try:
             await wait_up(server, "/healthz")

@@ -50,3 +50,8 @@ class Refused(BrokerError):
     def __init__(self, refusal: PolicyRefusal, log_index: int) -> None:
         super().__init__(refusal.detail)
         self.refusal, self.log_index = refusal, log_index
+
+
+class BadInput(BrokerError):
+    """A file or value given to the ``axb`` command line is missing, unreadable or of the wrong
+    shape; the message names the file and what is wrong with it."""

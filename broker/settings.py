@@ -92,7 +92,7 @@ def load_pseudonym_key(path: Path, key_id: str) -> PseudonymKey:
 def load_log_signer(path: Path) -> NoteSigner:
     try:
         return NoteSigner(path.read_text().strip())
-    except (OSError, CheckpointError, KeyFormatError) as exc:
+    except (OSError, UnicodeDecodeError, CheckpointError, KeyFormatError) as exc:
         raise SettingsError(f"cannot read log signing key {path}: {exc}") from exc
 
 

@@ -21,6 +21,8 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    except UnicodeDecodeError:  # tomllib decodes before it parses
+        raise ConfigError(f"cannot read config {path}: it is not UTF-8 text") from None
 
 
 def resolve(base: Path, value: Any, name: str) -> Path:
@@ -91,8 +93,8 @@ def member_identity(path: Path) -> dict[str, Any]:
 def load_log_key(path: Path) -> NoteVerifier:
     """The consent log's pinned verifier key (a C2SP note key, e.g. ``public/log.vkey``)."""
     try:
-        return NoteVerifier(path.read_text().strip())
-    except (OSError, CheckpointError) as exc:
+        return NoteVerifier(path.read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError, CheckpointError) as exc:
         raise ConfigError(f"cannot read log key {path}: {exc}") from exc
 
 

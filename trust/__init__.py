@@ -17,4 +17,5 @@ General layout:
 - ``log_verify`` offline verification of a consent-log export
 - ``receipts``   a council's proof that the log holds the record behind its answer
 - ``replay``     an in-memory replay cache (time passed in)
+- ``testing``    forging hostile tokens, for tests and conformance checks only
 """

@@ -30,7 +30,7 @@ MAX_TOKEN_BYTES = 16 * 1024
 MAX_LEEWAY_SECONDS = 30
 ALGORITHM = "ES256"
 HEADER_MEMBERS = frozenset({"alg", "kid", "typ"})
-_JTI = re.compile(r"[A-Za-z0-9_.:\-]{22,128}")
+JTI_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{22,128}")  # 22 base64url characters: 128 bits
 _ES256 = ECAlgorithm(ECAlgorithm.SHA256)
 
 
@@ -246,7 +246,7 @@ def verify(
     if "nbf" in claims and _int_claim(claims, "nbf") > now + leeway:
         raise VerificationError("not yet valid")
     jti = claims.get("jti")
-    if not isinstance(jti, str) or not _JTI.fullmatch(jti):
+    if not isinstance(jti, str) or not JTI_PATTERN.fullmatch(jti):
         raise VerificationError("jti missing or shorter than 128 bits")
     return Verified(issuer, kid, jti, issued_at, expires_at, claims)
 

@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import json
 import sys
+from datetime import date
 from pathlib import Path
-from typing import Any
 
 import click
 
-from broker.cli.common import CONFIG
+from broker.cli.common import CONFIG, DATE, INPUT_FILE, open_binary_input, read_text_file
 
 
 @click.group("audit")
@@ -21,7 +21,7 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("export", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("export", type=INPUT_FILE)
 @click.option(
     "--log-key", required=True, help="The log's verifier key (name+hash+key), or a file holding it."
 )
@@ -29,22 +29,24 @@ def audit() -> None:
     "--held",
     "held",
     multiple=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=INPUT_FILE,
     help="A checkpoint note you kept earlier: the export must extend it.",
 )
 def audit_verify(export: Path, log_key: str, held: tuple[Path, ...]) -> None:
     """Verify an export offline, trusting only the log's public key."""
+    from broker.errors import BadInput
     from trust.checkpoint import NoteVerifier, split_notes
     from trust.errors import CheckpointError, KeyFormatError
     from trust.log_verify import verify_export
 
-    key_text = Path(log_key).read_text().strip() if Path(log_key).is_file() else log_key
+    key_file = Path(log_key)
+    key_text = read_text_file(key_file, "log key").strip() if key_file.is_file() else log_key
     try:
         verifier = NoteVerifier(key_text)
     except (CheckpointError, KeyFormatError) as exc:
-        raise click.ClickException(f"bad log key: {exc}") from exc
-    with export.open("rb") as lines:
-        notes = [note for path in held for note in split_notes(path.read_text())]
+        raise BadInput(f"bad log key: {exc}") from exc
+    notes = [note for path in held for note in split_notes(read_text_file(path, "held checkpoint"))]
+    with open_binary_input(export, "export") as lines:
         report = verify_export(lines, verifier, held=notes)
     click.echo(
         f"records: {report.records}   checkpoints verified: {report.checkpoints}   "
@@ -80,15 +82,15 @@ def audit_export(config: Path, out: Path) -> None:
 @audit.command("subject-access")
 @click.option("--config", "config", type=CONFIG, required=True, help="auditors/X.toml")
 @click.option("--family-name", required=True)
-@click.option("--date-of-birth", required=True)
+@click.option("--date-of-birth", type=DATE, required=True)
 @click.option("--nino", default=None)
 def audit_subject_access(
-    config: Path, family_name: str, date_of_birth: str, nino: str | None
+    config: Path, family_name: str, date_of_birth: date, nino: str | None
 ) -> None:
     """Who checked this resident's data, when and why (UK GDPR Art. 15)."""
     from members.auditor import AuditClient
 
-    identifiers = {"family_name": family_name, "date_of_birth": date_of_birth}
+    identifiers = {"family_name": family_name, "date_of_birth": date_of_birth.isoformat()}
     if nino:
         identifiers["nino"] = nino
 
@@ -138,13 +140,14 @@ def audit_records(
 
 @audit.command("receipt")
 @click.option("--config", "config", type=CONFIG, required=True, help="auditors/X.toml")
-@click.argument("answer", type=click.File("r"))
-def audit_receipt(config: Path, answer: Any) -> None:
+@click.argument("answer", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+def audit_receipt(config: Path, answer: Path) -> None:
     """Check a council's answer token (a file, or - for stdin) against the log."""
     from connectors.config import member_log_key
     from members.auditor import AuditClient
 
-    token = answer.read().strip()
+    kept = sys.stdin.read() if str(answer) == "-" else read_text_file(answer, "answer token")
+    token = kept.strip()
 
     async def run() -> int:
         async with AuditClient.from_config(config) as auditor:
@@ -186,15 +189,15 @@ def audit_console(config: Path, port: int) -> None:
 
 @audit.command("prune")
 @click.option("--config", "config", type=CONFIG, required=True, help="broker.toml")
-@click.option("--before", required=True, help="YYYY-MM-DD: delete bodies recorded before it")
-def audit_prune(config: Path, before: str) -> None:
+@click.option("--before", type=DATE, required=True, help="delete bodies recorded before it")
+def audit_prune(config: Path, before: date) -> None:
     """Delete record bodies (and salts) past the retention period; proofs stay valid."""
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, time
 
     from broker.settings import load_settings
     from broker.stores.consent_log import open_consent_log
 
-    cutoff = datetime.fromisoformat(before).replace(tzinfo=UTC)
+    cutoff = datetime.combine(before, time(), tzinfo=UTC)
     settings = load_settings(config)
 
     async def run() -> int:

@@ -1,16 +1,115 @@
-"""What every ``axb`` command shares: path types, the event loop, serving apps until stopped."""
+"""What every ``axb`` command shares: path and date types, readers for the files a user hands
+in, the event loop, serving apps until stopped.
+
+Paths are not checked by click (``exists=True`` would answer with a usage screen): the
+readers here and the config loaders read them and say in one line which file is missing or
+what is wrong with it (:class:`broker.errors.BadInput`, ``ConfigError``, ``SettingsError``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
+import socket
+import tomllib
+from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import click
 from aiohttp import web
 
-CONFIG = click.Path(exists=True, dir_okay=False, path_type=Path)
-SCHEME_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+from broker.errors import BadInput
+
+CONFIG = click.Path(dir_okay=False, path_type=Path)
+SCHEME_DIR = click.Path(file_okay=False, path_type=Path)
+INPUT_FILE = click.Path(dir_okay=False, path_type=Path)
+LISTEN_FD = click.option(
+    "--listen-fd",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Serve on this inherited socket (a file descriptor) instead of binding the "
+    "config's port: a parent that bound the port first hands it down.",
+)
+
+Endpoint = tuple[str, int] | socket.socket
+"""Where an app is served: a host and port to bind, or a socket already bound."""
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """The UTF-8 text of a file the user named as ``what`` (e.g. "registration")."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"{what} {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
+def open_binary_input(path: Path, what: str) -> BinaryIO:
+    """A file read as it is (a log export may be large: it is streamed, not read whole)."""
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise BadInput(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
+def read_json_document(path: Path, what: str) -> Any:
+    """A JSON file, any shape: the caller checks the shape (scheme admin does)."""
+    try:
+        return json.loads(read_text_file(path, what))
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{what} {path} is not JSON: {exc}") from None
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    document = read_json_document(path, what)
+    if not isinstance(document, dict):
+        raise BadInput(f"{what} {path} is not a JSON object")
+    return document
+
+
+def read_toml_document(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(read_text_file(path, what))
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"{what} {path} is not TOML: {exc}") from None
+
+
+class IsoDate(click.ParamType):  # type: ignore[type-arg]  # generic in click >= 8.2
+    """A calendar date written ``YYYY-MM-DD`` and nothing else: ``date.fromisoformat`` also
+    takes week dates (``1961-W26-7``) and compact forms (``19610702``), which would silently
+    check someone else's date of birth."""
+
+    name = "YYYY-MM-DD"
+    shape = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        if isinstance(value, str) and self.shape.fullmatch(value):
+            with contextlib.suppress(ValueError):
+                return date.fromisoformat(value)
+        self.fail(f"{value!r} is not a date written YYYY-MM-DD", param, ctx)
+
+
+DATE = IsoDate()
+
+
+def inherited_socket(fd: int) -> socket.socket:
+    """The bound TCP socket a parent process handed down as file descriptor ``fd`` (serving
+    it starts it listening, if the parent had not)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise click.BadParameter(f"{fd} is not an open socket", param_hint="--listen-fd") from exc
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()  # not ours to close
+        raise click.BadParameter(f"{fd} is not a TCP socket", param_hint="--listen-fd")
+    return sock
 
 
 def use_uvloop() -> None:
@@ -20,16 +119,30 @@ def use_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve_forever(apps: list[tuple[web.Application, str, int]]) -> None:
-    runners = []
+async def serve_forever(apps: Sequence[tuple[web.Application, Endpoint]]) -> None:
+    """Serve each app until cancelled; say where each listens, with the port actually bound
+    (a config's port 0 lets the kernel choose one). Every port is bound before any app
+    starts: a port in use is then one error, not a started broker shut down again."""
+    listening: list[socket.socket] = []
+    runners: list[web.AppRunner] = []
     try:
-        for app, host, port in apps:
+        for _, endpoint in apps:
+            if isinstance(endpoint, socket.socket):
+                listening.append(endpoint)
+            else:
+                host, port = endpoint
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                listening.append(socket.create_server((host, port), family=family))
+        for (app, _), sock in zip(apps, listening, strict=True):
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, host, port).start()
             runners.append(runner)
+            await web.SockSite(runner, sock).start()
+            host, port = runner.addresses[0][:2]
             click.echo(f"listening on http://{host}:{port}", err=True)
         await asyncio.Event().wait()
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+        for sock in listening:
+            sock.close()

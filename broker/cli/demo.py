@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -89,14 +90,31 @@ CASES = (
 DOWN_CASE = DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-pip-moving")
 
 
-def start_provider(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    log_file = log_path.open("ab")
-    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "broker.cli", "provider", "serve", "--config", str(config)],
-        stdout=log_file,
-        stderr=log_file,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+def start_provider(
+    config: Path, log_path: Path, listener: socket.socket
+) -> subprocess.Popen[bytes]:
+    """``axb provider serve`` as its own process, serving ``listener`` (bound already, so the
+    port the scheme names is never up for grabs). The child gets the socket; this process
+    closes its copy, so that when the child stops its port refuses connections at once."""
+    fd = listener.fileno()
+    with log_path.open("ab") as log_file, listener:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "broker.cli",
+                "provider",
+                "serve",
+                "--config",
+                str(config),
+                "--listen-fd",
+                str(fd),
+            ],
+            stdout=log_file,
+            stderr=log_file,
+            pass_fds=[fd],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 async def wait_healthy(url: str, timeout_s: float = 20.0) -> None:
@@ -159,16 +177,25 @@ def _row(number: int, case: DemoCase, outcome: str, receipt: str, ms: float, not
 
 
 async def run_demo(root: Path) -> int:
-    scheme = devscheme.generate(root)
+    with devscheme.Listeners() as listeners:
+        return await _run_demo(root, listeners)
+
+
+async def _run_demo(root: Path, listeners: devscheme.Listeners) -> int:
+    """The demo on ``listeners``: every server serves the socket bound for it before the
+    scheme named its port."""
+    scheme = devscheme.generate(root, ports=listeners.ports)
     folder = scheme.folder
     folder.log_dir.mkdir(exist_ok=True)
     configure_logging(json=True, stream=(folder.log_dir / "broker.log").open("a"))
-    stub_app, stub_host, stub_port = build_ves_stub(folder.stub_config(devscheme.VES_STUB))
+    stub_app, _, _ = build_ves_stub(folder.stub_config(devscheme.VES_STUB))
     stub = web.AppRunner(stub_app, access_log=None)  # stands in for DVLA's own service
     await stub.setup()
-    await web.TCPSite(stub, stub_host, stub_port).start()
+    await web.SockSite(stub, listeners.ves_stub).start()
     providers = {
-        pid: start_provider(scheme.provider_config(pid), folder.log_dir / f"{pid}.log")
+        pid: start_provider(
+            scheme.provider_config(pid), folder.log_dir / f"{pid}.log", listeners.providers[pid]
+        )
         for pid in scheme.provider_ports
     }
     runner: web.AppRunner | None = None
@@ -178,7 +205,7 @@ async def run_demo(root: Path) -> int:
         settings = load_settings(scheme.broker_config)
         runner = web.AppRunner(create_app(settings), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        await web.SockSite(runner, listeners.broker).start()
         click.echo(f"scheme in {root}")
         click.echo(
             f"broker   {scheme.broker_url}   providers on ports "

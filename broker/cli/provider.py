@@ -7,10 +7,21 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from broker.cli.common import CONFIG, serve_forever, use_uvloop
+from broker.cli.common import (
+    CONFIG,
+    INPUT_FILE,
+    LISTEN_FD,
+    SCHEME_DIR,
+    inherited_socket,
+    read_json_object,
+    read_toml_document,
+    serve_forever,
+    use_uvloop,
+)
 from broker.logging import configure_logging
 
 
@@ -21,7 +32,8 @@ def provider() -> None:
 
 @provider.command("serve")
 @click.option("--config", "config", type=CONFIG, required=True, help="providers/X.toml")
-def provider_serve(config: Path) -> None:
+@LISTEN_FD
+def provider_serve(config: Path, listen_fd: int | None) -> None:
     """Serve a reference provider (synthetic population) with the provider kit."""
     from connectors.reference.providers import build_reference_provider
 
@@ -29,7 +41,8 @@ def provider_serve(config: Path) -> None:
     service = build_reference_provider(config)
     use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever([(service.app, service.host, service.port)]))
+        at = (service.host, service.port) if listen_fd is None else inherited_socket(listen_fd)
+        asyncio.run(serve_forever([(service.app, at)]))
 
 
 @provider.command("conformance")
@@ -37,7 +50,7 @@ def provider_serve(config: Path) -> None:
 @click.option(
     "--scheme",
     "scheme_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=SCHEME_DIR,
     required=True,
     help="A scheme folder (anchors/, registry.jwt, keys/) as `axb demo --keep` writes it.",
 )
@@ -48,7 +61,7 @@ def provider_serve(config: Path) -> None:
 )
 @click.option(
     "--subject-json",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     default=None,
     help='{"known": {...}, "unknown": {...}, "attributes": [...]} (default: reference people).',
 )
@@ -62,19 +75,15 @@ def provider_conformance(
 ) -> None:
     """Check a provider endpoint against the provider API, playing the broker."""
     from connectors.conformance import run_conformance, target_from_scheme
-    from connectors.errors import ConfigError
 
-    try:
-        target = target_from_scheme(
-            scheme_dir,
-            endpoint=url,
-            provider_id=provider_id,
-            as_broker=as_broker,
-            other_member=other_member,
-            subjects=subject_json,
-        )
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
+    target = target_from_scheme(
+        scheme_dir,
+        endpoint=url,
+        provider_id=provider_id,
+        as_broker=as_broker,
+        other_member=other_member,
+        subjects=subject_json,
+    )
     report = asyncio.run(run_conformance(target))
     click.echo(report.render())
     sys.exit(0 if report.passed else 1)
@@ -103,15 +112,10 @@ def provider_keygen(out: Path, member_id: str) -> None:
 @click.option("--id", "member_id", required=True)
 @click.option("--name", required=True)
 @click.option("--endpoint", required=True, help="https URL of your POST /v1/attributes")
-@click.option(
-    "--public-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    multiple=True,
-)
+@click.option("--public-key", type=INPUT_FILE, required=True, multiple=True)
 @click.option(
     "--attributes",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=INPUT_FILE,
     required=True,
     help="TOML: [[attribute]] name, description, required, optional",
 )
@@ -129,18 +133,20 @@ def provider_registration(
     out: Path,
 ) -> None:
     """Prepare the registration the scheme operator reviews and admits."""
-    import tomllib
-
     from broker.scheme import admin as scheme_admin
 
-    table = tomllib.loads(attributes.read_text())
+    offered = offered_attributes(read_toml_document(attributes, "attributes"), attributes)
     registration = {
         "id": member_id,
         "name": name,
         "roles": ["attribute-provider"],
         "status": "active",
         "keys": [
-            {"jwk": json.loads(p.read_text()), "not_before": None, "not_after": None}
+            {
+                "jwk": read_json_object(p, "public key"),
+                "not_before": None,
+                "not_after": None,
+            }
             for p in public_key
         ],
         "permissions": {"purposes": [], "grants": []},
@@ -148,22 +154,35 @@ def provider_registration(
             "endpoint": endpoint,
             "timeout_ms": timeout_ms,
             "max_concurrency": max_concurrency,
-            "attributes": [
-                {
-                    "name": a["name"],
-                    "description": a["description"],
-                    "matching": {
-                        "required": a.get("required", []),
-                        "optional": a.get("optional", []),
-                    },
-                }
-                for a in table.get("attribute", [])
-            ],
+            "attributes": offered,
         },
     }
-    try:
-        lines = scheme_admin.review_registration(registration)
-    except scheme_admin.SchemeAdminError as exc:
-        raise click.ClickException(str(exc)) from exc
+    lines = scheme_admin.review_registration(registration)
     out.write_text(json.dumps(registration, indent=2) + "\n")
     click.echo("\n".join(lines) + f"\nwrote {out}: send it to the scheme operator")
+
+
+def offered_attributes(table: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The registration's attribute offers from the provider's ``[[attribute]]`` tables (name,
+    description, and the matching fields it requires and may use)."""
+    from broker.errors import BadInput
+
+    entries = table.get("attribute", [])
+    if not isinstance(entries, list):
+        raise BadInput(f"attributes {path}: attribute must be an array of tables")
+    offered = []
+    for number, entry in enumerate(entries, start=1):
+        where = f"attributes {path}: attribute {number}"
+        if not isinstance(entry, dict):
+            raise BadInput(f"{where} is not a table")
+        for name in ("name", "description"):
+            if not isinstance(entry.get(name), str):
+                raise BadInput(f"{where} has no {name} string")
+        matching = {field: entry.get(field, []) for field in ("required", "optional")}
+        for field, names in matching.items():
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise BadInput(f"{where}: {field} must be a list of field names")
+        offered.append(
+            {"name": entry["name"], "description": entry["description"], "matching": matching}
+        )
+    return offered

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from broker.cli.common import SCHEME_DIR
+from broker.cli.common import INPUT_FILE, SCHEME_DIR, read_json_document
 
 
 @click.group("scheme")
@@ -18,58 +17,51 @@ def scheme() -> None:
 def _admin(action: str, scheme_dir: Path, change: object) -> None:
     from broker.scheme import admin as scheme_admin
 
-    try:
-        source = scheme_admin.load_source(scheme_dir)
-        changed = change(source)  # type: ignore[operator]
-        scheme_admin.save_source(scheme_dir, changed)
-    except scheme_admin.SchemeAdminError as exc:
-        raise click.ClickException(f"{action} refused: {exc}") from exc
+    changed = change(scheme_admin.load_source(scheme_dir))  # type: ignore[operator]
+    scheme_admin.save_source(scheme_dir, changed)
     click.echo(f"{action}: done (not yet published; run 'axb scheme publish')")
 
 
 @scheme.command("review")
-@click.argument("registration", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("registration", type=INPUT_FILE)
 def scheme_review(registration: Path) -> None:
     """Show what a registration asks for, refusing a bad one with the reason."""
     from broker.scheme import admin as scheme_admin
 
-    try:
-        lines = scheme_admin.review_registration(json.loads(registration.read_text()))
-    except (scheme_admin.SchemeAdminError, ValueError) as exc:
-        raise click.ClickException(f"registration refused: {exc}") from exc
+    lines = scheme_admin.review_registration(read_json_document(registration, "registration"))
     click.echo("\n".join(lines))
 
 
 @scheme.command("add-member")
 @click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
-@click.argument("registration", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("registration", type=INPUT_FILE)
 def scheme_add_member(scheme_dir: Path, registration: Path) -> None:
     """Admit a member from its registration file."""
     from broker.scheme import admin as scheme_admin
 
-    document = json.loads(registration.read_text())
+    document = read_json_document(registration, "registration")
     _admin("add-member", scheme_dir, lambda s: scheme_admin.add_member(s, document))
 
 
 @scheme.command("add-purpose")
 @click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
-@click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("document", type=INPUT_FILE)
 def scheme_add_purpose(scheme_dir: Path, document: Path) -> None:
     """Add a purpose (JSON: id, description, checks, lawful_bases, consent_required)."""
     from broker.scheme import admin as scheme_admin
 
-    body = json.loads(document.read_text())
+    body = read_json_document(document, "purpose")
     _admin("add-purpose", scheme_dir, lambda s: scheme_admin.add_named(s, "purposes", body))
 
 
 @scheme.command("add-check")
 @click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
-@click.argument("document", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("document", type=INPUT_FILE)
 def scheme_add_check(scheme_dir: Path, document: Path) -> None:
     """Add a named check (JSON: name, description, versions with rules)."""
     from broker.scheme import admin as scheme_admin
 
-    body = json.loads(document.read_text())
+    body = read_json_document(document, "check")
     _admin("add-check", scheme_dir, lambda s: scheme_admin.add_named(s, "checks", body))
 
 
@@ -107,12 +99,12 @@ def scheme_reinstate(scheme_dir: Path, member_id: str) -> None:
 @scheme.command("add-key")
 @click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
 @click.argument("member_id")
-@click.argument("jwk_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("jwk_file", type=INPUT_FILE)
 def scheme_add_key(scheme_dir: Path, member_id: str, jwk_file: Path) -> None:
     """Add a member's new public key beside its current ones (rotation overlap begins)."""
     from broker.scheme import admin as scheme_admin
 
-    jwk = json.loads(jwk_file.read_text())
+    jwk = read_json_document(jwk_file, "public key")
     _admin("add-key", scheme_dir, lambda s: scheme_admin.add_key(s, member_id, jwk))
 
 
@@ -134,15 +126,12 @@ def scheme_retire_key(scheme_dir: Path, member_id: str, kid: str, not_after: str
 
 @scheme.command("publish")
 @click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
-@click.option("--lifetime-days", default=30, type=int)
+@click.option("--lifetime-days", default=30, type=click.IntRange(min=1))
 def scheme_publish(scheme_dir: Path, lifetime_days: int) -> None:
     """Sign the registry source as the next registry and replace the registry file."""
     from broker.scheme import admin as scheme_admin
 
-    try:
-        seq = scheme_admin.publish(
-            scheme_dir, scheme_admin.load_source(scheme_dir), lifetime=lifetime_days * 86400
-        )
-    except scheme_admin.SchemeAdminError as exc:
-        raise click.ClickException(f"publish refused: {exc}") from exc
+    seq = scheme_admin.publish(
+        scheme_dir, scheme_admin.load_source(scheme_dir), lifetime=lifetime_days * 86400
+    )
     click.echo(f"published registry seq {seq} to {scheme_dir / 'registry.jwt'}")

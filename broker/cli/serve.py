@@ -8,8 +8,16 @@ import sys
 from pathlib import Path
 
 import click
+from aiohttp import web
 
-from broker.cli.common import CONFIG, serve_forever, use_uvloop
+from broker.cli.common import (
+    CONFIG,
+    LISTEN_FD,
+    Endpoint,
+    inherited_socket,
+    serve_forever,
+    use_uvloop,
+)
 from broker.logging import configure_logging
 
 
@@ -36,7 +44,14 @@ def demo(keep: Path | None) -> None:
     is_flag=True,
     help="Also serve the reference providers listed in providers/ beside the config.",
 )
-def serve(config: Path, port: int | None, redis_url: str | None, with_providers: bool) -> None:
+@LISTEN_FD
+def serve(
+    config: Path,
+    port: int | None,
+    redis_url: str | None,
+    with_providers: bool,
+    listen_fd: int | None,
+) -> None:
     """Serve the broker."""
     from broker.app import create_app
     from broker.settings import load_settings
@@ -45,14 +60,16 @@ def serve(config: Path, port: int | None, redis_url: str | None, with_providers:
 
     settings = load_settings(config, port=port, redis_url=redis_url)
     configure_logging(json=settings.log_json)
-    apps = [(create_app(settings), settings.host, settings.port)]
+    broker_at = (settings.host, settings.port) if listen_fd is None else inherited_socket(listen_fd)
+    apps: list[tuple[web.Application, Endpoint]] = [(create_app(settings), broker_at)]
     if with_providers:
         folder = SchemeFolder.of_config(config)
         for provider_config in sorted(folder.providers_dir.glob("*.toml")):
             service = build_reference_provider(provider_config)
-            apps.append((service.app, service.host, service.port))
+            apps.append((service.app, (service.host, service.port)))
         for stub_config in sorted(folder.stubs_dir.glob("*.toml")):
-            apps.append(build_ves_stub(stub_config))
+            stub, host, stub_port = build_ves_stub(stub_config)
+            apps.append((stub, (host, stub_port)))
     use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(apps))

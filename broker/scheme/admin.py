@@ -4,6 +4,10 @@ The operator keeps an unsigned source document (``operator/registry-source.json`
 purposes, checks, the last ``seq``). Every change is validated exactly as a broker would
 validate the published registry, then ``publish`` signs it with ``seq + 1`` and replaces the
 registry file atomically; running brokers and providers pick it up without a restart.
+
+The source and the documents handed in (registrations, purposes, checks, keys) are input like
+any other: a document of the wrong shape is refused with :class:`SchemeAdminError` naming what
+is wrong, before anything indexes into it.
 """
 
 from __future__ import annotations
@@ -30,11 +34,46 @@ def source_path(scheme_dir: Path) -> Path:
 
 
 def load_source(scheme_dir: Path) -> dict[str, Any]:
+    path = source_path(scheme_dir)
     try:
-        source: dict[str, Any] = json.loads(source_path(scheme_dir).read_text())
-    except (OSError, ValueError) as exc:
-        raise SchemeAdminError(f"cannot read the registry source: {exc}") from exc
-    return source
+        source = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SchemeAdminError(f"cannot read the registry source {path}: {exc.strerror}") from exc
+    except ValueError as exc:  # not UTF-8, or not JSON
+        raise SchemeAdminError(f"the registry source {path} is not JSON: {exc}") from exc
+    return checked_source(source)
+
+
+def _object(document: object, what: str) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise SchemeAdminError(f"{what} is not a JSON object")
+    return document
+
+
+def _objects(value: object, what: str) -> list[dict[str, Any]]:
+    """A list of JSON objects (the live list: changes edit it in place)."""
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise SchemeAdminError(f"{what} is not a list of JSON objects")
+    return value
+
+
+def _strings(value: object, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise SchemeAdminError(f"{what} is not a list of strings")
+    return value
+
+
+def checked_source(source: object) -> dict[str, Any]:
+    """The source, if it has the shape the tools index into (a hand-edited source is input)."""
+    document = _object(source, "the registry source")
+    for name in ("scheme", "operator"):
+        if not isinstance(document.get(name), str):
+            raise SchemeAdminError(f"the registry source has no {name} string")
+    if type(document.get("seq")) is not int:
+        raise SchemeAdminError("the registry source has no integer seq")
+    for name in ("members", "purposes", "checks"):
+        _objects(document.get(name), f"the registry source's {name}")
+    return document
 
 
 def save_source(scheme_dir: Path, source: dict[str, Any]) -> None:
@@ -47,6 +86,7 @@ def save_source(scheme_dir: Path, source: dict[str, Any]) -> None:
 
 def validate(source: dict[str, Any]) -> None:
     """Refuse a source a broker would refuse (bad keys, duplicate kids, dangling names)."""
+    checked_source(source)
     claims = {
         "iss": source["operator"],
         "aud": source["scheme"],
@@ -64,32 +104,36 @@ def validate(source: dict[str, Any]) -> None:
 
 
 def _member(source: dict[str, Any], member_id: str) -> dict[str, Any]:
-    members: list[dict[str, Any]] = source["members"]
+    members = _objects(checked_source(source)["members"], "the registry source's members")
     for member in members:
-        if member["id"] == member_id:
+        if member.get("id") == member_id:
             return member  # the live entry, edited in place
     raise SchemeAdminError(f"no member {member_id!r}")
+
+
+def _member_keys(member: dict[str, Any]) -> list[dict[str, Any]]:
+    return _objects(member.get("keys"), f"member {member.get('id')}'s keys")
 
 
 def review_registration(registration: Any) -> list[str]:
     """What the operator should read before admitting a registration; raises if invalid."""
     if not isinstance(registration, dict):
         raise SchemeAdminError("a registration is a JSON object")
-    for entry in registration.get("keys", []):
+    for entry in registration.get("keys", []) if isinstance(registration.get("keys"), list) else ():
         try:
             VerifyingKey.from_jwk(entry.get("jwk") if isinstance(entry, dict) else None)
         except KeyFormatError as exc:
             raise SchemeAdminError(f"bad key in registration: {exc}") from exc
     lines = [
         f"member {registration.get('id')}: {registration.get('name')}",
-        f"roles: {', '.join(registration.get('roles', []))}",
+        f"roles: {', '.join(_strings(registration.get('roles', []), 'roles'))}",
     ]
     provider = registration.get("provider")
     if isinstance(provider, dict):
         endpoint, timeout = provider.get("endpoint"), provider.get("timeout_ms")
         lines.append(f"endpoint: {endpoint}  timeout: {timeout} ms")
-        for attribute in provider.get("attributes", []):
-            matching = attribute.get("matching", {})
+        for attribute in _objects(provider.get("attributes", []), "provider attributes"):
+            matching = _object(attribute.get("matching", {}), "an attribute's matching")
             lines.append(
                 f"  offers {attribute.get('name')}: needs {matching.get('required', [])}"
                 f" (optional {matching.get('optional', [])})"
@@ -99,7 +143,7 @@ def review_registration(registration: Any) -> list[str]:
 
 def add_member(source: dict[str, Any], registration: dict[str, Any]) -> dict[str, Any]:
     review_registration(registration)
-    if any(m["id"] == registration.get("id") for m in source["members"]):
+    if any(m.get("id") == registration.get("id") for m in checked_source(source)["members"]):
         raise SchemeAdminError(f"member {registration.get('id')!r} already exists")
     changed = {**source, "members": [*source["members"], registration]}
     validate(changed)
@@ -109,7 +153,8 @@ def add_member(source: dict[str, Any], registration: dict[str, Any]) -> dict[str
 def add_named(source: dict[str, Any], kind: str, document: dict[str, Any]) -> dict[str, Any]:
     """Add a purpose or a check (``kind`` is ``purposes`` or ``checks``)."""
     key = "id" if kind == "purposes" else "name"
-    if any(item.get(key) == document.get(key) for item in source[kind]):
+    _object(document, f"a {kind[:-1]}")
+    if any(item.get(key) == document.get(key) for item in checked_source(source)[kind]):
         raise SchemeAdminError(f"{kind[:-1]} {document.get(key)!r} already exists")
     changed = {**source, kind: [*source[kind], document]}
     validate(changed)
@@ -118,8 +163,9 @@ def add_named(source: dict[str, Any], kind: str, document: dict[str, Any]) -> di
 
 def permit(source: dict[str, Any], member_id: str, purpose: str) -> dict[str, Any]:
     """Let a relying party use a purpose."""
-    permissions = _member(source, member_id).setdefault("permissions", {})
-    purposes = permissions.setdefault("purposes", [])
+    member = _member(source, member_id)
+    permissions = _object(member.setdefault("permissions", {}), f"{member_id}'s permissions")
+    purposes = _strings(permissions.setdefault("purposes", []), f"{member_id}'s purposes")
     if purpose not in purposes:
         purposes.append(purpose)
     validate(source)
@@ -142,7 +188,7 @@ def add_key(
         key = VerifyingKey.from_jwk(jwk)
     except KeyFormatError as exc:
         raise SchemeAdminError(f"bad key: {exc}") from exc
-    _member(source, member_id)["keys"].append(
+    _member_keys(_member(source, member_id)).append(
         {"jwk": dict(key.jwk), "not_before": not_before, "not_after": None}
     )
     validate(source)
@@ -153,11 +199,11 @@ def retire_key(
     source: dict[str, Any], member_id: str, kid: str, *, not_after: str | None = None
 ) -> dict[str, Any]:
     """End a key's validity (default: now): the overlap window of a rotation closes."""
-    member = _member(source, member_id)
-    entries = [k for k in member["keys"] if k["jwk"].get("kid") == kid]
+    keys = _member_keys(_member(source, member_id))
+    entries = [k for k in keys if isinstance(k.get("jwk"), dict) and k["jwk"].get("kid") == kid]
     if not entries:
         raise SchemeAdminError(f"member {member_id} has no key {kid}")
-    if len(member["keys"]) == 1:
+    if len(keys) == 1:
         raise SchemeAdminError("add the new key before retiring the last one")
     entries[0]["not_after"] = not_after or datetime.now(UTC).isoformat(timespec="seconds")
     validate(source)
@@ -169,9 +215,16 @@ def publish(
 ) -> int:
     """Sign the source as the next registry (``seq + 1``) and replace the registry file."""
     validate(source)
-    seq = int(source["seq"]) + 1
+    seq: int = source["seq"] + 1
     folder = SchemeFolder(scheme_dir)
-    operator = SigningKey.from_pem(folder.operator_key.read_bytes())
+    try:
+        operator = SigningKey.from_pem(folder.operator_key.read_bytes())
+    except OSError as exc:
+        raise SchemeAdminError(
+            f"cannot read the operator key {folder.operator_key}: {exc}"
+        ) from exc
+    except KeyFormatError as exc:
+        raise SchemeAdminError(f"the operator key {folder.operator_key}: {exc}") from exc
     token = sign_registry(
         members=source["members"],
         purposes=source["purposes"],

@@ -7,7 +7,6 @@ their own. Nothing here is for production: keys are unencrypted PEM files on dis
 from __future__ import annotations
 
 import base64
-import collections
 import json
 import secrets
 import socket
@@ -196,34 +195,83 @@ def provider_metadata(
     }
 
 
-_ISSUED: collections.deque[int] = collections.deque(maxlen=2000)
+def bind_loopback(port: int = 0) -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 and not yet listening.
 
-
-def free_port() -> int:
-    """A free loopback port below the ephemeral range (so no outgoing connection can be
-    holding it when the server binds), never one this process handed out recently (a port is
-    only free until its server binds it, and a scheme asks for several at once)."""
-    low, _ = _ephemeral_range()
-    for _ in range(500):
-        port = secrets.randbelow(low - 20_000) + 20_000
-        if port in _ISSUED:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _ISSUED.append(port)
-        return port
-    raise RuntimeError("no free port found")
-
-
-def _ephemeral_range() -> tuple[int, int]:
+    With ``port`` 0 the kernel chooses a port no one holds. Whoever reads the port off this
+    socket may name it in a config: the server that later serves the socket (asyncio starts
+    it listening) cannot lose the port to anyone, and until then a connection to it is
+    refused, as if nothing were there. A nonzero ``port`` is for a server restarted on the
+    port it has just released: SO_REUSEADDR, as servers set it, binds past the TIME_WAIT of
+    the old server's connections.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return max(int(low), 21_000), int(high)
-    except (OSError, ValueError):
-        return 32_768, 60_999
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(frozen=True)
+class SchemePorts:
+    """The loopback ports a development scheme names in its registry and configs."""
+
+    broker: int
+    providers: Mapping[str, int]
+    ves_stub: int
+
+
+class Listeners:
+    """One loopback socket, bound to port 0 and held, for each server of a development
+    scheme (the broker, each provider, the VES stub).
+
+    The scheme must name its servers' ports before they start, so the ports are bound first:
+    ``generate(root, ports=listeners.ports)`` writes them, then each server serves its own
+    socket (``web.SockSite``) or a child process inherits it (``--listen-fd``). A socket no
+    server has taken refuses connections, as a port with nothing on it would; ``close``
+    releases whatever no server took over.
+    """
+
+    def __init__(self, provider_ids: Sequence[str] = PROVIDERS) -> None:
+        self._held: list[socket.socket] = []
+        try:
+            self.broker = self._bind()
+            self.providers = {pid: self._bind() for pid in provider_ids}
+            self.ves_stub = self._bind()
+        except BaseException:
+            self.close()
+            raise
+
+    def _bind(self) -> socket.socket:
+        sock = bind_loopback()
+        self._held.append(sock)
+        return sock
+
+    @property
+    def ports(self) -> SchemePorts:
+        return SchemePorts(
+            broker=_port_of(self.broker),
+            providers={pid: _port_of(sock) for pid, sock in self.providers.items()},
+            ves_stub=_port_of(self.ves_stub),
+        )
+
+    def close(self) -> None:
+        for sock in self._held:
+            sock.close()
+
+    def __enter__(self) -> Listeners:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _port_of(sock: socket.socket) -> int:
+    port: int = sock.getsockname()[1]
+    return port
 
 
 @dataclass(frozen=True)
@@ -428,17 +476,16 @@ def publish_registry(
     return token
 
 
-def generate(
-    root: Path,
-    *,
-    broker_port: int | None = None,
-    provider_ports: Mapping[str, int] | None = None,
-    redis_url: str = "",
-) -> DevScheme:
-    """Write a complete development scheme into ``root``."""
+def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevScheme:
+    """Write a complete development scheme into ``root``, naming ``ports`` for its servers.
+
+    The ports must belong to listening sockets the caller holds (``Listeners.ports``) until
+    its servers serve them: a port merely found free may be taken by anyone before a server
+    binds it. (A scheme kept on disk and served later with ``axb serve`` binds the ports its
+    configs name: that is the user's machine, where nothing else is racing for them.)
+    """
     root.mkdir(parents=True, exist_ok=True)
-    ports = dict(provider_ports or {p: free_port() for p in PROVIDERS})
-    scheme = DevScheme(root, broker_port or free_port(), ports, free_port())
+    scheme = DevScheme(root, ports.broker, dict(ports.providers), ports.ves_stub)
     operator = SigningKey.generate()
     _write(scheme.operator_key_path, operator.to_pem(), private=True)
     folder = scheme.folder
@@ -466,7 +513,7 @@ def generate(
         "checkpoint_every_seconds = 5.0\n\n[pseudonym]\n"
         f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n',
     )
-    for provider_id, port in ports.items():
+    for provider_id, port in scheme.provider_ports.items():
         _write(
             scheme.provider_config(provider_id),
             f'provider_id = "{provider_id}"\nreference = "{REFERENCE_KIND[provider_id]}"\n'

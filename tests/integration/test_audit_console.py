@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
@@ -21,10 +21,19 @@ from members.console import app as audit_console
 from members.console.app import COOKIE, Console, login_url, start_console
 from members.council import EligibilityClient
 from members.errors import CheckFailed
-from tests.conftest import RunningBroker, blue_badge_answer_token, edit_record, log_sql
+from tests.support.councils import blue_badge_answer_token
+from tests.support.logdb import edit_record, log_sql
+from tests.support.servers import RunningBroker
 from trust.checkpoint import Checkpoint, NoteSigner, generate_signer, sign_checkpoint
 
-Open = Callable[..., Any]
+
+class Open(Protocol):
+    """The ``open_console`` fixture: a console for a member config (the auditor's by
+    default) and a browser session signed in to it."""
+
+    async def __call__(
+        self, config: Path | None = None
+    ) -> tuple[Console, aiohttp.ClientSession]: ...
 
 
 def auditor_config(scheme: devscheme.DevScheme) -> Path:
@@ -32,9 +41,7 @@ def auditor_config(scheme: devscheme.DevScheme) -> Path:
 
 
 @pytest.fixture
-async def open_console(
-    scheme: devscheme.DevScheme, broker: RunningBroker
-) -> AsyncIterator[Callable[..., Any]]:
+async def open_console(scheme: devscheme.DevScheme, broker: RunningBroker) -> AsyncIterator[Open]:
     """Start a console for a member config; returns it and a signed-in browser session."""
     runners = []
     sessions: list[aiohttp.ClientSession] = []

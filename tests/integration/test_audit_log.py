@@ -39,15 +39,8 @@ from connectors.reference.providers import build_reference_provider
 from members.auditor import AuditClient
 from members.council import EligibilityClient
 from members.errors import CheckFailed
-from tests.conftest import (
-    LOG_BACKENDS,
-    RunningBroker,
-    RunningProvider,
-    config_for_log,
-    log_backend,
-    log_sql,
-    start_app,
-)
+from tests.support.logdb import LOG_BACKENDS, config_for_log, log_backend, log_sql
+from tests.support.servers import RunningBroker, RunningProvider, StartBroker, serve_on
 from trust import jws
 from trust.checkpoint import (
     Checkpoint,
@@ -185,19 +178,24 @@ class Audited:
         return self.export.read_bytes().splitlines(keepends=True)
 
 
-async def _audited_run(scheme: devscheme.DevScheme, out: Path, backend: str) -> Audited:
+async def _audited_run(
+    scheme: devscheme.DevScheme, listeners: devscheme.Listeners, out: Path, backend: str
+) -> Audited:
     async with log_backend(backend) as log_settings:
-        return await _audited_run_on(scheme, out, log_settings)
+        return await _audited_run_on(scheme, listeners, out, log_settings)
 
 
 async def _audited_run_on(
-    scheme: devscheme.DevScheme, out: Path, log_settings: dict[str, object]
+    scheme: devscheme.DevScheme,
+    listeners: devscheme.Listeners,
+    out: Path,
+    log_settings: dict[str, object],
 ) -> Audited:
     audited = Audited(scheme.root, out / "export.jsonl", out / "early-export.jsonl")
     runners = {}
     for pid in (devscheme.DWP, devscheme.HMRC):  # the providers of the checks made here
         service = build_reference_provider(scheme.provider_config(pid))
-        runners[pid] = await start_app(service.app, service.host, service.port)
+        runners[pid] = await serve_on(service.app, listeners.providers[pid])
     # Checkpoints only when this run asks for one, so the export's checkpoints are known.
     quiet = {
         "signing_key": "secrets/log.skey",
@@ -205,7 +203,7 @@ async def _audited_run_on(
         "public_checkpoint_every_seconds": 0.0,  # each fetch below covers every record
     }
     settings = load_settings(scheme.broker_config, log=quiet, **log_settings)
-    broker = await start_app(create_app(settings), settings.host, settings.port)
+    broker = await serve_on(create_app(settings), listeners.broker)
     url = scheme.broker_url
     try:
         async with (
@@ -253,9 +251,10 @@ def audited(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     """One real broker run and its export, once per consent-log backend (the broker runs on its
     own loop in a thread)."""
     base = tmp_path_factory.mktemp("audited")
-    scheme = devscheme.generate(base / "scheme")
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, _audited_run(scheme, base, request.param)).result()
+    with devscheme.Listeners() as listeners, ThreadPoolExecutor(1) as pool:
+        scheme = devscheme.generate(base / "scheme", ports=listeners.ports)
+        run = _audited_run(scheme, listeners, base, request.param)
+        return pool.submit(asyncio.run, run).result()
 
 
 # the export and the offline verifier --------------------------------------------------------
@@ -898,7 +897,7 @@ BAD_PROOF_QUERIES = [
 
 async def test_anonymous_callers_cannot_make_the_log_sign_a_checkpoint_per_record(
     scheme: devscheme.DevScheme,
-    start_broker: Callable[..., Any],
+    start_broker: StartBroker,
     providers: dict[str, RunningProvider],
 ) -> None:
     broker = await start_broker(public_checkpoint_every_seconds=1.0)  # the default
@@ -1323,7 +1322,7 @@ async def test_subject_access_returns_exactly_that_persons_records(
 
 async def test_subject_access_survives_a_pseudonym_key_rotation(
     scheme: devscheme.DevScheme,
-    start_broker: Callable[..., Any],
+    start_broker: StartBroker,
     providers: dict[str, RunningProvider],
 ) -> None:
     broker = await start_broker()
@@ -1420,7 +1419,7 @@ async def test_a_withdrawn_consent_refuses_later_checks_and_is_itself_a_record(
 
 async def test_pruned_log_still_verifies_and_proves(
     scheme: devscheme.DevScheme,
-    start_broker: Callable[..., Any],
+    start_broker: StartBroker,
     providers: dict[str, RunningProvider],
     tmp_path: Path,
 ) -> None:

@@ -14,7 +14,8 @@ from connectors.reference.keepers import PARKING_TEST_CASES
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from members.errors import CheckFailed
-from tests.conftest import RunningBroker, RunningProvider, run_axb
+from tests.support.cli import run_axb
+from tests.support.servers import RunningBroker, RunningProvider
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
 

@@ -28,7 +28,7 @@ from connectors.provider_kit import ProviderKit, create_provider_app
 from connectors.reference.attributes import DWP_ATTRIBUTES
 from connectors.reference.population import TEST_IDENTITIES, PopulationIndex
 from connectors.reference.providers import reference_lookup
-from tests.conftest import RunningProvider, start_app
+from tests.support.servers import RunningProvider, serve_on
 from trust import jws
 from trust.errors import InvalidMessage, VerificationError
 from trust.keys import SigningKey
@@ -296,7 +296,7 @@ BROKEN: Mapping[str, tuple[KitFactory, frozenset[str]]] = {
 
 @pytest.fixture
 async def broken_provider(
-    scheme: devscheme.DevScheme, request: pytest.FixtureRequest
+    scheme: devscheme.DevScheme, listeners: devscheme.Listeners, request: pytest.FixtureRequest
 ) -> AsyncIterator[ConformanceTarget]:
     factory, _ = BROKEN[request.param]
     registry = publish_fast_registry(scheme)
@@ -306,9 +306,7 @@ async def broken_provider(
         registry=lambda: registry,
         lookup=reference_lookup(DWP_ATTRIBUTES, PopulationIndex(TEST_IDENTITIES.values())),
     )
-    runner = await start_app(
-        create_provider_app(kit), "127.0.0.1", scheme.provider_ports[devscheme.DWP]
-    )
+    runner = await serve_on(create_provider_app(kit), listeners.providers[devscheme.DWP])
     try:
         yield target_from_scheme(
             scheme.root, endpoint=endpoint(scheme, devscheme.DWP), provider_id=devscheme.DWP

@@ -12,7 +12,8 @@ from broker.scheme import dev as devscheme
 from broker.stores.consent_log.sqlite import SqliteConsentLog
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
-from tests.conftest import RunningBroker, gather_indices
+from tests.support.logdb import gather_indices
+from tests.support.servers import RunningBroker
 from trust.messages import EligibilityQuery, Subject
 from trust.pseudonym import PseudonymKey
 from trust.records import record_for

@@ -26,7 +26,7 @@ from broker.errors import LogUnavailable
 from broker.stores.consent_log import RecordFilter
 from broker.stores.consent_log.postgres import PostgresConsentLog
 from broker.stores.consent_log.sqlite import SqliteConsentLog
-from tests.conftest import gather_indices
+from tests.support.logdb import gather_indices
 from trust.messages import ConsentReference, EligibilityQuery, Subject
 from trust.pseudonym import PseudonymKey, pseudonymise
 from trust.records import (

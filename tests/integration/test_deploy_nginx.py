@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,10 @@ from connectors.config import member_identity
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from members.errors import CheckFailed
-from tests.conftest import REDIS_URL, RunningBroker, log_backend
+from tests.support.logdb import log_backend
+from tests.support.ports import BIND_FAILED, CANDIDATES, start_on_some_port
+from tests.support.servers import RunningBroker, StartBroker
+from tests.support.services import REDIS_URL
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -63,12 +66,11 @@ async def flushed_redis() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def two_brokers(
-    start_broker: Callable[..., Any], providers: object, flushed_redis: str
+    start_broker: StartBroker, providers: object, flushed_redis: str
 ) -> AsyncIterator[list[RunningBroker]]:
     async with log_backend("postgres") as shared_log:
         brokers = [
-            await start_broker(redis_url=flushed_redis, port=devscheme.free_port(), **shared_log)
-            for _ in range(2)
+            await start_broker(redis_url=flushed_redis, port=0, **shared_log) for _ in range(2)
         ]
         yield brokers
         for broker in brokers:
@@ -82,28 +84,43 @@ def nginx(two_brokers: list[RunningBroker], tmp_path: Path) -> Any:
         pytest.fail("nginx is needed: .ci/tools installs it")
     prefix = tmp_path / "nginx"
     prefix.mkdir()
-    port = devscheme.free_port()
-    upstreams = [broker.settings.port for broker in two_brokers]
+    upstreams = [broker.settings.port for broker in two_brokers]  # bound already
     config = prefix / "nginx.conf"
-    config.write_text(render(upstreams, port, prefix))
+    config.write_text(render(upstreams, CANDIDATES[0], prefix))
     checked = subprocess.run(
         [binary, "-t", "-c", str(config), "-p", str(prefix)], capture_output=True, text=True
     )
     assert checked.returncode == 0, checked.stderr
-    with (prefix / "stderr.log").open("wb") as stderr:
-        process = subprocess.Popen(
-            [binary, "-c", str(config), "-p", str(prefix), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    deadline = time.monotonic() + 10
-    while True:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError((prefix / "stderr.log").read_text())
-        time.sleep(0.05)
+
+    def launch(port: int) -> tuple[subprocess.Popen[bytes], int] | None:
+        """nginx listening on ``port``, or None when it could not bind it."""
+        config.write_text(render(upstreams, port, prefix))
+        for stale in ("nginx.pid", "error.log"):  # what an attempt before this one left
+            (prefix / stale).unlink(missing_ok=True)
+        with (prefix / "stderr.log").open("wb") as stderr:
+            process = subprocess.Popen(
+                [binary, "-c", str(config), "-p", str(prefix), "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        deadline = time.monotonic() + 10
+        while True:  # nginx writes its pid file once its listening socket is bound
+            pid = prefix / "nginx.pid"
+            if pid.exists() and pid.read_text().strip() == str(process.pid):
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) == 0:
+                        return process, port
+            if process.poll() is not None:
+                said = "".join(log.read_text() for log in prefix.glob("*.log"))
+                if BIND_FAILED in said:
+                    return None
+                raise RuntimeError(said)
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError((prefix / "stderr.log").read_text())
+            time.sleep(0.05)
+
+    process, port = start_on_some_port(launch)
     yield f"http://127.0.0.1:{port}", prefix
     process.terminate()
     process.wait(timeout=10)

@@ -18,11 +18,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
@@ -47,7 +47,7 @@ from connectors.provider_kit import LookupRequest
 from connectors.reference.dvla_stub import VES_STUB, VesStubState, create_ves_stub_app
 from connectors.reference.keepers import PARKING_TEST_CASES, keeper_fleet, keeper_lookup
 from connectors.reference.providers import build_reference_provider
-from tests.conftest import port_is_free
+from tests.support.servers import refusing_port, start_app, url_of
 from trust.messages import Outcome, Subject, parse_subject
 from trust.rules import AttributeRef, finalise, parse_rule
 
@@ -120,11 +120,8 @@ def assert_no_registration(exc: BaseException) -> None:
 
 
 async def serve(app: web.Application) -> tuple[str, web.AppRunner]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    return f"http://127.0.0.1:{port}", runner
+    runner = await start_app(app)
+    return url_of(runner), runner
 
 
 @dataclass
@@ -133,8 +130,14 @@ class Stub:
     state: VesStubState
 
 
+class StartStub(Protocol):
+    """The ``start_stub`` fixture: a VES stub with ``options`` (its fleet, faults)."""
+
+    async def __call__(self, **options: Any) -> Stub: ...
+
+
 @pytest.fixture
-async def start_stub() -> AsyncIterator[Callable[..., Awaitable[Stub]]]:
+async def start_stub() -> AsyncIterator[StartStub]:
     runners: list[web.AppRunner] = []
 
     async def start(**options: Any) -> Stub:
@@ -150,7 +153,7 @@ async def start_stub() -> AsyncIterator[Callable[..., Awaitable[Stub]]]:
 
 
 @pytest.fixture
-async def stub(start_stub: Callable[..., Awaitable[Stub]]) -> Stub:
+async def stub(start_stub: StartStub) -> Stub:
     return await start_stub()
 
 
@@ -293,7 +296,7 @@ async def test_server_errors_are_unavailable(
 
 
 async def test_throttled_then_answered_within_the_deadline(
-    start_stub: Callable[..., Awaitable[Stub]], session: aiohttp.ClientSession
+    start_stub: StartStub, session: aiohttp.ClientSession
 ) -> None:
     stub = await start_stub(throttle_first=1, retry_after=1)
     client = DvlaVesClient(session, stub.url, API_KEY)
@@ -336,7 +339,7 @@ async def test_throttled_retries_at_most_twice(stub: Stub, session: aiohttp.Clie
 
 
 async def test_retry_after_is_honoured(
-    start_stub: Callable[..., Awaitable[Stub]], session: aiohttp.ClientSession
+    start_stub: StartStub, session: aiohttp.ClientSession
 ) -> None:
     stub = await start_stub(throttle_first=2, retry_after=4)
     clock = FakeTime()
@@ -483,11 +486,10 @@ async def test_a_404_without_a_ves_body_is_not_no_such_vehicle(
 
 
 async def test_network_failure_is_unavailable(session: aiohttp.ClientSession) -> None:
-    port = devscheme.free_port()
-    assert port_is_free(port)
-    client = DvlaVesClient(session, f"http://127.0.0.1:{port}", API_KEY)
-    with pytest.raises(VesUnavailable) as caught:
-        await client.vehicle("AA19AAA", deadline=soon())
+    with refusing_port() as port:
+        client = DvlaVesClient(session, f"http://127.0.0.1:{port}", API_KEY)
+        with pytest.raises(VesUnavailable) as caught:
+            await client.vehicle("AA19AAA", deadline=soon())
     assert caught.value.reason == "ves-unreachable"
     assert_no_registration(caught.value)
 

@@ -16,10 +16,11 @@ from aiohttp import web
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
-from tests.conftest import RunningBroker, RunningProvider, start_app
+from tests.support.servers import RunningBroker, RunningProvider, start_app
 from trust import jws
-from trust.keys import SigningKey, b64url_encode
+from trust.keys import SigningKey
 from trust.messages import new_jti
+from trust.testing import forge
 
 Forge = Callable[[dict[str, Any], SigningKey, SigningKey], Awaitable[web.StreamResponse]]
 
@@ -45,9 +46,8 @@ def jwt(token: str) -> web.Response:
 
 
 async def unsigned(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
-    header = b64url_encode(b'{"alg":"none","typ":"attribute-response+jwt"}')
-    payload = b64url_encode(jws.orjson.dumps(claims_for(request)))
-    return jwt(f"{header}.{payload}.")
+    header = {"alg": "none", "typ": jws.ATTRIBUTE_RESPONSE.typ}
+    return jwt(forge(header, claims_for(request), None))
 
 
 async def other_member(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
@@ -125,7 +125,7 @@ async def test_a_bad_provider_answer_becomes_undetermined_and_is_logged_safely(
 
     app = web.Application()
     app.router.add_post("/v1/attributes", hostile)
-    runner = await start_app(app, real.service.host, real.service.port)
+    runner = await start_app(app, real.service.port)  # the port the real one released
     subject = subject_of("bb-yes-dla")
     try:
         with structlog.testing.capture_logs() as events:

@@ -1,9 +1,9 @@
 """Hostile queries against the live broker, over real HTTP.
 
-Every token here is forged by hand (our own base64url header and payload, ES256 with the raw
-``cryptography`` primitive, DER turned into raw r||s), so each attack carries exactly the defect
-it is named after; a positive control built with the same helpers is answered (200), which is
-what makes each refusal attributable to its defect.
+Every token here is forged with ``trust.testing`` (header and payload bytes of the test's
+choosing, ES256 as raw r||s over exactly that signing input), so each attack carries exactly
+the defect it is named after; a positive control built with the same helpers is answered (200),
+which is what makes each refusal attributable to its defect.
 
 Whatever the attack, the broker must answer with a 4xx (or 503 when no registry is in force)
 ``application/problem+json`` document carrying ``type``, ``title`` and ``status``, never with a
@@ -20,8 +20,6 @@ import asyncio
 import base64
 import contextlib
 import gzip
-import hashlib
-import hmac
 import json
 import sqlite3
 import string
@@ -33,12 +31,9 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from multidict import CIMultiDict
 
 from broker.app import create_app
@@ -47,11 +42,21 @@ from broker.scheme import dev as devscheme
 from broker.settings import Settings, load_settings
 from connectors.reference.population import subject_of
 from connectors.reference.providers import build_reference_provider
-from tests.conftest import RunningBroker, RunningProvider, start_app
+from tests.support.servers import RunningBroker, RunningProvider, serve_on
 from trust import jws
-from trust.keys import SigningKey
+from trust.keys import SigningKey, b64url_decode, b64url_encode
 from trust.messages import new_jti
 from trust.registry import sign_registry
+from trust.testing import (
+    der_signature,
+    encode_part,
+    es256_signature,
+    hs256,
+    malleate,
+    public_pem,
+    to_json,
+)
+from trust.testing import forge as forge_token
 
 BB_COUNCIL = devscheme.COUNCIL_BLUE_BADGE
 SCHOOLS = devscheme.COUNCIL_SCHOOLS
@@ -61,7 +66,6 @@ MEMBERS = devscheme.MEMBERS
 TYP = jws.ELIGIBILITY_QUERY.typ
 JWT = "application/jwt"
 PROBLEM = "application/problem+json"
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 INVALID_TOKEN = {
     "type": "urn:ax-broker:problem:invalid-token",
     "title": "The query could not be verified",
@@ -71,59 +75,6 @@ STRANGER = SigningKey.generate()  # a well-formed P-256 key that no registry lis
 DROP = object()  # Lab.claims(name=DROP) / Lab.header(name=DROP) removes that member
 
 ON_SHARED = pytest.mark.asyncio(loop_scope="module")
-
-
-# --- forging ------------------------------------------------------------------------------------
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def to_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def es256(key: SigningKey, signing_input: bytes) -> bytes:
-    """Raw r||s (RFC 7518 section 3.4) from the DER signature ``cryptography`` makes."""
-    r, s = decode_dss_signature(key.private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def malleate(token: str) -> str:
-    """The same message with the other valid ECDSA signature, (r, n - s)."""
-    head, payload, signature = token.split(".")
-    raw = base64.urlsafe_b64decode(signature + "==")
-    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
-    return f"{head}.{payload}.{b64(r.to_bytes(32, 'big') + (P256_ORDER - s).to_bytes(32, 'big'))}"
-
-
-def compact(
-    header: Mapping[str, Any] | bytes,
-    payload: Mapping[str, Any] | bytes | str,
-    *,
-    key: SigningKey | None = None,
-    signature: bytes | None = None,
-) -> str:
-    """A compact JWS of exactly these bytes; signed by ``key`` unless ``signature`` is given."""
-    head = header if isinstance(header, bytes) else to_json(header)
-    if isinstance(payload, str):
-        body = payload.encode("utf-8")
-    elif isinstance(payload, bytes):
-        body = payload
-    else:
-        body = to_json(payload)
-    signing_input = f"{b64(head)}.{b64(body)}"
-    if signature is None:
-        assert key is not None
-        signature = es256(key, signing_input.encode("ascii"))
-    return f"{signing_input}.{b64(signature)}"
-
-
-def hs256(secret: bytes, header: Mapping[str, Any], claims: Mapping[str, Any]) -> str:
-    signing_input = f"{b64(to_json(header))}.{b64(to_json(claims))}".encode("ascii")
-    mac = hmac.new(secret, signing_input, hashlib.sha256).digest()
-    return f"{signing_input.decode('ascii')}.{b64(mac)}"
 
 
 @dataclass(frozen=True)
@@ -194,10 +145,10 @@ class Lab:
         header: Mapping[str, Any] | bytes | None = None,
         key: SigningKey | None = None,
     ) -> str:
-        return compact(
+        return forge_token(
             self.header(signer) if header is None else header,
             self.claims(signer) if claims is None else claims,
-            key=key or self.keys[signer],
+            key or self.keys[signer],
         )
 
     async def post(
@@ -281,23 +232,26 @@ def assert_answered(reply: Reply) -> dict[str, Any]:
 async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lab]:
     """One broker and its providers for the whole battery (rate limit lifted so that only the
     defect under test can refuse a query)."""
-    scheme = devscheme.generate(tmp_path_factory.mktemp("hostile") / "scheme")
-    providers = []
-    for pid in scheme.provider_ports:
-        service = build_reference_provider(scheme.provider_config(pid))
-        providers.append(
-            RunningProvider(service, await start_app(service.app, service.host, service.port))
+    with devscheme.Listeners() as listeners:
+        scheme = devscheme.generate(
+            tmp_path_factory.mktemp("hostile") / "scheme", ports=listeners.ports
         )
-    settings = load_settings(scheme.broker_config, rate_limit_per_second=1_000_000)
-    app = create_app(settings)
-    runner = await start_app(app, settings.host, settings.port)
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Lab(scheme, settings, scheme.broker_url, session, scheme_keys(scheme))
-    finally:
-        await runner.cleanup()
-        for provider in providers:
-            await provider.stop()
+        providers = []
+        for pid in scheme.provider_ports:
+            service = build_reference_provider(scheme.provider_config(pid))
+            providers.append(
+                RunningProvider(service, await serve_on(service.app, listeners.providers[pid]))
+            )
+        settings = load_settings(scheme.broker_config, rate_limit_per_second=1_000_000)
+        app = create_app(settings)
+        runner = await serve_on(app, listeners.broker)
+        try:
+            async with aiohttp.ClientSession() as session:
+                yield Lab(scheme, settings, scheme.broker_url, session, scheme_keys(scheme))
+        finally:
+            await runner.cleanup()
+            for provider in providers:
+                await provider.stop()
 
 
 @pytest.fixture
@@ -325,49 +279,47 @@ def _alg_none(alg: str, *, with_signature: bool = False) -> Forge:
         header = lab.header(alg=alg)
         if with_signature:
             return lab.token(header=header)
-        return compact(header, lab.claims(), signature=b"")
+        return forge_token(header, lab.claims(), None)
 
     return forge
 
 
 def _hs256_pem(lab: Lab) -> str:
-    pem = lab.keys[BB_COUNCIL].verifying_key.public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hs256(pem, lab.header(alg="HS256"), lab.claims())
+    pem = public_pem(lab.keys[BB_COUNCIL].verifying_key)
+    return hs256(lab.header(alg="HS256"), lab.claims(), pem)
 
 
 def _hs256_jwk_file(lab: Lab) -> str:
     published = lab.scheme.root / "public" / f"{BB_COUNCIL}.jwk.json"
-    return hs256(published.read_bytes(), lab.header(alg="HS256"), lab.claims())
+    return hs256(lab.header(alg="HS256"), lab.claims(), published.read_bytes())
 
 
 def _hs256_jwk_compact(lab: Lab) -> str:
     secret = to_json(dict(lab.keys[BB_COUNCIL].verifying_key.jwk))
-    return hs256(secret, lab.header(alg="HS256"), lab.claims())
+    return hs256(lab.header(alg="HS256"), lab.claims(), secret)
 
 
 def _signed_by(signer_key: str, *, kid_of: str, iss: str = BB_COUNCIL) -> Forge:
     """Claims naming ``iss``, header naming ``kid_of``'s key, signature by ``signer_key``."""
 
     def forge(lab: Lab) -> str:
-        return compact(lab.header(kid_of), lab.claims(iss=iss), key=lab.keys[signer_key])
+        return forge_token(lab.header(kid_of), lab.claims(iss=iss), lab.keys[signer_key])
 
     return forge
 
 
 def _unknown_kid(lab: Lab) -> str:
-    return compact({"alg": "ES256", "kid": STRANGER.kid, "typ": TYP}, lab.claims(), key=STRANGER)
+    return forge_token({"alg": "ES256", "kid": STRANGER.kid, "typ": TYP}, lab.claims(), STRANGER)
 
 
 def _stranger_with_council_kid(lab: Lab) -> str:
-    return compact(lab.header(), lab.claims(), key=STRANGER)
+    return forge_token(lab.header(), lab.claims(), STRANGER)
 
 
 def _operator_signed(lab: Lab) -> str:
     operator = SigningKey.from_pem(lab.scheme.operator_key_path.read_bytes())
     header = {"alg": "ES256", "kid": operator.kid, "typ": TYP}
-    return compact(header, lab.claims(iss=devscheme.OPERATOR), key=operator)
+    return forge_token(header, lab.claims(iss=devscheme.OPERATOR), operator)
 
 
 def _time_claims(iat: Any, exp: Any) -> Forge:
@@ -410,32 +362,32 @@ def _nested_jwt(*, with_cty: bool) -> Forge:
     def forge(lab: Lab) -> str:
         inner = lab.token()
         header = lab.header(cty="JWT") if with_cty else lab.header()
-        return compact(header, inner, key=lab.keys[BB_COUNCIL])
+        return forge_token(header, inner.encode("ascii"), lab.keys[BB_COUNCIL])
 
     return forge
 
 
 def _flip_signature_bit(lab: Lab) -> str:
     head, payload, signature = lab.token().split(".")
-    raw = bytearray(base64.urlsafe_b64decode(signature + "=="))
+    raw = bytearray(b64url_decode(signature))
     raw[17] ^= 0x40
-    return f"{head}.{payload}.{b64(bytes(raw))}"
+    return f"{head}.{payload}.{b64url_encode(bytes(raw))}"
 
 
 def _der_signature(lab: Lab) -> str:
-    signing_input = f"{b64(to_json(lab.header()))}.{b64(to_json(lab.claims()))}".encode()
-    der = lab.keys[BB_COUNCIL].private_key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
-    return f"{signing_input.decode()}.{b64(der)}"
+    header, claims = lab.header(), lab.claims()
+    signing_input = f"{encode_part(header)}.{encode_part(claims)}".encode()
+    der = der_signature(lab.keys[BB_COUNCIL], signing_input)
+    return forge_token(header, claims, None, signature=der)
 
 
 def _truncated_signature(lab: Lab) -> str:
     head, payload, signature = lab.token().split(".")
-    raw = base64.urlsafe_b64decode(signature + "==")
-    return f"{head}.{payload}.{b64(raw[:63])}"
+    return f"{head}.{payload}.{b64url_encode(b64url_decode(signature)[:63])}"
 
 
 def _zero_signature(lab: Lab) -> str:
-    return compact(lab.header(), lab.claims(), signature=bytes(64))
+    return forge_token(lab.header(), lab.claims(), None, signature=bytes(64))
 
 
 def _signature_of_other_message(lab: Lab) -> str:
@@ -464,7 +416,7 @@ def _standard_base64(lab: Lab) -> str:
     head = base64.b64encode(to_json(header)).decode()
     body = base64.b64encode(to_json(claims)).decode()
     signing_input = f"{head}.{body}".encode()
-    signature = base64.b64encode(es256(lab.keys[BB_COUNCIL], signing_input)).decode()
+    signature = base64.b64encode(es256_signature(lab.keys[BB_COUNCIL], signing_input)).decode()
     return f"{signing_input.decode()}.{signature}"
 
 
@@ -704,7 +656,7 @@ async def test_malleated_signature_of_a_used_token_is_a_replay(shared: Lab) -> N
     assert copy != token
     # Sanity: (r, n - s) really is a valid signature, so only the replay check can stop it.
     head, payload, signature = copy.split(".")
-    raw = base64.urlsafe_b64decode(signature + "==")
+    raw = b64url_decode(signature)
     shared.keys[BB_COUNCIL].verifying_key.public_key.verify(
         encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")),
         f"{head}.{payload}".encode(),
@@ -742,15 +694,15 @@ def _spoil_signature(lab: Lab, claims: dict[str, Any]) -> str:
 UNVERIFIED_WITH_JTI: dict[str, Callable[[Lab, str], tuple[str, str | None]]] = {
     "bad-signature": lambda lab, jti: (_spoil_signature(lab, lab.claims(jti=jti)), JWT),
     "stranger-key": lambda lab, jti: (
-        compact(lab.header(), lab.claims(jti=jti), key=STRANGER),
+        forge_token(lab.header(), lab.claims(jti=jti), STRANGER),
         JWT,
     ),
     "other-members-key": lambda lab, jti: (
-        compact(lab.header(SCHOOLS), lab.claims(jti=jti), key=lab.keys[SCHOOLS]),
+        forge_token(lab.header(SCHOOLS), lab.claims(jti=jti), lab.keys[SCHOOLS]),
         JWT,
     ),
     "alg-none": lambda lab, jti: (
-        compact(lab.header(alg="none"), lab.claims(jti=jti), signature=b""),
+        forge_token(lab.header(alg="none"), lab.claims(jti=jti), None),
         JWT,
     ),
     "well-signed-wrong-aud": lambda lab, jti: (lab.token(lab.claims(jti=jti, aud=DWP)), JWT),

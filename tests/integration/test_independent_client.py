@@ -23,7 +23,7 @@ from jwcrypto.common import base64url_encode
 
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
-from tests.conftest import RunningBroker
+from tests.support.servers import RunningBroker
 
 QUERY_TYP = "eligibility-query+jwt"
 ANSWER_TYP = "eligibility-response+jwt"

@@ -10,7 +10,8 @@ from broker.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
-from tests.conftest import RunningBroker, log_sql
+from tests.support.logdb import log_sql
+from tests.support.servers import RunningBroker
 
 
 async def test_a_record_deleted_behind_the_broker_is_a_503_not_a_500(

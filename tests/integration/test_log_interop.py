@@ -15,7 +15,7 @@ import pytest
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
-from tests.conftest import RunningBroker
+from tests.support.servers import RunningBroker
 
 GOPATH = Path("/usr/share/gocode")
 PROGRAM = Path(__file__).resolve().parents[1] / "interop" / "logcheck"

@@ -32,7 +32,7 @@ from connectors.reference.population import subject_of
 from members.auditor import AuditClient
 from members.council import EligibilityClient
 from members.errors import AnswerNotTrusted, CheckFailed
-from tests.conftest import RunningProvider
+from tests.support.servers import RunningProvider
 from trust.checkpoint import NoteVerifier
 from trust.keys import SigningKey
 from trust.log_verify import verify_export
@@ -47,9 +47,12 @@ PHASE_S = 3.0
 
 @dataclass
 class BrokerProcess:
+    """``axb serve`` as its own process, on a socket bound here and handed down: the first
+    spawn's is on a port the kernel chooses, a respawn's on the port the killed one released."""
+
     config: Path
-    port: int
     log_path: Path
+    port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
     starts: int = 0
@@ -60,22 +63,25 @@ class BrokerProcess:
 
     def spawn(self) -> None:
         self.log_file = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "broker.cli",
-                "serve",
-                "--config",
-                str(self.config),
-                "--port",
-                str(self.port),
-            ],
-            cwd=ROOT,
-            stdout=self.log_file,
-            stderr=self.log_file,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        with devscheme.bind_loopback(self.port) as listener:
+            self.port = listener.getsockname()[1]
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "broker.cli",
+                    "serve",
+                    "--config",
+                    str(self.config),
+                    "--listen-fd",
+                    str(listener.fileno()),
+                ],
+                cwd=ROOT,
+                stdout=self.log_file,
+                stderr=self.log_file,
+                pass_fds=[listener.fileno()],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         self.starts += 1
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout_s: float = 20.0) -> None:
@@ -189,9 +195,7 @@ async def test_sigkilled_brokers_never_leave_an_answer_without_its_record(
     tmp_path: Path,
 ) -> None:
     config = broker_config(scheme, pg_database)
-    brokers = [
-        BrokerProcess(config, devscheme.free_port(), tmp_path / f"broker-{i}.log") for i in range(3)
-    ]
+    brokers = [BrokerProcess(config, tmp_path / f"broker-{i}.log") for i in range(3)]
     broker_key = SigningKey.from_pem(scheme.key_path(devscheme.BROKER).read_bytes())
     council_key = SigningKey.from_pem(scheme.key_path(devscheme.COUNCIL_BLUE_BADGE).read_bytes())
     load = Load()

@@ -15,7 +15,6 @@ its space) and anything shaped like a JWS. A self-check proves the scanner can f
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import sys
@@ -28,9 +27,6 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from structlog.testing import capture_logs
 
 from broker.logging import configure_logging
@@ -47,9 +43,11 @@ from connectors.reference.population import (
 from members.auditor import AuditClient
 from members.console.app import login_url, start_console
 from members.council import EligibilityClient
-from tests.conftest import RunningBroker, RunningProvider, blue_badge_answer_token
+from tests.support.councils import CouncilKey, blue_badge_answer_token
+from tests.support.servers import RunningBroker, RunningProvider
 from trust.keys import SigningKey
 from trust.messages import OUTCOMES, new_jti
+from trust.testing import forge
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
 JWT = "application/jwt"
@@ -205,17 +203,8 @@ class Sent:
     log_index: int | None = None
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _forge(key: SigningKey, kid: str, claims: Mapping[str, Any]) -> str:
-    header = {"alg": "ES256", "kid": kid, "typ": "eligibility-query+jwt"}
-    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-    r, s = decode_dss_signature(
-        key.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
-    )
-    return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+    return forge({"alg": "ES256", "kid": kid, "typ": "eligibility-query+jwt"}, claims, key)
 
 
 class Run:
@@ -247,7 +236,7 @@ async def exercise(
     providers: Mapping[str, RunningProvider],
     bb_client: EligibilityClient,
     fsm_client: EligibilityClient,
-    council_key: Any,
+    council_key: CouncilKey,
 ) -> list[Sent]:
     """Every test identity through both checks, a refusal, hostile queries, a provider down."""
     async with aiohttp.ClientSession() as session:
@@ -400,7 +389,7 @@ async def test_no_personal_data_in_any_structlog_event(
     broker: RunningBroker,
     providers: dict[str, RunningProvider],
     clients: tuple[EligibilityClient, EligibilityClient],
-    council_key: Any,
+    council_key: CouncilKey,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -423,7 +412,7 @@ async def test_no_personal_data_in_the_json_lines_on_stderr(
     broker: RunningBroker,
     providers: dict[str, RunningProvider],
     clients: tuple[EligibilityClient, EligibilityClient],
-    council_key: Any,
+    council_key: CouncilKey,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     restore_structlog: None,
@@ -448,12 +437,12 @@ async def test_no_personal_data_in_the_json_lines_on_stderr(
 
 
 async def test_attacker_chosen_header_member_names_do_not_reach_the_log(
-    broker: RunningBroker, council_key: Any
+    broker: RunningBroker, council_key: CouncilKey
 ) -> None:
     key = council_key(devscheme.COUNCIL_BLUE_BADGE)
     planted = "Sampleton 1961-07-02 ZX100001A"
     header = {"alg": "ES256", "kid": key.kid, "typ": "eligibility-query+jwt", planted: 1}
-    body = f"{_b64(json.dumps(header).encode())}.{_b64(b'{}')}.{_b64(bytes(64))}"
+    body = forge(header, b"{}", None, signature=bytes(64))
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events:
         async with (
             aiohttp.ClientSession() as session,

@@ -13,7 +13,7 @@ from broker.app_keys import GUARDS, REGISTRY
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
-from tests.conftest import RunningBroker, RunningProvider
+from tests.support.servers import RunningBroker, RunningProvider, start_app
 from trust.keys import SigningKey
 from trust.registry import sign_registry
 
@@ -59,9 +59,7 @@ async def test_circuit_opens_on_a_failing_provider_then_recovers(
 
     # The provider comes back; after the reset window one probe closes the circuit.
     service = providers[devscheme.DWP].service
-    from tests.conftest import start_app
-
-    providers[devscheme.DWP].runner = await start_app(service.app, service.host, service.port)
+    providers[devscheme.DWP].runner = await start_app(service.app, service.port)
     guard = broker.app[GUARDS].guard(devscheme.DWP, 32)
     guard.breaker.opened_at -= guard.breaker.reset_after_s  # as if the window had passed
     assert await blue_badge(blue_badge_client) == "yes"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from aiohttp import web
@@ -21,7 +21,10 @@ from broker.scheme import dev as devscheme
 from connectors.config import member_identity
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
-from tests.conftest import RunningBroker, blue_badge_answer_token, edit_record, run_axb, start_app
+from tests.support.cli import run_axb
+from tests.support.councils import blue_badge_answer_token
+from tests.support.logdb import edit_record
+from tests.support.servers import RunningBroker, start_app, url_of
 from trust.checkpoint import Checkpoint, NoteSigner, NoteVerifier, generate_signer, sign_checkpoint
 from trust.merkle import MerkleTree
 from trust.messages import EligibilityAnswer
@@ -77,20 +80,26 @@ async def test_a_client_pinning_another_log_key_proves_nothing(
 Route = Callable[[web.Request], Any]
 
 
+class HostileLog(Protocol):
+    """The ``hostile_log`` fixture: a log server answering ``routes``, and a Blue Badge
+    client that asks it (pinning the real log key, which the hostile log holds too)."""
+
+    async def __call__(self, routes: dict[str, Route]) -> EligibilityClient: ...
+
+
 @pytest.fixture
 async def hostile_log(
     scheme: devscheme.DevScheme, broker: RunningBroker
-) -> AsyncIterator[Callable[[dict[str, Route]], Any]]:
+) -> AsyncIterator[HostileLog]:
     runners: list[web.AppRunner] = []
 
     async def serve(routes: dict[str, Route]) -> EligibilityClient:
         app = web.Application()
         for path, handler in routes.items():
             app.router.add_get(path, handler)
-        port = devscheme.free_port()
-        runners.append(await start_app(app, "127.0.0.1", port))
+        runners.append(await start_app(app))
         config = scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
-        identity = {**member_identity(config), "broker_url": f"http://127.0.0.1:{port}"}
+        identity = {**member_identity(config), "broker_url": url_of(runners[-1])}
         vkey = (scheme.root / "public" / "log.vkey").read_text().strip()
         return EligibilityClient(**identity, log_key=NoteVerifier(vkey))
 
@@ -111,7 +120,7 @@ async def test_a_log_rewritten_and_re_signed_with_the_real_key_is_caught(
     scheme: devscheme.DevScheme,
     broker: RunningBroker,
     blue_badge_client: EligibilityClient,
-    hostile_log: Callable[[dict[str, Route]], Any],
+    hostile_log: HostileLog,
 ) -> None:
     answers = [await ask(blue_badge_client, who) for who in ("bb-yes-dla", "bb-no", "no-match")]
     target = answers[1]
@@ -156,7 +165,7 @@ async def test_malformed_proofs_are_refused(
     scheme: devscheme.DevScheme,
     broker: RunningBroker,
     blue_badge_client: EligibilityClient,
-    hostile_log: Callable[[dict[str, Route]], Any],
+    hostile_log: HostileLog,
     proof_body: bytes,
 ) -> None:
     answer = await ask(blue_badge_client)
@@ -180,7 +189,7 @@ async def test_a_log_that_errors_or_never_covers_the_record_is_refused(
     scheme: devscheme.DevScheme,
     broker: RunningBroker,
     blue_badge_client: EligibilityClient,
-    hostile_log: Callable[[dict[str, Route]], Any],
+    hostile_log: HostileLog,
 ) -> None:
     answer = await ask(blue_badge_client)
     signer = log_signer(scheme)

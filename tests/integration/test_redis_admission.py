@@ -1,8 +1,8 @@
 """Admission with Redis: replay refused across broker processes, fail closed, rate limits.
 
 The shared Redis on 127.0.0.1:6379 is used only in its database 14, which is flushed before
-and after each test that uses it. Tests that stop Redis run their own ``redis-server`` on a free
-port and never touch the shared one.
+and after each test that uses it. Tests that stop Redis run their own ``redis-server`` on a port
+of its own and never touch the shared one.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from broker.scheme import dev as devscheme
 from broker.stores.admission import RedisAdmissionStore
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
-from tests.conftest import PrivateRedis, RunningBroker, RunningProvider
+from tests.support.redis_server import PrivateRedis
+from tests.support.servers import RunningBroker, RunningProvider, StartBroker, refusing_port
 from trust.keys import SigningKey
 
 pytestmark = pytest.mark.redis
@@ -150,8 +151,9 @@ class BrokerProcess:
 
 
 def spawn_broker(config: Path, *, redis_url: str, log: Path, consent_log: Path) -> BrokerProcess:
-    port = devscheme.free_port()
-    with log.open("ab") as out:
+    """``axb serve`` as its own process, on a socket bound here first and handed down."""
+    with devscheme.bind_loopback() as listener, log.open("ab") as out:
+        port = listener.getsockname()[1]
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -160,13 +162,14 @@ def spawn_broker(config: Path, *, redis_url: str, log: Path, consent_log: Path) 
                 "serve",
                 "--config",
                 str(config),
-                "--port",
-                str(port),
+                "--listen-fd",
+                str(listener.fileno()),
                 "--redis-url",
                 redis_url,
             ],
             stdout=out,
             stderr=out,
+            pass_fds=[listener.fileno()],
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -372,7 +375,7 @@ async def test_two_brokers_sharing_one_sqlite_consent_log_both_keep_answering(
 
 async def test_checks_fail_closed_while_redis_is_down_and_recover_when_it_returns(
     private_redis: PrivateRedis,
-    start_broker: Callable[..., Any],
+    start_broker: StartBroker,
     providers: dict[str, RunningProvider],
     scheme: devscheme.DevScheme,
 ) -> None:
@@ -427,7 +430,7 @@ async def test_checks_fail_closed_while_redis_is_down_and_recover_when_it_return
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 async def test_a_member_over_its_rate_limit_gets_429_with_retry_after(
     backend: str,
-    start_broker: Callable[..., Any],
+    start_broker: StartBroker,
     providers: dict[str, RunningProvider],
     scheme: devscheme.DevScheme,
     shared_redis: redis.Redis,
@@ -470,7 +473,7 @@ async def test_a_member_over_its_rate_limit_gets_429_with_retry_after(
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 async def test_a_rate_limited_query_can_be_sent_again_after_retry_after(
     backend: str,
-    start_broker: Callable[..., Any],
+    start_broker: StartBroker,
     providers: dict[str, RunningProvider],
     scheme: devscheme.DevScheme,
     shared_redis: redis.Redis,
@@ -562,12 +565,15 @@ async def test_redis_admit_refuses_replays_limits_rate_and_expires_its_keys(
 
 
 async def test_redis_admit_with_no_server_raises_store_unavailable_quickly() -> None:
-    store = RedisAdmissionStore(f"redis://127.0.0.1:{devscheme.free_port()}/0")
-    try:
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable):
-            await store.admit("m", "x", expires_at=int(time.time()) + 60, now=time.time(), limit=5)
-        assert time.monotonic() - started < 2.0
-        assert await store.ready() is False
-    finally:
-        await store.close()
+    with refusing_port() as port:
+        store = RedisAdmissionStore(f"redis://127.0.0.1:{port}/0")
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await store.admit(
+                    "m", "x", expires_at=int(time.time()) + 60, now=time.time(), limit=5
+                )
+            assert time.monotonic() - started < 2.0
+            assert await store.ready() is False
+        finally:
+            await store.close()

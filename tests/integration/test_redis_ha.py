@@ -10,44 +10,27 @@ before the failover is still refused after it.
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from redis.cluster import key_slot
 
 from broker.errors import SettingsError, StoreUnavailable
 from broker.scheme import dev as devscheme
-from broker.scheme.dev import _ephemeral_range
 from broker.settings import load_settings
 from broker.stores.admission import RedisAdmissionStore, redis_client
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from members.errors import CheckFailed
-from tests.conftest import PrivateRedis, RunningBroker
+from tests.support.redis_server import PrivateRedis
+from tests.support.servers import RunningBroker, StartBroker
 
 pytestmark = pytest.mark.redis
 
 MEMBERS = [f"council-{n}" for n in range(12)]
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too and below the ephemeral range."""
-    low, _ = _ephemeral_range()
-    while True:
-        port = devscheme.free_port()
-        if port + 10_000 >= low:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 10_000))
-            except OSError:
-                continue
-        return port
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -63,7 +46,6 @@ def cluster(tmp_path: Path) -> Iterator[list[PrivateRedis]]:
     nodes = [
         PrivateRedis(
             tmp_path / f"node-{n}",
-            port=cluster_port(),
             # survivors keep serving their own slots when a node is gone, whatever the timing
             config=(
                 "cluster-enabled yes\ncluster-node-timeout 2000\ncluster-require-full-coverage no\n"
@@ -175,7 +157,7 @@ async def test_a_killed_cluster_node_fails_closed_for_its_members(
 
 async def test_a_broker_admits_through_the_cluster(
     cluster: list[PrivateRedis],
-    start_broker: Callable[..., Any],
+    start_broker: StartBroker,
     providers: object,
     scheme: devscheme.DevScheme,
 ) -> None:
@@ -201,20 +183,18 @@ async def test_a_broker_admits_through_the_cluster(
 
 @pytest.fixture
 def sentinel(tmp_path: Path) -> Iterator[tuple[PrivateRedis, PrivateRedis, PrivateRedis]]:
+    # Each names the master's port, which is known once the master has bound one.
     master = PrivateRedis(tmp_path / "master")
     replica = PrivateRedis(tmp_path / "replica")
-    replica.args = ("--replicaof", "127.0.0.1", str(master.port))
-    watcher = PrivateRedis(
-        tmp_path / "sentinel",
-        config=(
+    watcher = PrivateRedis(tmp_path / "sentinel", args=["--sentinel"])
+    try:
+        master.start()
+        replica.args = ("--replicaof", "127.0.0.1", str(master.port))
+        watcher.config = (
             f"sentinel monitor axb 127.0.0.1 {master.port} 1\n"
             "sentinel down-after-milliseconds axb 1000\n"
             "sentinel failover-timeout axb 5000\n"
-        ),
-        args=["--sentinel"],
-    )
-    try:
-        master.start()
+        )
         replica.start()
 
         def replicating() -> bool:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from connectors.reference.population import subject_of
 from connectors.registry_source import RegistrySource
 from members.council import EligibilityClient
 from members.errors import CheckFailed
-from tests.conftest import RunningBroker, start_app
+from tests.support.servers import RunningBroker, StartBroker, serve_on, start_app
 from trust.keys import SigningKey
 
 
@@ -46,12 +47,22 @@ async def wait_for_seq(broker: RunningBroker, seq: int) -> None:
     raise AssertionError(f"broker never reached registry seq {seq}")
 
 
+@pytest.fixture
+def new_provider_socket() -> Iterator[socket.socket]:
+    """The new provider's socket, bound before its registration names the port."""
+    with devscheme.bind_loopback() as sock:
+        yield sock
+
+
 async def test_a_new_provider_goes_from_nothing_to_answering_live_checks(
-    scheme: devscheme.DevScheme, broker: RunningBroker, tmp_path: Path
+    scheme: devscheme.DevScheme,
+    broker: RunningBroker,
+    new_provider_socket: socket.socket,
+    tmp_path: Path,
 ) -> None:
     root = scheme.root
     provider_id = "council-revenues"
-    port = devscheme.free_port()
+    port = new_provider_socket.getsockname()[1]
     # 1. The provider makes its keys and its registration.
     axb("provider", "keygen", "--out", str(tmp_path / "keys"), "--id", provider_id)
     (tmp_path / "attributes.toml").write_text(
@@ -136,7 +147,7 @@ async def test_a_new_provider_goes_from_nothing_to_answering_live_checks(
         registry=registry.current,
         lookup=lookup,
     )
-    runner = await start_app(create_provider_app(kit), "127.0.0.1", port)
+    runner = await serve_on(create_provider_app(kit), new_provider_socket)
     try:
         # 4. The running broker picks the registry up without a restart.
         await wait_for_seq(broker, 2)
@@ -185,7 +196,7 @@ def test_a_registration_with_a_private_key_is_refused_with_the_reason(tmp_path: 
 
 
 async def test_suspension_and_key_rotation_under_load_fail_only_the_suspended_member(
-    scheme: devscheme.DevScheme, start_broker: Any, providers: object
+    scheme: devscheme.DevScheme, start_broker: StartBroker, providers: object
 ) -> None:
     from broker.scheme import admin as scheme_admin
 
@@ -271,7 +282,7 @@ def test_a_retired_key_is_refused_after_its_window(field: str) -> None:
 
 
 async def test_brokers_converge_on_a_new_registry_by_file_and_by_url(
-    scheme: devscheme.DevScheme, broker: RunningBroker, start_broker: Any, tmp_path: Path
+    scheme: devscheme.DevScheme, broker: RunningBroker, start_broker: StartBroker, tmp_path: Path
 ) -> None:
     import shutil
     import time as clock
@@ -280,7 +291,7 @@ async def test_brokers_converge_on_a_new_registry_by_file_and_by_url(
     copy = tmp_path / "registry-copy.jwt"
     shutil.copy(scheme.registry_path, copy)
     second: RunningBroker = await start_broker(
-        port=devscheme.free_port(),
+        port=0,
         registry=str(copy),
         registry_url=f"{broker.url}/v1/registry",
         consent_log=str(tmp_path / "second.sqlite3"),
@@ -318,7 +329,7 @@ async def test_a_check_in_flight_finishes_on_the_registry_it_started_with(
 
     app = web.Application()
     app.router.add_post("/v1/attributes", slow)
-    runner = await start_app(app, real.service.host, real.service.port)
+    runner = await start_app(app, real.service.port)  # the port the real one released
     try:
         in_flight = asyncio.create_task(
             blue_badge_client.check(

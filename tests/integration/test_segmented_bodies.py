@@ -9,10 +9,10 @@ import aiohttp
 from aiohttp import web
 
 from broker.scheme import dev as devscheme
-from connectors.conformance import _Session, target_from_scheme
+from connectors.conformance import ConformanceSession, target_from_scheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
-from tests.conftest import RunningBroker, RunningProvider, start_app
+from tests.support.servers import RunningBroker, RunningProvider, start_app
 
 
 async def send_in_two_writes(port: int, path: str, body: bytes) -> str:
@@ -55,7 +55,7 @@ async def test_provider_kit_reads_a_request_split_across_segments(
         provider_id=devscheme.DWP,
     )
     async with aiohttp.ClientSession() as http:
-        token, _ = _Session(target, http).valid()
+        token, _ = ConformanceSession(target, http).valid()
     status = await send_in_two_writes(service.port, "/v1/attributes", token)
     assert status == "HTTP/1.1 200 OK"
 
@@ -83,7 +83,7 @@ async def test_connector_reads_an_answer_split_across_segments(
 
     app = web.Application()
     app.router.add_post("/v1/attributes", slow_writer)
-    runner = await start_app(app, real.service.host, real.service.port)
+    runner = await start_app(app, real.service.port)  # the port the real one released
     try:
         answer = await blue_badge_client.check(
             devscheme.BLUE_BADGE_CHECK,

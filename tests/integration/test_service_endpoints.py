@@ -12,7 +12,7 @@ from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from members.errors import CheckFailed
-from tests.conftest import RunningBroker
+from tests.support.servers import RunningBroker
 from trust.keys import load_jwks
 
 

@@ -1,28 +1,24 @@
 """Hostile tokens against the JWS profile (``trust.jws.verify``).
 
-Every token here is forged by hand: header and payload JSON bytes are base64url-encoded by the
-test and the signing input is signed with the raw ``cryptography`` primitive, so each attack is
-well signed and carries exactly one defect. The positive controls use the same forging helpers,
+Every token here is forged with ``trust.testing``: header and payload JSON bytes chosen by the
+test, base64url-encoded and signed over exactly that signing input (raw ES256), so each attack
+is well signed and carries exactly one defect. The positive controls use the same forging helpers,
 which is what makes each refusal attributable to the defect under test.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from trust import testing
 from trust.errors import VerificationError
 from trust.jws import (
     ELIGIBILITY_QUERY,
@@ -33,12 +29,21 @@ from trust.jws import (
     verify,
 )
 from trust.keys import SigningKey
+from trust.testing import (
+    der_signature,
+    encode_part,
+    es256_signature,
+    hs256,
+    malleated,
+    public_pem,
+    raw_object,
+    to_json,
+)
 
 NOW = 1_750_000_000
 AUDIENCE = "axb-broker"
 TYP = ELIGIBILITY_QUERY.typ
 JTI = "Zk3vQm8pLr2sTn5wXy7aBc"  # 22 characters of the allowed alphabet: 132 bits
-P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 ALICE = SigningKey.generate()
@@ -49,22 +54,8 @@ MALLORY = SigningKey.generate()  # a key nobody registered
 # --- forging helpers ---------------------------------------------------------------------------
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def lenient_b64decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-
-def to_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
-
-
-def raw_signature(key: SigningKey, signing_input: bytes) -> bytes:
-    der = key.private_key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
-    r, s = decode_dss_signature(der)
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def header_for(key: SigningKey = ALICE, **changes: Any) -> dict[str, Any]:
@@ -89,28 +80,20 @@ def without(mapping: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if k != name}
 
 
-def encode_part(part: Mapping[str, Any] | bytes | str) -> str:
-    """A dict is JSON-encoded then base64url'd; bytes are base64url'd; a str is used as is."""
-    if isinstance(part, str):
-        return part
-    return b64(part if isinstance(part, bytes) else to_json(part))
-
-
 def forge(
     header: Mapping[str, Any] | bytes | str | None = None,
     payload: Mapping[str, Any] | bytes | str | None = None,
     key: SigningKey | None = ALICE,
     signature: bytes | None = None,
 ) -> str:
-    """A compact JWS signed over exactly the parts given (``signature`` overrides signing)."""
-    signing_input = (
-        encode_part(header_for() if header is None else header)
-        + "."
-        + encode_part(claims_for() if payload is None else payload)
+    """``trust.testing.forge`` with Alice's header, claims and key unless others are given (a
+    dict is JSON, bytes are the part's content, a str is the part already base64url-encoded)."""
+    return testing.forge(
+        header_for() if header is None else header,
+        claims_for() if payload is None else payload,
+        key,
+        signature=signature,
     )
-    if signature is None:
-        signature = raw_signature(key, signing_input.encode("ascii")) if key else b""
-    return signing_input + "." + b64(signature)
 
 
 def registry(**overrides: TrustedKey) -> dict[str, TrustedKey]:
@@ -190,17 +173,11 @@ def test_refuses_alg_none_even_with_a_valid_signature_attached() -> None:
     refused(forge(header_for(alg="none")))
 
 
-def _public_pem() -> bytes:
-    return ALICE.verifying_key.public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 @pytest.mark.parametrize(
     "secret",
     [
-        pytest.param(_public_pem(), id="pem"),
-        pytest.param(_public_pem().strip(), id="pem-stripped"),
+        pytest.param(public_pem(ALICE.verifying_key), id="pem"),
+        pytest.param(public_pem(ALICE.verifying_key).strip(), id="pem-stripped"),
         pytest.param(to_json(dict(ALICE.verifying_key.jwk)), id="jwk-json"),
         pytest.param(
             json.dumps(dict(ALICE.verifying_key.jwk), sort_keys=True).encode(), id="jwk-sorted"
@@ -208,9 +185,7 @@ def _public_pem() -> bytes:
     ],
 )
 def test_refuses_hs256_keyed_with_the_public_key(secret: bytes) -> None:
-    signing_input = encode_part(header_for(alg="HS256")) + "." + encode_part(claims_for())
-    mac = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-    refused(signing_input + "." + b64(mac))
+    refused(hs256(header_for(alg="HS256"), claims_for(), secret))
 
 
 @pytest.mark.parametrize("alg", ["ES384", "ES512", "RS256", "PS256", "es256", "ES256 ", "EdDSA"])
@@ -331,11 +306,6 @@ def test_refuses_extra_header_member(member: str, value: Any) -> None:
 def test_refuses_embedded_jwk_that_matches_the_signer() -> None:
     # Even when the embedded key is the attacker's own and the kid is unknown.
     refused(forge(header_for(MALLORY, jwk=dict(MALLORY.verifying_key.jwk)), key=MALLORY))
-
-
-def raw_object(*members: tuple[str, Any]) -> bytes:
-    """A JSON object with members in this order, duplicates included."""
-    return b"{" + b",".join(to_json(name) + b":" + to_json(value) for name, value in members) + b"}"
 
 
 def test_refuses_duplicate_alg_in_header_none_first() -> None:
@@ -672,18 +642,18 @@ def test_refuses_padding_in_signature() -> None:
 
 def test_refuses_padding_in_payload_even_if_signed() -> None:
     filler = 0
-    while len(b64(to_json(claims_for(pad="a" * filler)))) % 4 == 0:
+    while len(encode_part(claims_for(pad="a" * filler))) % 4 == 0:
         filler += 1
-    payload_part = b64(to_json(claims_for(pad="a" * filler)))
+    payload_part = encode_part(claims_for(pad="a" * filler))
     padded = payload_part + "=" * (-len(payload_part) % 4)
     refused(forge(payload=padded))
 
 
 def test_refuses_padding_in_header_even_if_signed() -> None:
     spaces = 0  # insignificant whitespace changes the length until padding is needed
-    while len(b64(b" " * spaces + to_json(header_for()))) % 4 == 0:
+    while len(encode_part(b" " * spaces + to_json(header_for()))) % 4 == 0:
         spaces += 1
-    header_part = b64(b" " * spaces + to_json(header_for()))
+    header_part = encode_part(b" " * spaces + to_json(header_for()))
     assert check(forge(header_part))
     refused(forge(header_part + "=" * (-len(header_part) % 4)))
 
@@ -705,9 +675,9 @@ def test_refuses_non_canonical_base64url_signature() -> None:
 
 def test_refuses_non_canonical_base64url_payload_even_if_signed() -> None:
     filler = 0
-    while len(b64(to_json(claims_for(pad="a" * filler)))) % 4 == 0:
+    while len(encode_part(claims_for(pad="a" * filler))) % 4 == 0:
         filler += 1
-    payload_part = b64(to_json(claims_for(pad="a" * filler)))
+    payload_part = encode_part(claims_for(pad="a" * filler))
     aliased = with_last_char_bits_flipped(payload_part)
     assert lenient_b64decode(aliased) == lenient_b64decode(payload_part)
     assert check(forge(payload=payload_part))
@@ -722,11 +692,11 @@ def _signing_input() -> bytes:
 
 
 def test_refuses_signature_of_63_bytes() -> None:
-    refused(forge(signature=raw_signature(ALICE, _signing_input())[:63]))
+    refused(forge(signature=es256_signature(ALICE, _signing_input())[:63]))
 
 
 def test_refuses_signature_of_65_bytes() -> None:
-    good = raw_signature(ALICE, _signing_input())
+    good = es256_signature(ALICE, _signing_input())
     refused(forge(signature=good + b"\x00"))
     refused(forge(signature=b"\x00" + good))
 
@@ -736,17 +706,16 @@ def test_refuses_empty_signature() -> None:
 
 
 def test_refuses_der_encoded_signature() -> None:
-    der = ALICE.private_key.sign(_signing_input(), ec.ECDSA(hashes.SHA256()))
-    refused(forge(signature=der))
+    refused(forge(signature=der_signature(ALICE, _signing_input())))
 
 
 def test_refuses_signature_with_r_zero() -> None:
-    good = raw_signature(ALICE, _signing_input())
+    good = es256_signature(ALICE, _signing_input())
     refused(forge(signature=bytes(32) + good[32:]))
 
 
 def test_refuses_signature_with_s_zero() -> None:
-    good = raw_signature(ALICE, _signing_input())
+    good = es256_signature(ALICE, _signing_input())
     refused(forge(signature=good[:32] + bytes(32)))
 
 
@@ -755,12 +724,12 @@ def test_refuses_all_zero_signature() -> None:
 
 
 def test_refuses_signature_over_another_message() -> None:
-    other = raw_signature(ALICE, b"something else")
+    other = es256_signature(ALICE, b"something else")
     refused(forge(signature=other))
 
 
 def test_refuses_signature_with_a_flipped_bit() -> None:
-    good = bytearray(raw_signature(ALICE, _signing_input()))
+    good = bytearray(es256_signature(ALICE, _signing_input()))
     good[40] ^= 0x01
     refused(forge(signature=bytes(good)))
 
@@ -773,13 +742,13 @@ def test_accepts_malleated_signature_r_n_minus_s() -> None:
     protection, not here.
     """
     signing_input = _signing_input()
-    good = raw_signature(ALICE, signing_input)
-    r, s = int.from_bytes(good[:32], "big"), int.from_bytes(good[32:], "big")
-    malleated = r.to_bytes(32, "big") + (P256_ORDER - s).to_bytes(32, "big")
-    assert malleated != good
+    good = es256_signature(ALICE, signing_input)
+    twin = malleated(good)
+    assert twin != good
     # Sanity: the raw primitive agrees that both verify.
+    r, s = int.from_bytes(twin[:32], "big"), int.from_bytes(twin[32:], "big")
     ALICE.verifying_key.public_key.verify(
-        encode_dss_signature(r, P256_ORDER - s), signing_input, ec.ECDSA(hashes.SHA256())
+        encode_dss_signature(r, s), signing_input, ec.ECDSA(hashes.SHA256())
     )
-    original, copy = check(forge(signature=good)), check(forge(signature=malleated))
+    original, copy = check(forge(signature=good)), check(forge(signature=twin))
     assert original.jti == copy.jti == JTI

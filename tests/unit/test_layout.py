@@ -4,6 +4,7 @@
   ``members`` only ``trust`` and ``connectors``; ``broker`` only ``trust`` and ``connectors``,
   except its command line, which also drives ``members``; nothing imports ``broker``;
 - ``trust`` stays pure: no network client or server library;
+- only the conformance checker forges tokens (``trust.testing``);
 - no import circle between modules;
 - every module and subpackage is named in its package's "General layout" docstring, and the
   docstring names nothing that does not exist.
@@ -96,6 +97,17 @@ def test_imports_point_one_way(module: Module) -> None:
 def test_trust_stays_pure(module: Module) -> None:
     impure = {owner(name) for name in imports_of(module)} & IMPURE_FOR_TRUST
     assert not impure, f"{module.name} imports {sorted(impure)}"
+
+
+def test_only_the_conformance_checker_forges_tokens() -> None:
+    """``trust.testing`` makes tokens a verifier must refuse: tests and the conformance
+    checker (which plays a hostile broker) use it, nothing else in the product."""
+    users = {
+        name
+        for name, module in MODULES.items()
+        if "trust.testing" in imports_of(module) and name != "trust.testing"
+    }
+    assert {u for u in users if not u.startswith("connectors.conformance")} == set()
 
 
 def test_no_import_circle() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +49,19 @@ def _stored(rows: list[Any]) -> list[StoredRecord]:
     ]
 
 
+def _set_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
+    """Switch to WAL. Two processes opening one new file at once can both find it locked:
+    SQLite answers that pragma SQLITE_BUSY without waiting on the busy timeout, so wait here."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 class SqliteConsentLog(GroupCommitWriter):
     def __init__(self, path: Path, *, max_batch: int = 2048, synchronous: str = "FULL") -> None:
         super().__init__(max_batch=max_batch)
@@ -67,7 +81,7 @@ class SqliteConsentLog(GroupCommitWriter):
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+        _set_wal(db)
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         # Checkpoint the WAL into the database every ~40 MB rather than every ~4 MB: fewer,
         # larger checkpoints inside COMMIT (durability is the WAL's fsync either way).
