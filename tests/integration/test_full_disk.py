@@ -24,7 +24,8 @@ from broker.stores.consent_log import (
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from members.errors import CheckFailed
-from tests.conftest import LOG_BACKENDS, RunningBroker, log_backend
+from tests.support.logdb import LOG_BACKENDS, log_backend
+from tests.support.servers import RunningBroker, StartBroker
 
 
 @pytest.fixture
@@ -68,9 +69,9 @@ async def until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> None:
 
 @pytest.fixture
 async def broker_on_small_disk(
-    small_disk: Path, start_broker: Any, providers: object
+    small_disk: Path, start_broker: StartBroker, providers: object
 ) -> AsyncIterator[RunningBroker]:
-    broker: RunningBroker = await start_broker(consent_log=str(small_disk / "log.sqlite3"))
+    broker = await start_broker(consent_log=str(small_disk / "log.sqlite3"))
     yield broker
     with contextlib.suppress(Exception):
         await broker.stop()

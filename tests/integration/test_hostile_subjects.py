@@ -5,7 +5,6 @@ council can open a provider's circuit for every other council with malformed nam
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +14,8 @@ from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from members.errors import CheckFailed
-from tests.conftest import RunningBroker, RunningProvider
+from tests.support.councils import CouncilKey
+from tests.support.servers import RunningBroker, RunningProvider
 from trust import jws
 from trust.keys import SigningKey
 from trust.messages import query_claims
@@ -61,7 +61,7 @@ async def test_no_hostile_subject_reaches_a_provider_or_its_circuit(
     broker: RunningBroker,
     providers: dict[str, RunningProvider],
     blue_badge_client: EligibilityClient,
-    council_key: Callable[[str], SigningKey],
+    council_key: CouncilKey,
 ) -> None:
     key = council_key(devscheme.COUNCIL_BLUE_BADGE)
     answered_before = {pid: p.service.kit.answered for pid, p in providers.items()}
@@ -98,7 +98,7 @@ async def test_a_provider_refusing_well_formed_requests_never_opens_its_circuit(
     (five used to open DWP's circuit for every council)."""
     from aiohttp import web
 
-    from tests.conftest import start_app
+    from tests.support.servers import start_app
 
     real = providers[devscheme.DWP]
     await real.stop()
@@ -108,7 +108,7 @@ async def test_a_provider_refusing_well_formed_requests_never_opens_its_circuit(
 
     app = web.Application()
     app.router.add_post("/v1/attributes", refuse)
-    runner = await start_app(app, real.service.host, real.service.port)
+    runner = await start_app(app, real.service.port)
     try:
         for _ in range(8):
             answer = await blue_badge_client.check(

@@ -140,8 +140,6 @@ async def test_a_cancelled_probe_does_not_leave_the_circuit_half_open_for_good(
         for writer in hung:
             writer.close()
         await hanging.wait_closed()
-    from tests.conftest import start_app
-
-    providers[devscheme.DWP].runner = await start_app(service.app, service.host, service.port)
+    providers[devscheme.DWP].runner = await start_app(service.app, service.port)
     assert await blue_badge(blue_badge_client) == "yes"
     assert guard.breaker.state == "closed"
