@@ -12,7 +12,14 @@ from pathlib import Path
 
 import click
 
-from broker.cli.common import CONFIG, DATE, INPUT_FILE, open_binary_input, read_text_file
+from broker.cli.common import (
+    CONFIG,
+    DATE,
+    INPUT_FILE,
+    open_binary_input,
+    read_text_file,
+    until_stopped,
+)
 
 
 @click.group("audit")
@@ -179,7 +186,7 @@ def audit_console(config: Path, port: int) -> None:
         click.echo(f"audit console for {console.client.member_id}: open {login_url(console)}")
         click.echo("(the link signs you in; keep it to yourself. Ctrl-C stops the console.)")
         try:
-            await asyncio.Event().wait()
+            await until_stopped()
         finally:
             await runner.cleanup()
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import re
+import signal
 import socket
 import tomllib
 from collections.abc import Sequence
@@ -119,6 +120,21 @@ def use_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+async def until_stopped() -> None:
+    """Wait for SIGTERM (how containers and systemd stop a service) or SIGINT (Ctrl-C). Both
+    end in the same orderly shutdown: requests in flight finish, the log is committed and
+    checkpointed, stores are closed, and the process exits 0."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
 async def serve_forever(apps: Sequence[tuple[web.Application, Endpoint]]) -> None:
     """Serve each app until cancelled; say where each listens, with the port actually bound
     (a config's port 0 lets the kernel choose one). Every port is bound before any app
@@ -140,9 +156,9 @@ async def serve_forever(apps: Sequence[tuple[web.Application, Endpoint]]) -> Non
             await web.SockSite(runner, sock).start()
             host, port = runner.addresses[0][:2]
             click.echo(f"listening on http://{host}:{port}", err=True)
-        await asyncio.Event().wait()
+        await until_stopped()
     finally:
         for runner in reversed(runners):
-            await runner.cleanup()
+            await runner.cleanup()  # stop accepting, finish requests in flight, clean up
         for sock in listening:
             sock.close()
