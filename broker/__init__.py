@@ -6,6 +6,7 @@ General layout:
 - ``app_keys``     the typed keys of what the app holds (settings, clock, gate, stores, ...)
 - ``routes``       the one route table: the router and the OpenAPI document are built from it
 - ``handlers``     the service's HTTP handlers: parse, call, render; nothing else
+- ``overload``     load shedding: a bound on checks in flight and on their wait, then 503
 - ``gate``         every signed member message passes here: verify, admit its jti, authorise
 - ``pipeline``     one check end to end: gate, decide, fan out, record, answer
 - ``fanout``       parallel provider calls under one deadline, short-circuiting

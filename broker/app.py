@@ -23,14 +23,16 @@ from broker.app_keys import (
     PROVIDER_REPORTS,
     REGISTRY,
     SETTINGS,
+    SHEDDER,
     STORES,
     TRANSPARENCY,
     Stores,
 )
-from broker.errors import BrokerError
+from broker.errors import BrokerError, ClientGone
 from broker.gate import Gate
 from broker.metrics import Metrics
 from broker.openapi import openapi_document
+from broker.overload import LoadShedder
 from broker.pipeline import CheckPipeline
 from broker.problems import problem, problem_for
 from broker.resilience import ProviderGuards
@@ -62,6 +64,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     reason: str | None = None
     try:
         response = await handler(request)
+    except ClientGone:  # nobody is waiting: nothing was done, and nothing can be delivered
+        slug, response = "client-gone", web.Response(status=499)
     except web.HTTPException as exc:
         slug = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(
             exc.status, "bad-request"
@@ -148,6 +152,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         clock=clock,
     )
     app[OPENAPI] = openapi_document(ROUTES)
+    app[SHEDDER] = LoadShedder(
+        max_in_flight=settings.max_checks_in_flight,
+        max_wait_s=settings.max_check_wait_ms / 1000,
+    )
     app[PIPELINE] = CheckPipeline(
         settings=settings,
         gate=app[GATE],

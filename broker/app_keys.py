@@ -11,6 +11,7 @@ from aiohttp import web
 
 from broker.gate import Gate
 from broker.metrics import Metrics
+from broker.overload import LoadShedder
 from broker.pipeline import CheckPipeline
 from broker.resilience import ProviderGuards
 from broker.settings import Settings
@@ -35,6 +36,7 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 TRANSPARENCY = web.AppKey("transparency", TransparencyLog)
 GUARDS = web.AppKey("guards", ProviderGuards)
 GATE = web.AppKey("gate", Gate)
+SHEDDER = web.AppKey("shedder", LoadShedder)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 PROVIDER_REPORTS = web.RequestKey("provider_reports", list)

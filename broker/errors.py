@@ -31,6 +31,18 @@ class RateLimited(BrokerError):
         self.retry_after = retry_after
 
 
+class Overloaded(BrokerError):
+    """The broker has no place for another check now: 503 with ``Retry-After``."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("overloaded")
+        self.retry_after = retry_after
+
+
+class ClientGone(BrokerError):
+    """The client left before its check got a place: nothing is done, nothing is answered."""
+
+
 class StoreUnavailable(BrokerError):
     """The replay/rate-limit store cannot be reached: fail closed."""
 

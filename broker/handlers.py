@@ -19,6 +19,7 @@ from broker.app_keys import (
     PROVIDER_REPORTS,
     REGISTRY,
     SETTINGS,
+    SHEDDER,
     STORES,
     TRANSPARENCY,
 )
@@ -31,7 +32,17 @@ from trust.messages import parse_withdrawal
 from trust.records import WithdrawalRecord, iso_ms
 
 
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
 async def post_check(request: web.Request) -> web.Response:
+    app = request.app
+    async with app[SHEDDER].place(lambda: _client_gone(request)):
+        return await _check(request)
+
+
+async def _check(request: web.Request) -> web.Response:
     body = await read_jwt_body(request)
     app = request.app
     started = time.perf_counter()

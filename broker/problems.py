@@ -15,6 +15,7 @@ from aiohttp import web
 from broker.errors import (
     BadRequest,
     LogUnavailable,
+    Overloaded,
     RateLimited,
     Refused,
     Replayed,
@@ -55,6 +56,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType("not-found", 404, "No such resource"),
         ProblemType("method-not-allowed", 405, "Method not allowed"),
         ProblemType("rate-limited", 429, "Too many queries from this member"),
+        ProblemType("overloaded", 503, "The broker is at capacity: retry after Retry-After"),
         ProblemType("store-unavailable", 503, "The replay store is unavailable"),
         ProblemType("log-unavailable", 503, "The consent log cannot commit"),
         ProblemType("registry-unavailable", 503, "No trust registry is in force"),
@@ -116,6 +118,8 @@ def problem_for(error: Exception) -> tuple[web.Response, str]:
             return problem(slug, detail), slug
         case RateLimited(retry_after=seconds):
             return problem("rate-limited", retry_after=seconds), "rate-limited"
+        case Overloaded(retry_after=seconds):
+            return problem("overloaded", retry_after=seconds), "overloaded"
         case StoreUnavailable():
             return problem("store-unavailable"), "store-unavailable"
         case LogUnavailable():

@@ -80,7 +80,7 @@ ROUTES: tuple[Route, ...] = (
             "description": "Signed answer (compact JWS); see EligibilityAnswer",
             "content": {JWT_MEDIA_TYPE: JWS_SCHEMA},
         },
-        problems=(*JWT_BODY, *GATE, *policy.CHECK_REFUSALS, *LOG_READ),
+        problems=("overloaded", *JWT_BODY, *GATE, *policy.CHECK_REFUSALS, *LOG_READ),
         details={"requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}}},
     ),
     Route(

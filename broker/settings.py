@@ -49,6 +49,8 @@ class Settings:
     checkpoint_every_records: int
     checkpoint_every_seconds: float
     public_checkpoint_every_seconds: float
+    max_checks_in_flight: int = 64
+    max_check_wait_ms: int = 100
     previous_pseudonym_keys: tuple[PseudonymKey, ...] = ()
     redis_prefix: str = "axb"
     log_json: bool = True
@@ -150,6 +152,9 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         redis_url=redis_url,
         rate_limit_per_second=_int(table, "rate_limit_per_second", 50, 1, 1_000_000),
         check_deadline_ms=_int(table, "check_deadline_ms", 5000, 100, 60_000),
+        # load shedding: checks in flight at once, and how long one may wait for a place
+        max_checks_in_flight=_int(table, "max_checks_in_flight", 64, 1, 100_000),
+        max_check_wait_ms=_int(table, "max_check_wait_ms", 100, 0, 60_000),
         leeway_s=_int(table, "leeway_s", 30, 0, MAX_LEEWAY_SECONDS),
         registry_poll_s=_float(table, "registry_poll_s", 2.0, 0.01, 3600),
         registry_url=table.get("registry_url") or None,
