@@ -155,6 +155,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app[SHEDDER] = LoadShedder(
         max_in_flight=settings.max_checks_in_flight,
         max_wait_s=settings.max_check_wait_ms / 1000,
+        max_loop_lag_s=settings.max_loop_lag_ms / 1000,
     )
     app[PIPELINE] = CheckPipeline(
         settings=settings,
@@ -175,8 +176,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             timeout=aiohttp.ClientTimeout(total=30),
         )
         watcher = asyncio.create_task(registry.watch(settings.registry_poll_s))
+        lag = asyncio.create_task(app[SHEDDER].watch_loop())
         yield
-        for task in (watcher, checkpointer):
+        for task in (watcher, checkpointer, lag):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -1,7 +1,12 @@
 """Load shedding for the broker as a whole: a bound on checks in flight, and on how long a
 check may wait for one of those places before its work starts.
 
-Beyond either bound a check is refused at once — 503 ``overloaded`` with ``Retry-After`` —
+A third bound catches what the first two cannot see: when the process's CPU is saturated,
+requests queue in the event loop before any handler runs, so the broker also measures its own
+event-loop lag (how late a 10 ms timer fires, smoothed) and, while it exceeds
+``max_loop_lag_s``, refuses new checks too.
+
+Beyond any bound a check is refused at once — 503 ``overloaded`` with ``Retry-After`` —
 before its signature is verified and before anything is recorded, so a broker at three times
 its sustainable rate answers what it can at the speed it can, and refuses the rest in
 milliseconds instead of queueing everyone into a timeout. A check whose client has gone by
@@ -20,8 +25,17 @@ from broker.errors import ClientGone, Overloaded
 
 
 class LoadShedder:
-    def __init__(self, *, max_in_flight: int, max_wait_s: float, retry_after_s: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        max_in_flight: int,
+        max_wait_s: float,
+        max_loop_lag_s: float = 0.05,
+        retry_after_s: int = 1,
+    ) -> None:
         self._places = asyncio.Semaphore(max_in_flight)
+        self._max_loop_lag_s = max_loop_lag_s
+        self.loop_lag_s = 0.0
         self._max_in_flight = max_in_flight
         self._max_waiting = max_in_flight  # a queue as long as the work in hand, no longer
         self._max_wait_s = max_wait_s
@@ -30,11 +44,23 @@ class LoadShedder:
         self.in_flight = 0
         self.shed = 0
 
+    async def watch_loop(self, tick_s: float = 0.01) -> None:
+        """Measure how late a timer fires, for ever (run it as a task): the event loop's lag,
+        smoothed so one slow callback does not shed, a saturated loop does within ~100 ms."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(tick_s)
+            late = max(0.0, loop.time() - before - tick_s)
+            self.loop_lag_s = 0.8 * self.loop_lag_s + 0.2 * late
+
     @contextlib.asynccontextmanager
     async def place(self, client_gone: object = None) -> AsyncIterator[None]:
         """Hold one place for a check; raises :class:`Overloaded` when none comes in time,
         :class:`ClientGone` when ``client_gone()`` says the client left while it waited."""
-        if self._places.locked() and self.waiting >= self._max_waiting:
+        if (self._places.locked() and self.waiting >= self._max_waiting) or (
+            self.loop_lag_s > self._max_loop_lag_s
+        ):
             self.shed += 1
             raise Overloaded(self._retry_after_s)
         self.waiting += 1

@@ -51,6 +51,7 @@ class Settings:
     public_checkpoint_every_seconds: float
     max_checks_in_flight: int = 64
     max_check_wait_ms: int = 100
+    max_loop_lag_ms: int = 50
     previous_pseudonym_keys: tuple[PseudonymKey, ...] = ()
     redis_prefix: str = "axb"
     log_json: bool = True
@@ -155,6 +156,7 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         # load shedding: checks in flight at once, and how long one may wait for a place
         max_checks_in_flight=_int(table, "max_checks_in_flight", 64, 1, 100_000),
         max_check_wait_ms=_int(table, "max_check_wait_ms", 100, 0, 60_000),
+        max_loop_lag_ms=_int(table, "max_loop_lag_ms", 50, 1, 60_000),
         leeway_s=_int(table, "leeway_s", 30, 0, MAX_LEEWAY_SECONDS),
         registry_poll_s=_float(table, "registry_poll_s", 2.0, 0.01, 3600),
         registry_url=table.get("registry_url") or None,

@@ -70,3 +70,27 @@ async def test_a_check_whose_client_left_while_it_waited_is_dropped() -> None:
 async def hold_if_client(shedder: LoadShedder) -> None:
     async with shedder.place(lambda: True):
         raise AssertionError("a check without a client must not run")
+
+
+def hog_the_loop(seconds: float) -> None:
+    time.sleep(seconds)  # deliberately blocking: the loop cannot run meanwhile
+
+
+async def test_a_saturated_event_loop_sheds_new_checks() -> None:
+    """CPU saturation queues requests before any handler runs, where the places cannot see
+    them: the loop's own lag is the signal."""
+    shedder = LoadShedder(max_in_flight=100, max_wait_s=5.0, max_loop_lag_s=0.02)
+    watcher = asyncio.create_task(shedder.watch_loop(tick_s=0.005))
+    try:
+        await asyncio.sleep(0.05)
+        async with shedder.place():  # an idle loop: admitted
+            pass
+        for _ in range(20):  # callbacks that hog the loop, as a CPU-bound broker's do
+            hog_the_loop(0.03)
+            await asyncio.sleep(0)
+        assert shedder.loop_lag_s > 0.02
+        with pytest.raises(Overloaded):
+            async with shedder.place():
+                pass
+    finally:
+        watcher.cancel()

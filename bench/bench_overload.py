@@ -1,0 +1,233 @@
+"""The broker at three times its sustainable rate: does it shed load fast and keep serving?
+
+    .venv/bin/python bench/bench_overload.py [--seconds N] [--clients C] [--factor F]
+
+All on 127.0.0.1, with the processes of ``bench_checks.py`` (two reference providers and
+``axb serve``, the rate limiter lifted):
+
+1. **sustainable rate**: 16 closed-loop clients for N seconds; their throughput is the floor
+   every other figure is a ratio of, measured in the same run;
+2. **overload**: an open-loop arrival of F times that rate (default 3), from up to C
+   concurrent clients (default 500), each giving up after 2 s, for N seconds. Refusals
+   (503 ``overloaded``) and accepted checks are timed apart;
+3. **records**: the consent log's records are counted against the answers received, so a
+   record for a check nobody waited for would show.
+
+It prints a markdown table and, with ``--json PATH``, writes every number as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from bench_checks import (  # the same processes and queries as the end-to-end benchmark
+    JWT,
+    Service,
+    Tokens,
+    drive,
+    machine,
+    percentile,
+    spawn,
+    wait_up,
+)
+
+from broker.scheme import dev as devscheme
+from members.council import EligibilityClient
+
+AXB = [sys.executable, "-m", "broker.cli"]  # this checkout's code (run from its root)
+
+
+async def overload(
+    url: str, tokens: Tokens, *, rate: float, clients: int, seconds: float, timeout_s: float
+) -> dict[str, Any]:
+    """Open-loop arrivals at ``rate`` per second: a query leaves on schedule whether or not
+    earlier ones were answered (as councils' traffic does), at most ``clients`` at once."""
+    accepted_ms: list[float] = []
+    refused_ms: list[float] = []
+    statuses: Counter[str] = Counter()
+    places = asyncio.Semaphore(clients)
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)
+    ) as session:
+
+        async def one(token: str) -> None:
+            sent = time.monotonic()
+            try:
+                async with session.post(
+                    url, data=token, headers={"Content-Type": JWT, "Accept": JWT}
+                ) as response:
+                    await response.read()
+                    status = response.status
+            except TimeoutError:
+                statuses["client-timeout"] += 1
+                return
+            except aiohttp.ClientError as exc:
+                statuses[type(exc).__name__] += 1
+                return
+            finally:
+                places.release()
+            elapsed = (time.monotonic() - sent) * 1000
+            statuses[str(status)] += 1
+            (accepted_ms if status == 200 else refused_ms).append(elapsed)
+
+        tasks = []
+        started = time.monotonic()
+        sent = 0
+        while (now := time.monotonic()) < started + seconds:
+            due = int((now - started) * rate)
+            while sent < due:
+                if places.locked():  # every client is busy: this arrival is lost
+                    statuses["no-free-client"] += 1
+                else:
+                    await places.acquire()
+                    tasks.append(asyncio.create_task(one(tokens())))
+                sent += 1
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*tasks)
+        window = time.monotonic() - started
+    return {
+        "offered_per_s": rate,
+        "seconds": window,
+        "statuses": dict(statuses),
+        "accepted_per_s": len(accepted_ms) / seconds,
+        "accepted_p50_ms": percentile(accepted_ms, 50),
+        "accepted_p99_ms": percentile(accepted_ms, 99),
+        "refused_p50_ms": percentile(refused_ms, 50),
+        "refused_p99_ms": percentile(refused_ms, 99),
+        "answered": len(accepted_ms),
+    }
+
+
+async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    logs = root / "logs"
+    logs.mkdir()
+    listeners = devscheme.Listeners()
+    scheme = devscheme.generate(root / "scheme", ports=listeners.ports)
+    config = scheme.broker_config
+    text = config.read_text().replace(
+        "rate_limit_per_second = 50", "rate_limit_per_second = 1000000"
+    )
+    shedding = (
+        f"max_checks_in_flight = {args.max_in_flight}\nmax_check_wait_ms = {args.max_wait_ms}\n"
+        f"max_loop_lag_ms = {args.max_lag_ms}\n"
+    )
+    config.write_text(shedding + text)  # top-level keys: before the first [table]
+    services: list[Service] = []
+    try:
+        for provider in (devscheme.DWP, devscheme.HMRC):
+            listener = listeners.providers[provider]
+            argv = [*AXB, "provider", "serve", "--config"]
+            argv += [str(scheme.provider_config(provider)), "--listen-fd", str(listener.fileno())]
+            services.append(spawn(provider, argv, listener, logs))
+        argv = [*AXB, "serve", "--config", str(config)]
+        broker = spawn("broker", [*argv, "--listen-fd", str(listeners.broker.fileno())],
+                       listeners.broker, logs)  # fmt: skip
+        services.append(broker)
+        for service in services:
+            await wait_up(service, "/readyz" if service is broker else "/healthz")
+        client = EligibilityClient.from_config(scheme.council_config(devscheme.COUNCIL_BLUE_BADGE))
+        tokens = Tokens(client, args.presign)
+        url = f"{scheme.broker_url}/v1/checks"
+        print(f"sustainable rate: 16 clients for {args.seconds}s", file=sys.stderr)
+        floor = await drive(
+            url,
+            tokens,
+            concurrency=16,
+            warmup_s=1.0,
+            seconds=args.seconds,
+            target_pid=broker.process.pid,
+            other_pids={},
+            keep_bodies=False,
+        )
+        sustainable = floor.ok / args.seconds
+        print(
+            f"overload: {args.factor} x {sustainable:.0f}/s, {args.clients} clients",
+            file=sys.stderr,
+        )
+        over = await overload(
+            url,
+            tokens,
+            rate=args.factor * sustainable,
+            clients=args.clients,
+            seconds=args.seconds,
+            timeout_s=2.0,
+        )
+    finally:
+        for service in reversed(services):
+            service.stop()
+        listeners.close()
+    with sqlite3.connect(scheme.root / "log" / "consent-log.sqlite3") as db:
+        (records,) = db.execute("SELECT COUNT(*) FROM records").fetchone()
+    answered_total = floor.completed + over["answered"]
+    return {
+        "machine": machine(),
+        "settings": {
+            "max_checks_in_flight": args.max_in_flight,
+            "max_check_wait_ms": args.max_wait_ms,
+            "max_loop_lag_ms": args.max_lag_ms,
+        },
+        "sustainable": {
+            "checks_per_s": sustainable,
+            "p50_ms": percentile(floor.latencies_ms, 50),
+            "p99_ms": percentile(floor.latencies_ms, 99),
+        },
+        "overload": over,
+        "accepted_over_sustainable": over["accepted_per_s"] / sustainable if sustainable else 0,
+        "records": records,
+        "records_beyond_answers_seen": records - answered_total,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    over, floor = result["overload"], result["sustainable"]
+    share = result["accepted_over_sustainable"]
+    rows = [
+        (
+            "sustainable rate (16 clients)",
+            f"{floor['checks_per_s']:.0f} checks/s, p99 {floor['p99_ms']:.1f} ms",
+        ),
+        ("offered in overload", f"{over['offered_per_s']:.0f} checks/s"),
+        (
+            "accepted in overload",
+            f"{over['accepted_per_s']:.0f} checks/s = {share:.0%} of sustainable",
+        ),
+        ("accepted p50 / p99", f"{over['accepted_p50_ms']:.1f} / {over['accepted_p99_ms']:.1f} ms"),
+        ("refused p50 / p99", f"{over['refused_p50_ms']:.1f} / {over['refused_p99_ms']:.1f} ms"),
+        ("statuses", ", ".join(f"{k}: {v}" for k, v in sorted(over["statuses"].items()))),
+        ("records beyond the answers received", str(result["records_beyond_answers_seen"])),
+    ]
+    return "\n".join(["| measure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--factor", type=float, default=3.0)
+    parser.add_argument("--presign", type=int, default=30000)
+    parser.add_argument("--max-in-flight", type=int, default=64)
+    parser.add_argument("--max-wait-ms", type=int, default=100)
+    parser.add_argument("--max-lag-ms", type=int, default=50)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="axb-overload-") as tmp:
+        result = asyncio.run(run(args, Path(tmp)))
+    print(markdown(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
