@@ -10,7 +10,9 @@ All on 127.0.0.1, with the processes of ``bench_checks.py`` (two reference provi
 2. **overload**: an open-loop arrival of F times that rate (default 3), from up to C
    concurrent clients (default 500), each giving up after 2 s, for N seconds. Refusals
    (503 ``overloaded``) and accepted checks are timed apart;
-3. **records**: the consent log's records are counted against the answers received, so a
+3. **soak** (``--soak-seconds S``): half the sustainable rate for S seconds, sampling the
+   broker's RSS and open files each second;
+4. **records**: the consent log's records are counted against the answers received, so a
    record for a check nobody waited for would show.
 
 It prints a markdown table and, with ``--json PATH``, writes every number as JSON.
@@ -109,6 +111,49 @@ async def overload(
     }
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+async def soak(
+    url: str, tokens: Tokens, *, rate: float, seconds: float, pid: int
+) -> dict[str, Any]:
+    """Half load for ``seconds``: errors, and the broker's RSS and open files sampled each
+    second after the first fifth (the warm-up)."""
+    samples: list[tuple[int, int]] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append((rss_kib(pid), open_fds(pid)))
+            await asyncio.sleep(1.0)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        load = await overload(url, tokens, rate=rate, clients=64, seconds=seconds, timeout_s=2.0)
+    finally:
+        sampler.cancel()
+    warm = samples[len(samples) // 5 :] or samples
+    rss = [r for r, _ in warm]
+    fds = [f for _, f in warm]
+    return {
+        "seconds": seconds,
+        "offered_per_s": rate,
+        "statuses": load["statuses"],
+        "p99_ms": load["accepted_p99_ms"],
+        "rss_kib_after_warmup": rss[0],
+        "rss_kib_at_end": rss[-1],
+        "rss_growth": (rss[-1] - rss[0]) / rss[0] if rss[0] else 0.0,
+        "fds_min_max": [min(fds), max(fds)],
+    }
+
+
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     logs = root / "logs"
     logs.mkdir()
@@ -163,6 +208,16 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             seconds=args.seconds,
             timeout_s=2.0,
         )
+        soaked = None
+        if args.soak_seconds > 0:
+            print(f"soak: half load for {args.soak_seconds}s", file=sys.stderr)
+            soaked = await soak(
+                url,
+                tokens,
+                rate=sustainable / 2,
+                seconds=args.soak_seconds,
+                pid=broker.process.pid,
+            )
     finally:
         for service in reversed(services):
             service.stop()
@@ -170,6 +225,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     with sqlite3.connect(scheme.root / "log" / "consent-log.sqlite3") as db:
         (records,) = db.execute("SELECT COUNT(*) FROM records").fetchone()
     answered_total = floor.completed + over["answered"]
+    if soaked is not None:
+        answered_total += soaked["statuses"].get("200", 0)
     return {
         "machine": machine(),
         "settings": {
@@ -186,6 +243,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "accepted_over_sustainable": over["accepted_per_s"] / sustainable if sustainable else 0,
         "records": records,
         "records_beyond_answers_seen": records - answered_total,
+        "soak": soaked,
     }
 
 
@@ -207,6 +265,21 @@ def markdown(result: dict[str, Any]) -> str:
         ("statuses", ", ".join(f"{k}: {v}" for k, v in sorted(over["statuses"].items()))),
         ("records beyond the answers received", str(result["records_beyond_answers_seen"])),
     ]
+    soaked = result.get("soak")
+    if soaked:
+        rows += [
+            (
+                f"soak, half load, {soaked['seconds']:.0f} s",
+                ", ".join(f"{k}: {v}" for k, v in sorted(soaked["statuses"].items())),
+            ),
+            ("soak p99", f"{soaked['p99_ms']:.1f} ms"),
+            (
+                "soak RSS after warm-up → end",
+                f"{soaked['rss_kib_after_warmup']} → {soaked['rss_kib_at_end']} KiB "
+                f"({soaked['rss_growth']:+.1%})",
+            ),
+            ("soak open files min / max", "{} / {}".format(*soaked["fds_min_max"])),
+        ]
     return "\n".join(["| measure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)])
 
 
@@ -219,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-in-flight", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=int, default=100)
     parser.add_argument("--max-lag-ms", type=int, default=50)
+    parser.add_argument("--soak-seconds", type=float, default=0.0, help="then half load")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="axb-overload-") as tmp:
