@@ -1,15 +1,16 @@
 """Who the checker talks to and as whom: the target, the sample people, and reading a scheme
 folder (as ``devscheme.generate`` or ``axb demo --keep`` write it) into a target.
 
-For the reference providers the sample people come from the synthetic population. Nothing
-here logs or prints a subject's identifiers.
+For the reference providers the sample people come from the synthetic data: the test
+identities, and for the vehicle providers the keepers of the taxed test vehicles. Nothing here
+logs or prints a subject's identifiers.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 from connectors.config import SchemeFiles, load_anchors, load_signing_key, read_toml
 from connectors.errors import ConfigError
+from connectors.reference.keepers import NO_MATCH_REGISTRATION, PARKING_TEST_CASES
 from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES
 from connectors.scheme_folder import SchemeFolder
 from trust.errors import InvalidMessage, RegistryError
@@ -69,9 +71,26 @@ def _declared(registry: Registry, provider_id: str, attributes: Sequence[str]) -
     return {f for name in attributes for f in provider_fields(offered.attributes[name])}
 
 
+def _known_subjects() -> Iterator[Mapping[str, str]]:
+    """Subjects some reference provider knows, in order of preference: each test identity
+    (DWP, HMRC), then each keeper of a taxed test vehicle with its registration (a parking
+    "yes" case, so both the keeper register and the VES stub answer ``match`` for it)."""
+    for person in TEST_IDENTITIES.values():
+        yield person.matching_fields().as_subject()
+    for _, subject, outcome in PARKING_TEST_CASES:
+        if outcome == "yes":
+            yield subject
+
+
+def _unknown_subject() -> dict[str, str]:
+    """The documented no-match identity, with a registration no vehicle provider knows."""
+    return {**NO_MATCH_IDENTITY.as_subject(), "vehicle_registration": NO_MATCH_REGISTRATION}
+
+
 def reference_samples(registry: Registry, provider_id: str) -> Samples:
-    """Samples for a reference provider: every attribute it offers, asked about the test
-    identity that fills the most declared fields; the documented no-match identity."""
+    """Samples for a reference provider: every attribute it offers, asked about the known
+    subject that fills the most declared fields; the documented no-match identity (and
+    unknown registration), cut to the declared fields."""
     member = registry.members.get(provider_id)
     if member is None or member.provider is None:
         raise ConfigError(f"{provider_id} is not an attribute provider in the registry")
@@ -79,13 +98,13 @@ def reference_samples(registry: Registry, provider_id: str) -> Samples:
     declared = _declared(registry, provider_id, attributes)
     required = {f for n in attributes for f in member.provider.attributes[n].required_fields}
     best: dict[str, str] | None = None
-    for person in TEST_IDENTITIES.values():
-        fields = {k: v for k, v in person.matching_fields().as_subject().items() if k in declared}
+    for subject in _known_subjects():
+        fields = {k: v for k, v in subject.items() if k in declared}
         if required <= set(fields) and (best is None or len(fields) > len(best)):
             best = fields
     if best is None:
         raise ConfigError(f"no test identity has the fields {provider_id} requires")
-    unknown = {k: v for k, v in NO_MATCH_IDENTITY.as_subject().items() if k in declared}
+    unknown = {k: v for k, v in _unknown_subject().items() if k in declared}
     if not required <= set(unknown):
         raise ConfigError(f"the no-match identity lacks fields {provider_id} requires")
     return Samples(best, attributes, unknown)

@@ -57,6 +57,7 @@ from connectors.reference.population import (
 __all__ = [
     "KEEPER_ATTRIBUTES",
     "KEEPER_FIELDS",
+    "NO_MATCH_REGISTRATION",
     "PARKING_TEST_CASES",
     "REGISTERED_KEEPER",
     "RESIDENT_PARKING_PERMIT",
@@ -126,6 +127,10 @@ TEST_KEEPERS: Final[Mapping[str, str]] = MappingProxyType(
     }
 )
 """Registration -> the TEST_IDENTITIES label of its keeper."""
+
+NO_MATCH_REGISTRATION: Final = "ER19NFD"
+"""A registration no vehicle provider knows: no keeper record, and VES answers 404 Vehicle Not
+Found, so both the keeper register and the VES adapter give ``no-match`` for it."""
 
 
 def _keeper_of(person: Person) -> Keeper:
