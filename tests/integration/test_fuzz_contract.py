@@ -1,0 +1,181 @@
+"""Schemathesis against the live broker: every operation of its own OpenAPI document, with a
+bounded, seeded budget, must answer without a 5xx and exactly as the document says (status,
+content type, body schema).
+
+aiohttp exposes no ASGI app, so the cases go over real HTTP to a broker on loopback. The
+fuzzer is synchronous (requests), so it runs in a worker thread while the broker serves on the
+test's event loop. Failures are collected across every operation, not stopped at the first, so
+one run shows every way the document and the server disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import requests
+import requests.auth
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.errors import FailureGroup
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from broker.scheme import dev as devscheme
+from connectors.reference.population import subject_of
+from members.auditor import AuditClient
+from members.council import EligibilityClient
+from tests.support.servers import RunningBroker
+from trust.jws import JWT_MEDIA_TYPE
+from trust.keys import SigningKey
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+# Per operation and generation mode: small, so the whole test stays near a minute on two cores.
+EXAMPLES = 12
+BUDGET = settings(
+    max_examples=EXAMPLES,
+    derandomize=True,  # the same cases every run: CI is deterministic
+    database=None,
+    deadline=None,
+    phases=(Phase.explicit, Phase.generate),  # no shrinking: report what failed, quickly
+    suppress_health_check=list(HealthCheck),
+)
+
+
+@schemathesis.deserializer("application/json")
+def json_or_compact_jws(
+    _: schemathesis.DeserializationContext, response: schemathesis.Response
+) -> object:
+    """JSON, as Schemathesis reads it, except a compact JWS: Schemathesis counts
+    ``application/jwt`` as JSON, but a compact JWS is one ASCII string, so the document's
+    schema (its three-part pattern) applies to the text itself. Registered under the JSON
+    key, since the first registered deserializer of a media type's family wins."""
+    content_type = response.headers.get("content-type", [""])[0]
+    if content_type.split(";")[0].strip().lower() == JWT_MEDIA_TYPE:
+        return response.content.decode("ascii")
+    return response.json()
+
+
+class SignedAsAuditor(requests.auth.AuthBase):
+    """Signs each prepared request as the scheme's auditor (an ``audit-request+jwt`` over the
+    method, the path and query exactly as sent, and the body), so the audit routes' own
+    parameter handling is fuzzed, not only the gate in front of it."""
+
+    def __init__(self, auditor: AuditClient) -> None:
+        self.auditor = auditor
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        body = request.body or b""
+        body = body.encode() if isinstance(body, str) else body
+        assert request.method is not None
+        request.headers["Authorization"] = self.auditor.authorization(
+            request.method, request.path_url, body
+        )
+        return request
+
+
+@dataclass
+class Run:
+    """What the fuzzer sent and saw: each failed case described, and how often each
+    operation answered each status (keyed ``"GET /path signed"`` or ``"GET /path"``)."""
+
+    failures: list[str] = field(default_factory=list)
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    @property
+    def sent(self) -> int:
+        return self.statuses.total()
+
+
+def fuzz_operation(
+    run: Run,
+    operation: schemathesis.APIOperation,
+    mode: GenerationMode,
+    base_url: str,
+    session: requests.Session,
+    auth: SignedAsAuditor | None,
+) -> None:
+    """Send one operation's budget of ``mode`` cases (signed by ``auth``, if any) and note
+    in ``run`` what came back."""
+    key = operation.label + (" signed" if auth else "")
+
+    def send(case: schemathesis.Case) -> None:
+        response = case.call(base_url=base_url, session=session, timeout=10, auth=auth)
+        run.statuses[key, response.status_code] += 1
+        try:
+            case.validate_response(response, checks=CHECKS)
+        except FailureGroup as failure:
+            run.failures.append(f"{key} ({mode.value}): {failure.message}")
+
+    test: Callable[[], None] = BUDGET(given(case=operation.as_strategy(generation_mode=mode))(send))
+    test()
+
+
+def modes(described: dict[str, Any]) -> tuple[GenerationMode, ...]:
+    """Valid cases for every operation; invalid ones too where there is something to make
+    invalid (an operation without parameters or body has no negative case)."""
+    if described.get("parameters") or described.get("requestBody") or described.get("security"):
+        return (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    return (GenerationMode.POSITIVE,)
+
+
+def fuzz(document: dict[str, Any], base_url: str, auditor: SignedAsAuditor) -> Run:
+    """Run every operation of ``document`` against ``base_url``, positive and negative cases,
+    unsigned and (for the audit routes) signed by ``auditor``."""
+    schema = schemathesis.openapi.from_dict(document)
+    run = Run()
+    with requests.Session() as session:
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            described = document["paths"][operation.path][operation.method.lower()]
+            signers = (None, auditor) if "security" in described else (None,)
+            for mode in modes(described):
+                for auth in signers:
+                    fuzz_operation(run, operation, mode, base_url, session, auth)
+    return run
+
+
+async def test_every_operation_answers_as_its_document_says(
+    scheme: devscheme.DevScheme, broker: RunningBroker, blue_badge_client: EligibilityClient
+) -> None:
+    # One record in the log, so record, proof and export routes have something to answer with.
+    await blue_badge_client.check(
+        devscheme.BLUE_BADGE_CHECK,
+        purpose="blue-badge-application",
+        subject=subject_of("bb-yes-dla"),
+        assurance="P2",
+    )
+    auditor = AuditClient(
+        member_id=devscheme.AUDITOR,
+        key=SigningKey.from_pem(scheme.key_path(devscheme.AUDITOR).read_bytes()),
+        broker_url=broker.url,
+        broker_id=devscheme.BROKER,
+    )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{broker.url}/openapi.json") as response,
+    ):
+        document = await response.json()
+    run = await asyncio.to_thread(fuzz, document, broker.url, SignedAsAuditor(auditor))
+    assert not run.failures, "\n\n".join(run.failures)
+    # Every operation was exercised, and the signed audit requests got past the gate.
+    labels = {label for label, _ in run.statuses}
+    operations = {
+        f"{method.upper()} {path}" for path, item in document["paths"].items() for method in item
+    }
+    assert operations <= labels
+    assert run.statuses["GET /v1/audit/records signed", 200] > 0
