@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from broker.problems import PROBLEM_MEDIA_TYPE, TYPE_PREFIX
+from broker.routes import ROUTES
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.auditor import AuditClient
@@ -156,8 +157,22 @@ def fuzz(document: dict[str, Any], base_url: str, auditor: SignedAsAuditor) -> R
     return run
 
 
+@pytest.fixture
+async def document(broker: RunningBroker) -> dict[str, Any]:
+    """The document the live broker serves (not the one built here: what a client sees)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{broker.url}/openapi.json") as response,
+    ):
+        served: dict[str, Any] = await response.json()
+        return served
+
+
 async def test_every_operation_answers_as_its_document_says(
-    scheme: devscheme.DevScheme, broker: RunningBroker, blue_badge_client: EligibilityClient
+    scheme: devscheme.DevScheme,
+    broker: RunningBroker,
+    blue_badge_client: EligibilityClient,
+    document: dict[str, Any],
 ) -> None:
     # A few records in the log, so record, proof and export routes have something to answer
     # with (the fuzzer's small integers, 1 and 2 among them, then name real records).
@@ -174,11 +189,6 @@ async def test_every_operation_answers_as_its_document_says(
         broker_url=broker.url,
         broker_id=devscheme.BROKER,
     )
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{broker.url}/openapi.json") as response,
-    ):
-        document = await response.json()
     run = await asyncio.to_thread(fuzz, document, broker.url, SignedAsAuditor(auditor))
     assert not run.failures, "\n\n".join(run.failures)
     # Every operation was exercised, and the signed audit requests got past the gate.
@@ -194,28 +204,52 @@ async def test_every_operation_answers_as_its_document_says(
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
-def undocumented_methods(document: dict[str, Any]) -> list[tuple[str, str, set[str]]]:
-    """Each (method, concrete path, documented methods) the document does not list."""
-    return [
-        (method, path.replace("{index}", "1"), {m.upper() for m in item})
-        for path, item in document["paths"].items()
-        for method in METHODS
-        if method.lower() not in item
-    ]
+@dataclass(frozen=True)
+class WrongMethod:
+    """How the broker answered a method its document does not list for a path."""
+
+    method: str
+    path: str
+    documented: set[str]
+    status: int
+    content_type: str
+    problem_type: object
+    allow: str | None
 
 
-async def test_every_undocumented_method_is_a_405_problem(broker: RunningBroker) -> None:
+async def wrong_method_answers(base_url: str, document: dict[str, Any]) -> list[WrongMethod]:
+    answers = []
+    async with aiohttp.ClientSession() as http:
+        for path, item in document["paths"].items():
+            concrete = path.replace("{index}", "1")
+            for method in (m for m in METHODS if m.lower() not in item):
+                async with http.request(method, base_url + concrete) as response:
+                    problem = await response.json(content_type=None)
+                    answers.append(
+                        WrongMethod(
+                            method,
+                            concrete,
+                            {m.upper() for m in item},
+                            response.status,
+                            response.content_type,
+                            problem.get("type"),
+                            response.headers.get("Allow"),
+                        )
+                    )
+    return answers
+
+
+async def test_every_undocumented_method_is_a_405_problem(
+    broker: RunningBroker, document: dict[str, Any]
+) -> None:
     # What Schemathesis's coverage phase probes (unsupported_method); the document lists 405
     # method-not-allowed on every operation.
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{broker.url}/openapi.json") as response:
-            document = await response.json()
-        for method, path, _ in undocumented_methods(document):
-            async with http.request(method, broker.url + path) as response:
-                problem = await response.json(content_type=None)
-                assert response.status == 405, (method, path)
-                assert response.content_type == PROBLEM_MEDIA_TYPE
-                assert problem["type"] == TYPE_PREFIX + "method-not-allowed"
+    answers = await wrong_method_answers(broker.url, document)
+    assert len(answers) == len(document["paths"]) * len(METHODS) - len(ROUTES)
+    for answer in answers:
+        assert answer.status == 405, answer
+        assert answer.content_type == PROBLEM_MEDIA_TYPE, answer
+        assert answer.problem_type == TYPE_PREFIX + "method-not-allowed", answer
 
 
 @pytest.mark.xfail(
@@ -223,12 +257,8 @@ async def test_every_undocumented_method_is_a_405_problem(broker: RunningBroker)
     "aiohttp's HTTPMethodNotAllowed as a problem document and drops its Allow header",
     strict=True,
 )
-async def test_a_405_says_which_methods_are_allowed(broker: RunningBroker) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{broker.url}/openapi.json") as response:
-            document = await response.json()
-        for method, path, allowed in undocumented_methods(document):
-            async with http.request(method, broker.url + path) as response:
-                assert set(response.headers.get("Allow", "").replace(" ", "").split(",")) == (
-                    allowed
-                ), (method, path)
+async def test_a_405_says_which_methods_are_allowed(
+    broker: RunningBroker, document: dict[str, Any]
+) -> None:
+    for answer in await wrong_method_answers(broker.url, document):
+        assert set((answer.allow or "").replace(" ", "").split(",")) == answer.documented, answer
