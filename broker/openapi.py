@@ -57,6 +57,27 @@ def operation(route: Route) -> dict[str, Any]:
     }
 
 
+NAME: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 100,
+    "description": "white space collapsed; a letter; no control or format characters",
+}
+# The forms trust.messages.normalise_subject_field accepts (it also removes spaces and
+# upper-cases postcodes, NINOs and registrations before matching).
+SUBJECT_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "family_name": NAME,
+    "given_names": NAME,
+    "date_of_birth": {"type": "string", "format": "date", "description": "YYYY-MM-DD exactly"},
+    "postcode": {"type": "string", "pattern": "^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$"},
+    "nino": {
+        "type": "string",
+        "pattern": "^[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]$",
+        "description": "not prefixed BG, GB, NK, KN, TN, NT or ZZ",
+    },
+    "vehicle_registration": {"type": "string", "pattern": "^[A-Z0-9]{1,7}$"},
+}
+
 QUERY_CLAIMS: dict[str, Any] = {
     "type": "object",
     "description": "Payload of the eligibility query JWS (header: alg ES256, kid, "
@@ -91,7 +112,7 @@ QUERY_CLAIMS: dict[str, Any] = {
             "type": "object",
             "required": ["family_name", "date_of_birth"],
             "additionalProperties": False,
-            "properties": {name: {"type": "string"} for name in SUBJECT_FIELDS},
+            "properties": {name: SUBJECT_FIELD_SCHEMAS[name] for name in SUBJECT_FIELDS},
         },
     },
 }
