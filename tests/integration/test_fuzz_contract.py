@@ -11,6 +11,7 @@ one run shows every way the document and the server disagree.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ import pytest
 import requests
 import requests.auth
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.errors import FailureGroup
@@ -38,8 +40,11 @@ from connectors.reference.population import subject_of
 from members.auditor import AuditClient
 from members.council import EligibilityClient
 from tests.support.servers import RunningBroker
+from trust import jws
 from trust.jws import JWT_MEDIA_TYPE
 from trust.keys import SigningKey
+from trust.messages import new_jti
+from trust.testing import forge
 
 CHECKS = [
     not_a_server_error,
@@ -48,7 +53,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 # Per operation and generation mode: small, so the whole test stays near a minute on two cores.
-EXAMPLES = 25
+EXAMPLES = 40
 SEEDED_RECORDS = 3
 BUDGET = settings(
     max_examples=EXAMPLES,
@@ -90,6 +95,61 @@ class SignedAsAuditor(requests.auth.AuthBase):
             request.method, request.path_url, body
         )
         return request
+
+
+class SignedAsCouncil:
+    """Signs fuzzed eligibility-query claims as a registered council, with the envelope
+    (iss, aud, iat, exp, jti) made valid, so what the fuzzer varies (check, purpose, subject,
+    dates, consent, assurance, ...) reaches the pipeline behind the signature check."""
+
+    def __init__(self, member_id: str, key: SigningKey) -> None:
+        self.member_id = member_id
+        self.key = key
+
+    def token(self, claims: dict[str, Any]) -> bytes:
+        now = int(time.time())
+        envelope = {"iat": now, "exp": now + 60, "jti": new_jti()}
+        payload = {**claims, "iss": self.member_id, "aud": devscheme.BROKER, **envelope}
+        header = {"alg": "ES256", "kid": self.key.kid, "typ": jws.ELIGIBILITY_QUERY.typ}
+        return forge(header, payload, self.key).encode("ascii")
+
+
+def as_a_real_question(body: object) -> object:
+    if not isinstance(body, dict):
+        return body
+    real = {
+        "check": devscheme.BLUE_BADGE_CHECK,
+        "purpose": "blue-badge-application",
+        "lawful_basis": "public-task",
+        "subject": subject_of("bb-yes-dla"),
+    }
+    return {**body, **real}
+
+
+def query_claims_operation(document: dict[str, Any]) -> schemathesis.APIOperation:
+    """An operation whose JSON body is the document's EligibilityQuery schema: a way to have
+    Schemathesis generate query claims, valid and invalid, from the document itself."""
+    synthetic = {
+        "openapi": "3.1.0",
+        "info": {"title": "query claims", "version": "1"},
+        "paths": {
+            "/claims": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/EligibilityQuery"}
+                            }
+                        },
+                    },
+                    "responses": {"200": {"description": "unused"}},
+                }
+            }
+        },
+        "components": document["components"],
+    }
+    return schemathesis.openapi.from_dict(synthetic)["/claims"]["POST"]
 
 
 @dataclass
@@ -141,12 +201,55 @@ def modes(described: dict[str, Any]) -> tuple[GenerationMode, ...]:
     return (GenerationMode.POSITIVE,)
 
 
-def fuzz(document: dict[str, Any], base_url: str, auditor: SignedAsAuditor) -> Run:
+def fuzz_signed_checks(
+    run: Run,
+    checks: schemathesis.APIOperation,
+    claims: schemathesis.APIOperation,
+    mode: GenerationMode,
+    base_url: str,
+    session: requests.Session,
+    council: SignedAsCouncil,
+) -> None:
+    """POST /v1/checks with ``mode`` claims generated from the document, signed by
+    ``council``, and check each answer against the checks operation."""
+    key = checks.label + " signed"
+
+    def send(body: object) -> None:
+        if not isinstance(body, dict):  # a query's payload is an object, or it is 400 unread
+            return
+        case = checks.Case(body=council.token(body), media_type=JWT_MEDIA_TYPE)
+        response = case.call(base_url=base_url, session=session, timeout=10)
+        run.statuses[key, response.status_code] += 1
+        try:
+            case.validate_response(response, checks=CHECKS)
+        except FailureGroup as failure:
+            run.failures.append(f"{key} ({mode.value}): {failure.message}")
+
+    generated = claims.as_strategy(generation_mode=mode).map(lambda case: case.body)
+    # Half the cases keep every generated claim; half ask a real check about a real test
+    # identity on its lawful basis, so the fuzzed options (as_of, assurance, consent, nbf)
+    # reach policy, the providers and the log rather than stopping at subject validation.
+    bodies = st.one_of(generated, generated.map(as_a_real_question))
+    # The positive control, always sent first: the question every test identity answers.
+    control = as_a_real_question({"assurance": "P2"})
+    test: Callable[[], None] = BUDGET(given(body=bodies)(example(body=control)(send)))
+    test()
+
+
+def fuzz(
+    document: dict[str, Any], base_url: str, auditor: SignedAsAuditor, council: SignedAsCouncil
+) -> Run:
     """Run every operation of ``document`` against ``base_url``, positive and negative cases,
-    unsigned and (for the audit routes) signed by ``auditor``."""
+    unsigned and (for the audit routes) signed by ``auditor``; then checks whose claims are
+    generated from the document's query schema, signed by ``council``."""
     schema = schemathesis.openapi.from_dict(document)
     run = Run()
     with requests.Session() as session:
+        claims = query_claims_operation(document)
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            fuzz_signed_checks(
+                run, schema["/v1/checks"]["POST"], claims, mode, base_url, session, council
+            )
         for result in schema.get_all_operations():
             operation = result.ok()
             described = document["paths"][operation.path][operation.method.lower()]
@@ -189,7 +292,11 @@ async def test_every_operation_answers_as_its_document_says(
         broker_url=broker.url,
         broker_id=devscheme.BROKER,
     )
-    run = await asyncio.to_thread(fuzz, document, broker.url, SignedAsAuditor(auditor))
+    council = SignedAsCouncil(
+        devscheme.COUNCIL_BLUE_BADGE,
+        SigningKey.from_pem(scheme.key_path(devscheme.COUNCIL_BLUE_BADGE).read_bytes()),
+    )
+    run = await asyncio.to_thread(fuzz, document, broker.url, SignedAsAuditor(auditor), council)
     assert not run.failures, "\n\n".join(run.failures)
     # Every operation was exercised, and the signed audit requests got past the gate.
     labels = {label for label, _ in run.statuses}
@@ -199,6 +306,9 @@ async def test_every_operation_answers_as_its_document_says(
     tally = sorted(run.statuses.items())
     assert operations <= labels, tally
     assert run.statuses["GET /v1/audit/records signed", 200] > 0, tally
+    # ... and the signed checks reached an answer and a recorded refusal.
+    assert run.statuses["POST /v1/checks signed", 200] > 0, tally
+    assert run.statuses["POST /v1/checks signed", 403] > 0, tally
 
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
