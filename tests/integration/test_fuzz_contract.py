@@ -39,6 +39,7 @@ from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.auditor import AuditClient
 from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.support.servers import RunningBroker
 from trust import jws
 from trust.jws import JWT_MEDIA_TYPE
@@ -260,6 +261,15 @@ def fuzz(
     return run
 
 
+def auditor_of(scheme: devscheme.DevScheme, broker: RunningBroker) -> AuditClient:
+    return AuditClient(
+        member_id=devscheme.AUDITOR,
+        key=SigningKey.from_pem(scheme.key_path(devscheme.AUDITOR).read_bytes()),
+        broker_url=broker.url,
+        broker_id=devscheme.BROKER,
+    )
+
+
 @pytest.fixture
 async def document(broker: RunningBroker) -> dict[str, Any]:
     """The document the live broker serves (not the one built here: what a client sees)."""
@@ -286,12 +296,7 @@ async def test_every_operation_answers_as_its_document_says(
             subject=subject_of("bb-yes-dla"),
             assurance="P2",
         )
-    auditor = AuditClient(
-        member_id=devscheme.AUDITOR,
-        key=SigningKey.from_pem(scheme.key_path(devscheme.AUDITOR).read_bytes()),
-        broker_url=broker.url,
-        broker_id=devscheme.BROKER,
-    )
+    auditor = auditor_of(scheme, broker)
     council = SignedAsCouncil(
         devscheme.COUNCIL_BLUE_BADGE,
         SigningKey.from_pem(scheme.key_path(devscheme.COUNCIL_BLUE_BADGE).read_bytes()),
@@ -372,3 +377,32 @@ async def test_a_405_says_which_methods_are_allowed(
 ) -> None:
     for answer in await wrong_method_answers(broker.url, document):
         assert set((answer.allow or "").replace(" ", "").split(",")) == answer.documented, answer
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["1961-W26-7", "19610702", "1961-183", "2020-01-01T00:00:00", "2020-01-01 00:00:00Z"],
+)
+async def test_audit_time_filters_refuse_forms_the_document_does_not_name(
+    scheme: devscheme.DevScheme, broker: RunningBroker, moment: str
+) -> None:
+    # `since`/`until` are documented as a date or an RFC 3339 date-time; read with
+    # datetime.fromisoformat they also took week and ordinal dates, basic format and zone-less
+    # times (1961-W26-7 as 1961-07-02), answering 200 where the document says 400.
+    async with auditor_of(scheme, broker) as auditor:
+        for name in ("since", "until"):
+            with pytest.raises(CheckFailed) as refused:
+                await auditor.records(**{name: moment})
+            assert refused.value.status == 400
+            assert refused.value.problem["type"] == TYPE_PREFIX + "bad-request"
+
+
+@pytest.mark.parametrize(
+    "moment", ["1961-07-02", "2020-01-01T00:00:00Z", "2020-01-01t00:00:00+01:00"]
+)
+async def test_audit_time_filters_take_the_documented_forms(
+    scheme: devscheme.DevScheme, broker: RunningBroker, moment: str
+) -> None:
+    async with auditor_of(scheme, broker) as auditor:
+        assert (await auditor.records(since=moment))["records"] == []
+        assert (await auditor.records(until=moment))["records"] == []
