@@ -117,6 +117,24 @@ QUERY_CLAIMS: dict[str, Any] = {
     },
 }
 
+WITHDRAWAL_CLAIMS: dict[str, Any] = {
+    "type": "object",
+    "description": "Payload of the consent withdrawal JWS (header: alg ES256, kid, "
+    "typ consent-withdrawal+jwt). Signed with a relying party's registered key.",
+    "required": ["iss", "aud", "iat", "exp", "jti", "consent_id", "withdrawn_at"],
+    "additionalProperties": False,
+    "properties": {
+        "iss": {"type": "string", "description": "the relying party's member id"},
+        "aud": {"type": "string", "description": "the broker's member id, exactly"},
+        "iat": {"type": "integer"},
+        "exp": {"type": "integer", "description": "at most 300 s after iat"},
+        "nbf": {"type": "integer"},
+        "jti": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{22,128}$"},
+        "consent_id": {"type": "string", "minLength": 1, "maxLength": 100},
+        "withdrawn_at": {"type": "string", "format": "date-time", "description": "RFC 3339"},
+    },
+}
+
 ANSWER_CLAIMS: dict[str, Any] = {
     "type": "object",
     "description": "Payload of the eligibility answer JWS (typ eligibility-response+jwt), "
@@ -202,6 +220,7 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
                     "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
                 },
                 "EligibilityQuery": QUERY_CLAIMS,
+                "ConsentWithdrawal": WITHDRAWAL_CLAIMS,
                 "EligibilityAnswer": ANSWER_CLAIMS,
             },
         },

@@ -169,8 +169,8 @@ ROUTES: tuple[Route, ...] = (
         "/v1/consents/withdrawals",
         handlers.post_withdrawal,
         "withdrawConsent",
-        "Record that a resident withdrew a consent (signed consent-withdrawal+jwt); later "
-        "checks citing it are refused",
+        "Record that a resident withdrew a consent (signed consent-withdrawal+jwt; see "
+        "ConsentWithdrawal); later checks citing it are refused",
         json_response(
             "The withdrawal's log index and record digest",
             object_schema(

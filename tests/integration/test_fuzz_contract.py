@@ -99,23 +99,26 @@ class SignedAsAuditor(requests.auth.AuthBase):
 
 
 class SignedAsCouncil:
-    """Signs fuzzed eligibility-query claims as a registered council, with the envelope
-    (iss, aud, iat, exp, jti) made valid, so what the fuzzer varies (check, purpose, subject,
-    dates, consent, assurance, ...) reaches the pipeline behind the signature check."""
+    """Signs fuzzed claims as a registered council, with the envelope (iss, aud, iat, exp,
+    jti) made valid, so what the fuzzer varies reaches the pipeline behind the signature
+    check."""
 
     def __init__(self, member_id: str, key: SigningKey) -> None:
         self.member_id = member_id
         self.key = key
 
-    def token(self, claims: dict[str, Any]) -> bytes:
+    def token(self, claims: dict[str, Any], profile: jws.Profile) -> bytes:
         now = int(time.time())
         envelope = {"iat": now, "exp": now + 60, "jti": new_jti()}
         payload = {**claims, "iss": self.member_id, "aud": devscheme.BROKER, **envelope}
-        header = {"alg": "ES256", "kid": self.key.kid, "typ": jws.ELIGIBILITY_QUERY.typ}
+        header = {"alg": "ES256", "kid": self.key.kid, "typ": profile.typ}
         return forge(header, payload, self.key).encode("ascii")
 
 
 def as_a_real_question(body: object) -> object:
+    """Generated query claims, asking a real check about a real test identity on its lawful
+    basis: the fuzzed options (as_of, assurance, consent, nbf) then reach policy, the
+    providers and the log rather than stopping at subject validation."""
     if not isinstance(body, dict):
         return body
     real = {
@@ -127,23 +130,51 @@ def as_a_real_question(body: object) -> object:
     return {**body, **real}
 
 
-def query_claims_operation(document: dict[str, Any]) -> schemathesis.APIOperation:
-    """An operation whose JSON body is the document's EligibilityQuery schema: a way to have
-    Schemathesis generate query claims, valid and invalid, from the document itself."""
+@dataclass(frozen=True)
+class SignedMessage:
+    """A route taking a member's signed message, and how to fuzz what it says."""
+
+    path: str
+    claims_schema: str  # the document's component schema of the payload
+    profile: jws.Profile
+    control: dict[str, Any]  # a payload the broker answers (200): always sent first
+    realistic: Callable[[object], object] = lambda body: body
+
+
+SIGNED_MESSAGES = (
+    SignedMessage(
+        "/v1/checks",
+        "EligibilityQuery",
+        jws.ELIGIBILITY_QUERY,
+        control={
+            "check": devscheme.BLUE_BADGE_CHECK,
+            "purpose": "blue-badge-application",
+            "lawful_basis": "public-task",
+            "subject": subject_of("bb-yes-dla"),
+            "assurance": "P2",
+        },
+        realistic=as_a_real_question,
+    ),
+    SignedMessage(
+        "/v1/consents/withdrawals",
+        "ConsentWithdrawal",
+        jws.CONSENT_WITHDRAWAL,
+        control={"consent_id": "fuzz-control", "withdrawn_at": "2026-01-01T00:00:00Z"},
+    ),
+)
+
+
+def claims_operation(document: dict[str, Any], schema: str) -> schemathesis.APIOperation:
+    """An operation whose JSON body is one of the document's message schemas: a way to have
+    Schemathesis generate claims, valid and invalid, from the document itself."""
+    body = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
     synthetic = {
         "openapi": "3.1.0",
-        "info": {"title": "query claims", "version": "1"},
+        "info": {"title": schema, "version": "1"},
         "paths": {
             "/claims": {
                 "post": {
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/EligibilityQuery"}
-                            }
-                        },
-                    },
+                    "requestBody": {"required": True, "content": body},
                     "responses": {"200": {"description": "unused"}},
                 }
             }
@@ -202,23 +233,25 @@ def modes(described: dict[str, Any]) -> tuple[GenerationMode, ...]:
     return (GenerationMode.POSITIVE,)
 
 
-def fuzz_signed_checks(
+def fuzz_signed(
     run: Run,
-    checks: schemathesis.APIOperation,
-    claims: schemathesis.APIOperation,
+    schema: schemathesis.BaseSchema,
+    message: SignedMessage,
     mode: GenerationMode,
     base_url: str,
     session: requests.Session,
     council: SignedAsCouncil,
 ) -> None:
-    """POST /v1/checks with ``mode`` claims generated from the document, signed by
-    ``council``, and check each answer against the checks operation."""
-    key = checks.label + " signed"
+    """POST ``message``'s route with ``mode`` claims generated from the document, signed by
+    ``council``, and check each answer against that route's operation."""
+    operation = schema[message.path]["POST"]
+    key = operation.label + " signed"
 
     def send(body: object) -> None:
-        if not isinstance(body, dict):  # a query's payload is an object, or it is 400 unread
+        if not isinstance(body, dict):  # a payload is an object, or it is 400 unread
             return
-        case = checks.Case(body=council.token(body), media_type=JWT_MEDIA_TYPE)
+        token = council.token(body, message.profile)
+        case = operation.Case(body=token, media_type=JWT_MEDIA_TYPE)
         response = case.call(base_url=base_url, session=session, timeout=10)
         run.statuses[key, response.status_code] += 1
         try:
@@ -226,14 +259,10 @@ def fuzz_signed_checks(
         except FailureGroup as failure:
             run.failures.append(f"{key} ({mode.value}): {failure.message}")
 
+    claims = claims_operation(schema.raw_schema, message.claims_schema)
     generated = claims.as_strategy(generation_mode=mode).map(lambda case: case.body)
-    # Half the cases keep every generated claim; half ask a real check about a real test
-    # identity on its lawful basis, so the fuzzed options (as_of, assurance, consent, nbf)
-    # reach policy, the providers and the log rather than stopping at subject validation.
-    bodies = st.one_of(generated, generated.map(as_a_real_question))
-    # The positive control, always sent first: the question every test identity answers.
-    control = as_a_real_question({"assurance": "P2"})
-    test: Callable[[], None] = BUDGET(given(body=bodies)(example(body=control)(send)))
+    bodies = st.one_of(generated, generated.map(message.realistic))
+    test: Callable[[], None] = BUDGET(given(body=bodies)(example(body=message.control)(send)))
     test()
 
 
@@ -241,16 +270,14 @@ def fuzz(
     document: dict[str, Any], base_url: str, auditor: SignedAsAuditor, council: SignedAsCouncil
 ) -> Run:
     """Run every operation of ``document`` against ``base_url``, positive and negative cases,
-    unsigned and (for the audit routes) signed by ``auditor``; then checks whose claims are
-    generated from the document's query schema, signed by ``council``."""
+    unsigned and (for the audit routes) signed by ``auditor``; then the member messages, their
+    claims generated from the document's schemas, signed by ``council``."""
     schema = schemathesis.openapi.from_dict(document)
     run = Run()
     with requests.Session() as session:
-        claims = query_claims_operation(document)
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            fuzz_signed_checks(
-                run, schema["/v1/checks"]["POST"], claims, mode, base_url, session, council
-            )
+        for message in SIGNED_MESSAGES:
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                fuzz_signed(run, schema, message, mode, base_url, session, council)
         for result in schema.get_all_operations():
             operation = result.ok()
             described = document["paths"][operation.path][operation.method.lower()]
@@ -314,6 +341,7 @@ async def test_every_operation_answers_as_its_document_says(
     # ... and the signed checks reached an answer and a recorded refusal.
     assert run.statuses["POST /v1/checks signed", 200] > 0, tally
     assert run.statuses["POST /v1/checks signed", 403] > 0, tally
+    assert run.statuses["POST /v1/consents/withdrawals signed", 200] > 0, tally
 
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
