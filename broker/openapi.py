@@ -78,6 +78,19 @@ SUBJECT_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "vehicle_registration": {"type": "string", "pattern": "^[A-Z0-9]{1,7}$"},
 }
 
+
+def member_envelope(issuer: str) -> dict[str, Any]:
+    """The registered claims every member message carries (trust.messages)."""
+    return {
+        "iss": {"type": "string", "description": issuer},
+        "aud": {"type": "string", "description": "the broker's member id, exactly"},
+        "iat": {"type": "integer"},
+        "exp": {"type": "integer", "description": "at most 300 s after iat"},
+        "nbf": {"type": "integer"},
+        "jti": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{22,128}$"},
+    }
+
+
 QUERY_CLAIMS: dict[str, Any] = {
     "type": "object",
     "description": "Payload of the eligibility query JWS (header: alg ES256, kid, "
@@ -85,12 +98,7 @@ QUERY_CLAIMS: dict[str, Any] = {
     "required": ["iss", "aud", "iat", "exp", "jti", "check", "purpose", "subject"],
     "additionalProperties": False,
     "properties": {
-        "iss": {"type": "string", "description": "the council's member id"},
-        "aud": {"type": "string", "description": "the broker's member id, exactly"},
-        "iat": {"type": "integer"},
-        "exp": {"type": "integer", "description": "at most 300 s after iat"},
-        "nbf": {"type": "integer"},
-        "jti": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{22,128}$"},
+        **member_envelope("the council's member id"),
         "check": {"type": "string", "examples": ["blue-badge-automatic"]},
         "purpose": {"type": "string", "examples": ["blue-badge-application"]},
         "lawful_basis": {"type": "string", "enum": sorted(LAWFUL_BASES)},
@@ -124,12 +132,7 @@ WITHDRAWAL_CLAIMS: dict[str, Any] = {
     "required": ["iss", "aud", "iat", "exp", "jti", "consent_id", "withdrawn_at"],
     "additionalProperties": False,
     "properties": {
-        "iss": {"type": "string", "description": "the relying party's member id"},
-        "aud": {"type": "string", "description": "the broker's member id, exactly"},
-        "iat": {"type": "integer"},
-        "exp": {"type": "integer", "description": "at most 300 s after iat"},
-        "nbf": {"type": "integer"},
-        "jti": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{22,128}$"},
+        **member_envelope("the relying party's member id"),
         "consent_id": {"type": "string", "minLength": 1, "maxLength": 100},
         "withdrawn_at": {"type": "string", "format": "date-time", "description": "RFC 3339"},
     },
