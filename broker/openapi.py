@@ -57,6 +57,40 @@ def operation(route: Route) -> dict[str, Any]:
     }
 
 
+NAME: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 100,
+    "description": "white space collapsed; a letter; no control or format characters",
+}
+# The forms trust.messages.normalise_subject_field accepts (it also removes spaces and
+# upper-cases postcodes, NINOs and registrations before matching).
+SUBJECT_FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "family_name": NAME,
+    "given_names": NAME,
+    "date_of_birth": {"type": "string", "format": "date", "description": "YYYY-MM-DD exactly"},
+    "postcode": {"type": "string", "pattern": "^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$"},
+    "nino": {
+        "type": "string",
+        "pattern": "^[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]$",
+        "description": "not prefixed BG, GB, NK, KN, TN, NT or ZZ",
+    },
+    "vehicle_registration": {"type": "string", "pattern": "^[A-Z0-9]{1,7}$"},
+}
+
+
+def member_envelope(issuer: str) -> dict[str, Any]:
+    """The registered claims every member message carries (trust.messages)."""
+    return {
+        "iss": {"type": "string", "description": issuer},
+        "aud": {"type": "string", "description": "the broker's member id, exactly"},
+        "iat": {"type": "integer"},
+        "exp": {"type": "integer", "description": "at most 300 s after iat"},
+        "nbf": {"type": "integer"},
+        "jti": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{22,128}$"},
+    }
+
+
 QUERY_CLAIMS: dict[str, Any] = {
     "type": "object",
     "description": "Payload of the eligibility query JWS (header: alg ES256, kid, "
@@ -64,12 +98,7 @@ QUERY_CLAIMS: dict[str, Any] = {
     "required": ["iss", "aud", "iat", "exp", "jti", "check", "purpose", "subject"],
     "additionalProperties": False,
     "properties": {
-        "iss": {"type": "string", "description": "the council's member id"},
-        "aud": {"type": "string", "description": "the broker's member id, exactly"},
-        "iat": {"type": "integer"},
-        "exp": {"type": "integer", "description": "at most 300 s after iat"},
-        "nbf": {"type": "integer"},
-        "jti": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{22,128}$"},
+        **member_envelope("the council's member id"),
         "check": {"type": "string", "examples": ["blue-badge-automatic"]},
         "purpose": {"type": "string", "examples": ["blue-badge-application"]},
         "lawful_basis": {"type": "string", "enum": sorted(LAWFUL_BASES)},
@@ -91,8 +120,21 @@ QUERY_CLAIMS: dict[str, Any] = {
             "type": "object",
             "required": ["family_name", "date_of_birth"],
             "additionalProperties": False,
-            "properties": {name: {"type": "string"} for name in SUBJECT_FIELDS},
+            "properties": {name: SUBJECT_FIELD_SCHEMAS[name] for name in SUBJECT_FIELDS},
         },
+    },
+}
+
+WITHDRAWAL_CLAIMS: dict[str, Any] = {
+    "type": "object",
+    "description": "Payload of the consent withdrawal JWS (header: alg ES256, kid, "
+    "typ consent-withdrawal+jwt). Signed with a relying party's registered key.",
+    "required": ["iss", "aud", "iat", "exp", "jti", "consent_id", "withdrawn_at"],
+    "additionalProperties": False,
+    "properties": {
+        **member_envelope("the relying party's member id"),
+        "consent_id": {"type": "string", "minLength": 1, "maxLength": 100},
+        "withdrawn_at": {"type": "string", "format": "date-time", "description": "RFC 3339"},
     },
 }
 
@@ -181,6 +223,7 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
                     "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
                 },
                 "EligibilityQuery": QUERY_CLAIMS,
+                "ConsentWithdrawal": WITHDRAWAL_CLAIMS,
                 "EligibilityAnswer": ANSWER_CLAIMS,
             },
         },

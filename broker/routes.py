@@ -15,6 +15,7 @@ from aiohttp import web
 
 from broker import handlers
 from broker.audit import api, public
+from broker.audit.api import MAX_PAGE
 from trust import policy
 from trust.jws import JWT_MEDIA_TYPE
 
@@ -39,13 +40,93 @@ JWS_SCHEMA: dict[str, Any] = {
 }
 
 
-def query_parameter(name: str, *, required: bool = True) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": {"type": "string"}}
+# A count as the audit and log endpoints read it (broker.audit.params: 1 to 15 ASCII digits).
+COUNT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 10**15 - 1}
+# A moment as the audit filters read it: an ISO 8601 date or date-time, UTC if no zone.
+MOMENT: dict[str, Any] = {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
+BASE64_HASHES: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
 
 
-def json_response(description: str, properties: Mapping[str, str]) -> dict[str, Any]:
-    schema = {"type": "object", "properties": {k: {"type": v} for k, v in properties.items()}}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def query_parameter(
+    name: str, *, required: bool = True, schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": dict(schema or {"type": "string"}),
+    }
+
+
+def object_schema(properties: Mapping[str, Any], *optional: str) -> dict[str, Any]:
+    """An object with exactly ``properties``, each required unless named in ``optional``."""
+    return {
+        "type": "object",
+        "required": [name for name in properties if name not in optional],
+        "properties": dict(properties),
+    }
+
+
+def json_response(description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": dict(schema)}}}
+
+
+def text_response(description: str, media_type: str = "text/plain") -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {}}}
+
+
+# A consent record as the audit API shows it (broker.audit.export.record_json): a pruned one
+# keeps its index and digest and says so.
+RECORD: dict[str, Any] = object_schema(
+    {
+        "log_index": {"type": "integer", "minimum": 0},
+        "digest": {"type": "string"},
+        "salt": {"type": "string"},
+        "body": {"type": "object"},
+        "pruned": {"const": True},
+    },
+    "salt",
+    "body",
+    "pruned",
+)
+READINESS: dict[str, Any] = object_schema(
+    {
+        "status": {"enum": ["ready", "not-ready"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+        "registry_seq": {"type": "integer"},
+    }
+)
+PROVIDER_STATUS: dict[str, Any] = object_schema(
+    {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "availability": {"enum": ["available", "suspended", "scheduled-outage", "unavailable"]},
+        "attributes": {"type": "array", "items": {"type": "string"}},
+        "timeout_ms": {"type": "integer"},
+        "outages": {"type": "array", "items": {"type": "object"}},
+        "circuit": object_schema(
+            {"state": {"type": "string"}, "consecutive_failures": {"type": "integer"}}
+        ),
+        "latency_ms": {"type": "object"},
+        "calls": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "in_flight": {"type": "integer"},
+        "max_concurrency": {"type": "integer"},
+    }
+)
+SUBJECT_ACCESS_ENTRY: dict[str, Any] = object_schema(
+    {
+        "log_index": {"type": "integer", "minimum": 0},
+        "pruned": {"const": True},
+        "when": {"type": "string"},
+        "who": {"type": "string"},
+        "who_name": {"type": ["string", "null"]},
+        "purpose": {"type": "string"},
+        "check": {"type": "string"},
+        "lawful_basis": {"type": "string"},
+        "outcome": {"type": "string"},
+    },
+    *("pruned", "when", "who", "who_name", "purpose", "check", "lawful_basis", "outcome"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +169,17 @@ ROUTES: tuple[Route, ...] = (
         "/v1/consents/withdrawals",
         handlers.post_withdrawal,
         "withdrawConsent",
-        "Record that a resident withdrew a consent (signed consent-withdrawal+jwt); later "
-        "checks citing it are refused",
+        "Record that a resident withdrew a consent (signed consent-withdrawal+jwt; see "
+        "ConsentWithdrawal); later checks citing it are refused",
         json_response(
             "The withdrawal's log index and record digest",
-            {"log_index": "integer", "record_digest": "string", "consent_id": "string"},
+            object_schema(
+                {
+                    "log_index": {"type": "integer", "minimum": 0},
+                    "record_digest": {"type": "string"},
+                    "consent_id": {"type": "string"},
+                }
+            ),
         ),
         problems=(*JWT_BODY, *GATE, *policy.WITHDRAWAL_REFUSALS, *LOG_READ),
         details={"requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}}},
@@ -114,7 +201,7 @@ ROUTES: tuple[Route, ...] = (
         public.get_checkpoint,
         "checkpoint",
         "The latest signed checkpoint (C2SP tlog-checkpoint signed note)",
-        {"description": "signed note", "content": {"text/plain": {}}},
+        text_response("signed note"),
         problems=LOG_READ,
     ),
     Route(
@@ -123,7 +210,7 @@ ROUTES: tuple[Route, ...] = (
         public.get_log_key,
         "logKey",
         "The log's Ed25519 verifier key (name+hash+key); pin it out of band",
-        {"description": "verifier key", "content": {"text/plain": {}}},
+        text_response("verifier key"),
     ),
     Route(
         "GET",
@@ -133,10 +220,22 @@ ROUTES: tuple[Route, ...] = (
         "RFC 9162 inclusion proof of record `index` in the tree of `size`",
         json_response(
             "Proof (base64 hashes)",
-            {"index": "integer", "tree_size": "integer", "leaf_hash": "string", "proof": "array"},
+            object_schema(
+                {
+                    "index": COUNT,
+                    "tree_size": COUNT,
+                    "leaf_hash": {"type": "string"},
+                    "proof": BASE64_HASHES,
+                }
+            ),
         ),
         problems=("bad-request", "invalid-proof-request", *LOG_READ),
-        details={"parameters": [query_parameter("index"), query_parameter("size")]},
+        details={
+            "parameters": [
+                query_parameter("index", schema=COUNT),
+                query_parameter("size", schema=COUNT),
+            ]
+        },
     ),
     Route(
         "GET",
@@ -145,10 +244,16 @@ ROUTES: tuple[Route, ...] = (
         "consistencyProof",
         "RFC 9162 consistency proof between tree sizes `from` and `to`",
         json_response(
-            "Proof (base64 hashes)", {"from": "integer", "to": "integer", "proof": "array"}
+            "Proof (base64 hashes)",
+            object_schema({"from": COUNT, "to": COUNT, "proof": BASE64_HASHES}),
         ),
         problems=("bad-request", "invalid-proof-request", *LOG_READ),
-        details={"parameters": [query_parameter("from"), query_parameter("to")]},
+        details={
+            "parameters": [
+                query_parameter("from", schema=COUNT),
+                query_parameter("to", schema=COUNT),
+            ]
+        },
     ),
     Route(
         "GET",
@@ -157,24 +262,24 @@ ROUTES: tuple[Route, ...] = (
         "auditRecords",
         "Consent records, filtered and paginated (auditors; signed audit-request+jwt in "
         "Authorization: Bearer)",
-        {"description": "Records and the next cursor"},
+        json_response(
+            "Records and, when the page is full, the next cursor (pass it as `after`)",
+            object_schema({"records": {"type": "array", "items": RECORD}, "next": COUNT}, "next"),
+        ),
         problems=("bad-request", *AUDIT_REQUEST, *policy.AUDIT_REFUSALS, *LOG_READ),
         details={
             **AUDIT_SECURITY,
             "parameters": [
-                query_parameter(n, required=False)
-                for n in (
-                    "since",
-                    "until",
-                    "requester",
-                    "purpose",
-                    "check",
-                    "outcome",
-                    "lawful_basis",
-                    "kind",
-                    "after",
-                    "limit",
-                )
+                query_parameter("since", required=False, schema=MOMENT),
+                query_parameter("until", required=False, schema=MOMENT),
+                *(
+                    query_parameter(n, required=False)
+                    for n in ("requester", "purpose", "check", "outcome", "lawful_basis", "kind")
+                ),
+                query_parameter("after", required=False, schema=COUNT),
+                query_parameter(
+                    "limit", required=False, schema={**COUNT, "minimum": 1, "maximum": MAX_PAGE}
+                ),
             ],
         },
     ),
@@ -184,7 +289,17 @@ ROUTES: tuple[Route, ...] = (
         api.get_record,
         "auditRecord",
         "One record with its inclusion proof and the checkpoint it is in",
-        {"description": "Record, checkpoint and inclusion proof"},
+        json_response(
+            "Record, checkpoint and inclusion proof",
+            object_schema(
+                {
+                    "record": RECORD,
+                    "checkpoint": {"type": "string"},
+                    "tree_size": COUNT,
+                    "inclusion_proof": BASE64_HASHES,
+                }
+            ),
+        ),
         problems=("bad-request", "not-found", *AUDIT_REQUEST, *policy.AUDIT_REFUSALS, *LOG_READ),
         details={
             **AUDIT_SECURITY,
@@ -193,7 +308,7 @@ ROUTES: tuple[Route, ...] = (
                     "name": "index",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "integer", "minimum": 0},
+                    "schema": COUNT,
                 }
             ],
         },
@@ -205,7 +320,15 @@ ROUTES: tuple[Route, ...] = (
         "subjectAccess",
         "Who checked this resident's data, when and why (needs the subject-access grant); "
         "identifiers in, pseudonyms computed by the broker",
-        {"description": "The records about this person"},
+        json_response(
+            "The records about this person, found under each pseudonym key in force",
+            object_schema(
+                {
+                    "records": {"type": "array", "items": SUBJECT_ACCESS_ENTRY},
+                    "pseudonym_keys": {"type": "integer", "minimum": 1},
+                }
+            ),
+        ),
         problems=(
             "bad-request",
             "too-large",
@@ -222,9 +345,10 @@ ROUTES: tuple[Route, ...] = (
                         "schema": {
                             "type": "object",
                             "required": ["family_name", "date_of_birth"],
+                            "additionalProperties": False,
                             "properties": {
                                 "family_name": {"type": "string"},
-                                "date_of_birth": {"type": "string"},
+                                "date_of_birth": {"type": "string", "format": "date"},
                                 "nino": {"type": "string"},
                             },
                         }
@@ -239,7 +363,11 @@ ROUTES: tuple[Route, ...] = (
         api.get_export,
         "auditExport",
         "JSONL export of every record and checkpoint, for axb audit verify",
-        {"description": "application/x-ndjson lines"},
+        text_response(
+            "One JSON object a line: the log, each record, each checkpoint, each consistency "
+            "proof between them",
+            "application/x-ndjson",
+        ),
         problems=(*AUDIT_REQUEST, *policy.AUDIT_REFUSALS, *LOG_READ),
         details=AUDIT_SECURITY,
     ),
@@ -257,17 +385,32 @@ ROUTES: tuple[Route, ...] = (
         handlers.get_providers,
         "providers",
         "Each provider's availability, circuit state, scheduled outages and latency percentiles",
-        {"description": "provider status list"},
+        json_response(
+            "provider status list",
+            object_schema(
+                {
+                    "providers": {"type": "array", "items": PROVIDER_STATUS},
+                    "registry_seq": {"type": "integer"},
+                }
+            ),
+        ),
     ),
-    Route("GET", "/healthz", handlers.get_healthz, "health", "Liveness", {"description": "alive"}),
+    Route(
+        "GET",
+        "/healthz",
+        handlers.get_healthz,
+        "health",
+        "Liveness",
+        json_response("alive", object_schema({"status": {"const": "ok"}})),
+    ),
     Route(
         "GET",
         "/readyz",
         handlers.get_readyz,
         "ready",
         "Readiness: registry fresh, stores reachable, consent log running",
-        {"description": "ready"},
-        other_responses={"503": {"description": "not ready"}},
+        json_response("ready", READINESS),
+        other_responses={"503": json_response("not ready: the checks say which", READINESS)},
     ),
     Route(
         "GET",
@@ -275,7 +418,10 @@ ROUTES: tuple[Route, ...] = (
         handlers.get_openapi,
         "openapi",
         "This document",
-        {"description": "OpenAPI 3.1"},
+        json_response(
+            "OpenAPI 3.1",
+            object_schema({"openapi": {"const": "3.1.0"}, "paths": {"type": "object"}}),
+        ),
     ),
     Route(
         "GET",
@@ -283,7 +429,7 @@ ROUTES: tuple[Route, ...] = (
         handlers.get_metrics,
         "metrics",
         "Prometheus metrics",
-        {"description": "text exposition"},
+        text_response("Prometheus text exposition"),
     ),
 )
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 
 from aiohttp import web
 
 from broker.errors import BadRequest
+from trust.dates import parse_date, parse_date_time
+from trust.errors import DateFormatError
 
 _COUNT = re.compile(r"[0-9]{1,15}")
 
@@ -29,14 +31,20 @@ def int_param(request: web.Request, name: str, default: int | None = None) -> in
 
 
 def time_param(request: web.Request, name: str) -> int | None:
-    """An ISO 8601 date or time (UTC if no zone) as epoch milliseconds, or None if absent."""
+    """A date (``YYYY-MM-DD``, from midnight UTC) or an RFC 3339 time with its zone, as epoch
+    milliseconds, or None if absent: the forms the document names, read by ``trust.dates``
+    (``datetime.fromisoformat`` would also take week dates, basic format and zone-less
+    times)."""
     raw = request.query.get(name)
     if raw is None:
         return None
     try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise BadRequest("bad-request", f"{name} must be an ISO 8601 date or time") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        if len(raw) == len("YYYY-MM-DD"):
+            moment = datetime.combine(parse_date(raw, name), time(), UTC)
+        else:
+            moment = parse_date_time(raw, name)
+    except DateFormatError as exc:
+        raise BadRequest(
+            "bad-request", f"{name} must be a date (YYYY-MM-DD) or an RFC 3339 time"
+        ) from exc
     return int(moment.timestamp() * 1000)
