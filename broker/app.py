@@ -71,6 +71,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             exc.status, "bad-request"
         )
         response = problem(slug)
+        if "Allow" in exc.headers:  # RFC 9110 §15.5.6: a 405 names the methods allowed
+            response.headers["Allow"] = exc.headers["Allow"]
     except (BrokerError, TrustError, ConnectorError) as exc:
         response, slug = problem_for(exc)
         reason = getattr(exc, "reason", None) or type(exc).__name__

@@ -44,7 +44,7 @@ from trust.log_verify import VerifyReport, verify_export, verify_record
 COOKIE = "axb_console"
 PAGE_SIZE = 50
 FILTERS = (
-    ("since", "Since (ISO 8601)"),
+    ("since", "Since (YYYY-MM-DD or RFC 3339 time)"),
     ("until", "Until"),
     ("requester", "Requester"),
     ("purpose", "Purpose"),

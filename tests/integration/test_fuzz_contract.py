@@ -395,11 +395,6 @@ async def test_every_undocumented_method_is_a_405_problem(
         assert answer.problem_type == TYPE_PREFIX + "method-not-allowed", answer
 
 
-@pytest.mark.xfail(
-    reason="RFC 9110 §15.5.6: a 405 MUST carry Allow; broker.app.request_context renders "
-    "aiohttp's HTTPMethodNotAllowed as a problem document and drops its Allow header",
-    strict=True,
-)
 async def test_a_405_says_which_methods_are_allowed(
     broker: RunningBroker, document: dict[str, Any]
 ) -> None:
