@@ -393,3 +393,42 @@ async def test_the_console_closes_a_slow_head(scheme: devscheme.DevScheme) -> No
         await runner.cleanup()
     assert ConnectionLimits().header_timeout_s - 0.5 < took
     assert took < ConnectionLimits().header_timeout_s + SLACK_S
+
+
+@contextlib.contextmanager
+def out_of_file_descriptors() -> Iterator[None]:
+    """Lower this process's soft open-files limit to the lowest free descriptor: the next
+    ``open`` fails with EMFILE ("Too many open files"), as under a flood of connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.open(os.devnull, os.O_RDONLY)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_the_registry_reload_survives_running_out_of_file_descriptors(
+    scheme: devscheme.DevScheme,
+) -> None:
+    from broker.settings import load_settings
+    from connectors.registry_source import RegistrySource
+
+    source = RegistrySource(load_settings(scheme.broker_config).scheme)
+    seq = source.snapshot.seq
+    devscheme.publish_registry(scheme, seq=seq + 1)
+    with out_of_file_descriptors():
+        with pytest.raises(OSError, match="Too many open files"):
+            os.close(os.open(os.devnull, os.O_RDONLY))  # the limit is real
+        assert source.reload() is False  # logged, the snapshot kept
+    assert source.snapshot.seq == seq
+    watcher = asyncio.create_task(source.watch(0.05))  # the next poll succeeds
+    try:
+        for _ in range(100):
+            if source.snapshot.seq == seq + 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        watcher.cancel()
+    assert source.snapshot.seq == seq + 1
