@@ -31,11 +31,13 @@ from connectors.connections import ConnectionGuard, ConnectionLimits, connection
 from connectors.reference.population import subject_of
 from members.console.app import start_console
 from members.council import EligibilityClient
+from tests.support.processes import until_answers
 from tests.support.servers import RunningProvider
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD_S, BODY_S, KEEPALIVE_S = 1.0, 1.0, 3.0
 SLACK_S = 1.5  # timers, a loaded machine
+Served = Callable[..., contextlib.AbstractAsyncContextManager[object]]
 
 
 def with_settings(config: Path, **settings: object) -> None:
@@ -49,10 +51,6 @@ def with_settings(config: Path, **settings: object) -> None:
         else:
             lines[at] = line
     config.write_text("".join(lines))
-
-
-def tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
 
 
 def spawn(
@@ -71,18 +69,6 @@ def spawn(
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             preexec_fn=preexec_fn,
         )
-
-
-async def until_answers(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            assert process.poll() is None, tail(log)
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as response:
-                    if response.status < 500:
-                        return
-            await asyncio.sleep(0.05)
-    pytest.fail(f"{url} never answered:\n{tail(log)}")
 
 
 @contextlib.asynccontextmanager
@@ -105,7 +91,10 @@ async def running(
 
 @pytest.fixture
 def served_broker(
-    scheme: devscheme.DevScheme, listeners: devscheme.Listeners, tmp_path: Path
+    scheme: devscheme.DevScheme,
+    listeners: devscheme.Listeners,
+    providers: dict[str, RunningProvider],
+    tmp_path: Path,
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[subprocess.Popen[bytes]]]:
     def start(
         preexec_fn: Callable[[], None] | None = None, **settings: object
@@ -124,6 +113,10 @@ def served_broker(
 
 def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
+
+
+async def connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port_of(url))
 
 
 async def closed_after(reader: asyncio.StreamReader, limit_s: float) -> tuple[float, bytes]:
@@ -163,9 +156,7 @@ async def slow_loris(port: int, count: int, give_up_s: float) -> list[float]:
 
 
 async def test_slow_loris_connections_are_closed_within_the_head_timeout(
-    served_broker: Callable[..., contextlib.AbstractAsyncContextManager[object]],
-    scheme: devscheme.DevScheme,
-    providers: object,
+    served_broker: Served, scheme: devscheme.DevScheme
 ) -> None:
     async with served_broker(
         header_timeout_s=HEAD_S, body_timeout_s=BODY_S, keepalive_timeout_s=30
@@ -175,12 +166,10 @@ async def test_slow_loris_connections_are_closed_within_the_head_timeout(
 
 
 async def test_a_connection_that_sends_nothing_is_closed_within_the_head_timeout(
-    served_broker: Callable[..., contextlib.AbstractAsyncContextManager[object]],
-    scheme: devscheme.DevScheme,
-    providers: object,
+    served_broker: Served, scheme: devscheme.DevScheme
 ) -> None:
     async with served_broker(header_timeout_s=HEAD_S, keepalive_timeout_s=30):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(scheme.broker_url))
+        reader, writer = await connect(scheme.broker_url)
         took, received = await closed_after(reader, 10)
         writer.close()
     assert received == b""
@@ -188,12 +177,10 @@ async def test_a_connection_that_sends_nothing_is_closed_within_the_head_timeout
 
 
 async def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
-    served_broker: Callable[..., contextlib.AbstractAsyncContextManager[object]],
-    scheme: devscheme.DevScheme,
-    providers: object,
+    served_broker: Served, scheme: devscheme.DevScheme
 ) -> None:
     async with served_broker(header_timeout_s=HEAD_S, keepalive_timeout_s=KEEPALIVE_S):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(scheme.broker_url))
+        reader, writer = await connect(scheme.broker_url)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200")
@@ -213,14 +200,12 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_time
 
 
 async def test_a_body_trickling_in_is_answered_408_and_closed_within_the_body_timeout(
-    served_broker: Callable[..., contextlib.AbstractAsyncContextManager[object]],
-    scheme: devscheme.DevScheme,
-    providers: object,
+    served_broker: Served, scheme: devscheme.DevScheme
 ) -> None:
     async with served_broker(
         header_timeout_s=HEAD_S, body_timeout_s=BODY_S, keepalive_timeout_s=30
     ):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(scheme.broker_url))
+        reader, writer = await connect(scheme.broker_url)
         writer.write(
             b"POST /v1/checks HTTP/1.1\r\nHost: x\r\nContent-Type: application/jwt\r\n"
             b"Content-Length: 4000\r\n\r\neyJ"
@@ -279,9 +264,7 @@ def low_fd_limit() -> None:
 
 
 async def test_idle_connections_under_a_low_open_files_limit_stop_neither_checks_nor_reloads(
-    served_broker: Callable[..., contextlib.AbstractAsyncContextManager[object]],
-    scheme: devscheme.DevScheme,
-    providers: dict[str, RunningProvider],
+    served_broker: Served, scheme: devscheme.DevScheme
 ) -> None:
     # idle connections are held for the whole test: only the connection limit protects
     async with (
