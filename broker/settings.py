@@ -55,6 +55,11 @@ class Settings:
     previous_pseudonym_keys: tuple[PseudonymKey, ...] = ()
     redis_prefix: str = "axb"
     log_json: bool = True
+    # connection hygiene (connectors.connections): timeouts and a limit on open connections
+    keepalive_timeout_s: float = 15.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_connections: int = 1000
 
     @property
     def consent_log_path(self) -> Path:
@@ -176,4 +181,8 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         ),
         log_json=bool(table.get("log_json", True)),
         redis_prefix=_identifier(table.get("redis_prefix", "axb")),
+        keepalive_timeout_s=_float(table, "keepalive_timeout_s", 15.0, 0.1, 3600),
+        header_timeout_s=_float(table, "header_timeout_s", 10.0, 0.1, 3600),
+        body_timeout_s=_float(table, "body_timeout_s", 10.0, 0.1, 3600),
+        max_connections=_int(table, "max_connections", 1000, 1, 1_000_000),
     )

@@ -6,6 +6,7 @@ General layout:
 - ``base``            the ``Connector`` interface the broker calls, and the bounded body readers
 - ``signed_http``     the signed-HTTP connector: signs attribute requests, verifies answers
 - ``provider_kit``    what a provider runs: serves the provider API around one async lookup
+- ``connections``     connection hygiene for every server: head, body, keep-alive timeouts, a cap
 - ``dvla_ves``        the adapter for DVLA's Vehicle Enquiry Service, which speaks its own API
 - ``conformance``     the conformance checker: plays the broker against a provider endpoint
 - ``config``          reading a participant's TOML config (keys, anchors, registry file)

@@ -111,9 +111,20 @@ class RegistrySource:
         return self.consider(document.strip(), "url")
 
     async def watch(self, interval_s: float) -> None:
+        """Poll the file and the URL every ``interval_s`` until cancelled. A round that fails
+        in any way (out of file descriptors, say: "Too many open files") keeps the snapshot
+        in force, is logged, and the next round tries again: the watcher never dies."""
         timeout = aiohttp.ClientTimeout(total=max(1.0, interval_s))
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 await asyncio.sleep(interval_s)
-                self.reload()
-                await self.fetch(session)
+                try:
+                    self.reload()
+                    await self.fetch(session)
+                except Exception as exc:  # one failed round, not the end of the watcher
+                    log.warning(
+                        "registry_poll_failed",
+                        error=type(exc).__name__,
+                        errno=getattr(exc, "errno", None),
+                        seq_in_force=self._registry.seq,
+                    )

@@ -18,12 +18,16 @@ import tomllib
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 from aiohttp import web
 
 from broker.errors import BadInput
+from connectors.connections import ConnectionGuard, ConnectionLimits, serve
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
 
 CONFIG = click.Path(dir_okay=False, path_type=Path)
 SCHEME_DIR = click.Path(file_okay=False, path_type=Path)
@@ -135,12 +139,27 @@ async def until_stopped() -> None:
             loop.remove_signal_handler(signum)
 
 
-async def serve_forever(apps: Sequence[tuple[web.Application, Endpoint]]) -> None:
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The broker's connection timeouts and limit, from its settings."""
+    return ConnectionLimits(
+        keepalive_timeout_s=settings.keepalive_timeout_s,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+    )
+
+
+async def serve_forever(
+    apps: Sequence[tuple[web.Application, Endpoint]],
+    limits: ConnectionLimits | None = None,
+) -> None:
     """Serve each app until cancelled; say where each listens, with the port actually bound
     (a config's port 0 lets the kernel choose one). Every port is bound before any app
-    starts: a port in use is then one error, not a started broker shut down again."""
+    starts: a port in use is then one error, not a started broker shut down again. All apps
+    share one connection guard (``limits``): they share the process's file descriptors."""
     listening: list[socket.socket] = []
     runners: list[web.AppRunner] = []
+    guard = ConnectionGuard(limits or ConnectionLimits())
     try:
         for _, endpoint in apps:
             if isinstance(endpoint, socket.socket):
@@ -150,10 +169,8 @@ async def serve_forever(apps: Sequence[tuple[web.Application, Endpoint]]) -> Non
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
                 listening.append(socket.create_server((host, port), family=family))
         for (app, _), sock in zip(apps, listening, strict=True):
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
+            runner = await serve(app, sock, guard)
             runners.append(runner)
-            await web.SockSite(runner, sock).start()
             host, port = runner.addresses[0][:2]
             click.echo(f"listening on http://{host}:{port}", err=True)
         await until_stopped()

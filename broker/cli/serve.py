@@ -14,6 +14,7 @@ from broker.cli.common import (
     CONFIG,
     LISTEN_FD,
     Endpoint,
+    connection_limits,
     inherited_socket,
     serve_forever,
     use_uvloop,
@@ -72,4 +73,4 @@ def serve(
             apps.append((stub, (host, stub_port)))
     use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(apps))
+        asyncio.run(serve_forever(apps, connection_limits(settings)))

@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
+import socket
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ import orjson
 from aiohttp import web
 
 from connectors.config import member_identity, member_log_key
+from connectors.connections import ConnectionGuard, ConnectionLimits, serve
 from members.auditor import AuditClient
 from members.errors import CheckFailed
 from trust.checkpoint import NoteVerifier, split_notes
@@ -299,10 +301,12 @@ async def start_console(
 ) -> tuple[web.AppRunner, Console]:
     """Serve the console on 127.0.0.1 (``port`` 0: any free port); returns the runner."""
     app, console = build_console(config, token=token)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    sock = socket.create_server(("127.0.0.1", port))
+    try:  # header, body and keep-alive timeouts and a connection limit, as for the broker
+        runner = await serve(app, sock, ConnectionGuard(ConnectionLimits()))
+    except BaseException:
+        sock.close()
+        raise
     console.port = runner.addresses[0][1]
     return runner, console
 

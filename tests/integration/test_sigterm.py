@@ -6,7 +6,6 @@ SIGTERM killed ``axb serve`` at once: 32 of 32 checks in flight were dropped.)""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sqlite3
@@ -14,13 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
+from tests.support.processes import tail, until_answers
 from tests.support.servers import RunningProvider, start_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,22 +38,6 @@ def spawn(args: list[str], sock_fd: int | None, log: Path) -> subprocess.Popen[b
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-
-
-def tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
-
-
-async def until_answers(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            assert process.poll() is None, tail(log)
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as response:
-                    if response.status < 500:
-                        return
-            await asyncio.sleep(0.05)
-    pytest.fail(f"{url} never answered:\n{tail(log)}")
 
 
 async def exit_code(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> int:

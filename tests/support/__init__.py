@@ -15,4 +15,5 @@ General layout:
   (``start_on_some_port``).
 - ``redis_server.py``: ``PrivateRedis``, a throwaway ``redis-server`` a test may kill.
 - ``cli.py``: ``run_axb``, the ``axb`` command run as its own process.
+- ``processes.py``: servers run as their own processes (``until_answers``, ``tail``).
 """
