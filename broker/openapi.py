@@ -18,6 +18,7 @@ STATUS_DESCRIPTIONS = {
     403: "Refused by policy (a refused check is recorded, with its log_index).",
     404: "No such resource.",
     405: "Method not allowed.",
+    408: "The request body did not arrive within the body timeout.",
     413: "Body too large.",
     415: "Wrong media type or Content-Encoding.",
     422: "Subject fields missing for this check.",

@@ -53,6 +53,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType("bad-request", 400, "The request is malformed"),
         ProblemType("unsupported-media-type", 415, "Send application/jwt"),
         ProblemType("too-large", 413, "The request body is larger than 16 KiB"),
+        ProblemType("request-timeout", 408, "The request body did not arrive in time"),
         ProblemType("not-found", 404, "No such resource"),
         ProblemType("method-not-allowed", 405, "Method not allowed"),
         ProblemType("rate-limited", 429, "Too many queries from this member"),

@@ -31,7 +31,7 @@ GATE = (
     "store-unavailable",
     "registry-unavailable",
 )
-JWT_BODY = ("unsupported-media-type", "too-large")
+JWT_BODY = ("unsupported-media-type", "too-large", "request-timeout")
 AUDIT_REQUEST = ("invalid-token", "rate-limited", "store-unavailable", "registry-unavailable")
 LOG_READ = ("log-unavailable",)
 
@@ -332,6 +332,7 @@ ROUTES: tuple[Route, ...] = (
         problems=(
             "bad-request",
             "too-large",
+            "request-timeout",
             *AUDIT_REQUEST,
             *policy.SUBJECT_ACCESS_REFUSALS,
             *LOG_READ,
