@@ -3,8 +3,9 @@ check may wait for one of those places before its work starts.
 
 A third bound catches what the first two cannot see: when the process's CPU is saturated,
 requests queue in the event loop before any handler runs, so the broker also measures its own
-event-loop lag (how late a 10 ms timer fires, smoothed) and, while it exceeds
-``max_loop_lag_s``, refuses new checks too.
+event-loop lag (how late a 10 ms timer fires) and, while it has exceeded ``max_loop_lag_s``
+on five ticks in a row, refuses new checks too. One long callback (a burst of start-up work)
+is late once and then on time again: it sheds nothing.
 
 Beyond any bound a check is refused at once — 503 ``overloaded`` with ``Retry-After`` —
 before its signature is verified and before anything is recorded, so a broker at three times
@@ -36,6 +37,7 @@ class LoadShedder:
         self._places = asyncio.Semaphore(max_in_flight)
         self._max_loop_lag_s = max_loop_lag_s
         self.loop_lag_s = 0.0
+        self._late_ticks = 0  # consecutive ticks later than max_loop_lag_s
         self._max_in_flight = max_in_flight
         self._max_waiting = max_in_flight  # a queue as long as the work in hand, no longer
         self._max_wait_s = max_wait_s
@@ -44,23 +46,28 @@ class LoadShedder:
         self.in_flight = 0
         self.shed = 0
 
+    SATURATED_TICKS = 5
+
+    @property
+    def saturated(self) -> bool:
+        return self._late_ticks >= self.SATURATED_TICKS
+
     async def watch_loop(self, tick_s: float = 0.01) -> None:
-        """Measure how late a timer fires, for ever (run it as a task): the event loop's lag,
-        smoothed so one slow callback does not shed, a saturated loop does within ~100 ms."""
+        """Measure how late a timer fires, for ever (run it as a task). A saturated loop is
+        late tick after tick and sheds within a few of them; one slow callback does not."""
         loop = asyncio.get_running_loop()
         while True:
             before = loop.time()
             await asyncio.sleep(tick_s)
-            late = max(0.0, loop.time() - before - tick_s)
-            self.loop_lag_s = 0.8 * self.loop_lag_s + 0.2 * late
+            self.loop_lag_s = max(0.0, loop.time() - before - tick_s)
+            late = self.loop_lag_s > self._max_loop_lag_s
+            self._late_ticks = self._late_ticks + 1 if late else 0
 
     @contextlib.asynccontextmanager
     async def place(self, client_gone: object = None) -> AsyncIterator[None]:
         """Hold one place for a check; raises :class:`Overloaded` when none comes in time,
         :class:`ClientGone` when ``client_gone()`` says the client left while it waited."""
-        if (self._places.locked() and self.waiting >= self._max_waiting) or (
-            self.loop_lag_s > self._max_loop_lag_s
-        ):
+        if (self._places.locked() and self.waiting >= self._max_waiting) or self.saturated:
             self.shed += 1
             raise Overloaded(self._retry_after_s)
         self.waiting += 1

@@ -88,9 +88,24 @@ async def test_a_saturated_event_loop_sheds_new_checks() -> None:
         for _ in range(20):  # callbacks that hog the loop, as a CPU-bound broker's do
             hog_the_loop(0.03)
             await asyncio.sleep(0)
-        assert shedder.loop_lag_s > 0.02
+        assert shedder.saturated
         with pytest.raises(Overloaded):
             async with shedder.place():
                 pass
+    finally:
+        watcher.cancel()
+
+
+async def test_one_long_callback_sheds_nothing() -> None:
+    """A burst of blocking start-up work is late once, then on time: not saturation."""
+    shedder = LoadShedder(max_in_flight=100, max_wait_s=5.0, max_loop_lag_s=0.02)
+    watcher = asyncio.create_task(shedder.watch_loop(tick_s=0.005))
+    try:
+        await asyncio.sleep(0.02)
+        hog_the_loop(0.3)
+        await asyncio.sleep(0.02)
+        assert not shedder.saturated
+        async with shedder.place():
+            pass
     finally:
         watcher.cancel()
