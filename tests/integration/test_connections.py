@@ -28,9 +28,9 @@ import pytest
 
 from broker.scheme import dev as devscheme
 from connectors.connections import ConnectionGuard, ConnectionLimits, connection_cap, serve
-from connectors.reference.population import subject_of
 from members.console.app import start_console
 from members.council import EligibilityClient
+from tests.support.councils import blue_badge
 from tests.support.processes import until_answers
 from tests.support.servers import RunningProvider
 
@@ -281,13 +281,7 @@ async def test_idle_connections_under_a_low_open_files_limit_stop_neither_checks
     ):
 
         async def check() -> str:
-            answer = await client.check(
-                devscheme.BLUE_BADGE_CHECK,
-                purpose="blue-badge-application",
-                subject=subject_of("bb-yes-dla"),
-                assurance="P2",
-            )
-            return answer.outcome
+            return await blue_badge(client)
 
         async def seq_in_force() -> int:
             async with operator.get(scheme.broker_url + "/v1/registry") as response:

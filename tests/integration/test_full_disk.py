@@ -21,9 +21,9 @@ from broker.stores.consent_log import (
     SqliteLocation,
     open_consent_log,
 )
-from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from members.errors import CheckFailed
+from tests.support.councils import blue_badge
 from tests.support.logdb import LOG_BACKENDS, log_backend
 from tests.support.servers import RunningBroker, StartBroker
 
@@ -86,13 +86,7 @@ async def test_a_full_disk_makes_checks_503_and_readiness_false_until_it_has_roo
     ) as client:
 
         async def check() -> str:
-            answer = await client.check(
-                devscheme.BLUE_BADGE_CHECK,
-                purpose="blue-badge-application",
-                subject=subject_of("bb-yes-dla"),
-                assurance="P2",
-            )
-            return answer.outcome
+            return await blue_badge(client)
 
         assert await check() == "yes"
         assert (await ready(broker.url))[0] == 200

@@ -13,6 +13,7 @@ from broker.app_keys import GUARDS, REGISTRY
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
+from tests.support.councils import blue_badge
 from tests.support.servers import RunningBroker, RunningProvider, start_app
 from trust.keys import SigningKey
 from trust.registry import sign_registry
@@ -26,16 +27,6 @@ async def providers_status(broker: RunningBroker) -> dict[str, dict[str, Any]]:
         assert response.status == 200
         body = await response.json()
     return {p["id"]: p for p in body["providers"]}
-
-
-async def blue_badge(client: EligibilityClient, identity: str = "bb-yes-dla") -> str:
-    answer = await client.check(
-        devscheme.BLUE_BADGE_CHECK,
-        purpose="blue-badge-application",
-        subject=subject_of(identity),
-        assurance="P2",
-    )
-    return answer.outcome
 
 
 async def test_circuit_opens_on_a_failing_provider_then_recovers(

@@ -1,4 +1,4 @@
-"""What a council holds in a test: its signing key, and an answer token it kept."""
+"""What a council does in a test: its signing key, a Blue Badge check, an answer token it kept."""
 
 from __future__ import annotations
 
@@ -27,3 +27,14 @@ async def blue_badge_answer_token(client: EligibilityClient, who: str) -> str:
     )
     _, token = await client.exchange(query, jti)
     return token
+
+
+async def blue_badge(client: EligibilityClient, who: str = "bb-yes-dla") -> str:
+    """A Blue Badge check for the test identity ``who``; its verified outcome."""
+    answer = await client.check(
+        devscheme.BLUE_BADGE_CHECK,
+        purpose="blue-badge-application",
+        subject=subject_of(who),
+        assurance="P2",
+    )
+    return answer.outcome
