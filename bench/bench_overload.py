@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +163,25 @@ async def soak(
     }
 
 
-async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Stack:
+    scheme: devscheme.DevScheme
+    broker: Service
+
+    @property
+    def checks_url(self) -> str:
+        return f"{self.scheme.broker_url}/v1/checks"
+
+    def council(self) -> EligibilityClient:
+        return EligibilityClient.from_config(
+            self.scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+        )
+
+
+@contextlib.asynccontextmanager
+async def stack(root: Path, settings: dict[str, object]) -> AsyncIterator[Stack]:
+    """Two reference providers and ``axb serve`` as processes on 127.0.0.1, the broker with
+    the rate limiter lifted and ``settings`` as top-level keys of its config."""
     logs = root / "logs"
     logs.mkdir()
     listeners = devscheme.Listeners()
@@ -169,11 +190,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     text = config.read_text().replace(
         "rate_limit_per_second = 50", "rate_limit_per_second = 1000000"
     )
-    shedding = (
-        f"max_checks_in_flight = {args.max_in_flight}\nmax_check_wait_ms = {args.max_wait_ms}\n"
-        f"max_loop_lag_ms = {args.max_lag_ms}\n"
-    )
-    config.write_text(shedding + text)  # top-level keys: before the first [table]
+    top = "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+    config.write_text(top + text)  # top-level keys: before the first [table]
     services: list[Service] = []
     try:
         for provider in (devscheme.DWP, devscheme.HMRC):
@@ -187,9 +205,24 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         services.append(broker)
         for service in services:
             await wait_up(service, "/readyz" if service is broker else "/healthz")
-        client = EligibilityClient.from_config(scheme.council_config(devscheme.COUNCIL_BLUE_BADGE))
+        yield Stack(scheme, broker)
+    finally:
+        for service in reversed(services):
+            service.stop()
+        listeners.close()
+
+
+async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    settings = {
+        "max_checks_in_flight": args.max_in_flight,
+        "max_check_wait_ms": args.max_wait_ms,
+        "max_loop_lag_ms": args.max_lag_ms,
+    }
+    async with stack(root, settings) as running:
+        scheme, broker = running.scheme, running.broker
+        client = running.council()
         tokens = Tokens(client, args.presign)
-        url = f"{scheme.broker_url}/v1/checks"
+        url = running.checks_url
         print(f"sustainable rate: 16 clients for {args.seconds}s", file=sys.stderr)
         floor = await drive(
             url,
@@ -228,17 +261,9 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 seconds=args.soak_seconds,
                 pid=broker.process.pid,
             )
-    finally:
-        for service in reversed(services):
-            service.stop()
-        listeners.close()
     return {
         "machine": machine(),
-        "settings": {
-            "max_checks_in_flight": args.max_in_flight,
-            "max_check_wait_ms": args.max_wait_ms,
-            "max_loop_lag_ms": args.max_lag_ms,
-        },
+        "settings": settings,
         "sustainable": {
             "checks_per_s": sustainable,
             "p50_ms": percentile(floor.latencies_ms, 50),
@@ -301,8 +326,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-lag-ms", type=int, default=50)
     parser.add_argument("--soak-seconds", type=float, default=0.0, help="then half load")
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="axb-overload-") as tmp:
+    return report(run, parser.parse_args(argv), "axb-overload-", markdown)
+
+
+def report(
+    run: Callable[[argparse.Namespace, Path], Awaitable[dict[str, Any]]],
+    args: argparse.Namespace,
+    prefix: str,
+    markdown: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run a benchmark in a temporary folder; print its table, and its JSON to ``--json``."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         result = asyncio.run(run(args, Path(tmp)))
     print(markdown(result))
     if args.json is not None:

@@ -14,11 +14,14 @@ every server is served through a :class:`ConnectionGuard`:
 - **body**: a body still arriving ``body_timeout_s`` after its head is answered ``408`` (a
   problem document, if no response has started), its handler is cancelled (nothing has been
   done with half a body) and the connection is closed;
-- **a connection limit**: beyond ``max_connections`` open at once (and never so many that
+- **a connection limit**: at ``max_connections`` open at once (and never so many that
   fewer than :data:`RESERVED_FDS` descriptors stay free under ``RLIMIT_NOFILE``) a new
-  connection is closed at once, so descriptors stay available for the connections already
-  open, their outgoing calls, and files. Every server of one process shares one guard: they
-  share one descriptor table.
+  connection takes the place of the oldest connection that has not yet sent one complete
+  request head (a slow-loris or a silent socket: nobody's request is lost), as nginx drains
+  its reusable connections; when every open connection has sent a request, the new one is
+  closed at once. So descriptors stay available for the connections already open, their
+  outgoing calls, and files, and a thousand slow clients cannot lock real ones out. Every
+  server of one process shares one guard: they share one descriptor table.
 
 The wrapper reads a few private attributes of aiohttp's ``RequestHandler`` (the request count,
 the queued messages, the waiter for the next request); ``tests/integration/test_connections``
@@ -94,7 +97,10 @@ class ConnectionGuard:
         self.cap = connection_cap(limits.max_connections, soft)
         self.open = 0
         self.refused = 0
+        self.evicted = 0
         self._at_cap_logged = False
+        # connections that have not yet sent one complete request head, oldest first
+        self._headless: dict[_Watched, None] = {}
 
     def runner(self, app: web.Application) -> web.AppRunner:
         """An app runner with the keep-alive timeout (no access log: the apps log their own
@@ -106,16 +112,27 @@ class ConnectionGuard:
     def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.Protocol]:
         def make() -> asyncio.Protocol:
             if self.open >= self.cap:
-                self.refused += 1
                 if not self._at_cap_logged:
                     self._at_cap_logged = True
                     log.warning("connection_limit_reached", cap=self.cap)
-                return _Refused()
-            self._at_cap_logged = False
+                if not self._headless:
+                    self.refused += 1
+                    return _Refused()
+                oldest = next(iter(self._headless))
+                self.forget_headless(oldest)
+                self.evicted += 1
+                oldest.evict()  # its descriptor is freed as the loop closes it
+            else:
+                self._at_cap_logged = False
             self.open += 1  # counted now: the loop may accept several before any starts
-            return _Watched(server(), self)
+            watched = _Watched(server(), self)
+            self._headless[watched] = None
+            return watched
 
         return make
+
+    def forget_headless(self, connection: _Watched) -> None:
+        self._headless.pop(connection, None)
 
 
 async def serve(app: web.Application, sock: socket.socket, guard: ConnectionGuard) -> web.AppRunner:
@@ -166,17 +183,24 @@ class _Watched(asyncio.Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._counted = True  # the guard counted this connection when it made the protocol
+        self._made = False
+        self._evicted = False
 
     # the protocol, forwarded
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._made = True
         self._inner.connection_made(transport)
+        if self._evicted:  # made room for another before the loop had started this one
+            self._inner.force_close()
+            return
         self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
         heads_before = self._heads()
         self._inner.data_received(data)
         if self._heads() != heads_before:  # a complete request head arrived
+            self._guard.forget_headless(self)
             self._cancel_head_timer()
             payload = self._latest_payload()
             if payload is not None and not payload.is_eof():
@@ -198,10 +222,22 @@ class _Watched(asyncio.Protocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
+        self._guard.forget_headless(self)
         if self._counted:
             self._counted = False
             self._guard.open -= 1
         self._inner.connection_lost(exc)
+
+    def evict(self) -> None:
+        """Close this connection to make room: it has not sent a request head, so no
+        request of its is lost. Its place is given up now, not when the close completes."""
+        self._cancel_head_timer()
+        self._evicted = True
+        if self._counted:
+            self._counted = False
+            self._guard.open -= 1
+        if self._made:
+            self._inner.force_close()
 
     # aiohttp's state (private attributes, read only)
 

@@ -310,9 +310,8 @@ def test_the_connection_cap_keeps_descriptors_free_under_the_open_files_limit() 
     assert connection_cap(1000, resource.RLIM_INFINITY) == 1000
 
 
-async def test_beyond_the_cap_new_connections_are_closed_at_once_and_open_ones_still_work(
-    tmp_path: Path,
-) -> None:
+@contextlib.asynccontextmanager
+async def hello_server(max_connections: int) -> AsyncIterator[tuple[int, ConnectionGuard]]:
     from aiohttp import web
 
     async def hello(request: web.Request) -> web.Response:
@@ -321,22 +320,56 @@ async def test_beyond_the_cap_new_connections_are_closed_at_once_and_open_ones_s
     app = web.Application()
     app.router.add_get("/", hello)
     sock = devscheme.bind_loopback(0)
-    port = sock.getsockname()[1]
-    guard = ConnectionGuard(ConnectionLimits(max_connections=5, header_timeout_s=30))
+    guard = ConnectionGuard(ConnectionLimits(max_connections=max_connections, header_timeout_s=30))
     runner = await serve(app, sock, guard)
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
-            async with session.get(f"http://127.0.0.1:{port}/") as response:
-                assert await response.text() == "hello"
-            with idle_connections(port, 10) as held:
-                await asyncio.sleep(0.3)
-                closed = sum(closed_by_server(sock) for sock in held)
-                assert closed == 10 - 4  # the session's connection is one of the five
-                async with session.get(f"http://127.0.0.1:{port}/") as response:
-                    assert await response.text() == "hello"
-            assert guard.refused == 6
+        yield sock.getsockname()[1], guard
     finally:
         await runner.cleanup()
+
+
+async def test_at_the_cap_a_new_connection_displaces_the_oldest_that_sent_no_request() -> None:
+    async with (
+        hello_server(max_connections=5) as (port, guard),
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session,
+    ):
+        async with session.get(f"http://127.0.0.1:{port}/") as response:
+            assert await response.text() == "hello"
+        with idle_connections(port, 10) as held:
+            await asyncio.sleep(0.3)
+            closed = [closed_by_server(sock) for sock in held]
+            # the session's connection has sent a request: it keeps its place, and the four
+            # places left go to the newest silent connections
+            assert closed == [True] * 6 + [False] * 4
+            assert (guard.open, guard.evicted, guard.refused) == (5, 6, 0)
+            async with session.get(f"http://127.0.0.1:{port}/") as response:
+                assert await response.text() == "hello"
+            fresh = aiohttp.ClientSession()  # a real client gets in, at a silent one's cost
+            async with fresh, fresh.get(f"http://127.0.0.1:{port}/") as response:
+                assert await response.text() == "hello"
+            assert guard.evicted == 7
+        assert guard.refused == 0
+
+
+async def test_at_the_cap_with_every_connection_in_use_a_new_one_is_closed_at_once() -> None:
+    async with hello_server(max_connections=2) as (port, guard):
+        sessions = [
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) for _ in range(2)
+        ]
+        try:
+            for session in sessions:  # two keep-alive connections, each with a request done
+                async with session.get(f"http://127.0.0.1:{port}/") as response:
+                    assert await response.text() == "hello"
+            with idle_connections(port, 3) as held:
+                await asyncio.sleep(0.3)
+                assert all(closed_by_server(sock) for sock in held)
+            assert (guard.refused, guard.evicted) == (3, 0)
+            for session in sessions:  # the connections already open still work
+                async with session.get(f"http://127.0.0.1:{port}/") as response:
+                    assert await response.text() == "hello"
+        finally:
+            for session in sessions:
+                await session.close()
 
 
 async def test_the_provider_kit_closes_a_slow_head(
