@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp import web
 
@@ -81,7 +82,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
 }
 
 
-def problem(slug: str, detail: str | None = None, **extra: Any) -> web.Response:
+def _document(slug: str, detail: str | None, extra: dict[str, Any]) -> tuple[ProblemType, bytes]:
     kind = PROBLEM_TYPES.get(slug)
     if kind is None:  # a code without a type is our bug: still a problem document, never text
         log.error("problem_type_missing", slug=slug)
@@ -94,11 +95,16 @@ def problem(slug: str, detail: str | None = None, **extra: Any) -> web.Response:
     if detail:
         body["detail"] = detail
     body.update(extra)
+    return kind, orjson.dumps(body)
+
+
+def problem(slug: str, detail: str | None = None, **extra: Any) -> web.Response:
+    kind, body = _document(slug, detail, extra)
     headers = {}
     if "retry_after" in extra:
         headers["Retry-After"] = str(extra["retry_after"])
-    return web.json_response(
-        body, status=kind.status, content_type=PROBLEM_MEDIA_TYPE, headers=headers
+    return web.Response(
+        body=body, status=kind.status, content_type=PROBLEM_MEDIA_TYPE, headers=headers
     )
 
 

@@ -113,3 +113,20 @@ async def test_a_check_whose_client_left_before_it_got_a_place_leaves_no_record(
     lines = [e for e in events if e.get("event") == "check"]
     assert [line["problem"] for line in lines] == [None, "client-gone"]
     assert not [e for e in events if e.get("event") == "unhandled_error"]
+
+
+async def test_refusals_are_summed_up_in_one_log_line_a_second_not_a_line_each(
+    scheme: devscheme.DevScheme, start_broker: StartBroker, slow_dwp: None
+) -> None:
+    await start_broker(max_checks_in_flight=1, max_check_wait_ms=20)
+    config = scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+    with structlog.testing.capture_logs() as events:
+        async with EligibilityClient.from_config(config) as client:
+            results = await asyncio.gather(*(timed_check(client) for _ in range(6)))
+            await asyncio.sleep(1.3)  # the shedder's next summary
+    assert sorted(str(r[0]) for r in results) == ["503"] * 5 + ["yes"]
+    checks = [e for e in events if e.get("event") == "check"]
+    assert [e["problem"] for e in checks] == [None]  # the answered one; refusals have no line
+    summaries = [e for e in events if e.get("event") == "load_shed"]
+    assert sum(e["refused"] for e in summaries) == 5
+    assert all(set(e) >= {"in_flight", "waiting", "loop_lag_ms"} for e in summaries)
