@@ -91,7 +91,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "body_timeout_s": args.timeout_s,
         "max_checks_in_flight": 64,
     }
-    async with stack(root, settings) as running:
+    async with stack(root, settings, pin=args.pin) as running:
         tokens = Tokens(running.council(), args.presign)
         port = int(running.scheme.broker_url.rsplit(":", 1)[1])
         pid = running.broker.process.pid
@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=3.0)
     parser.add_argument("--presign", type=int, default=12000)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--pin", action=argparse.BooleanOptionalAction, default=True, help="as bench_overload"
+    )
     parser.add_argument("--attack", type=int, default=0, help=argparse.SUPPRESS)  # the child
     args = parser.parse_args(argv)
     if args.attack:
