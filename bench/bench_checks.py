@@ -333,13 +333,17 @@ def percentile(values: list[float], p: float) -> float:
 
 
 class Tokens:
-    """Pre-signed queries, handed out once each; signs more on demand if they run out."""
+    """Pre-signed queries, handed out once each; signs more on demand if they run out or
+    grow stale (a query lives 120 s: a long soak must not send expired ones)."""
+
+    FRESH_FOR_S = 60.0
 
     def __init__(self, client: EligibilityClient, count: int) -> None:
         self._client = client
         self._made = 0
         self.signed_during_run = 0
         self.identity_of: dict[str, str] = {}  # query jti -> test identity
+        self._signed_at = time.monotonic()
         self._tokens: list[str] = [self._sign() for _ in range(count)]
         self._next = 0
 
@@ -361,7 +365,8 @@ class Tokens:
         return self._tokens[0]
 
     def __call__(self) -> str:
-        if self._next < len(self._tokens):
+        fresh = time.monotonic() - self._signed_at < self.FRESH_FOR_S
+        if fresh and self._next < len(self._tokens):
             token = self._tokens[self._next]
             self._next += 1
             return token
