@@ -1,0 +1,146 @@
+"""The log as a witness client, and the witness policy enforced by councils: two witnesses
+(real servers on loopback) cosign the broker's checkpoints; a council proves its receipt only
+under a quorum; a witness that goes away stops nothing but the quorum; and a log operator that
+forks its history and shows each fork to a different council is caught."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from broker.app_keys import REGISTRY
+from broker.scheme import dev as devscheme
+from connectors.config import member_identity, member_log_key, member_witness_policy
+from connectors.reference.population import subject_of
+from members.council import EligibilityClient
+from tests.support.servers import RunningBroker, StartBroker
+from tests.support.witnesses import serve_scheme_witnesses
+from trust.cosignature import verified_cosignatures
+from trust.messages import EligibilityAnswer
+from trust.receipts import ReceiptNotWitnessed
+
+
+@pytest.fixture
+def listeners() -> Iterator[devscheme.Listeners]:
+    with devscheme.Listeners(witnesses=devscheme.WITNESSES) as held:
+        yield held
+
+
+@pytest.fixture
+async def witnesses(
+    scheme: devscheme.DevScheme, listeners: devscheme.Listeners
+) -> AsyncIterator[dict[str, web.AppRunner]]:
+    running = await serve_scheme_witnesses(scheme, listeners)
+    yield running
+    for runner in running.values():
+        await runner.cleanup()
+
+
+def council(scheme: devscheme.DevScheme, member_id: str, broker_url: str) -> EligibilityClient:
+    config = scheme.council_config(member_id)
+    return EligibilityClient(
+        **{**member_identity(config), "broker_url": broker_url},
+        log_key=member_log_key(config),
+        witness_policy=member_witness_policy(config, now=int(time.time())),
+    )
+
+
+async def blue_badge(client: EligibilityClient, who: str = "bb-yes-dla") -> EligibilityAnswer:
+    return await client.check(
+        devscheme.BLUE_BADGE_CHECK,
+        purpose="blue-badge-application",
+        subject=subject_of(who),
+        assurance="P2",
+    )
+
+
+async def free_school_meals(client: EligibilityClient) -> EligibilityAnswer:
+    return await client.check(
+        devscheme.FSM_CHECK,
+        purpose="free-school-meals-application",
+        subject=subject_of("fsm-yes-income-support"),
+        assurance="P2",
+    )
+
+
+async def cosigned_note(broker: RunningBroker) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{broker.url}/v1/log/checkpoint/cosigned") as response,
+    ):
+        return response.status, await response.text()
+
+
+async def test_both_witnesses_cosign_and_the_council_proves_its_receipt_under_the_policy(
+    scheme: devscheme.DevScheme,
+    witnesses: dict[str, web.AppRunner],
+    start_broker: StartBroker,
+    providers: object,
+) -> None:
+    broker = await start_broker(checkpoint_every_seconds=0.2)
+    policy = broker.app[REGISTRY].current().witness_policy
+    assert policy is not None
+    assert policy.describe() == "2 of 2 (dev-witnesses)"
+    async with council(scheme, devscheme.COUNCIL_BLUE_BADGE, broker.url) as client:
+        answer = await blue_badge(client, "bb-yes-dla")
+        receipt = await client.prove_receipt(answer, wait_s=10, poll_s=0.1)
+    assert receipt.checkpoint.size > answer.log_index
+    found = verified_cosignatures(receipt.note, policy.verifiers(), now=int(time.time()))
+    assert set(found) == {"witness.dev/a", "witness.dev/b"}
+
+
+async def test_the_log_keeps_going_when_a_witness_is_down_but_receipts_lack_a_quorum(
+    scheme: devscheme.DevScheme,
+    witnesses: dict[str, web.AppRunner],
+    start_broker: StartBroker,
+    providers: object,
+) -> None:
+    await witnesses.pop("witness-b").cleanup()  # witness B is gone: connections are refused
+    broker = await start_broker(checkpoint_every_seconds=0.2)
+    async with council(scheme, devscheme.COUNCIL_BLUE_BADGE, broker.url) as client:
+        indices = [
+            (await blue_badge(client)).log_index for _ in range(3)
+        ]  # checks are answered as ever
+        assert indices == [0, 1, 2]
+        answer = await blue_badge(client, "bb-no")
+        with pytest.raises(ReceiptNotWitnessed, match="short of the policy's quorum 2 of 2"):
+            await client.prove_receipt(answer, wait_s=1.5, poll_s=0.1)
+    status, note = await cosigned_note(broker)
+    assert status == 200  # witness A still cosigns
+    policy = broker.app[REGISTRY].current().witness_policy
+    assert policy is not None
+    assert set(verified_cosignatures(note, policy.verifiers(), now=int(time.time()))) == {
+        "witness.dev/a"
+    }
+
+
+async def test_a_log_forked_for_two_councils_leaves_one_unable_to_prove_its_receipt(
+    scheme: devscheme.DevScheme,
+    witnesses: dict[str, web.AppRunner],
+    start_broker: StartBroker,
+    providers: object,
+    tmp_path: Path,
+) -> None:
+    """The operator runs two logs under the one log key: the same origin, two histories. Each
+    council sees only its own fork, and each fork's checkpoints verify under the log key. The
+    witnesses cosign whichever history they see first and refuse the other (409, then 422)."""
+    honest = await start_broker(checkpoint_every_seconds=0.2)
+    async with council(scheme, devscheme.COUNCIL_BLUE_BADGE, honest.url) as first:
+        answer = await blue_badge(first, "bb-yes-dla")
+        await first.prove_receipt(answer, wait_s=10, poll_s=0.1)  # both witnesses cosigned
+    fork = await start_broker(
+        port=0, consent_log=str(tmp_path / "fork.sqlite3"), checkpoint_every_seconds=0.2
+    )
+    async with council(scheme, devscheme.COUNCIL_SCHOOLS, fork.url) as second:
+        forked = await free_school_meals(second)
+        for _ in range(3):  # the fork grows past the honest log's size, to no avail
+            await free_school_meals(second)
+        assert forked.log_index == answer.log_index  # the same index, another record
+        with pytest.raises(ReceiptNotWitnessed):
+            await second.prove_receipt(forked, wait_s=2, poll_s=0.1)
+    assert (await cosigned_note(fork))[0] == 404  # no witness cosigned any checkpoint of it
