@@ -14,6 +14,7 @@ from broker.witness.app import create_witness_app
 from broker.witness.settings import load_witness_settings
 from tests.support.servers import serve_on
 from trust.checkpoint import Checkpoint, NoteSigner, generate_signer, sign_checkpoint
+from trust.cosignature import generate_cosigner
 from trust.merkle import MerkleTree, leaf_hash
 from trust.witnessing import AddCheckpoint
 
@@ -68,12 +69,14 @@ class StandaloneWitness:
             return response.status, response.content_type, await response.text()
 
 
-def standalone_witness(root: Path, origin: str = "example.test/log") -> StandaloneWitness:
-    """A witness config in ``root`` that trusts a fresh log key for ``origin``."""
-    from trust.cosignature import generate_cosigner
-
-    log_skey, log_vkey = generate_signer(origin)
-    skey, vkey = generate_cosigner("witness.test/w1")
+def standalone_witness(
+    root: Path, *, log: NoteSigner | None = None, name: str = "witness.test/w1"
+) -> StandaloneWitness:
+    """A witness config in ``root`` named ``name`` that trusts the key of ``log`` (by default
+    a fresh one for origin example.test/log)."""
+    log = log or NoteSigner(generate_signer("example.test/log")[0])
+    log_vkey = log.vkey
+    skey, vkey = generate_cosigner(name)
     root.mkdir(parents=True, exist_ok=True)
     (root / "witness.skey").write_text(skey + "\n")
     (root / "log.vkey").write_text(log_vkey + "\n")
@@ -82,7 +85,7 @@ def standalone_witness(root: Path, origin: str = "example.test/log") -> Standalo
         'key_file = "witness.skey"\nstate = "state/witness.sqlite3"\n'
         '[[logs]]\nvkey_file = "log.vkey"\n'
     )
-    return StandaloneWitness(config, vkey, TestLog(NoteSigner(log_skey)))
+    return StandaloneWitness(config, vkey, TestLog(log))
 
 
 async def serve_scheme_witnesses(
