@@ -594,7 +594,8 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
         folder.auditor_config(AUDITOR),
         f'member_id = "{AUDITOR}"\nsigning_key = "../keys/{AUDITOR}.pem"\n'
         f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
-        'log_key = "../public/log.vkey"\n',
+        'log_key = "../public/log.vkey"\n'
+        + (_scheme_toml(up="../") if scheme.witness_ports else ""),
     )
     for council in COUNCILS:
         _write(
