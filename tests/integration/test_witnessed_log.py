@@ -1,10 +1,13 @@
 """The log as a witness client, and the witness policy enforced by councils: two witnesses
 (real servers on loopback) cosign the broker's checkpoints; a council proves its receipt only
 under a quorum; a witness that goes away stops nothing but the quorum; and a log operator that
-forks its history and shows each fork to a different council is caught."""
+forks its history and shows each fork to a different council is caught. Auditors enforce the
+policy too: ``axb audit verify --config`` and the audit API's record proofs count a checkpoint
+as proven only with a quorum."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,11 +16,19 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from broker.app_keys import REGISTRY
+from broker.app_keys import REGISTRY, TRANSPARENCY
 from broker.scheme import dev as devscheme
-from connectors.config import member_identity, member_log_key, member_witness_policy
+from connectors.config import (
+    load_log_key,
+    member_identity,
+    member_log_key,
+    member_witness_policy,
+)
 from connectors.reference.population import subject_of
+from members.auditor import AuditClient
 from members.council import EligibilityClient
+from tests.support.cli import run_axb
+from tests.support.councils import blue_badge_answer_token
 from tests.support.servers import RunningBroker, StartBroker
 from tests.support.witnesses import serve_scheme_witnesses
 from trust.cosignature import verified_cosignatures
@@ -39,6 +50,14 @@ async def witnesses(
     yield running
     for runner in running.values():
         await runner.cleanup()
+
+
+@pytest.fixture
+async def broker(
+    start_broker: StartBroker, providers: object, witnesses: dict[str, web.AppRunner]
+) -> RunningBroker:
+    """The scheme's broker, checkpointing (and so submitting to the witnesses) every 0.2 s."""
+    return await start_broker(checkpoint_every_seconds=0.2)
 
 
 def council(scheme: devscheme.DevScheme, member_id: str, broker_url: str) -> EligibilityClient:
@@ -79,10 +98,8 @@ async def cosigned_note(broker: RunningBroker) -> tuple[int, str]:
 async def test_both_witnesses_cosign_and_the_council_proves_its_receipt_under_the_policy(
     scheme: devscheme.DevScheme,
     witnesses: dict[str, web.AppRunner],
-    start_broker: StartBroker,
-    providers: object,
+    broker: RunningBroker,
 ) -> None:
-    broker = await start_broker(checkpoint_every_seconds=0.2)
     policy = broker.app[REGISTRY].current().witness_policy
     assert policy is not None
     assert policy.describe() == "2 of 2 (dev-witnesses)"
@@ -97,11 +114,9 @@ async def test_both_witnesses_cosign_and_the_council_proves_its_receipt_under_th
 async def test_the_log_keeps_going_when_a_witness_is_down_but_receipts_lack_a_quorum(
     scheme: devscheme.DevScheme,
     witnesses: dict[str, web.AppRunner],
-    start_broker: StartBroker,
-    providers: object,
+    broker: RunningBroker,
 ) -> None:
     await witnesses.pop("witness-b").cleanup()  # witness B is gone: connections are refused
-    broker = await start_broker(checkpoint_every_seconds=0.2)
     async with council(scheme, devscheme.COUNCIL_BLUE_BADGE, broker.url) as client:
         indices = [
             (await blue_badge(client)).log_index for _ in range(3)
@@ -121,15 +136,14 @@ async def test_the_log_keeps_going_when_a_witness_is_down_but_receipts_lack_a_qu
 
 async def test_a_log_forked_for_two_councils_leaves_one_unable_to_prove_its_receipt(
     scheme: devscheme.DevScheme,
-    witnesses: dict[str, web.AppRunner],
     start_broker: StartBroker,
-    providers: object,
+    broker: RunningBroker,
     tmp_path: Path,
 ) -> None:
     """The operator runs two logs under the one log key: the same origin, two histories. Each
     council sees only its own fork, and each fork's checkpoints verify under the log key. The
     witnesses cosign whichever history they see first and refuse the other (409, then 422)."""
-    honest = await start_broker(checkpoint_every_seconds=0.2)
+    honest = broker
     async with council(scheme, devscheme.COUNCIL_BLUE_BADGE, honest.url) as first:
         answer = await blue_badge(first, "bb-yes-dla")
         await first.prove_receipt(answer, wait_s=10, poll_s=0.1)  # both witnesses cosigned
@@ -144,3 +158,53 @@ async def test_a_log_forked_for_two_councils_leaves_one_unable_to_prove_its_rece
         with pytest.raises(ReceiptNotWitnessed):
             await second.prove_receipt(forked, wait_s=2, poll_s=0.1)
     assert (await cosigned_note(fork))[0] == 404  # no witness cosigned any checkpoint of it
+
+
+async def test_audit_verify_and_receipts_count_only_witnessed_checkpoints(
+    scheme: devscheme.DevScheme,
+    witnesses: dict[str, web.AppRunner],
+    broker: RunningBroker,
+    tmp_path: Path,
+) -> None:
+    transparency = broker.app[TRANSPARENCY]
+    auditor_config = scheme.folder.auditor_config(devscheme.AUDITOR)
+    log_key = load_log_key(scheme.folder.log_verifier_key)
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+    ) as council:
+        token = await blue_badge_answer_token(council, "bb-yes-dla")
+        for _ in range(50):  # until both witnesses cosigned a checkpoint covering it
+            cosigned = await transparency.latest_cosigned()
+            if cosigned is not None and cosigned[1].count("— witness.dev/") == 2:
+                break
+            await asyncio.sleep(0.1)
+        async with AuditClient.from_config(auditor_config) as auditor:
+            assert auditor.witness_policy is not None
+            audit = await auditor.audit_receipt(token, log_key)
+            assert audit.problems == []
+            # witness B goes away; a newer record's checkpoint is never cosigned by both
+            await witnesses.pop("witness-b").cleanup()
+            newer = await blue_badge_answer_token(council, "bb-no")
+            await asyncio.sleep(0.6)
+            late = await auditor.audit_receipt(newer, log_key)
+            assert any("not yet proven" in p for p in late.problems)
+        export = tmp_path / "export.jsonl"
+        status, _, err = await run_axb(
+            "audit", "export", "--config", str(auditor_config), "--out", str(export)
+        )
+        assert status == 0, err
+    key_file = str(scheme.folder.log_verifier_key)
+    status, plain, _ = await run_axb("audit", "verify", str(export), "--log-key", key_file)
+    assert status == 0, plain
+    status, witnessed, _ = await run_axb(
+        "audit", "verify", str(export), "--log-key", key_file, "--config", str(auditor_config)
+    )
+    assert status == 0, witnessed
+    assert "witness policy: 2 of 2 (dev-witnesses)" in witnessed
+    assert "checkpoints without a quorum (not yet proven): 0" not in witnessed
+    assert size_verified(witnessed) == 1
+    assert size_verified(plain) == 2
+
+
+def size_verified(report: str) -> int:
+    return int(report.split("verified up to size: ")[1].split()[0])
