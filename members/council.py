@@ -87,6 +87,11 @@ class EligibilityClient:
         self._owns_session = session is None
         self._clock = clock
 
+    @property
+    def witness_policy(self) -> WitnessPolicy | None:
+        """The witness policy receipts are proven under (``None``: the log key alone)."""
+        return self._witness_policy
+
     @classmethod
     def from_config(cls, path: Path, **kwargs: Any) -> EligibilityClient:
         kwargs.setdefault("log_key", member_log_key(path))

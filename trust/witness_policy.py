@@ -87,7 +87,7 @@ class WitnessPolicy:
         group = self.groups.get(self.quorum)
         if group is None:
             return f"witness {self.quorum}"
-        return f"{group.threshold} of {len(group.members)} ({group.name})"
+        return f"{group.threshold} of {len(group.members)} in {group.name}"
 
 
 def parse_witness(member_id: str, raw: Any, *, active: bool = True) -> Witness:

@@ -49,7 +49,8 @@ def create_witness_app(
             log.warning(
                 "checkpoint_refused",
                 status=refusal.status,
-                origin=submitted.origin,
+                # an unknown origin is the caller's text: never written to the log
+                origin=submitted.origin if submitted.origin in settings.log_keys else None,
                 latest_size=refusal.latest_size,
                 reason=refusal.detail,
             )
@@ -74,6 +75,11 @@ def create_witness_app(
         app[STATE].close()
 
     app.cleanup_ctx.append(state)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
     app.router.add_post("/add-checkpoint", add_checkpoint)
+    app.router.add_get("/healthz", healthz)
     app.router.add_get("/{origin_hash:[0-9a-f]{64}}/checkpoint", get_checkpoint)
     return app

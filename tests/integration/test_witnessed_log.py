@@ -102,7 +102,7 @@ async def test_both_witnesses_cosign_and_the_council_proves_its_receipt_under_th
 ) -> None:
     policy = broker.app[REGISTRY].current().witness_policy
     assert policy is not None
-    assert policy.describe() == "2 of 2 (dev-witnesses)"
+    assert policy.describe() == "2 of 2 in dev-witnesses"
     async with council(scheme, devscheme.COUNCIL_BLUE_BADGE, broker.url) as client:
         answer = await blue_badge(client, "bb-yes-dla")
         receipt = await client.prove_receipt(answer, wait_s=10, poll_s=0.1)
@@ -200,7 +200,7 @@ async def test_audit_verify_and_receipts_count_only_witnessed_checkpoints(
         "audit", "verify", str(export), "--log-key", key_file, "--config", str(auditor_config)
     )
     assert status == 0, witnessed
-    assert "witness policy: 2 of 2 (dev-witnesses)" in witnessed
+    assert "witness policy: 2 of 2 in dev-witnesses" in witnessed
     assert "checkpoints without a quorum (not yet proven): 0" not in witnessed
     assert size_verified(witnessed) == 1
     assert size_verified(plain) == 2

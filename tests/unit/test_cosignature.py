@@ -174,7 +174,7 @@ def test_k_of_n_groups_and_nested_groups_decide_the_quorum() -> None:
     assert not policy.satisfied_by({"a", "b"})  # eu holds, d does not
     assert policy.satisfied_by({"a", "c", "d"})
     assert not policy.satisfied_by({"a", "d"})
-    assert policy.describe() == "2 of 2 (all)"
+    assert policy.describe() == "2 of 2 in all"
 
 
 @pytest.mark.parametrize(
