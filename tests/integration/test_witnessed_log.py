@@ -208,3 +208,28 @@ async def test_audit_verify_and_receipts_count_only_witnessed_checkpoints(
 
 def size_verified(report: str) -> int:
     return int(report.split("verified up to size: ")[1].split()[0])
+
+
+async def test_a_restarted_broker_catches_up_with_the_witnesses_after_their_409(
+    scheme: devscheme.DevScheme,
+    witnesses: dict[str, web.AppRunner],
+    start_broker: StartBroker,
+    providers: object,
+    each_log_backend: dict[str, object],
+) -> None:
+    """A new broker process knows nothing of what the witnesses hold: its first submission
+    (``old 0``) is answered 409 with their size, and it retries with a proof from there. The
+    cosignatures are kept in the consent log's database (SQLite, then PostgreSQL) and served
+    by the restarted process."""
+    first = await start_broker(checkpoint_every_seconds=0.2, **each_log_backend)
+    async with council(scheme, devscheme.COUNCIL_BLUE_BADGE, first.url) as client:
+        await client.prove_receipt(await blue_badge(client), wait_s=10, poll_s=0.1)
+    await first.stop()
+    again = await start_broker(checkpoint_every_seconds=0.2, **each_log_backend)
+    status, note = await cosigned_note(again)
+    assert status == 200  # what the first process stored, served by the second
+    assert note.count("— witness.dev/") == 2
+    async with council(scheme, devscheme.COUNCIL_BLUE_BADGE, again.url) as client:
+        answer = await blue_badge(client, "bb-no")
+        receipt = await client.prove_receipt(answer, wait_s=10, poll_s=0.1)
+    assert receipt.checkpoint.size == 2
