@@ -14,9 +14,10 @@ import pytest
 
 from broker.witness.settings import WitnessSettings, load_witness_settings
 from broker.witness.state import WitnessState
+from tests.support.cli import run_axb
 from tests.support.witnesses import StandaloneWitness, TestLog, standalone_witness
 from trust.checkpoint import NoteSigner, generate_signer
-from trust.cosignature import CosignatureVerifier, verified_cosignatures
+from trust.cosignature import CosignatureVerifier, load_cosigner, verified_cosignatures
 from trust.witnessing import WitnessRefusal
 
 
@@ -167,3 +168,20 @@ def test_two_processes_sharing_the_state_file_cannot_both_cosign_from_one_size(
         )
     for state in states:
         state.close()
+
+
+async def test_keygen_writes_a_private_key_once_and_prints_the_verifier_key(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "secrets" / "w1.skey"
+    status, printed, _ = await run_axb(
+        "witness", "keygen", "--name", "w.test/w1", "--out", str(out)
+    )
+    assert status == 0
+    vkey = CosignatureVerifier(printed.strip())
+    assert vkey.name == "w.test/w1"
+    assert load_cosigner(out.read_text().strip()).vkey == vkey.vkey
+    assert out.stat().st_mode & 0o077 == 0  # readable by its owner only
+    status, _, err = await run_axb("witness", "keygen", "--name", "w.test/w1", "--out", str(out))
+    assert status == 2
+    assert "never overwritten" in err
