@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from connectors.config import (
     member_identity,
     member_log_key,
     member_witness_policy,
+    scheme_files,
 )
 from connectors.reference.population import subject_of
 from members.auditor import AuditClient
@@ -34,6 +36,7 @@ from tests.support.witnesses import serve_scheme_witnesses
 from trust.cosignature import verified_cosignatures
 from trust.messages import EligibilityAnswer
 from trust.receipts import ReceiptNotWitnessed
+from trust.registry import verify_registry
 
 
 @pytest.fixture
@@ -233,3 +236,22 @@ async def test_a_restarted_broker_catches_up_with_the_witnesses_after_their_409(
         answer = await blue_badge(client, "bb-no")
         receipt = await client.prove_receipt(answer, wait_s=10, poll_s=0.1)
     assert receipt.checkpoint.size == 2
+
+
+def test_a_scheme_change_keeps_the_witness_policy_and_a_suspended_witness_counts_for_nothing(
+    scheme: devscheme.DevScheme,
+) -> None:
+    """The scheme operator's tools (``axb scheme …``) republish the registry with its
+    policy; suspending a witness leaves the policy in force and that witness unheard."""
+    from broker.scheme import admin
+
+    source = admin.set_status(admin.load_source(scheme.root), "witness-b", "suspended")
+    admin.publish(scheme.root, source)
+    files = scheme_files(scheme.root, {**tomllib.loads(scheme.broker_config.read_text())})
+    registry = verify_registry(files.read_registry(), files.anchors, now=int(time.time()))
+    assert registry.seq == 2
+    policy = registry.witness_policy
+    assert policy is not None
+    assert policy.describe() == "2 of 2 in dev-witnesses"
+    assert set(policy.verifiers()) == {"witness.dev/a"}  # B's cosignatures are not counted
+    assert not policy.satisfied_by({"witness-a"})
