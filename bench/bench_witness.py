@@ -119,6 +119,7 @@ async def one_round(args: argparse.Namespace, root: Path, *, witnesses: bool) ->
         "latencies_ms": load.latencies_ms,
         "checks": load.ok,
         "errors": sum(load.errors.values()) + load.completed - load.ok,
+        "statuses": {str(status): n for status, n in load.statuses.items()},
         "machine_busy_cores": load.machine_busy_cores,
         "cosigned_size": cosigned_size,
         "cosigners": cosigners,
@@ -155,7 +156,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     }
     return {
         "machine": machine(),
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "summary": summary,
         "p99_ratio": summary["two_witnesses"]["p99_ms"] / summary["none"]["p99_ms"],
         "per_round": [
@@ -163,6 +164,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 "witnesses": r["witnesses"],
                 "checks": r["checks"],
                 "errors": r["errors"],
+                "statuses": r["statuses"],
                 "p99_ms": percentile(r["latencies_ms"], 99),
                 "machine_busy_cores": r["machine_busy_cores"],
                 "cosigned_size": r["cosigned_size"],
@@ -189,7 +191,8 @@ def markdown(result: dict[str, Any]) -> str:
         if r["witnesses"]:
             lines.append(
                 f"witnessed round: largest cosigned checkpoint {r['cosigned_size']} "
-                f"with {r['cosigners']} witness lines; {r['errors']} errors"
+                f"with {r['cosigners']} witness lines; {r['errors']} not answered 200 "
+                f"(statuses {r['statuses']})"
             )
     return "\n".join(lines)
 
