@@ -12,6 +12,8 @@ General layout:
 - ``fanout``       parallel provider calls under one deadline, short-circuiting
 - ``resilience``   per-provider concurrency limits, circuit breakers and latency tracking
 - ``transparency`` the tamper-evident log: appends, the Merkle tree, checkpoints, proofs
+- ``cosigning``    the log as a witness client: each new checkpoint to the registry's witnesses
+- ``witness``      ``axb witness serve``: a witness that cosigns checkpoints (a separate service)
 - ``audit``        the audit API and the public log endpoints
 - ``stores``       admission (replay and rate limits: memory or Redis) and the consent log
 - ``problems``     the one place where errors become RFC 9457 problem+json responses

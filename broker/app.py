@@ -28,6 +28,7 @@ from broker.app_keys import (
     TRANSPARENCY,
     Stores,
 )
+from broker.cosigning import WitnessClient
 from broker.errors import BrokerError, ClientGone
 from broker.gate import Gate
 from broker.metrics import Metrics
@@ -179,10 +180,12 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             connector=aiohttp.TCPConnector(limit=256, limit_per_host=128),
             timeout=aiohttp.ClientTimeout(total=30),
         )
+        witnesses = WitnessClient(transparency, registry.current, lambda: app[HTTP], clock=clock)
+        cosigner = asyncio.create_task(witnesses.run(settings.checkpoint_every_seconds))
         watcher = asyncio.create_task(registry.watch(settings.registry_poll_s))
         lag = asyncio.create_task(app[SHEDDER].watch_loop())
         yield
-        for task in (watcher, checkpointer, lag):
+        for task in (watcher, checkpointer, lag, cosigner):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -206,6 +206,16 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/log/checkpoint/cosigned",
+        public.get_cosigned_checkpoint,
+        "cosignedCheckpoint",
+        "The largest checkpoint the witnesses cosigned, with their cosignature lines "
+        "(C2SP tlog-cosignature); 404 until a witness has cosigned one",
+        text_response("signed note with cosignatures"),
+        problems=("not-found", *LOG_READ),
+    ),
+    Route(
+        "GET",
         "/v1/log/key",
         public.get_log_key,
         "logKey",

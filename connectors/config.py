@@ -10,9 +10,10 @@ from typing import Any
 
 from connectors.errors import ConfigError
 from trust.checkpoint import NoteVerifier
-from trust.errors import CheckpointError
+from trust.errors import CheckpointError, RegistryError
 from trust.keys import SigningKey, VerifyingKey
-from trust.registry import Anchors
+from trust.registry import Anchors, verify_registry
+from trust.witness_policy import WitnessPolicy
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -96,6 +97,21 @@ def load_log_key(path: Path) -> NoteVerifier:
         return NoteVerifier(path.read_text(encoding="utf-8").strip())
     except (OSError, UnicodeDecodeError, CheckpointError) as exc:
         raise ConfigError(f"cannot read log key {path}: {exc}") from exc
+
+
+def member_witness_policy(path: Path, *, now: int) -> WitnessPolicy | None:
+    """The scheme's witness policy, if a member's config pins the scheme (``scheme``,
+    ``operator``, ``anchors``, ``registry``): from the registry, verified against the anchors.
+    ``None`` if the config pins no registry, or the registry declares no policy."""
+    table = read_toml(path)
+    if "registry" not in table:
+        return None
+    files = scheme_files(path.parent, table)
+    try:
+        registry = verify_registry(files.read_registry(), files.anchors, now=now)
+    except RegistryError as exc:
+        raise ConfigError(f"cannot read the witness policy: {exc}") from exc
+    return registry.witness_policy
 
 
 def member_log_key(path: Path) -> NoteVerifier | None:

@@ -27,11 +27,11 @@ from typing import Any, Self
 import aiohttp
 import orjson
 
-from connectors.config import member_identity, member_log_key
+from connectors.config import member_identity, member_log_key, member_witness_policy
 from members.errors import AnswerNotTrusted, CheckFailed, NotOpen
 from trust import jws
 from trust.checkpoint import NoteVerifier
-from trust.errors import InvalidMessage, KeyFormatError, VerificationError
+from trust.errors import InvalidMessage, KeyFormatError, TrustError, VerificationError
 from trust.jws import JWT_MEDIA_TYPE
 from trust.keys import SigningKey, VerifyingKey, b64_decode, load_jwks
 from trust.messages import (
@@ -47,6 +47,7 @@ from trust.receipts import (
     open_log_checkpoint,
     prove_receipt,
 )
+from trust.witness_policy import WitnessPolicy, open_witnessed_checkpoint
 
 
 async def fetch_broker_keys(
@@ -70,11 +71,13 @@ class EligibilityClient:
         broker_id: str,
         broker_keys: tuple[VerifyingKey, ...] | None = None,
         log_key: NoteVerifier | None = None,
+        witness_policy: WitnessPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.member_id = member_id
         self._log_key = log_key
+        self._witness_policy = witness_policy
         self._key = key
         self._url = broker_url.rstrip("/")
         self._broker_id = broker_id
@@ -84,9 +87,16 @@ class EligibilityClient:
         self._owns_session = session is None
         self._clock = clock
 
+    @property
+    def witness_policy(self) -> WitnessPolicy | None:
+        """The witness policy receipts are proven under (``None``: the log key alone)."""
+        return self._witness_policy
+
     @classmethod
     def from_config(cls, path: Path, **kwargs: Any) -> EligibilityClient:
         kwargs.setdefault("log_key", member_log_key(path))
+        clock = kwargs.get("clock", time.time)
+        kwargs.setdefault("witness_policy", member_witness_policy(path, now=int(clock())))
         return cls(**member_identity(path), **kwargs)
 
     async def __aenter__(self) -> Self:
@@ -212,8 +222,10 @@ class EligibilityClient:
             raise ReceiptNotProven("no log key is pinned: set log_key in the council config")
         give_up = time.monotonic() + wait_s
         while True:
-            note = await self._log_text("/v1/log/checkpoint")
+            note = await self._log_text("/v1/log/checkpoint")  # a fresh one, cosigned soon
             size = open_log_checkpoint(note, self._log_key).size
+            if self._witness_policy is not None:
+                note, size = await self._witnessed(note, size)
             if size > answer.log_index or time.monotonic() >= give_up:
                 break
             await asyncio.sleep(poll_s)
@@ -226,8 +238,32 @@ class EligibilityClient:
             except (TypeError, KeyError, ValueError) as exc:
                 raise ReceiptNotProven(f"malformed inclusion proof: {exc!r}") from exc
         return prove_receipt(
-            answer.log_index, answer.record_digest, note=note, verifier=self._log_key, proof=proof
+            answer.log_index,
+            answer.record_digest,
+            note=note,
+            verifier=self._log_key,
+            proof=proof,
+            policy=self._witness_policy,
+            now=int(self._clock()),
         )
+
+    async def _witnessed(self, fresh: str, fresh_size: int) -> tuple[str, int]:
+        """The largest checkpoint the witnesses cosigned with a quorum, or the fresh one if
+        none has a quorum yet (``prove_receipt`` then says it is not witnessed)."""
+        if self._witness_policy is None or self._log_key is None:
+            return fresh, fresh_size
+        async with self.session.get(f"{self._url}/v1/log/checkpoint/cosigned") as response:
+            body = await response.read()
+            if response.status != 200:
+                return fresh, -1
+        try:
+            note = body.decode("utf-8")
+            witnessed = open_witnessed_checkpoint(
+                note, self._log_key, self._witness_policy, now=int(self._clock())
+            )
+        except (UnicodeDecodeError, TrustError):
+            return fresh, -1
+        return (note, witnessed.size) if witnessed.quorum else (fresh, -1)
 
     async def _log_text(self, target: str) -> str:
         async with self.session.get(f"{self._url}{target}") as response:

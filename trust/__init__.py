@@ -14,6 +14,9 @@ General layout:
 - ``records``    consent records, canonical (JCS) and committed through salted digests
 - ``merkle``     the RFC 6962/9162 Merkle tree, inclusion and consistency proofs
 - ``checkpoint`` C2SP tlog-checkpoints as Ed25519 signed notes
+- ``cosignature``    C2SP tlog-cosignature: witnesses' Ed25519 ``cosignature/v1`` lines
+- ``witnessing``     what a witness decides on ``add-checkpoint`` (C2SP tlog-witness), purely
+- ``witness_policy`` the registry's witnesses and k-of-n policy; quorum of a cosigned checkpoint
 - ``log_verify`` offline verification of a consent-log export
 - ``receipts``   a council's proof that the log holds the record behind its answer
 - ``replay``     an in-memory replay cache (time passed in)

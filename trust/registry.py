@@ -20,9 +20,12 @@ from trust.errors import DateFormatError, KeyFormatError, RegistryError, Verific
 from trust.keys import SigningKey, VerifyingKey
 from trust.messages import SUBJECT_FIELDS, new_jti
 from trust.rules import AttributeRef, Check, attributes_of, check_document, parse_check
+from trust.witness_policy import Witness, WitnessPolicy, parse_witness, parse_witness_policy
 
-Role = Literal["relying-party", "attribute-provider", "auditor", "broker"]
-ROLES: frozenset[str] = frozenset({"relying-party", "attribute-provider", "auditor", "broker"})
+Role = Literal["relying-party", "attribute-provider", "auditor", "broker", "witness"]
+ROLES: frozenset[str] = frozenset(
+    {"relying-party", "attribute-provider", "auditor", "broker", "witness"}
+)
 STATUSES: frozenset[str] = frozenset({"active", "suspended"})
 LAWFUL_BASES: frozenset[str] = frozenset(
     {"consent", "contract", "legal-obligation", "vital-interests", "public-task"}
@@ -81,6 +84,7 @@ class Member:
     permissions: frozenset[str]
     rate_limit_per_second: int | None
     provider: ProviderInfo | None
+    witness: Witness | None = None  # a witness's cosignature key and endpoint
 
     @property
     def active(self) -> bool:
@@ -110,6 +114,7 @@ class Registry:
     purposes: Mapping[str, Purpose]
     checks: Mapping[str, Check]
     _keys: Mapping[str, jws.TrustedKey] = field(repr=False)
+    witness_policy: WitnessPolicy | None = None  # None: the log's signature alone proves
 
     def key(self, kid: str) -> jws.TrustedKey | None:
         """A :data:`trust.jws.KeyLookup`: the key, its owner and validity, or ``None``."""
@@ -225,6 +230,9 @@ def _parse_member(raw: Any) -> Member:
     provider = raw.get("provider")
     if ("attribute-provider" in roles) != (provider is not None):
         raise RegistryError(f"member {member_id}: provider metadata iff attribute-provider")
+    witness = raw.get("witness")
+    if ("witness" in roles) != (witness is not None):
+        raise RegistryError(f"member {member_id}: witness metadata iff witness")
     return Member(
         id=member_id,
         name=_text(raw.get("name"), f"member {member_id}: name"),
@@ -235,6 +243,9 @@ def _parse_member(raw: Any) -> Member:
         permissions=frozenset(_strings(permissions.get("grants", []), "permissions.grants")),
         rate_limit_per_second=rate,
         provider=None if provider is None else _parse_provider(member_id, provider),
+        witness=None
+        if witness is None
+        else parse_witness(member_id, witness, active=status == "active"),
     )
 
 
@@ -302,6 +313,10 @@ def parse_registry_claims(claims: Mapping[str, Any], *, digest: str) -> Registry
     except (ValueError, KeyError, TypeError) as exc:
         raise RegistryError(f"bad check: {exc}") from exc
     _cross_check(members, purposes, checks)
+    witness_policy = None
+    if claims.get("witness_policy") is not None:
+        witnesses = {m.id: m.witness for m in members.values() if m.witness is not None}
+        witness_policy = parse_witness_policy(claims["witness_policy"], witnesses)
     keys: dict[str, jws.TrustedKey] = {}
     for member in members.values():
         for entry in member.keys:
@@ -321,6 +336,7 @@ def parse_registry_claims(claims: Mapping[str, Any], *, digest: str) -> Registry
         purposes=MappingProxyType(purposes),
         checks=MappingProxyType(checks),
         _keys=MappingProxyType(keys),
+        witness_policy=witness_policy,
     )
 
 
@@ -381,6 +397,7 @@ def member_document(
     status: str = "active",
     provider: Mapping[str, Any] | None = None,
     rate_limit_per_second: int | None = None,
+    witness: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
         "id": member_id,
@@ -394,6 +411,8 @@ def member_document(
         document["provider"] = dict(provider)
     if rate_limit_per_second is not None:
         document["rate_limit_per_second"] = rate_limit_per_second
+    if witness is not None:
+        document["witness"] = dict(witness)
     return document
 
 
@@ -408,6 +427,7 @@ def sign_registry(
     key: SigningKey,
     now: int,
     lifetime: int = 30 * 24 * 3600,
+    witness_policy: Mapping[str, Any] | None = None,
 ) -> str:
     """What the scheme operator runs to publish a registry (validated before it is signed)."""
     claims: dict[str, Any] = {
@@ -421,6 +441,8 @@ def sign_registry(
         "purposes": [dict(p) for p in purposes],
         "checks": [check_document(c) if isinstance(c, Check) else dict(c) for c in checks],
     }
+    if witness_policy is not None:
+        claims["witness_policy"] = dict(witness_policy)
     parse_registry_claims(claims, digest="")
     return jws.sign(claims, key, jws.TRUST_REGISTRY)
 

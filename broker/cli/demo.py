@@ -26,10 +26,13 @@ from broker.app import create_app
 from broker.logging import configure_logging
 from broker.scheme import dev as devscheme
 from broker.settings import load_settings
+from broker.witness.app import create_witness_app
+from broker.witness.settings import load_witness_settings
 from connectors.reference.population import subject_of
 from connectors.reference.providers import build_ves_stub
 from members.council import EligibilityClient
 from members.errors import CheckFailed
+from trust.cosignature import verified_cosignatures
 from trust.messages import EligibilityAnswer
 from trust.receipts import ReceiptNotProven
 
@@ -117,7 +120,7 @@ def start_provider(
         )
 
 
-async def wait_healthy(url: str, timeout_s: float = 20.0) -> None:
+async def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
         while True:
@@ -155,16 +158,27 @@ async def run_case(
 async def prove_receipts(
     answered: list[tuple[EligibilityClient, EligibilityAnswer]],
 ) -> tuple[bool, str]:
-    """Each council proves each of its answers' receipts against the signed log."""
-    sizes = set()
+    """Each council proves each of its answers' receipts against the signed log, under the
+    scheme's witness policy."""
+    sizes, cosigners = set(), set()
     for client, answer in answered:
         try:
-            sizes.add((await client.prove_receipt(answer)).checkpoint.size)
+            receipt = await client.prove_receipt(answer)
         except ReceiptNotProven as exc:
             return False, f"the receipt of record {answer.log_index} was not proven: {exc}"
+        sizes.add(receipt.checkpoint.size)
+        policy = client.witness_policy
+        if policy is not None:
+            found = verified_cosignatures(receipt.note, policy.verifiers(), now=int(time.time()))
+            cosigners.add((len(found), len(policy.witnesses), policy.describe()))
+    witnessed = "".join(
+        f", cosigned by {count} of {total} witnesses (policy: {rule})"
+        for count, total, rule in sorted(cosigners)[:1]
+    )
     return True, (
         f"{len(answered)} of {len(answered)} receipts proven: each answer's record digest is in "
         f"the log, under a checkpoint of size {max(sizes)} signed by the pinned log key"
+        f"{witnessed}"
     )
 
 
@@ -177,7 +191,7 @@ def _row(number: int, case: DemoCase, outcome: str, receipt: str, ms: float, not
 
 
 async def run_demo(root: Path) -> int:
-    with devscheme.Listeners() as listeners:
+    with devscheme.Listeners(witnesses=devscheme.WITNESSES) as listeners:
         return await _run_demo(root, listeners)
 
 
@@ -198,6 +212,18 @@ async def _run_demo(root: Path, listeners: devscheme.Listeners) -> int:
         )
         for pid in scheme.provider_ports
     }
+    # Two witnesses, each with its own key, config and state file. In production each is
+    # another organisation's `axb witness serve`; here they share this process, as the VES stub
+    # does, to keep the demo quick on a small machine.
+    witnesses = []
+    for wid, sock in listeners.witnesses.items():
+        witness = web.AppRunner(
+            create_witness_app(load_witness_settings(scheme.witness_config(wid))),
+            access_log=None,
+        )
+        await witness.setup()
+        await web.SockSite(witness, sock).start()
+        witnesses.append(witness)
     runner: web.AppRunner | None = None
     try:
         for port in scheme.provider_ports.values():
@@ -209,7 +235,8 @@ async def _run_demo(root: Path, listeners: devscheme.Listeners) -> int:
         click.echo(f"scheme in {root}")
         click.echo(
             f"broker   {scheme.broker_url}   providers on ports "
-            f"{', '.join(str(p) for p in scheme.provider_ports.values())}\n"
+            f"{', '.join(str(p) for p in scheme.provider_ports.values())}   witnesses on ports "
+            f"{', '.join(str(p) for p in scheme.witness_ports.values())}\n"
         )
         header = (
             f"{'#':>2}  {'check':<23} {'as of':<10}  {'test identity':<34} "
@@ -262,6 +289,8 @@ async def _run_demo(root: Path, listeners: devscheme.Listeners) -> int:
         if runner is not None:
             await runner.cleanup()
         await stub.cleanup()
+        for witness in witnesses:
+            await witness.cleanup()
         for process in providers.values():
             if process.poll() is None:
                 process.terminate()

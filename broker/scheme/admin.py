@@ -96,6 +96,7 @@ def validate(source: dict[str, Any]) -> None:
         "members": source["members"],
         "purposes": source["purposes"],
         "checks": source["checks"],
+        "witness_policy": source.get("witness_policy"),
     }
     try:
         parse_registry_claims(claims, digest="")
@@ -235,6 +236,7 @@ def publish(
         key=operator,
         now=int(time.time()) if now is None else now,
         lifetime=lifetime,
+        witness_policy=source.get("witness_policy"),  # a scheme change never drops the policy
     )
     registry = folder.registry
     tmp = registry.with_suffix(".tmp")

@@ -12,7 +12,7 @@ import secrets
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
 from connectors.scheme_folder import SchemeFolder
 from trust.checkpoint import generate_signer
+from trust.cosignature import generate_cosigner
 from trust.keys import SigningKey
 from trust.registry import member_document, sign_registry
 
@@ -51,6 +52,8 @@ REFERENCE_KIND = {DWP: "dwp", HMRC: "hmrc", DVLA_KEEPER: "dvla-keeper", DVLA_VES
 VES_STUB = "dvla-ves-stub"
 PSEUDONYM_KEY_ID = "pk-dev-1"
 LOG_ORIGIN = "axb.dev/consent-log"
+WITNESSES = ("witness-a", "witness-b")  # served when a scheme is generated with witness ports
+WITNESS_GROUP = "dev-witnesses"
 
 BLUE_BADGE_CHECK = "blue-badge-automatic"
 FSM_CHECK = "free-school-meals"
@@ -222,6 +225,7 @@ class SchemePorts:
     broker: int
     providers: Mapping[str, int]
     ves_stub: int
+    witnesses: Mapping[str, int] = field(default_factory=dict)
 
 
 class Listeners:
@@ -235,12 +239,15 @@ class Listeners:
     releases whatever no server took over.
     """
 
-    def __init__(self, provider_ids: Sequence[str] = PROVIDERS) -> None:
+    def __init__(
+        self, provider_ids: Sequence[str] = PROVIDERS, *, witnesses: Sequence[str] = ()
+    ) -> None:
         self._held: list[socket.socket] = []
         try:
             self.broker = self._bind()
             self.providers = {pid: self._bind() for pid in provider_ids}
             self.ves_stub = self._bind()
+            self.witnesses = {wid: self._bind() for wid in witnesses}
         except BaseException:
             self.close()
             raise
@@ -256,6 +263,7 @@ class Listeners:
             broker=_port_of(self.broker),
             providers={pid: _port_of(sock) for pid, sock in self.providers.items()},
             ves_stub=_port_of(self.ves_stub),
+            witnesses={wid: _port_of(sock) for wid, sock in self.witnesses.items()},
         )
 
     def close(self) -> None:
@@ -282,6 +290,13 @@ class DevScheme:
     broker_port: int
     provider_ports: Mapping[str, int]
     ves_stub_port: int
+    witness_ports: Mapping[str, int] = field(default_factory=dict)
+
+    def witness_config(self, witness_id: str) -> Path:
+        return self.root / "witnesses" / f"{witness_id}.toml"
+
+    def witness_vkey(self, witness_id: str) -> Path:
+        return self.root / "public" / f"{witness_id}.vkey"
 
     @property
     def ves_stub_url(self) -> str:
@@ -434,7 +449,33 @@ def registry_members(
 
 def member_keys(scheme: DevScheme) -> dict[str, SigningKey]:
     """Every member's signing key, read from the scheme folder."""
-    return {m: SigningKey.from_pem(scheme.key_path(m).read_bytes()) for m in MEMBERS}
+    members = (*MEMBERS, *scheme.witness_ports)
+    return {m: SigningKey.from_pem(scheme.key_path(m).read_bytes()) for m in members}
+
+
+def witness_members(scheme: DevScheme, keys: Mapping[str, SigningKey]) -> list[dict[str, Any]]:
+    """The scheme's witnesses as registry members: each with its cosignature key and URL."""
+    return [
+        member_document(
+            member_id=wid,
+            name=f"Independent witness {wid[-1].upper()} (development)",
+            roles=["witness"],
+            keys=[keys[wid].verifying_key],
+            witness={
+                "vkey": scheme.witness_vkey(wid).read_text().strip(),
+                "url": f"http://127.0.0.1:{port}",
+            },
+        )
+        for wid, port in scheme.witness_ports.items()
+    ]
+
+
+def witness_policy(scheme: DevScheme) -> dict[str, Any] | None:
+    """Every witness of the scheme must cosign (k = n), or no policy without witnesses."""
+    if not scheme.witness_ports:
+        return None
+    ids = list(scheme.witness_ports)
+    return {"groups": [{"name": WITNESS_GROUP, "k": len(ids), "of": ids}], "quorum": WITNESS_GROUP}
 
 
 def publish_registry(
@@ -449,6 +490,8 @@ def publish_registry(
     operator = SigningKey.from_pem(scheme.operator_key_path.read_bytes())
     keys = member_keys(scheme)
     members = registry_members(keys, scheme.provider_ports, suspended=suspended)
+    members += witness_members(scheme, keys)
+    policy = witness_policy(scheme)
     source = {
         "scheme": SCHEME,
         "operator": OPERATOR,
@@ -456,6 +499,7 @@ def publish_registry(
         "members": members,
         "purposes": reference_purposes(),
         "checks": reference_checks(),
+        **({"witness_policy": policy} if policy else {}),
     }
     source_file = scheme.folder.registry_source
     source_file.write_text(json.dumps(source, indent=2, ensure_ascii=False) + "\n")
@@ -469,6 +513,7 @@ def publish_registry(
         key=operator,
         now=int(time.time()) if now is None else now,
         lifetime=lifetime,
+        witness_policy=policy,
     )
     tmp = scheme.registry_path.with_suffix(".tmp")
     _write(tmp, token + "\n")
@@ -485,12 +530,14 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     configs name: that is the user's machine, where nothing else is racing for them.)
     """
     root.mkdir(parents=True, exist_ok=True)
-    scheme = DevScheme(root, ports.broker, dict(ports.providers), ports.ves_stub)
+    scheme = DevScheme(
+        root, ports.broker, dict(ports.providers), ports.ves_stub, dict(ports.witnesses)
+    )
     operator = SigningKey.generate()
     _write(scheme.operator_key_path, operator.to_pem(), private=True)
     folder = scheme.folder
     _write(folder.anchor(OPERATOR), json.dumps(dict(operator.verifying_key.jwk)))
-    for member in MEMBERS:
+    for member in (*MEMBERS, *scheme.witness_ports):
         key = SigningKey.generate()
         _write(scheme.key_path(member), key.to_pem(), private=True)
         _write(folder.public_key(member), json.dumps(dict(key.verifying_key.jwk)))
@@ -500,6 +547,16 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     log_skey, log_vkey = generate_signer(LOG_ORIGIN)
     _write(folder.secret("log.skey"), log_skey + "\n", private=True)
     _write(folder.log_verifier_key, log_vkey + "\n")
+    for wid, port in scheme.witness_ports.items():
+        w_skey, w_vkey = generate_cosigner(f"witness.dev/{wid.removeprefix('witness-')}")
+        _write(folder.secret(f"{wid}.skey"), w_skey + "\n", private=True)
+        _write(scheme.witness_vkey(wid), w_vkey + "\n")
+        _write(
+            scheme.witness_config(wid),
+            f'# A witness run by another operator than the log\nhost = "127.0.0.1"\nport = {port}\n'
+            f'key_file = "../secrets/{wid}.skey"\nstate = "{wid}/state.sqlite3"\n\n'
+            '[[logs]]\nvkey_file = "../public/log.vkey"\n',
+        )
     publish_registry(scheme, seq=1)
     _write(
         scheme.broker_config,
@@ -537,13 +594,16 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
         folder.auditor_config(AUDITOR),
         f'member_id = "{AUDITOR}"\nsigning_key = "../keys/{AUDITOR}.pem"\n'
         f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
-        'log_key = "../public/log.vkey"\n',
+        'log_key = "../public/log.vkey"\n'
+        + (_scheme_toml(up="../") if scheme.witness_ports else ""),
     )
     for council in COUNCILS:
         _write(
             scheme.council_config(council),
             f'member_id = "{council}"\nsigning_key = "../keys/{council}.pem"\n'
             f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
-            'log_key = "../public/log.vkey"\n',
+            'log_key = "../public/log.vkey"\n'
+            # with witnesses, the council reads the witness policy from the signed registry
+            + (_scheme_toml(up="../") if scheme.witness_ports else ""),
         )
     return scheme

@@ -25,6 +25,7 @@ import hmac
 import secrets
 import socket
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +199,14 @@ async def record_page(request: web.Request) -> web.Response:
     if console.verifier is None:
         report = VerifyReport(problems=["no log key is pinned: set log_key in your config"])
     else:
-        report = verify_record(record, note, proof, console.verifier)
+        report = verify_record(
+            record,
+            note,
+            proof,
+            console.verifier,
+            policy=console.client.witness_policy,
+            now=int(time.time()),
+        )
     return console.page(
         "record.html",
         index=int(raw),
@@ -240,7 +248,14 @@ async def verify_page(request: web.Request) -> web.Response:
                 latest = orjson.loads(line)["note"]  # the newest one is worth keeping
         export.seek(0)
         # verifying a large export takes seconds of CPU: off the event loop
-        report = await asyncio.to_thread(verify_export, export, verifier, held=held)
+        report = await asyncio.to_thread(
+            verify_export,
+            export,
+            verifier,
+            held=held,
+            policy=console.client.witness_policy,
+            now=int(time.time()),
+        )
     return console.page("verify.html", report=report, held=held_text, latest=latest)
 
 
@@ -266,7 +281,7 @@ def build_console(config: Path, *, token: str | None = None) -> tuple[web.Applic
         undefined=jinja2.StrictUndefined,
     )
     console = Console(
-        client=AuditClient(**identity),
+        client=AuditClient.from_config(config),
         verifier=member_log_key(config),
         token=token or secrets.token_urlsafe(32),
         broker_url=identity["broker_url"],

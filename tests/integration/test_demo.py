@@ -24,6 +24,8 @@ def test_demo_shows_all_four_outcomes_and_keeps_a_servable_scheme(tmp_path: Path
         assert outcome in table
     assert "(DWP provider stopped)" in table
     assert "15 of 15 receipts proven" in table  # each council proved its answers' records
+    # ... under the scheme's witness policy: both witnesses (their own processes) cosigned
+    assert "cosigned by 2 of 2 witnesses (policy: 2 of 2 in dev-witnesses)" in table
     config = tomllib.loads((keep / "broker.toml").read_text())
     assert config["broker_id"] == "axb-broker"
     assert (keep / "registry.jwt").read_text().count(".") == 2

@@ -15,6 +15,8 @@ its space) and anything shaped like a JWS. A self-check proves the scanner can f
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import re
 import sys
@@ -22,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -29,8 +32,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from broker.app import create_app
 from broker.logging import configure_logging
 from broker.scheme import dev as devscheme
+from broker.settings import load_settings
 from connectors.config import member_log_key
 from connectors.reference.attributes import EXPECTED_OUTCOMES
 from connectors.reference.population import (
@@ -44,7 +49,8 @@ from members.auditor import AuditClient
 from members.console.app import login_url, start_console
 from members.council import EligibilityClient
 from tests.support.councils import CouncilKey, blue_badge_answer_token
-from tests.support.servers import RunningBroker, RunningProvider
+from tests.support.servers import RunningBroker, RunningProvider, serve_on
+from tests.support.witnesses import serve_scheme_witnesses
 from trust.keys import SigningKey
 from trust.messages import OUTCOMES, new_jti
 from trust.testing import forge
@@ -503,6 +509,64 @@ async def test_the_audit_side_logs_no_personal_data_and_no_tokens(
             await runner.cleanup()
     out, err = capfd.readouterr()
     assert events, "nothing was logged at all: the capture is not working"
+    assert SCANNER.scan_events(events) == []
+    assert SCANNER.findings(out + err) == []
+    assert SCANNER.findings(caplog.text) == []
+
+
+async def test_the_witness_paths_log_no_personal_data_and_no_tokens(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scheme with two witnesses: checks of every test identity (providers down, so each is
+    recorded as ``undetermined``), the broker submitting checkpoints, the witnesses cosigning
+    and refusing, one witness going away, receipts proven under the policy."""
+    with devscheme.Listeners(witnesses=devscheme.WITNESSES) as held:
+        scheme = devscheme.generate(tmp_path / "witnessed", ports=held.ports)
+        settings = dataclasses.replace(
+            load_settings(scheme.broker_config), checkpoint_every_seconds=0.2
+        )
+        with capture_logs(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.format_exc_info,
+            ]
+        ) as events:
+            witnesses = await serve_scheme_witnesses(scheme, held)
+            broker = await serve_on(create_app(settings), held.broker)
+            try:
+                async with EligibilityClient.from_config(
+                    scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+                ) as client:
+                    for identity in list(TEST_IDENTITIES)[:6]:
+                        answer = await client.check(
+                            BB,
+                            purpose="blue-badge-application",
+                            subject=subject_of(identity),
+                            assurance="P2",
+                        )
+                    await client.prove_receipt(answer, wait_s=10, poll_s=0.1)
+                    await witnesses.pop("witness-b").cleanup()
+                    await client.check(
+                        BB,
+                        purpose="blue-badge-application",
+                        subject=subject_of("bb-no"),
+                        assurance="P2",
+                    )
+                    await asyncio.sleep(0.5)  # the broker finds witness B gone
+                async with aiohttp.ClientSession() as session:
+                    port = scheme.witness_ports["witness-a"]
+                    async with session.post(
+                        f"http://127.0.0.1:{port}/add-checkpoint",
+                        data=b"old 0\n\nSampleton 1961-07-02 ZX100001A\n",
+                    ) as response:
+                        assert response.status == 404
+            finally:
+                await broker.cleanup()
+                for runner in witnesses.values():
+                    await runner.cleanup()
+    out, err = capfd.readouterr()
+    names = {e.get("event") for e in events}
+    assert {"checkpoint_cosigned", "checkpoint_refused", "witness_unreachable"} <= names
     assert SCANNER.scan_events(events) == []
     assert SCANNER.findings(out + err) == []
     assert SCANNER.findings(caplog.text) == []

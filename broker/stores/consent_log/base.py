@@ -94,6 +94,15 @@ class ConsentLog(Protocol):
         """Every checkpoint note stored, by size."""
         ...
 
+    async def add_cosignature(self, size: int, witness: str, line: str) -> None:
+        """Keep a witness's verified cosignature line of the checkpoint of ``size``."""
+        ...
+
+    async def cosignatures(self, since_size: int = 0) -> list[tuple[int, str, str]]:
+        """``(size, witness member id, line)`` of every cosignature of checkpoints of at
+        least ``since_size``, by size."""
+        ...
+
     async def prune(self, before_ms: int) -> int:
         """Delete bodies and salts of records older than ``before_ms``; returns how many."""
         ...

@@ -75,6 +75,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     note          TEXT NOT NULL,
     issued_at_ms  {integer} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size     {integer} NOT NULL,
+    witness  TEXT NOT NULL,
+    line     TEXT NOT NULL,
+    PRIMARY KEY (size, witness)
+);
 CREATE TABLE IF NOT EXISTS commit_probe (
     id     {integer} PRIMARY KEY,
     at_ms  {integer} NOT NULL

@@ -225,6 +225,22 @@ class PostgresConsentLog(GroupCommitWriter):
         rows = await self.pool.fetch("SELECT size, note FROM checkpoints ORDER BY size")
         return [(int(r["size"]), str(r["note"])) for r in rows]
 
+    async def add_cosignature(self, size: int, witness: str, line: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO cosignatures (size, witness, line) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING",
+            size,
+            witness,
+            line,
+        )
+
+    async def cosignatures(self, since_size: int = 0) -> list[tuple[int, str, str]]:
+        rows = await self.pool.fetch(
+            "SELECT size, witness, line FROM cosignatures WHERE size >= $1 ORDER BY size, witness",
+            since_size,
+        )
+        return [(int(r["size"]), str(r["witness"]), str(r["line"])) for r in rows]
+
     async def prune(self, before_ms: int) -> int:
         status = await self.pool.execute(
             PRUNE_SQL,

@@ -239,6 +239,21 @@ class SqliteConsentLog(GroupCommitWriter):
         rows = await self._run(self._query, "SELECT size, note FROM checkpoints ORDER BY size", ())
         return [(int(size), str(note)) for size, note in rows]
 
+    async def add_cosignature(self, size: int, witness: str, line: str) -> None:
+        await self._run(
+            self._execute,
+            "INSERT OR IGNORE INTO cosignatures (size, witness, line) VALUES (?, ?, ?)",
+            (size, witness, line),
+        )
+
+    async def cosignatures(self, since_size: int = 0) -> list[tuple[int, str, str]]:
+        rows = await self._run(
+            self._query,
+            "SELECT size, witness, line FROM cosignatures WHERE size >= ? ORDER BY size, witness",
+            (since_size,),
+        )
+        return [(int(size), str(witness), str(line)) for size, witness, line in rows]
+
     async def prune(self, before_ms: int) -> int:
         return await self._run(
             self._execute,
