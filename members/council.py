@@ -166,7 +166,11 @@ class EligibilityClient:
         consent: ConsentReference | None = None,
         as_of: date | None = None,
         assurance: str | None = None,
+        credential: str | None = None,
     ) -> EligibilityAnswer:
+        """``credential``: the resident's core identity credential (One Login's
+        ``coreIdentityJWT``, issued to your client id); the broker then takes the name and
+        birth date from it, and ``subject`` need carry only what it lacks."""
         token, jti = self.sign_query(
             check,
             purpose=purpose,
@@ -175,6 +179,7 @@ class EligibilityClient:
             consent=consent,
             as_of=as_of,
             assurance=assurance,
+            credential=credential,
         )
         return await self.send(token, jti)
 

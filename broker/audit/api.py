@@ -116,7 +116,8 @@ async def post_subject_access(request: web.Request) -> web.Response:
             )
         except InvalidMessage as exc:
             raise BadRequest("bad-request", str(exc)) from exc
-        persons.append(pseudonyms.person)
+        if pseudonyms.person is not None:
+            persons.append(pseudonyms.person)
         if pseudonyms.nino is not None:
             ninos.append(pseudonyms.nino)
     found = await request.app[STORES].consent_log.by_subject(persons, ninos)

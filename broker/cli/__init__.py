@@ -10,6 +10,7 @@ General layout:
 - ``provider``  ``axb provider serve|conformance|keygen|registration``
 - ``scheme``    ``axb scheme …``: the scheme operator's tools
 - ``audit``     ``axb audit …``: the auditor's tools, and the operator's prune
+- ``identity``  ``axb identity issue``: credentials from the reference identity provider
 
 One error boundary: the ``main`` group turns every project error (the roots ``BrokerError``,
 ``TrustError``, ``ConnectorError``, ``MembersError``) and every failure of the environment a
@@ -39,7 +40,7 @@ from typing import IO, Any
 import aiohttp
 import click
 
-from broker.cli import audit, council, provider, scheme, serve
+from broker.cli import audit, council, identity, provider, scheme, serve
 from broker.errors import BadInput, BrokerError, SettingsError
 from connectors.errors import ConfigError, ConnectorError
 from members.errors import AnswerNotTrusted, CheckFailed, MembersError
@@ -136,3 +137,4 @@ main.add_command(council.consent)
 main.add_command(provider.provider)
 main.add_command(scheme.scheme)
 main.add_command(audit.audit)
+main.add_command(identity.identity)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connectors.reference import identity as reference_identity
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
 from connectors.scheme_folder import SchemeFolder
@@ -34,6 +35,7 @@ HMRC = "hmrc-reference"
 DVLA_KEEPER = "dvla-keeper-reference"
 DVLA_VES = "dvla-ves"
 AUDITOR = "auditor-ico"
+IDP = "idp-reference"  # a One Login-style identity provider (connectors.reference.identity)
 MEMBERS = (
     BROKER,
     COUNCIL_BLUE_BADGE,
@@ -44,9 +46,19 @@ MEMBERS = (
     DVLA_KEEPER,
     DVLA_VES,
     AUDITOR,
+    IDP,
 )
 COUNCILS = (COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS, COUNCIL_PARKING)
 PROVIDERS = (DWP, HMRC, DVLA_KEEPER, DVLA_VES)
+# Each council's client id at the identity provider: a credential's ``aud``.
+CLIENT_IDS = {
+    COUNCIL_BLUE_BADGE: "wcc-blue-badge-7f3a",
+    COUNCIL_SCHOOLS: "ccc-school-admissions-21c4",
+    COUNCIL_PARKING: "wdc-parking-9b0e",
+}
+# The Blue Badge purpose for online applications: the resident's identity must come from a
+# credential of vot P2 or above, issued at most an hour before the check.
+BLUE_BADGE_ONLINE = "blue-badge-online-application"
 REFERENCE_KIND = {DWP: "dwp", HMRC: "hmrc", DVLA_KEEPER: "dvla-keeper", DVLA_VES: "dvla-ves"}
 VES_STUB = "dvla-ves-stub"
 PSEUDONYM_KEY_ID = "pk-dev-1"
@@ -149,6 +161,15 @@ def reference_purposes() -> list[dict[str, Any]]:
             "checks": [BLUE_BADGE_CHECK],
             "lawful_bases": ["public-task", "consent"],
             "consent_required": False,
+        },
+        {
+            "id": BLUE_BADGE_ONLINE,
+            "description": "Deciding a Blue Badge application made online, identity proven "
+            "with the identity provider",
+            "checks": [BLUE_BADGE_CHECK],
+            "lawful_bases": ["public-task", "consent"],
+            "consent_required": False,
+            "identity": {"source": "credential", "min_vot": "P2", "max_age_s": 3600},
         },
         {
             "id": "free-school-meals-application",
@@ -360,8 +381,9 @@ def registry_members(
             name="Warwickshire County Council — Blue Badge team",
             roles=["relying-party"],
             keys=[keys[COUNCIL_BLUE_BADGE].verifying_key],
-            purposes=["blue-badge-application"],
+            purposes=["blue-badge-application", BLUE_BADGE_ONLINE],
             status=status(COUNCIL_BLUE_BADGE),
+            client_ids={IDP: CLIENT_IDS[COUNCIL_BLUE_BADGE]},
         ),
         member_document(
             member_id=COUNCIL_SCHOOLS,
@@ -370,6 +392,7 @@ def registry_members(
             keys=[keys[COUNCIL_SCHOOLS].verifying_key],
             purposes=["free-school-meals-application", "school-uniform-grant"],
             status=status(COUNCIL_SCHOOLS),
+            client_ids={IDP: CLIENT_IDS[COUNCIL_SCHOOLS]},
         ),
         member_document(
             member_id=DWP,
@@ -394,6 +417,7 @@ def registry_members(
             keys=[keys[COUNCIL_PARKING].verifying_key],
             purposes=["resident-parking-permit-application"],
             status=status(COUNCIL_PARKING),
+            client_ids={IDP: CLIENT_IDS[COUNCIL_PARKING]},
         ),
         member_document(
             member_id=DVLA_KEEPER,
@@ -428,6 +452,14 @@ def registry_members(
             keys=[keys[AUDITOR].verifying_key],
             grants=["subject-access"],
             status=status(AUDITOR),
+        ),
+        member_document(
+            member_id=IDP,
+            name="Reference identity provider, One Login-style (synthetic identities)",
+            roles=["identity-provider"],
+            keys=[reference_identity.did_signing_key(keys[IDP]).verifying_key],
+            status=status(IDP),
+            identity_provider={"issuer": reference_identity.ISSUER, "did": reference_identity.DID},
         ),
     ]
 
@@ -494,6 +526,8 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
         key = SigningKey.generate()
         _write(scheme.key_path(member), key.to_pem(), private=True)
         _write(folder.public_key(member), json.dumps(dict(key.verifying_key.jwk)))
+    idp = reference_identity.ReferenceIdentityProvider.from_pem(scheme.key_path(IDP).read_bytes())
+    _write(folder.did_document(IDP), json.dumps(idp.did_document(), indent=2))
     _write(folder.secret("dvla-ves-api.key"), secrets.token_urlsafe(24) + "\n", private=True)
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     _write(folder.secret(f"{PSEUDONYM_KEY_ID}.key"), secret + "\n", private=True)
