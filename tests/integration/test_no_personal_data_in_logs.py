@@ -43,6 +43,7 @@ from connectors.reference.population import (
 from members.auditor import AuditClient
 from members.console.app import login_url, start_console
 from members.council import EligibilityClient
+from tests.support import credentials as cred
 from tests.support.councils import CouncilKey, blue_badge_answer_token
 from tests.support.servers import RunningBroker, RunningProvider
 from trust.keys import SigningKey
@@ -50,6 +51,7 @@ from trust.messages import OUTCOMES, new_jti
 from trust.testing import forge
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
+ONLINE = devscheme.BLUE_BADGE_ONLINE
 JWT = "application/jwt"
 TOKEN_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.")
 
@@ -123,6 +125,8 @@ class Scanner:
             0,
         )
         add("token", TOKEN_SHAPE.pattern, 0)
+        # an identity provider's pairwise subject id (One Login's form) is personal data too
+        add("credential sub", r"urn:fdc:gov\.uk:2022:[A-Za-z0-9_-]+", 0)
 
     def findings(self, text: str) -> list[str]:
         found = []
@@ -167,6 +171,7 @@ def test_the_scanner_detects_what_it_must() -> None:
         {"event": "check", "postcode": "b152tt"},
         {"event": "check", "postcode": "CV344RL"},
         {"event": "check", "token": token},
+        {"event": "check", "sub": "urn:fdc:gov.uk:2022:5f1c0ffee"},
         {"event": "check", "nested": {"deep": ["x", ("Testwell",)]}},
         {"event": "check", "exception": f"Traceback ...\nValueError: {token}"},
     ]
@@ -320,6 +325,40 @@ async def exercise(
         first.outcome, first.log_index = answer.outcome, answer.log_index
         again, _ = await run.post(good, kind="replayed", requester=claims["iss"], check=BB)
         assert (again.status, again.problem) == (401, "invalid-token")
+
+        # identity credentials: checks answered from one, and each kind of refusal
+        idp = council_key(devscheme.IDP)
+
+        def credential(who: str, **changes: Any) -> str:
+            claims = cred.one_login_claims(who, client_id=cred.BLUE_BADGE_CLIENT, now=now)
+            return cred.jwcrypto_sign(idp, {**claims, **changes})
+
+        for who in ("bb-yes-pip-moving", "bb-no", "bb-yes-dla"):
+            token, jti = bb_client.sign_query(
+                BB, purpose=ONLINE, subject={}, credential=credential(who)
+            )
+            sent, body = await run.post(
+                token, kind="answered", requester=bb_client.member_id, check=BB
+            )
+            assert sent.status == 200, body
+            answer = await bb_client.verify_answer(body, jti)
+            sent.outcome, sent.log_index = answer.outcome, answer.log_index
+        refusals = [
+            ("credential-required", None, subject_of("bb-yes-dla")),
+            ("credential-invalid", credential("bb-yes-dla", exp=now - 120), {}),
+            ("credential-vot-too-low", credential("bb-yes-dla", vot="P1"), {}),
+            (
+                "subject-contradicts-credential",
+                credential("bb-yes-pip-moving"),
+                subject_of("bb-yes-dla"),
+            ),
+        ]
+        for code, presented, subject in refusals:
+            token, _ = bb_client.sign_query(
+                BB, purpose=ONLINE, subject=subject, credential=presented, assurance="P2"
+            )
+            sent, _ = await run.post(token, kind="refused", requester=bb_client.member_id, check=BB)
+            assert (sent.status, sent.problem) == (403, code)
 
         # a provider down: undetermined, still recorded
         await providers[devscheme.DWP].stop()
