@@ -274,12 +274,50 @@ ROUTES: tuple[Route, ...] = (
                 query_parameter("until", required=False, schema=MOMENT),
                 *(
                     query_parameter(n, required=False)
-                    for n in ("requester", "purpose", "check", "outcome", "lawful_basis", "kind")
+                    for n in (
+                        "requester",
+                        "purpose",
+                        "check",
+                        "outcome",
+                        "lawful_basis",
+                        "kind",
+                        "identity_provider",
+                    )
                 ),
                 query_parameter("after", required=False, schema=COUNT),
                 query_parameter(
                     "limit", required=False, schema={**COUNT, "minimum": 1, "maximum": MAX_PAGE}
                 ),
+            ],
+        },
+    ),
+    Route(
+        "GET",
+        "/v1/audit/identity-sources",
+        api.get_identity_sources,
+        "auditIdentitySources",
+        "How many checks in a period had their identity from a verified credential, by "
+        "identity provider, and their share of all checks (auditors)",
+        json_response(
+            "Counts of check records",
+            object_schema(
+                {
+                    "checks": COUNT,
+                    "credential_backed": COUNT,
+                    "share_credential_backed": {"type": ["number", "null"]},
+                    "by_identity_provider": {
+                        "type": "object",
+                        "additionalProperties": COUNT,
+                    },
+                }
+            ),
+        ),
+        problems=("bad-request", *AUDIT_REQUEST, *policy.AUDIT_REFUSALS, *LOG_READ),
+        details={
+            **AUDIT_SECURITY,
+            "parameters": [
+                query_parameter("since", required=False, schema=MOMENT),
+                query_parameter("until", required=False, schema=MOMENT),
             ],
         },
     ),

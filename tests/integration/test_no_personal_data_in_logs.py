@@ -518,6 +518,8 @@ async def test_the_audit_side_logs_no_personal_data_and_no_tokens(
             found = await auditor.subject_access(person)
             assert found["records"]
             await auditor.records(requester=devscheme.COUNCIL_BLUE_BADGE)
+            await auditor.records(identity_provider=devscheme.IDP)
+            assert (await auditor.identity_sources())["checks"] >= 2
             assert (await auditor.audit_receipt(kept, member_log_key(auditor_config))).ok
         runner, console = await start_console(auditor_config)
         try:
