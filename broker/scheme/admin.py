@@ -120,9 +120,12 @@ def review_registration(registration: Any) -> list[str]:
     """What the operator should read before admitting a registration; raises if invalid."""
     if not isinstance(registration, dict):
         raise SchemeAdminError("a registration is a JSON object")
+    # an identity provider's keys keep the ids its DID document published (validate checks them)
+    thumbprints = "identity-provider" not in (registration.get("roles") or ())
     for entry in registration.get("keys", []) if isinstance(registration.get("keys"), list) else ():
         try:
-            VerifyingKey.from_jwk(entry.get("jwk") if isinstance(entry, dict) else None)
+            jwk = entry.get("jwk") if isinstance(entry, dict) else None
+            VerifyingKey.from_jwk(jwk, require_thumbprint_kid=thumbprints)
         except KeyFormatError as exc:
             raise SchemeAdminError(f"bad key in registration: {exc}") from exc
     lines = [
