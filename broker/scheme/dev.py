@@ -56,6 +56,8 @@ CLIENT_IDS = {
     COUNCIL_SCHOOLS: "ccc-school-admissions-21c4",
     COUNCIL_PARKING: "wdc-parking-9b0e",
 }
+# The broker's own client id at the identity provider: residents sign in to its resident page.
+RESIDENT_PAGE_CLIENT_ID = "axb-resident-page"
 # The Blue Badge purpose for online applications: the resident's identity must come from a
 # credential of vot P2 or above, issued at most an hour before the check.
 BLUE_BADGE_ONLINE = "blue-badge-online-application"
@@ -243,6 +245,7 @@ class SchemePorts:
     broker: int
     providers: Mapping[str, int]
     ves_stub: int
+    identity: int | None = None  # the reference identity provider's sign-in
 
 
 class Listeners:
@@ -262,6 +265,7 @@ class Listeners:
             self.broker = self._bind()
             self.providers = {pid: self._bind() for pid in provider_ids}
             self.ves_stub = self._bind()
+            self.identity = self._bind()
         except BaseException:
             self.close()
             raise
@@ -277,6 +281,7 @@ class Listeners:
             broker=_port_of(self.broker),
             providers={pid: _port_of(sock) for pid, sock in self.providers.items()},
             ves_stub=_port_of(self.ves_stub),
+            identity=_port_of(self.identity),
         )
 
     def close(self) -> None:
@@ -303,6 +308,11 @@ class DevScheme:
     broker_port: int
     provider_ports: Mapping[str, int]
     ves_stub_port: int
+    identity_port: int | None = None
+
+    @property
+    def identity_url(self) -> str | None:
+        return None if self.identity_port is None else identity_url(self.identity_port)
 
     @property
     def ves_stub_url(self) -> str:
@@ -359,6 +369,19 @@ def _scheme_toml(registry: str = "registry.jwt", up: str = "") -> str:
     )
 
 
+def identity_url(port: int) -> str:
+    """Where the reference identity provider's sign-in is served in a development scheme."""
+    return f"http://127.0.0.1:{port}"
+
+
+def _resident_toml(broker_url: str, identity_port: int) -> str:
+    idp = identity_url(identity_port)
+    return (
+        f'\n[resident]\nidentity_provider = "{IDP}"\nauthorize_url = "{idp}/authorize"\n'
+        f'token_url = "{idp}/token"\npublic_url = "{broker_url}"\n'
+    )
+
+
 def registry_members(
     keys: Mapping[str, SigningKey], provider_ports: Mapping[str, int], *, suspended: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -375,6 +398,7 @@ def registry_members(
             roles=["broker"],
             keys=[keys[BROKER].verifying_key],
             status=status(BROKER),
+            client_ids={IDP: RESIDENT_PAGE_CLIENT_ID},
         ),
         member_document(
             member_id=COUNCIL_BLUE_BADGE,
@@ -517,7 +541,7 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     configs name: that is the user's machine, where nothing else is racing for them.)
     """
     root.mkdir(parents=True, exist_ok=True)
-    scheme = DevScheme(root, ports.broker, dict(ports.providers), ports.ves_stub)
+    scheme = DevScheme(root, ports.broker, dict(ports.providers), ports.ves_stub, ports.identity)
     operator = SigningKey.generate()
     _write(scheme.operator_key_path, operator.to_pem(), private=True)
     folder = scheme.folder
@@ -545,7 +569,8 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
         "leeway_s = 30\nregistry_poll_s = 0.5\n\n"
         '[log]\nsigning_key = "secrets/log.skey"\ncheckpoint_every_records = 1000\n'
         "checkpoint_every_seconds = 5.0\n\n[pseudonym]\n"
-        f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n',
+        f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n'
+        + ("" if ports.identity is None else _resident_toml(scheme.broker_url, ports.identity)),
     )
     for provider_id, port in scheme.provider_ports.items():
         _write(

@@ -6,15 +6,21 @@ for the documented synthetic test identities, with a pairwise ``sub`` per relyin
 One Login does. Nothing here describes a real person, and nothing here is for production: the
 key is an unencrypted PEM file in the development scheme.
 
-``axb identity issue`` prints one credential; ``identity_app`` serves the DID document.
+``axb identity issue`` prints one credential; ``identity_app`` serves the DID document and a
+small sign-in page for the demo and the resident page.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import html
+import secrets
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -89,12 +95,101 @@ class ReferenceIdentityProvider:
         return sign_credential(claims, self.key)
 
 
-def identity_app(provider: ReferenceIdentityProvider) -> web.Application:
-    """Serves ``/.well-known/did.json``, where a scheme operator fetches the keys to import."""
+CORE_IDENTITY_CLAIM = "https://vocab.account.gov.uk/v1/coreIdentityJWT"
+_CODE_LIFETIME_S = 60
+
+
+@dataclass
+class _Grant:
+    identity: str
+    client_id: str
+    redirect_uri: str
+    expires_at: float
+
+
+def _login_page(client_id: str, redirect_uri: str, state: str) -> str:
+    options = "\n".join(
+        f'<div><input type="radio" name="identity" id="i-{label}" value="{label}">'
+        f'<label for="i-{label}">{html.escape(label)}</label></div>'
+        for label in TEST_IDENTITIES
+    )
+    hidden = "".join(
+        f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
+        for name, value in (
+            ("client_id", client_id),
+            ("redirect_uri", redirect_uri),
+            ("state", state),
+        )
+    )
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        "<title>Sign in: reference identity provider</title>"
+        '<link rel="icon" href="data:,"></head><body>'
+        "<h1>Reference identity provider (synthetic test identities only)</h1>"
+        f'<form method="post" action="/authorize">{hidden}<fieldset>'
+        f"<legend>Prove your identity as</legend>{options}</fieldset>"
+        '<button type="submit">Continue</button></form></body></html>'
+    )
+
+
+def identity_app(
+    provider: ReferenceIdentityProvider,
+    *,
+    redirect_uris: Mapping[str, str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """Serves ``/.well-known/did.json``, where a scheme operator fetches the keys to import,
+    and a small sign-in for the demo in the shape of an OpenID Connect code flow: ``GET
+    /authorize`` (pick a test identity), a one-use code sent back to the client's registered
+    ``redirect_uri`` (``redirect_uris``: client id -> URI), and ``POST /token`` exchanging the
+    code for the core identity credential (One Login returns it from userinfo)."""
+    registered = dict(redirect_uris or {})
+    grants: dict[str, _Grant] = {}
 
     async def did_json(request: web.Request) -> web.Response:
         return web.json_response(provider.did_document())
 
+    def client(client_id: str | None, redirect_uri: str | None) -> tuple[str, str]:
+        if not client_id or registered.get(client_id) != redirect_uri or redirect_uri is None:
+            raise web.HTTPBadRequest(text="unknown client_id or redirect_uri")
+        return client_id, redirect_uri
+
+    async def authorize_page(request: web.Request) -> web.Response:
+        client_id, redirect_uri = client(
+            request.query.get("client_id"), request.query.get("redirect_uri")
+        )
+        page = _login_page(client_id, redirect_uri, request.query.get("state", ""))
+        return web.Response(text=page, content_type="text/html")
+
+    async def authorize(request: web.Request) -> web.Response:
+        form = await request.post()
+        client_id, redirect_uri = client(
+            str(form.get("client_id", "")), str(form.get("redirect_uri", ""))
+        )
+        identity = str(form.get("identity", ""))
+        if identity not in TEST_IDENTITIES:
+            raise web.HTTPBadRequest(text="choose a test identity")
+        code = secrets.token_urlsafe(32)
+        grants[code] = _Grant(identity, client_id, redirect_uri, clock() + _CODE_LIFETIME_S)
+        query = urlencode({"code": code, "state": str(form.get("state", ""))})
+        raise web.HTTPSeeOther(f"{redirect_uri}?{query}")
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        grant = grants.pop(str(form.get("code", "")), None)  # one use
+        if (
+            grant is None
+            or grant.expires_at < clock()
+            or grant.client_id != form.get("client_id")
+            or grant.redirect_uri != form.get("redirect_uri")
+        ):
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        credential = provider.issue(grant.identity, client_id=grant.client_id, now=int(clock()))
+        return web.json_response({CORE_IDENTITY_CLAIM: credential})
+
     app = web.Application()
     app.router.add_get("/.well-known/did.json", did_json)
+    app.router.add_get("/authorize", authorize_page)
+    app.router.add_post("/authorize", authorize)
+    app.router.add_post("/token", token)
     return app
