@@ -45,6 +45,7 @@ from members.console.app import login_url, start_console
 from members.council import EligibilityClient
 from tests.support import credentials as cred
 from tests.support.councils import CouncilKey, blue_badge_answer_token
+from tests.support.residents import rows, sign_in
 from tests.support.servers import RunningBroker, RunningProvider
 from trust.keys import SigningKey
 from trust.messages import OUTCOMES, new_jti
@@ -546,4 +547,48 @@ async def test_the_audit_side_logs_no_personal_data_and_no_tokens(
     assert events, "nothing was logged at all: the capture is not working"
     assert SCANNER.scan_events(events) == []
     assert SCANNER.findings(out + err) == []
+    assert SCANNER.findings(caplog.text) == []
+
+
+async def test_the_resident_page_logs_no_personal_data(
+    broker: RunningBroker,
+    identity_provider: str,
+    clients: tuple[EligibilityClient, EligibilityClient],
+    council_key: CouncilKey,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A resident signs in, sees their checks and signs out; a forged callback and a sign-out
+    without its form token are refused: the page's own log lines hold no name, birth date,
+    ``sub`` or credential."""
+    bb_client, _ = clients
+    now = int(time.time())
+    claims = cred.one_login_claims("bb-yes-dla", client_id=cred.BLUE_BADGE_CLIENT, now=now)
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.format_exc_info]
+    ) as events:
+        await bb_client.check(
+            BB,
+            purpose=ONLINE,
+            subject={},
+            credential=cred.jwcrypto_sign(council_key(devscheme.IDP), claims),
+        )
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.get(f"{broker.url}/resident/callback?code=c&state=s") as forged:
+                assert forged.status == 400
+            page = await sign_in(browser, broker.url, "bb-yes-dla")
+            assert rows(page) == 1
+            async with browser.post(f"{broker.url}/resident/sign-out", data={}) as refused:
+                assert refused.status == 403
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert csrf is not None
+            async with browser.post(
+                f"{broker.url}/resident/sign-out", data={"csrf": csrf.group(1)}
+            ) as out:
+                assert out.url.path == "/resident"
+    out_text, err = capfd.readouterr()
+    names = {e.get("event") for e in events}
+    assert {"resident_sign_in", "resident_view", "resident_sign_out"} <= names
+    assert SCANNER.scan_events(events) == []
+    assert SCANNER.findings(out_text + err) == []
     assert SCANNER.findings(caplog.text) == []

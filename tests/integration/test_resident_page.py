@@ -7,33 +7,20 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from broker.scheme import dev as devscheme
-from connectors.reference.identity import ReferenceIdentityProvider, identity_app
+from connectors.reference.identity import ReferenceIdentityProvider
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from tests.support.browser import headless_chromium
-from tests.support.servers import RunningBroker, serve_on
+from tests.support.residents import rows, sign_in
+from tests.support.servers import RunningBroker
 
 BB = devscheme.BLUE_BADGE_CHECK
-
-
-@pytest.fixture
-async def identity_provider(
-    scheme: devscheme.DevScheme, listeners: devscheme.Listeners
-) -> AsyncIterator[str]:
-    provider = ReferenceIdentityProvider.from_pem(scheme.key_path(devscheme.IDP).read_bytes())
-    callback = f"{scheme.broker_url}/resident/callback"
-    app = identity_app(provider, redirect_uris={devscheme.RESIDENT_PAGE_CLIENT_ID: callback})
-    runner = await serve_on(app, listeners.identity)
-    assert scheme.identity_url is not None
-    yield scheme.identity_url
-    await runner.cleanup()
 
 
 async def checks_of_residents(client: EligibilityClient, scheme: devscheme.DevScheme) -> None:
@@ -46,24 +33,6 @@ async def checks_of_residents(client: EligibilityClient, scheme: devscheme.DevSc
         await client.check(
             BB, purpose="blue-badge-application", subject=subject_of(who), assurance="P2"
         )
-
-
-async def sign_in(browser: aiohttp.ClientSession, broker: RunningBroker, who: str) -> str:
-    """The resident's journey over HTTP: start, the provider's page, back; the checks page."""
-    async with browser.get(f"{broker.url}/resident/sign-in") as page:
-        assert page.status == 200  # redirected to the provider's sign-in
-        form = await page.text()
-        action = str(page.url.with_path("/authorize").with_query(None))
-    fields = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', form))
-    async with browser.post(action, data={**fields, "identity": who}) as landed:
-        assert landed.status == 200
-        assert landed.url.path == "/resident/checks"
-        return await landed.text()
-
-
-def rows(page: str) -> int:
-    body = page.split('<tbody class="govuk-table__body">', 1)
-    return 0 if len(body) == 1 else body[1].split("</tbody>")[0].count("<tr")
 
 
 @pytest.fixture
@@ -82,7 +51,7 @@ async def test_a_resident_sees_exactly_their_own_checks(checked: RunningBroker) 
     broker = checked
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as browser:
-        page = await sign_in(browser, broker, "bb-yes-dla")
+        page = await sign_in(browser, broker.url, "bb-yes-dla")
     assert rows(page) == 2
     assert "2 checks of your data were recorded" in page
     assert "Warwickshire County Council" in page
@@ -90,7 +59,7 @@ async def test_a_resident_sees_exactly_their_own_checks(checked: RunningBroker) 
     assert "Public task (UK GDPR Article 6(1)(e))" in page
     assert "Testwell" not in page  # the page never shows the name it was given
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
-        nobody = await sign_in(browser, broker, "fsm-no")
+        nobody = await sign_in(browser, broker.url, "fsm-no")
     assert rows(nobody) == 0
     assert "No one has checked your data" in nobody
 
@@ -111,7 +80,7 @@ async def test_the_resident_page_refuses_forged_state_sessions_and_cross_site_si
         )
         async with browser.get(f"{broker.url}/resident/checks", allow_redirects=False) as page:
             assert (page.status, page.headers["Location"]) == (303, "/resident")
-        page_text = await sign_in(browser, broker, "bb-no")
+        page_text = await sign_in(browser, broker.url, "bb-no")
         csrf = re.search(r'name="csrf" value="([^"]+)"', page_text)
         assert csrf is not None
         for form, headers in (

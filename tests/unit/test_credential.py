@@ -307,3 +307,14 @@ def test_a_purpose_identity_declaration_of_another_shape_is_refused() -> None:
     purposes[0]["identity"] = {"source": "credential", "min_vot": "P9"}
     with pytest.raises(RegistryError, match="min_vot"):
         sign(purposes=purposes)
+
+
+def test_a_council_credential_does_not_sign_anyone_in_to_the_resident_page() -> None:
+    """The resident page is the broker's own client: a credential issued to a council (say,
+    another resident's, captured there) is refused by its ``aud``."""
+    token = cred.jwcrypto_sign(ATTACK_KEYS.idp, good())
+    with pytest.raises(CredentialRefused) as refused:
+        verify(token, relying_party=devscheme.BROKER)
+    assert refused.value.reason == "aud is not this relying party's client id"
+    resident = good(aud=devscheme.RESIDENT_PAGE_CLIENT_ID)
+    assert verify(cred.jwcrypto_sign(ATTACK_KEYS.idp, resident), relying_party=devscheme.BROKER)
