@@ -16,6 +16,7 @@ from aiohttp import web
 from broker import handlers
 from broker.audit import api, public
 from broker.audit.api import MAX_PAGE
+from broker.resident import api as resident_api
 from trust import policy
 from trust.jws import JWT_MEDIA_TYPE
 
@@ -182,6 +183,40 @@ ROUTES: tuple[Route, ...] = (
             ),
         ),
         problems=(*JWT_BODY, *GATE, *policy.WITHDRAWAL_REFUSALS, *LOG_READ),
+        details={"requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}}},
+    ),
+    Route(
+        "POST",
+        "/v1/resident/checks",
+        resident_api.post_resident_checks,
+        "residentChecks",
+        "Who checked this resident's data (signed resident-access+jwt from a council portal, "
+        "carrying the resident's core identity credential issued to that council)",
+        json_response(
+            "Every check of the person the credential names, newest first",
+            object_schema(
+                {
+                    "records": {
+                        "type": "array",
+                        "items": object_schema(
+                            {
+                                "log_index": COUNT,
+                                "when": {"type": "string"},
+                                "who": {"type": "string"},
+                                "who_name": {"type": ["string", "null"]},
+                                "purpose": {"type": "string"},
+                                "purpose_description": {"type": ["string", "null"]},
+                                "check": {"type": "string"},
+                                "check_description": {"type": ["string", "null"]},
+                                "lawful_basis": {"type": ["string", "null"]},
+                                "outcome": {"type": "string"},
+                            }
+                        ),
+                    }
+                }
+            ),
+        ),
+        problems=(*JWT_BODY, *GATE, *policy.RESIDENT_ACCESS_REFUSALS, *LOG_READ),
         details={"requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}}},
     ),
     Route(

@@ -527,6 +527,41 @@ def parse_audit_request(
 
 
 @dataclass(frozen=True, slots=True)
+class ResidentAccess:
+    """A council portal asks, for the resident signed in to it, who checked their data; the
+    resident's core identity credential (issued to that council) says who they are."""
+
+    requester: str
+    jti: str
+    credential: str = field(repr=False)
+
+
+def resident_access_claims(
+    *, requester: str, broker: str, now: int, credential: str
+) -> dict[str, Any]:
+    return {
+        "iss": requester,
+        "aud": broker,
+        "iat": now,
+        "exp": now + 60,
+        "jti": new_jti(),
+        "credential": credential,
+    }
+
+
+def parse_resident_access(verified: Verified) -> ResidentAccess:
+    claims = verified.claims
+    unknown = set(claims) - (_REGISTERED | {"credential"})
+    _require(not unknown, f"resident access request has unknown members: {sorted(unknown)}")
+    credential = claims.get("credential")
+    _require(
+        isinstance(credential, str) and _COMPACT.fullmatch(credential) is not None,
+        "credential must be a compact JWS",
+    )
+    return ResidentAccess(verified.issuer, verified.jti, str(credential))
+
+
+@dataclass(frozen=True, slots=True)
 class ConsentWithdrawal:
     """A council's signed statement that the resident withdrew consent ``consent_id``."""
 

@@ -63,6 +63,7 @@ CHECK_REFUSALS = (
 AUDIT_REFUSALS = (MEMBER_SUSPENDED, NOT_AN_AUDITOR)
 SUBJECT_ACCESS_REFUSALS = (*AUDIT_REFUSALS, SUBJECT_ACCESS_NOT_GRANTED)
 WITHDRAWAL_REFUSALS = (MEMBER_SUSPENDED, ROLE_NOT_PERMITTED)
+RESIDENT_ACCESS_REFUSALS = (MEMBER_SUSPENDED, ROLE_NOT_PERMITTED, CREDENTIAL_INVALID)
 REFUSAL_CODES = tuple(
     dict.fromkeys((*SUBJECT_ACCESS_REFUSALS, *CHECK_REFUSALS, *WITHDRAWAL_REFUSALS))
 )
@@ -252,6 +253,15 @@ def authorize_audit(registry: Registry, member_id: str, *, subject_access: bool 
         raise _refuse(
             SUBJECT_ACCESS_NOT_GRANTED, "this auditor may not make subject access requests"
         )
+
+
+def authorize_resident_access(registry: Registry, member_id: str) -> None:
+    """Only an active relying party asks, for a resident signed in to it, who checked them."""
+    member = registry.members.get(member_id)
+    if member is None or not member.active:
+        raise _refuse(MEMBER_SUSPENDED, "the requesting member is not active in the scheme")
+    if "relying-party" not in member.roles:
+        raise _refuse(ROLE_NOT_PERMITTED, "only relying parties ask for a resident")
 
 
 def authorize_withdrawal(registry: Registry, member_id: str) -> None:

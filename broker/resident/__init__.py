@@ -3,6 +3,7 @@
 General layout:
 
 - ``page``   sign-in with an identity provider, the session, the list of checks
+- ``api``    the same list for councils' own portals (``POST /v1/resident/checks``)
 
 Beside it, ``templates/`` holds the pages in the GOV.UK Design System's markup (no
 JavaScript), and ``static/`` GOV.UK Frontend's stylesheet, fonts and crest, vendored from npm

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from broker.app_keys import CLOCK, HTTP, REGISTRY, SETTINGS, STORES
 from broker.settings import ResidentPageSettings, Settings
-from trust.credential import CredentialRefused, verify_credential
+from trust.credential import CoreIdentity, CredentialRefused, verify_credential
 from trust.pseudonym import pseudonymise_identifiers
 from trust.registry import Registry
 
@@ -235,15 +235,7 @@ async def callback(request: web.Request) -> web.Response:
     if identity.provider != resident.identity_provider:
         log.info("resident_sign_in", result="credential-refused", reason="another provider")
         return _refused("Your identity could not be confirmed", "Start again.", 403)
-    keys = (settings.pseudonym_key, *settings.previous_pseudonym_keys)
-    persons = tuple(
-        p.person
-        for p in (
-            pseudonymise_identifiers(identity.family_name, identity.date_of_birth, None, key)
-            for key in keys
-        )
-        if p.person is not None
-    )
+    persons = person_pseudonyms(settings, identity)
     sid = secrets.token_urlsafe(32)
     request.app[SESSIONS][sid] = Session(
         persons,
@@ -258,6 +250,50 @@ async def callback(request: web.Request) -> web.Response:
     return response
 
 
+def person_pseudonyms(settings: Settings, identity: CoreIdentity) -> tuple[str, ...]:
+    """The person pseudonyms of a credential's name and first birth date, under every
+    pseudonym key in force (records made before a key rotation are found too)."""
+    keys = (settings.pseudonym_key, *settings.previous_pseudonym_keys)
+    found = (
+        pseudonymise_identifiers(identity.family_name, identity.date_of_birth, None, key)
+        for key in keys
+    )
+    return tuple(p.person for p in found if p.person is not None)
+
+
+async def checks_of(request: web.Request, persons: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Every check recorded about the person these pseudonyms name, newest first: who asked,
+    when, for what, which check, under which basis, with what outcome. Records past
+    retention (their content deleted) are left out."""
+    found = await request.app[STORES].consent_log.by_subject(list(persons), [])
+    registry = request.app[REGISTRY].snapshot
+    entries = []
+    for stored in sorted(found, key=lambda s: s.index, reverse=True):
+        if stored.body is None:
+            continue
+        record = orjson.loads(stored.body)
+        if record.get("kind") != "check":
+            continue
+        member = registry.members.get(record["requester"])
+        purpose = registry.purposes.get(record["purpose"])
+        check = registry.checks.get(record["check"])
+        entries.append(
+            {
+                "log_index": stored.index,
+                "when": record["recorded_at"],
+                "who": record["requester"],
+                "who_name": None if member is None else member.name,
+                "purpose": record["purpose"],
+                "purpose_description": None if purpose is None else purpose.description,
+                "check": record["check"],
+                "check_description": None if check is None else check.description,
+                "lawful_basis": record["lawful_basis"],
+                "outcome": record["outcome"],
+            }
+        )
+    return entries
+
+
 def _when(recorded_at: str) -> str:
     moment = time.strptime(recorded_at[:19], "%Y-%m-%dT%H:%M:%S")
     return time.strftime("%d %B %Y at %H:%M UTC", moment).lstrip("0")
@@ -268,26 +304,18 @@ async def checks(request: web.Request) -> web.Response:
     session = _session(request)
     if session is None:
         return _redirect("/resident")
-    found = await request.app[STORES].consent_log.by_subject(list(session.persons), [])
-    registry = request.app[REGISTRY].snapshot
-    rows = []
-    for stored in sorted(found, key=lambda s: s.index, reverse=True):
-        if stored.body is None:  # past retention: its content is gone
-            continue
-        record = orjson.loads(stored.body)
-        member = registry.members.get(record["requester"])
-        purpose = registry.purposes.get(record["purpose"])
-        check = registry.checks.get(record["check"])
-        rows.append(
-            {
-                "when": _when(record["recorded_at"]),
-                "who": record["requester"] if member is None else member.name,
-                "purpose": record["purpose"] if purpose is None else purpose.description,
-                "check": record["check"] if check is None else check.description,
-                "lawful_basis": LAWFUL_BASES.get(record["lawful_basis"], record["lawful_basis"]),
-                "outcome": OUTCOMES.get(record["outcome"], record["outcome"]),
-            }
-        )
+    history = await checks_of(request, session.persons)
+    rows = [
+        {
+            "when": _when(entry["when"]),
+            "who": entry["who_name"] or entry["who"],
+            "purpose": entry["purpose_description"] or entry["purpose"],
+            "check": entry["check_description"] or entry["check"],
+            "lawful_basis": LAWFUL_BASES.get(entry["lawful_basis"], entry["lawful_basis"]),
+            "outcome": OUTCOMES.get(entry["outcome"], entry["outcome"]),
+        }
+        for entry in history
+    ]
     log.info("resident_view", records=len(rows), identity_provider=session.identity_provider)
     return _page("checks.html", rows=rows, csrf=session.csrf)
 

@@ -573,6 +573,8 @@ async def test_the_resident_page_logs_no_personal_data(
             subject={},
             credential=cred.jwcrypto_sign(council_key(devscheme.IDP), claims),
         )
+        portal = cred.jwcrypto_sign(council_key(devscheme.IDP), claims)  # the API form
+        assert len(await bb_client.resident_checks(portal)) == 1
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
             async with browser.get(f"{broker.url}/resident/callback?code=c&state=s") as forged:
                 assert forged.status == 400
@@ -588,7 +590,7 @@ async def test_the_resident_page_logs_no_personal_data(
                 assert out.url.path == "/resident"
     out_text, err = capfd.readouterr()
     names = {e.get("event") for e in events}
-    assert {"resident_sign_in", "resident_view", "resident_sign_out"} <= names
+    assert {"resident_sign_in", "resident_view", "resident_sign_out", "resident_api_view"} <= names
     assert SCANNER.scan_events(events) == []
     assert SCANNER.findings(out_text + err) == []
     assert SCANNER.findings(caplog.text) == []

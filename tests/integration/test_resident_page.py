@@ -16,6 +16,7 @@ from broker.scheme import dev as devscheme
 from connectors.reference.identity import ReferenceIdentityProvider
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.support.browser import headless_chromium
 from tests.support.residents import rows, sign_in
 from tests.support.servers import RunningBroker
@@ -174,3 +175,33 @@ async def test_a_resident_uses_the_page_in_chromium(checked: RunningBroker) -> N
     assert seen["severe"] == []
     assert nobody["rows"] == 0
     assert nobody["summary"] == "No one has checked your data through this service."
+
+
+async def test_a_council_portal_shows_a_signed_in_resident_who_checked_them(
+    checked: RunningBroker, scheme: devscheme.DevScheme, blue_badge_client: EligibilityClient
+) -> None:
+    provider = ReferenceIdentityProvider.from_pem(scheme.key_path(devscheme.IDP).read_bytes())
+    client_id = devscheme.CLIENT_IDS[devscheme.COUNCIL_BLUE_BADGE]
+    now = int(time.time())
+    found = await blue_badge_client.resident_checks(
+        provider.issue("bb-yes-dla", client_id=client_id, now=now)
+    )
+    assert [(r["purpose"], r["outcome"]) for r in found] == [
+        ("blue-badge-application", "yes"),
+        (devscheme.BLUE_BADGE_ONLINE, "yes"),
+    ]
+    assert found[0]["who_name"].startswith("Warwickshire County Council")
+    nobody = await blue_badge_client.resident_checks(
+        provider.issue("fsm-no", client_id=client_id, now=now)
+    )
+    assert nobody == []
+    # a credential issued to another council, or long ago, shows nothing
+    other = provider.issue(
+        "bb-yes-dla", client_id=devscheme.CLIENT_IDS[devscheme.COUNCIL_SCHOOLS], now=now
+    )
+    stale = provider.issue("bb-yes-dla", client_id=client_id, now=now - 3600, lifetime=7200)
+    for credential in (other, stale):
+        with pytest.raises(CheckFailed) as refused:
+            await blue_badge_client.resident_checks(credential)
+        assert refused.value.status == 403
+        assert refused.value.problem["type"] == "urn:ax-broker:problem:credential-invalid"
