@@ -15,6 +15,7 @@ General layout:
 - ``cosigning``    the log as a witness client: each new checkpoint to the registry's witnesses
 - ``witness``      ``axb witness serve``: a witness that cosigns checkpoints (a separate service)
 - ``audit``        the audit API and the public log endpoints
+- ``resident``     "who checked my data": the resident's page, signed in with an identity provider
 - ``stores``       admission (replay and rate limits: memory or Redis) and the consent log
 - ``problems``     the one place where errors become RFC 9457 problem+json responses
 - ``errors``       the broker's exception root, ``BrokerError``, and its kinds

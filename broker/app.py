@@ -200,4 +200,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     app.cleanup_ctx.append(resources)
     add_routes(app)
+    if settings.resident is not None:
+        from broker.resident.page import add_resident_routes
+
+        add_resident_routes(app)
     return app

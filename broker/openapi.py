@@ -120,8 +120,18 @@ QUERY_CLAIMS: dict[str, Any] = {
         "subject": {
             "type": "object",
             "required": ["family_name", "date_of_birth"],
+            "description": "with a credential, family_name and date_of_birth may be left out: "
+            "the credential supplies them (and given_names), and a field given here must agree",
             "additionalProperties": False,
             "properties": {name: SUBJECT_FIELD_SCHEMAS[name] for name in SUBJECT_FIELDS},
+        },
+        "credential": {
+            "type": "string",
+            "maxLength": 8192,
+            "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$",
+            "description": "the resident's core identity credential (GOV.UK One Login's "
+            "coreIdentityJWT shape), issued to the council's client id at a registered "
+            "identity provider; required by purposes whose identity is 'credential'",
         },
     },
 }

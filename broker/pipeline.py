@@ -24,6 +24,7 @@ from broker.stores.consent_log import ConsentLog
 from broker.transparency import TransparencyLog
 from connectors.base import Connector
 from trust import jws
+from trust.credential import CoreIdentity, CredentialRefused
 from trust.errors import PolicyRefusal
 from trust.messages import (
     EligibilityAnswer,
@@ -87,16 +88,22 @@ class CheckPipeline:
         try:
             decision = decide(registry, query, withdrawn=withdrawn, now=int(now))
         except PolicyRefusal as refusal:
+            identity = refusal.identity if isinstance(refusal.identity, CoreIdentity) else None
             record = record_for(
                 query,
                 key=key,
                 now_ms=int(self._clock() * 1000),
                 outcome="refused",
                 refusal=refusal.code,
+                identity=identity,
             )
             appended = await self._transparency.append(record)
             structlog.contextvars.bind_contextvars(log_index=appended.index, outcome="refused")
+            if isinstance(refusal, CredentialRefused):  # which check failed: for the log only
+                structlog.contextvars.bind_contextvars(credential_reason=refusal.reason)
             raise Refused(refusal, appended.index) from None
+        if decision.query is not None:  # the subject as the credential proved it
+            query = decision.query
 
         result = await fan_out(
             decision,
@@ -113,6 +120,7 @@ class CheckPipeline:
             outcome=result.outcome,
             check_version=decision.version.version,
             providers=tuple(call.provider for call in decision.calls),
+            identity=decision.identity,
         )
         appended = await self._transparency.append(record)
         structlog.contextvars.bind_contextvars(log_index=appended.index, outcome=result.outcome)

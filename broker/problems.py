@@ -23,7 +23,7 @@ from broker.errors import (
     StoreUnavailable,
 )
 from connectors.errors import RequestRefused
-from trust import policy
+from trust import credential, policy
 from trust.errors import (
     InvalidMessage,
     PolicyRefusal,
@@ -78,6 +78,12 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType(policy.NOT_AN_AUDITOR, 403, "Only auditors may read the consent log"),
         ProblemType(policy.SUBJECT_ACCESS_NOT_GRANTED, 403, "Subject access not granted"),
         ProblemType("invalid-proof-request", 400, "The proof request is out of range"),
+        ProblemType(credential.CREDENTIAL_REQUIRED, 403, "An identity credential is required"),
+        ProblemType(credential.CREDENTIAL_INVALID, 403, "The identity credential was refused"),
+        ProblemType(credential.CREDENTIAL_VOT_TOO_LOW, 403, "The credential's vot is too low"),
+        ProblemType(
+            credential.SUBJECT_CONTRADICTS_CREDENTIAL, 403, "The query contradicts the credential"
+        ),
     )
 }
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from broker import handlers
 from broker.audit import api, public
 from broker.audit.api import MAX_PAGE
+from broker.resident import api as resident_api
 from trust import policy
 from trust.jws import JWT_MEDIA_TYPE
 
@@ -185,6 +186,40 @@ ROUTES: tuple[Route, ...] = (
         details={"requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}}},
     ),
     Route(
+        "POST",
+        "/v1/resident/checks",
+        resident_api.post_resident_checks,
+        "residentChecks",
+        "Who checked this resident's data (signed resident-access+jwt from a council portal, "
+        "carrying the resident's core identity credential issued to that council)",
+        json_response(
+            "Every check of the person the credential names, newest first",
+            object_schema(
+                {
+                    "records": {
+                        "type": "array",
+                        "items": object_schema(
+                            {
+                                "log_index": COUNT,
+                                "when": {"type": "string"},
+                                "who": {"type": "string"},
+                                "who_name": {"type": ["string", "null"]},
+                                "purpose": {"type": "string"},
+                                "purpose_description": {"type": ["string", "null"]},
+                                "check": {"type": "string"},
+                                "check_description": {"type": ["string", "null"]},
+                                "lawful_basis": {"type": ["string", "null"]},
+                                "outcome": {"type": "string"},
+                            }
+                        ),
+                    }
+                }
+            ),
+        ),
+        problems=(*JWT_BODY, *GATE, *policy.RESIDENT_ACCESS_REFUSALS, *LOG_READ),
+        details={"requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}}},
+    ),
+    Route(
         "GET",
         "/.well-known/jwks.json",
         handlers.get_jwks,
@@ -284,12 +319,50 @@ ROUTES: tuple[Route, ...] = (
                 query_parameter("until", required=False, schema=MOMENT),
                 *(
                     query_parameter(n, required=False)
-                    for n in ("requester", "purpose", "check", "outcome", "lawful_basis", "kind")
+                    for n in (
+                        "requester",
+                        "purpose",
+                        "check",
+                        "outcome",
+                        "lawful_basis",
+                        "kind",
+                        "identity_provider",
+                    )
                 ),
                 query_parameter("after", required=False, schema=COUNT),
                 query_parameter(
                     "limit", required=False, schema={**COUNT, "minimum": 1, "maximum": MAX_PAGE}
                 ),
+            ],
+        },
+    ),
+    Route(
+        "GET",
+        "/v1/audit/identity-sources",
+        api.get_identity_sources,
+        "auditIdentitySources",
+        "How many checks in a period had their identity from a verified credential, by "
+        "identity provider, and their share of all checks (auditors)",
+        json_response(
+            "Counts of check records",
+            object_schema(
+                {
+                    "checks": COUNT,
+                    "credential_backed": COUNT,
+                    "share_credential_backed": {"type": ["number", "null"]},
+                    "by_identity_provider": {
+                        "type": "object",
+                        "additionalProperties": COUNT,
+                    },
+                }
+            ),
+        ),
+        problems=("bad-request", *AUDIT_REQUEST, *policy.AUDIT_REFUSALS, *LOG_READ),
+        details={
+            **AUDIT_SECURITY,
+            "parameters": [
+                query_parameter("since", required=False, schema=MOMENT),
+                query_parameter("until", required=False, schema=MOMENT),
             ],
         },
     ),

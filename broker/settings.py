@@ -31,6 +31,30 @@ from trust.pseudonym import PseudonymKey
 
 
 @dataclass(frozen=True, slots=True)
+class ResidentPageSettings:
+    """The "who checked my data" page (``[resident]``): the identity provider residents sign
+    in with (its member id; the broker's client id there is in the registry), where its
+    sign-in and token endpoints are, and the page's own public URL (its redirect URI)."""
+
+    identity_provider: str
+    authorize_url: str
+    token_url: str
+    public_url: str
+
+
+def _resident(table: object) -> ResidentPageSettings | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise SettingsError("[resident] must be a table")
+    urls = {name: require_str(table, name) for name in ("authorize_url", "token_url", "public_url")}
+    for name, url in urls.items():
+        if not url.startswith(("https://", "http://127.", "http://localhost")):
+            raise SettingsError(f"resident.{name} must be https (or loopback http)")
+    return ResidentPageSettings(require_str(table, "identity_provider"), **urls)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     broker_id: str
     host: str
@@ -60,6 +84,7 @@ class Settings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 10.0
     max_connections: int = 1000
+    resident: ResidentPageSettings | None = None
 
     @property
     def consent_log_path(self) -> Path:
@@ -185,4 +210,5 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         header_timeout_s=_float(table, "header_timeout_s", 10.0, 0.1, 3600),
         body_timeout_s=_float(table, "body_timeout_s", 10.0, 0.1, 3600),
         max_connections=_int(table, "max_connections", 1000, 1, 1_000_000),
+        resident=_resident(table.get("resident")),
     )

@@ -53,6 +53,10 @@ class SchemeFolder:
     def public_key(self, member_id: str) -> Path:
         return self.root / "public" / f"{member_id}.jwk.json"
 
+    def did_document(self, member_id: str) -> Path:
+        """An identity provider's DID document, as the operator fetched it."""
+        return self.root / "public" / f"{member_id}.did.json"
+
     @property
     def log_verifier_key(self) -> Path:
         return self.root / "public" / "log.vkey"

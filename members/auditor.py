@@ -111,6 +111,13 @@ class AuditClient:
             result: dict[str, Any] = await response.json()
             return result
 
+    async def identity_sources(self, **period: Any) -> dict[str, Any]:
+        """How many checks were credential-backed, by identity provider (``since``/``until``)."""
+        query = {k: v for k, v in period.items() if v is not None}
+        async with await self._request("GET", "/v1/audit/identity-sources", query) as response:
+            result: dict[str, Any] = await response.json()
+            return result
+
     async def record(self, index: int) -> dict[str, Any]:
         async with await self._request("GET", f"/v1/audit/records/{index}") as response:
             result: dict[str, Any] = await response.json()

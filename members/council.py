@@ -39,6 +39,7 @@ from trust.messages import (
     EligibilityAnswer,
     parse_answer,
     query_claims,
+    resident_access_claims,
     withdrawal_claims,
 )
 from trust.receipts import (
@@ -176,7 +177,11 @@ class EligibilityClient:
         consent: ConsentReference | None = None,
         as_of: date | None = None,
         assurance: str | None = None,
+        credential: str | None = None,
     ) -> EligibilityAnswer:
+        """``credential``: the resident's core identity credential (One Login's
+        ``coreIdentityJWT``, issued to your client id); the broker then takes the name and
+        birth date from it, and ``subject`` need carry only what it lacks."""
         token, jti = self.sign_query(
             check,
             purpose=purpose,
@@ -185,6 +190,7 @@ class EligibilityClient:
             consent=consent,
             as_of=as_of,
             assurance=assurance,
+            credential=credential,
         )
         return await self.send(token, jti)
 
@@ -274,6 +280,27 @@ class EligibilityClient:
             return body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ReceiptNotProven(f"the broker's {target} is not UTF-8") from exc
+
+    async def resident_checks(self, credential: str) -> list[dict[str, Any]]:
+        """Who checked the data of the resident signed in to your portal: pass the core
+        identity credential you just received for them (issued to your client id)."""
+        claims = resident_access_claims(
+            requester=self.member_id,
+            broker=self._broker_id,
+            now=int(self._clock()),
+            credential=credential,
+        )
+        token = jws.sign(claims, self._key, jws.RESIDENT_ACCESS)
+        async with self.session.post(
+            f"{self._url}/v1/resident/checks",
+            data=token,
+            headers={"Content-Type": JWT_MEDIA_TYPE},
+        ) as response:
+            body = await response.json(content_type=None)
+            if response.status != 200:
+                raise CheckFailed(response.status, body)
+        records: list[dict[str, Any]] = body["records"]
+        return records
 
     async def withdraw_consent(self, consent_id: str, *, withdrawn_at: str) -> int:
         """Record that the resident withdrew ``consent_id``; returns the record's log index.

@@ -17,6 +17,7 @@ import pytest
 from broker.app import create_app
 from broker.scheme import dev as devscheme
 from broker.settings import load_settings
+from connectors.reference.identity import ReferenceIdentityProvider, identity_app
 from connectors.reference.providers import build_reference_provider, build_ves_stub
 from members.council import EligibilityClient
 from tests.support.councils import CouncilKey
@@ -151,3 +152,17 @@ async def schools_client(
         scheme.council_config(devscheme.COUNCIL_SCHOOLS)
     ) as client:
         yield client
+
+
+@pytest.fixture
+async def identity_provider(
+    scheme: devscheme.DevScheme, listeners: devscheme.Listeners
+) -> AsyncIterator[str]:
+    """The reference identity provider serving its sign-in on the scheme's port; its URL."""
+    provider = ReferenceIdentityProvider.from_pem(scheme.key_path(devscheme.IDP).read_bytes())
+    callback = f"{scheme.broker_url}/resident/callback"
+    app = identity_app(provider, redirect_uris={devscheme.RESIDENT_PAGE_CLIENT_ID: callback})
+    runner = await serve_on(app, listeners.identity)  # its sign-in, for the resident page
+    assert scheme.identity_url is not None
+    yield scheme.identity_url
+    await runner.cleanup()

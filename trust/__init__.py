@@ -7,6 +7,8 @@ General layout:
 - ``keys``       ES256 signing/verifying keys, JWK and JWKS, RFC 7638 thumbprints
 - ``jws``        the JWS profile of every message type (the only module that touches PyJWT)
 - ``messages``   the claims of each message: queries, answers, attribute requests and answers
+- ``did``        an identity provider's DID document, read for its keys (nothing resolved)
+- ``credential`` core identity credentials (One Login's shape): verify, derive the subject
 - ``registry``   the signed trust registry: document -> immutable ``Registry`` snapshot
 - ``rules``      named, date-effective checks and how attribute outcomes combine
 - ``policy``     ``decide``: may this member ask this check for this purpose?

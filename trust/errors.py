@@ -38,6 +38,8 @@ class PolicyRefusal(TrustError):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        # the verified identity credential the refused query carried, if any (recorded)
+        self.identity: object | None = None
 
 
 class LogProofError(TrustError):

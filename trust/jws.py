@@ -48,6 +48,7 @@ ATTRIBUTE_REQUEST = Profile("attribute-request+jwt", 300)
 ATTRIBUTE_RESPONSE = Profile("attribute-response+jwt", 300)
 AUDIT_REQUEST = Profile("audit-request+jwt", 300)
 CONSENT_WITHDRAWAL = Profile("consent-withdrawal+jwt", 300)
+RESIDENT_ACCESS = Profile("resident-access+jwt", 300)  # a council portal: who checked me?
 # The longest lifetime any message a member sends to the broker may claim.
 MAX_LIFETIME_SECONDS = max(
     p.max_lifetime for p in (ELIGIBILITY_QUERY, AUDIT_REQUEST, CONSENT_WITHDRAWAL)

@@ -46,7 +46,11 @@ _QUERY_MEMBERS = _REGISTERED | {
     "as_of",
     "assurance",
     "subject",
+    "credential",
 }
+# A core identity credential travels in the query as a compact JWS (trust.credential verifies
+# it against the registry); its size is bounded there, its type here.
+_COMPACT = re.compile(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 # control, format (zero-width, bidi), surrogate, private-use and unassigned characters
 _NOT_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
@@ -230,6 +234,7 @@ class EligibilityQuery:
     as_of: date
     assurance: str | None
     subject: Subject
+    credential: str | None = field(default=None, repr=False)
 
 
 def parse_query(verified: Verified, *, today: date) -> EligibilityQuery:
@@ -242,8 +247,19 @@ def parse_query(verified: Verified, *, today: date) -> EligibilityQuery:
     assurance = claims.get("assurance")
     _require(assurance is None or assurance in ASSURANCE_LEVELS, "assurance must be P0..P4")
     basis = claims.get("lawful_basis")
-    subject = parse_subject(claims.get("subject"))
-    _require(subject.date_of_birth <= today, "date_of_birth is in the future")
+    credential = claims.get("credential")
+    _require(
+        credential is None
+        or (isinstance(credential, str) and _COMPACT.fullmatch(credential) is not None),
+        "credential must be a compact JWS",
+    )
+    # with a credential, the name and birth date may come from it alone
+    required = () if credential is not None else ("family_name", "date_of_birth")
+    subject = parse_subject(claims.get("subject"), required=required)
+    _require(
+        "date_of_birth" not in subject.fields or subject.date_of_birth <= today,
+        "date_of_birth is in the future",
+    )
     return EligibilityQuery(
         requester=verified.issuer,
         jti=verified.jti,
@@ -256,6 +272,7 @@ def parse_query(verified: Verified, *, today: date) -> EligibilityQuery:
         as_of=as_of,
         assurance=assurance,
         subject=subject,
+        credential=credential,
     )
 
 
@@ -273,8 +290,10 @@ def query_claims(
     assurance: str | None = None,
     lifetime: int = 120,
     jti: str | None = None,
+    credential: str | None = None,
 ) -> dict[str, Any]:
-    """The claims a council signs for one check (used by the SDK and the CLI)."""
+    """The claims a council signs for one check (used by the SDK and the CLI); ``credential``
+    is the resident's core identity credential (compact JWS), if the council has one."""
     claims: dict[str, Any] = {
         "iss": requester,
         "aud": broker,
@@ -293,6 +312,8 @@ def query_claims(
         claims["as_of"] = as_of.isoformat()
     if assurance is not None:
         claims["assurance"] = assurance
+    if credential is not None:
+        claims["credential"] = credential
     return claims
 
 
@@ -503,6 +524,41 @@ def parse_audit_request(
     _require(claims.get("htu") == target, "audit request signed for another path or query")
     _require(claims.get("body_sha256") == body_digest(body), "audit request body altered")
     return AuditRequest(verified.issuer, verified.jti, verified.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentAccess:
+    """A council portal asks, for the resident signed in to it, who checked their data; the
+    resident's core identity credential (issued to that council) says who they are."""
+
+    requester: str
+    jti: str
+    credential: str = field(repr=False)
+
+
+def resident_access_claims(
+    *, requester: str, broker: str, now: int, credential: str
+) -> dict[str, Any]:
+    return {
+        "iss": requester,
+        "aud": broker,
+        "iat": now,
+        "exp": now + 60,
+        "jti": new_jti(),
+        "credential": credential,
+    }
+
+
+def parse_resident_access(verified: Verified) -> ResidentAccess:
+    claims = verified.claims
+    unknown = set(claims) - (_REGISTERED | {"credential"})
+    _require(not unknown, f"resident access request has unknown members: {sorted(unknown)}")
+    credential = claims.get("credential")
+    _require(
+        isinstance(credential, str) and _COMPACT.fullmatch(credential) is not None,
+        "credential must be a compact JWS",
+    )
+    return ResidentAccess(verified.issuer, verified.jti, str(credential))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,13 @@ Anything the registry does not explicitly allow is refused.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from trust import credential as credentials
+from trust.credential import CoreIdentity, CredentialRefused
 from trust.errors import PolicyRefusal
 from trust.messages import ASSURANCE_LEVELS, EligibilityQuery
 from trust.registry import Purpose, Registry, provider_fields
@@ -30,6 +33,10 @@ CONSENT_REQUIRED = "consent-required"
 CONSENT_WITHDRAWN = "consent-withdrawn"
 ASSURANCE_TOO_LOW = "assurance-too-low"
 SUBJECT_FIELDS_MISSING = "subject-fields-missing"
+CREDENTIAL_REQUIRED = credentials.CREDENTIAL_REQUIRED
+CREDENTIAL_INVALID = credentials.CREDENTIAL_INVALID
+CREDENTIAL_VOT_TOO_LOW = credentials.CREDENTIAL_VOT_TOO_LOW
+SUBJECT_CONTRADICTS_CREDENTIAL = credentials.SUBJECT_CONTRADICTS_CREDENTIAL
 NOT_AN_AUDITOR = "not-an-auditor"
 SUBJECT_ACCESS_NOT_GRANTED = "subject-access-not-granted"
 SUBJECT_ACCESS_GRANT = "subject-access"
@@ -48,10 +55,15 @@ CHECK_REFUSALS = (
     CONSENT_WITHDRAWN,
     ASSURANCE_TOO_LOW,
     SUBJECT_FIELDS_MISSING,
+    CREDENTIAL_REQUIRED,
+    CREDENTIAL_INVALID,
+    CREDENTIAL_VOT_TOO_LOW,
+    SUBJECT_CONTRADICTS_CREDENTIAL,
 )
 AUDIT_REFUSALS = (MEMBER_SUSPENDED, NOT_AN_AUDITOR)
 SUBJECT_ACCESS_REFUSALS = (*AUDIT_REFUSALS, SUBJECT_ACCESS_NOT_GRANTED)
 WITHDRAWAL_REFUSALS = (MEMBER_SUSPENDED, ROLE_NOT_PERMITTED)
+RESIDENT_ACCESS_REFUSALS = (MEMBER_SUSPENDED, ROLE_NOT_PERMITTED, CREDENTIAL_INVALID)
 REFUSAL_CODES = tuple(
     dict.fromkeys((*SUBJECT_ACCESS_REFUSALS, *CHECK_REFUSALS, *WITHDRAWAL_REFUSALS))
 )
@@ -77,6 +89,9 @@ class Decision:
     calls: tuple[PlannedCall, ...]
     unavailable: frozenset[AttributeRef]
     skipped: Mapping[str, str] = field(default_factory=dict)
+    # the verified credential, and the query with the subject derived from it
+    identity: CoreIdentity | None = None
+    query: EligibilityQuery | None = None
 
 
 def _refuse(code: str, detail: str) -> PolicyRefusal:
@@ -116,13 +131,68 @@ def decide(
         raise _refuse(CONSENT_REQUIRED, "this purpose needs a consent reference")
     if query.consent is not None and query.consent.id in withdrawn:
         raise _refuse(CONSENT_WITHDRAWN, "the cited consent has been withdrawn")
-    if version.min_assurance is not None and (
-        query.assurance is None
-        or ASSURANCE_LEVELS.index(query.assurance) < ASSURANCE_LEVELS.index(version.min_assurance)
-    ):
-        raise _refuse(ASSURANCE_TOO_LOW, f"this check needs assurance {version.min_assurance}")
-    calls, unavailable, skipped = plan(registry, version, query, now=now)
-    return Decision(purpose, check, version, calls, unavailable, skipped)
+    identity = establish_identity(registry, query, purpose, now=now)
+    try:
+        if identity is not None:
+            query = dataclasses.replace(
+                query,
+                subject=credentials.subject_from_credential(query.subject, identity),
+                assurance=identity.vot,
+            )
+        if version.min_assurance is not None and (
+            query.assurance is None
+            or ASSURANCE_LEVELS.index(query.assurance)
+            < ASSURANCE_LEVELS.index(version.min_assurance)
+        ):
+            raise _refuse(ASSURANCE_TOO_LOW, f"this check needs assurance {version.min_assurance}")
+        calls, unavailable, skipped = plan(registry, version, query, now=now)
+    except PolicyRefusal as refusal:
+        refusal.identity = identity  # the record keeps which credential was refused
+        raise
+    return Decision(purpose, check, version, calls, unavailable, skipped, identity, query)
+
+
+def establish_identity(
+    registry: Registry, query: EligibilityQuery, purpose: Purpose, *, now: int | None
+) -> CoreIdentity | None:
+    """The verified credential a query carries (``None`` without one), held to what the
+    purpose needs. A ``credential`` purpose refuses a query without one; a credential is
+    verified whatever the purpose, and a council-asserted ``assurance`` above its ``vot`` is a
+    contradiction."""
+    needed = purpose.identity
+    if query.credential is None:
+        if needed.source == "credential":
+            raise CredentialRefused(
+                credentials.CREDENTIAL_REQUIRED,
+                "this purpose needs the resident's identity credential",
+            )
+        return None
+    if now is None:
+        raise credentials.invalid("no time to verify the credential at")
+    identity = credentials.verify_credential(
+        query.credential,
+        registry=registry,
+        relying_party=query.requester,
+        now=now,
+        max_age_s=needed.max_age_s,
+    )
+    if needed.min_vot is not None and not credentials.vot_at_least(identity.vot, needed.min_vot):
+        refusal = CredentialRefused(
+            credentials.CREDENTIAL_VOT_TOO_LOW,
+            f"this purpose needs a credential of vot {needed.min_vot} or above",
+        )
+        refusal.identity = identity
+        raise refusal
+    if query.assurance is not None and ASSURANCE_LEVELS.index(
+        query.assurance
+    ) > ASSURANCE_LEVELS.index(identity.vot):
+        refusal = CredentialRefused(
+            credentials.SUBJECT_CONTRADICTS_CREDENTIAL,
+            "the query's assurance is higher than the credential's vot",
+        )
+        refusal.identity = identity
+        raise refusal
+    return identity
 
 
 def plan(
@@ -183,6 +253,15 @@ def authorize_audit(registry: Registry, member_id: str, *, subject_access: bool 
         raise _refuse(
             SUBJECT_ACCESS_NOT_GRANTED, "this auditor may not make subject access requests"
         )
+
+
+def authorize_resident_access(registry: Registry, member_id: str) -> None:
+    """Only an active relying party asks, for a resident signed in to it, who checked them."""
+    member = registry.members.get(member_id)
+    if member is None or not member.active:
+        raise _refuse(MEMBER_SUSPENDED, "the requesting member is not active in the scheme")
+    if "relying-party" not in member.roles:
+        raise _refuse(ROLE_NOT_PERMITTED, "only relying parties ask for a resident")
 
 
 def authorize_withdrawal(registry: Registry, member_id: str) -> None:

@@ -15,16 +15,20 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from trust import jws
+from trust.credential import VOT_ORDER
 from trust.dates import parse_date_time
+from trust.did import is_did_web, key_belongs_to
 from trust.errors import DateFormatError, KeyFormatError, RegistryError, VerificationError
 from trust.keys import SigningKey, VerifyingKey
 from trust.messages import SUBJECT_FIELDS, new_jti
 from trust.rules import AttributeRef, Check, attributes_of, check_document, parse_check
 from trust.witness_policy import Witness, WitnessPolicy, parse_witness, parse_witness_policy
 
-Role = Literal["relying-party", "attribute-provider", "auditor", "broker", "witness"]
+Role = Literal[
+    "relying-party", "attribute-provider", "auditor", "broker", "witness", "identity-provider"
+]
 ROLES: frozenset[str] = frozenset(
-    {"relying-party", "attribute-provider", "auditor", "broker", "witness"}
+    {"relying-party", "attribute-provider", "auditor", "broker", "witness", "identity-provider"}
 )
 STATUSES: frozenset[str] = frozenset({"active", "suspended"})
 LAWFUL_BASES: frozenset[str] = frozenset(
@@ -74,6 +78,29 @@ class ProviderInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityProviderInfo:
+    """An identity provider: the exact ``iss`` of its credentials and the DID whose document
+    published its keys (each key's id is ``<did>#<fragment>``)."""
+
+    issuer: str
+    did: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRequirement:
+    """What identity a purpose needs: ``council-asserted`` (the council verified the resident
+    itself, e.g. face to face) or ``credential`` from an identity provider, proving at least
+    ``min_vot`` and issued no more than ``max_age_s`` ago."""
+
+    source: Literal["council-asserted", "credential"]
+    min_vot: str | None = None
+    max_age_s: int = 3600
+
+
+COUNCIL_ASSERTED = IdentityRequirement("council-asserted")
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     id: str
     name: str
@@ -85,6 +112,9 @@ class Member:
     rate_limit_per_second: int | None
     provider: ProviderInfo | None
     witness: Witness | None = None  # a witness's cosignature key and endpoint
+    identity_provider: IdentityProviderInfo | None = None
+    # a relying party's client id at each identity provider (by the provider's member id)
+    client_ids: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -98,6 +128,7 @@ class Purpose:
     checks: frozenset[str]
     lawful_bases: frozenset[str]
     consent_required: bool
+    identity: IdentityRequirement = COUNCIL_ASSERTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +146,16 @@ class Registry:
     checks: Mapping[str, Check]
     _keys: Mapping[str, jws.TrustedKey] = field(repr=False)
     witness_policy: WitnessPolicy | None = None  # None: the log's signature alone proves
+    _credential_keys: Mapping[str, jws.TrustedKey] = field(repr=False, default_factory=dict)
 
     def key(self, kid: str) -> jws.TrustedKey | None:
         """A :data:`trust.jws.KeyLookup`: the key, its owner and validity, or ``None``."""
         return self._keys.get(kid)
+
+    def credential_key(self, kid: str) -> jws.TrustedKey | None:
+        """An identity provider's credential-signing key by its DID URL. Kept apart from
+        :meth:`key`: a member's message key never signs a credential, nor the reverse."""
+        return self._credential_keys.get(kid)
 
     def fresh_at(self, now: int) -> bool:
         return now < self.expires_at
@@ -197,6 +234,25 @@ def _parse_provider(member_id: str, raw: Any) -> ProviderInfo:
     )
 
 
+def _parse_identity_provider(member_id: str, raw: Any) -> IdentityProviderInfo:
+    if not isinstance(raw, dict) or set(raw) != {"issuer", "did"}:
+        raise RegistryError(f"member {member_id}: identity_provider needs exactly issuer, did")
+    issuer = _text(raw["issuer"], f"member {member_id}: identity_provider.issuer")
+    if not issuer.startswith("https://"):
+        raise RegistryError(f"member {member_id}: an identity provider's issuer is https")
+    if not is_did_web(raw["did"]):
+        raise RegistryError(f"member {member_id}: identity_provider.did is not a did:web DID")
+    return IdentityProviderInfo(issuer, raw["did"])
+
+
+def _client_ids(member_id: str, raw: Any) -> Mapping[str, str]:
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in raw.items()
+    ):
+        raise RegistryError(f"member {member_id}: client_ids maps identity providers to ids")
+    return MappingProxyType(dict(raw))
+
+
 def _parse_member(raw: Any) -> Member:
     if not isinstance(raw, dict):
         raise RegistryError("a member is an object")
@@ -207,6 +263,10 @@ def _parse_member(raw: Any) -> Member:
     status = raw.get("status")
     if status not in STATUSES:
         raise RegistryError(f"member {member_id}: status must be active or suspended")
+    identity = raw.get("identity_provider")
+    if ("identity-provider" in roles) != (identity is not None):
+        raise RegistryError(f"member {member_id}: identity_provider iff identity-provider")
+    idp = None if identity is None else _parse_identity_provider(member_id, identity)
     keys: list[MemberKey] = []
     raw_keys = raw.get("keys")
     if not isinstance(raw_keys, list) or not raw_keys:
@@ -215,9 +275,12 @@ def _parse_member(raw: Any) -> Member:
         if not isinstance(entry, dict):
             raise RegistryError(f"member {member_id}: key entries are objects")
         try:
-            key = VerifyingKey.from_jwk(entry.get("jwk"))
+            # an identity provider's keys keep the ids its DID document published
+            key = VerifyingKey.from_jwk(entry.get("jwk"), require_thumbprint_kid=idp is None)
         except KeyFormatError as exc:
             raise RegistryError(f"member {member_id}: bad key: {exc}") from exc
+        if idp is not None and not key_belongs_to(key.kid, idp.did):
+            raise RegistryError(f"member {member_id}: a key id is not a fragment of its DID")
         start = _epoch(entry.get("not_before"), f"member {member_id}: not_before")
         end = _epoch(entry.get("not_after"), f"member {member_id}: not_after")
         keys.append(MemberKey(key, start, end))
@@ -246,6 +309,8 @@ def _parse_member(raw: Any) -> Member:
         witness=None
         if witness is None
         else parse_witness(member_id, witness, active=status == "active"),
+        identity_provider=idp,
+        client_ids=_client_ids(member_id, raw.get("client_ids", {})),
     )
 
 
@@ -265,7 +330,32 @@ def _parse_purpose(raw: Any) -> Purpose:
         checks=frozenset(_strings(raw.get("checks"), f"purpose {purpose_id}: checks")),
         lawful_bases=bases,
         consent_required=consent_required,
+        identity=_parse_identity_requirement(purpose_id, raw.get("identity")),
     )
+
+
+def _parse_identity_requirement(purpose_id: str, raw: Any) -> IdentityRequirement:
+    """``{"source": "council-asserted"}`` (also when absent: today's behaviour) or
+    ``{"source": "credential", "min_vot": "P2", "max_age_s": 3600}``."""
+    if raw is None:
+        return COUNCIL_ASSERTED
+    where = f"purpose {purpose_id}: identity"
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where} must be an object")
+    source = raw.get("source")
+    if source == "council-asserted":
+        if set(raw) != {"source"}:
+            raise RegistryError(f"{where}: council-asserted takes no other member")
+        return COUNCIL_ASSERTED
+    if source != "credential" or not set(raw) <= {"source", "min_vot", "max_age_s"}:
+        raise RegistryError(f"{where}: source is council-asserted or credential")
+    min_vot = raw.get("min_vot")
+    if min_vot not in VOT_ORDER:
+        raise RegistryError(f"{where}: min_vot must be one of {list(VOT_ORDER)}")
+    max_age = raw.get("max_age_s", 3600)
+    if type(max_age) is not int or not 60 <= max_age <= 30 * 86400:
+        raise RegistryError(f"{where}: max_age_s must be 60..2592000")
+    return IdentityRequirement("credential", min_vot, max_age)
 
 
 def _unique(items: Iterable[Any], what: str) -> dict[str, Any]:
@@ -289,6 +379,10 @@ def _cross_check(
         missing = member.purposes - set(purposes)
         if missing:
             raise RegistryError(f"member {member.id} names unknown purposes {sorted(missing)}")
+        for idp in member.client_ids:
+            known = members.get(idp)
+            if known is None or known.identity_provider is None:
+                raise RegistryError(f"member {member.id}: client id at {idp}, no such provider")
     for check in checks.values():
         for version in check.versions:
             for ref in attributes_of(version.rule):
@@ -318,11 +412,13 @@ def parse_registry_claims(claims: Mapping[str, Any], *, digest: str) -> Registry
         witnesses = {m.id: m.witness for m in members.values() if m.witness is not None}
         witness_policy = parse_witness_policy(claims["witness_policy"], witnesses)
     keys: dict[str, jws.TrustedKey] = {}
+    credential_keys: dict[str, jws.TrustedKey] = {}
     for member in members.values():
         for entry in member.keys:
-            if entry.key.kid in keys:
+            if entry.key.kid in keys or entry.key.kid in credential_keys:
                 raise RegistryError(f"kid {entry.key.kid} is registered twice")
-            keys[entry.key.kid] = jws.TrustedKey(
+            into = keys if member.identity_provider is None else credential_keys
+            into[entry.key.kid] = jws.TrustedKey(
                 member.id, entry.key, entry.not_before, entry.not_after
             )
     return Registry(
@@ -337,6 +433,7 @@ def parse_registry_claims(claims: Mapping[str, Any], *, digest: str) -> Registry
         checks=MappingProxyType(checks),
         _keys=MappingProxyType(keys),
         witness_policy=witness_policy,
+        _credential_keys=MappingProxyType(credential_keys),
     )
 
 
@@ -398,6 +495,8 @@ def member_document(
     provider: Mapping[str, Any] | None = None,
     rate_limit_per_second: int | None = None,
     witness: Mapping[str, Any] | None = None,
+    identity_provider: Mapping[str, str] | None = None,
+    client_ids: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
         "id": member_id,
@@ -413,6 +512,10 @@ def member_document(
         document["rate_limit_per_second"] = rate_limit_per_second
     if witness is not None:
         document["witness"] = dict(witness)
+    if identity_provider is not None:
+        document["identity_provider"] = dict(identity_provider)
+    if client_ids:
+        document["client_ids"] = dict(client_ids)
     return document
 
 

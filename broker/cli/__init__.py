@@ -11,6 +11,7 @@ General layout:
 - ``scheme``    ``axb scheme …``: the scheme operator's tools
 - ``audit``     ``axb audit …``: the auditor's tools, and the operator's prune
 - ``witness``   ``axb witness serve|keygen``: what a witness operator runs
+- ``identity``  ``axb identity issue``: credentials from the reference identity provider
 
 One error boundary: the ``main`` group turns every project error (the roots ``BrokerError``,
 ``TrustError``, ``ConnectorError``, ``MembersError``) and every failure of the environment a
@@ -40,7 +41,7 @@ from typing import IO, Any
 import aiohttp
 import click
 
-from broker.cli import audit, council, provider, scheme, serve, witness
+from broker.cli import audit, council, identity, provider, scheme, serve, witness
 from broker.errors import BadInput, BrokerError, SettingsError
 from connectors.errors import ConfigError, ConnectorError
 from members.errors import AnswerNotTrusted, CheckFailed, MembersError
@@ -138,3 +139,4 @@ main.add_command(provider.provider)
 main.add_command(scheme.scheme)
 main.add_command(audit.audit)
 main.add_command(witness.witness)
+main.add_command(identity.identity)

@@ -28,6 +28,7 @@ from broker.scheme import dev as devscheme
 from broker.settings import load_settings
 from broker.witness.app import create_witness_app
 from broker.witness.settings import load_witness_settings
+from connectors.reference.identity import ReferenceIdentityProvider
 from connectors.reference.population import subject_of
 from connectors.reference.providers import build_ves_stub
 from members.council import EligibilityClient
@@ -45,27 +46,32 @@ class DemoCase:
     identity: str
     as_of: date | None = None
     vehicle: str | None = None
+    credential: bool = False  # the resident signed in with the identity provider
 
     @property
     def subject(self) -> dict[str, str]:
         subject = subject_of(self.identity)
+        if self.credential:  # name and birth date come from the credential
+            subject = {k: v for k, v in subject.items() if k in ("nino", "postcode")}
         if self.vehicle is not None:
             subject["vehicle_registration"] = self.vehicle
         return subject
 
     @property
     def label(self) -> str:
-        return self.identity if self.vehicle is None else f"{self.identity} + {self.vehicle}"
+        label = self.identity if self.vehicle is None else f"{self.identity} + {self.vehicle}"
+        return f"{label} (credential)" if self.credential else label
 
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
 BB_COUNCIL, FSM_COUNCIL = devscheme.COUNCIL_BLUE_BADGE, devscheme.COUNCIL_SCHOOLS
 PARKING, PARKING_COUNCIL = devscheme.PARKING_CHECK, devscheme.COUNCIL_PARKING
 PARKING_PURPOSE = "resident-parking-permit-application"
+ONLINE = devscheme.BLUE_BADGE_ONLINE
 CASES = (
-    DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-pip-moving"),
-    DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-dla"),
-    DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-no"),
+    DemoCase(BB_COUNCIL, BB, ONLINE, "bb-yes-pip-moving", credential=True),
+    DemoCase(BB_COUNCIL, BB, ONLINE, "bb-yes-dla", credential=True),
+    DemoCase(BB_COUNCIL, BB, ONLINE, "bb-no", credential=True),
     DemoCase(BB_COUNCIL, BB, "blue-badge-application", "no-match"),
     DemoCase(FSM_COUNCIL, FSM, "free-school-meals-application", "fsm-yes-income-support"),
     DemoCase(FSM_COUNCIL, FSM, "free-school-meals-application", "hmrc-ctc-yes"),
@@ -90,7 +96,9 @@ CASES = (
     DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "fsm-no", vehicle="ER19NFD"),
     DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "bb-yes-pip-moving", vehicle="ER19ERR"),
 )
-DOWN_CASE = DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-pip-moving")
+# an online application whose council asserts the identity itself: the purpose refuses it
+REFUSED_CASE = DemoCase(BB_COUNCIL, BB, ONLINE, "bb-no")
+DOWN_CASE = DemoCase(BB_COUNCIL, BB, ONLINE, "bb-yes-pip-moving", credential=True)
 
 
 def start_provider(
@@ -136,18 +144,23 @@ async def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
 
 
 async def run_case(
-    client: EligibilityClient, case: DemoCase
+    client: EligibilityClient, case: DemoCase, idp: ReferenceIdentityProvider
 ) -> tuple[str, str, float, EligibilityAnswer | None]:
     started = time.perf_counter()
     outcome: str
     answer: EligibilityAnswer | None = None
+    credential = None
+    if case.credential:  # what the council's service got back when the resident signed in
+        client_id = devscheme.CLIENT_IDS[case.council]
+        credential = idp.issue(case.identity, client_id=client_id, now=int(time.time()))
     try:
         answer = await client.check(
             case.check,
             purpose=case.purpose,
             subject=case.subject,
             as_of=case.as_of,
-            assurance="P2",
+            assurance=None if case.credential else "P2",
+            credential=credential,
         )
         outcome, receipt = answer.outcome, str(answer.log_index)
     except CheckFailed as failed:
@@ -251,20 +264,29 @@ async def _run_demo(root: Path, listeners: devscheme.Listeners) -> int:
         seen: set[str] = set()
         answered: list[tuple[EligibilityClient, EligibilityAnswer]] = []
         number = 0
+        idp = ReferenceIdentityProvider.from_pem(scheme.key_path(devscheme.IDP).read_bytes())
         for client in clients.values():
             await client.__aenter__()
         try:
             for case in CASES:
                 number += 1
-                outcome, receipt, ms, answer = await run_case(clients[case.council], case)
+                outcome, receipt, ms, answer = await run_case(clients[case.council], case, idp)
                 seen.add(outcome)
                 if answer is not None:
                     answered.append((clients[case.council], answer))
                 click.echo(_row(number, case, outcome, receipt, ms, ""))
+            number += 1
+            case = REFUSED_CASE
+            outcome, receipt, ms, _ = await run_case(clients[case.council], case, idp)
+            note = "(credential-required: the council asserted the identity)"
+            click.echo(_row(number, case, outcome, receipt, ms, note))
+            refused_as_it_must = outcome == "refused 403"
             providers[devscheme.DWP].terminate()
             providers[devscheme.DWP].wait(timeout=10)
             number += 1
-            outcome, receipt, ms, answer = await run_case(clients[DOWN_CASE.council], DOWN_CASE)
+            outcome, receipt, ms, answer = await run_case(
+                clients[DOWN_CASE.council], DOWN_CASE, idp
+            )
             seen.add(outcome)
             if answer is not None:
                 answered.append((clients[DOWN_CASE.council], answer))
@@ -283,6 +305,11 @@ async def _run_demo(root: Path, listeners: devscheme.Listeners) -> int:
             return 1
         if missing:
             click.echo(f"outcomes missing: {sorted(missing)}", err=True)
+            return 1
+        if not refused_as_it_must:
+            click.echo(
+                "the credential-required purpose answered a council-asserted query", err=True
+            )
             return 1
         return 0
     finally:

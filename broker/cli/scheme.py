@@ -34,13 +34,45 @@ def scheme_review(registration: Path) -> None:
 
 @scheme.command("add-member")
 @click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.option(
+    "--did-document",
+    type=INPUT_FILE,
+    default=None,
+    help="An identity provider's DID document (did.json): its assertionMethod keys are "
+    "imported with their published ids",
+)
 @click.argument("registration", type=INPUT_FILE)
-def scheme_add_member(scheme_dir: Path, registration: Path) -> None:
+def scheme_add_member(scheme_dir: Path, registration: Path, did_document: Path | None) -> None:
     """Admit a member from its registration file."""
     from broker.scheme import admin as scheme_admin
 
     document = read_json_document(registration, "registration")
-    _admin("add-member", scheme_dir, lambda s: scheme_admin.add_member(s, document))
+    if did_document is None:
+        _admin("add-member", scheme_dir, lambda s: scheme_admin.add_member(s, document))
+        return
+    did = read_json_document(did_document, "DID document")
+    _admin(
+        "add-member",
+        scheme_dir,
+        lambda s: scheme_admin.add_identity_provider(s, document, did),
+    )
+
+
+@scheme.command("import-did-document")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.argument("member_id")
+@click.argument("did_document", type=INPUT_FILE)
+def scheme_import_did_document(scheme_dir: Path, member_id: str, did_document: Path) -> None:
+    """Rotate an identity provider's keys to its current DID document: keys it newly lists
+    are added, keys it no longer lists end their validity now."""
+    from broker.scheme import admin as scheme_admin
+
+    did = read_json_document(did_document, "DID document")
+    _admin(
+        "import-did-document",
+        scheme_dir,
+        lambda s: scheme_admin.import_did_document(s, member_id, did),
+    )
 
 
 @scheme.command("add-purpose")

@@ -20,6 +20,7 @@ from typing import Any
 
 from broker.errors import BrokerError
 from connectors.scheme_folder import SchemeFolder
+from trust.did import parse_did_document
 from trust.errors import KeyFormatError, RegistryError
 from trust.keys import SigningKey, VerifyingKey
 from trust.registry import parse_registry_claims, sign_registry
@@ -120,9 +121,12 @@ def review_registration(registration: Any) -> list[str]:
     """What the operator should read before admitting a registration; raises if invalid."""
     if not isinstance(registration, dict):
         raise SchemeAdminError("a registration is a JSON object")
+    # an identity provider's keys keep the ids its DID document published (validate checks them)
+    thumbprints = "identity-provider" not in (registration.get("roles") or ())
     for entry in registration.get("keys", []) if isinstance(registration.get("keys"), list) else ():
         try:
-            VerifyingKey.from_jwk(entry.get("jwk") if isinstance(entry, dict) else None)
+            jwk = entry.get("jwk") if isinstance(entry, dict) else None
+            VerifyingKey.from_jwk(jwk, require_thumbprint_kid=thumbprints)
         except KeyFormatError as exc:
             raise SchemeAdminError(f"bad key in registration: {exc}") from exc
     lines = [
@@ -149,6 +153,50 @@ def add_member(source: dict[str, Any], registration: dict[str, Any]) -> dict[str
     changed = {**source, "members": [*source["members"], registration]}
     validate(changed)
     return changed
+
+
+def did_keys(document: Any, did: Any) -> list[dict[str, Any]]:
+    """The key entries of an identity provider's DID document, each under its published id;
+    the document must describe ``did`` (the registration's own)."""
+    try:
+        published = parse_did_document(document)
+    except KeyFormatError as exc:
+        raise SchemeAdminError(f"the DID document is refused: {exc}") from exc
+    if published.did != did:
+        raise SchemeAdminError("the DID document describes another DID than identity_provider.did")
+    return [{"jwk": dict(key.jwk), "not_before": None, "not_after": None} for key in published.keys]
+
+
+def add_identity_provider(
+    source: dict[str, Any], registration: dict[str, Any], did_document: Any
+) -> dict[str, Any]:
+    """Admit an identity provider, its keys imported from its DID document with their ids."""
+    _object(registration, "a registration")
+    info = _object(registration.get("identity_provider"), "the registration's identity_provider")
+    if "keys" in registration:
+        raise SchemeAdminError("an identity provider's keys come from its DID document only")
+    return add_member(source, {**registration, "keys": did_keys(did_document, info.get("did"))})
+
+
+def import_did_document(
+    source: dict[str, Any], member_id: str, did_document: Any, *, now: str | None = None
+) -> dict[str, Any]:
+    """Rotate an identity provider's keys to those its DID document now publishes: new ids are
+    added, ids the document no longer lists end their validity (``now`` by default)."""
+    member = _member(source, member_id)
+    info = _object(member.get("identity_provider"), f"{member_id}'s identity_provider")
+    published = {entry["jwk"]["kid"]: entry for entry in did_keys(did_document, info.get("did"))}
+    keys = _member_keys(member)
+    registered = {k["jwk"].get("kid") for k in keys if isinstance(k.get("jwk"), dict)}
+    ended = now or datetime.now(UTC).isoformat(timespec="seconds")
+    for entry in keys:
+        jwk = entry.get("jwk")
+        kid = jwk.get("kid") if isinstance(jwk, dict) else None
+        if kid not in published and entry.get("not_after") is None:
+            entry["not_after"] = ended
+    keys.extend(entry for kid, entry in published.items() if kid not in registered)
+    validate(source)
+    return source
 
 
 def add_named(source: dict[str, Any], kind: str, document: dict[str, Any]) -> dict[str, Any]:

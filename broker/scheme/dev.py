@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connectors.reference import identity as reference_identity
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
 from connectors.scheme_folder import SchemeFolder
@@ -35,6 +36,7 @@ HMRC = "hmrc-reference"
 DVLA_KEEPER = "dvla-keeper-reference"
 DVLA_VES = "dvla-ves"
 AUDITOR = "auditor-ico"
+IDP = "idp-reference"  # a One Login-style identity provider (connectors.reference.identity)
 MEMBERS = (
     BROKER,
     COUNCIL_BLUE_BADGE,
@@ -45,9 +47,21 @@ MEMBERS = (
     DVLA_KEEPER,
     DVLA_VES,
     AUDITOR,
+    IDP,
 )
 COUNCILS = (COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS, COUNCIL_PARKING)
 PROVIDERS = (DWP, HMRC, DVLA_KEEPER, DVLA_VES)
+# Each council's client id at the identity provider: a credential's ``aud``.
+CLIENT_IDS = {
+    COUNCIL_BLUE_BADGE: "wcc-blue-badge-7f3a",
+    COUNCIL_SCHOOLS: "ccc-school-admissions-21c4",
+    COUNCIL_PARKING: "wdc-parking-9b0e",
+}
+# The broker's own client id at the identity provider: residents sign in to its resident page.
+RESIDENT_PAGE_CLIENT_ID = "axb-resident-page"
+# The Blue Badge purpose for online applications: the resident's identity must come from a
+# credential of vot P2 or above, issued at most an hour before the check.
+BLUE_BADGE_ONLINE = "blue-badge-online-application"
 REFERENCE_KIND = {DWP: "dwp", HMRC: "hmrc", DVLA_KEEPER: "dvla-keeper", DVLA_VES: "dvla-ves"}
 VES_STUB = "dvla-ves-stub"
 PSEUDONYM_KEY_ID = "pk-dev-1"
@@ -154,6 +168,15 @@ def reference_purposes() -> list[dict[str, Any]]:
             "consent_required": False,
         },
         {
+            "id": BLUE_BADGE_ONLINE,
+            "description": "Deciding a Blue Badge application made online, identity proven "
+            "with the identity provider",
+            "checks": [BLUE_BADGE_CHECK],
+            "lawful_bases": ["public-task", "consent"],
+            "consent_required": False,
+            "identity": {"source": "credential", "min_vot": "P2", "max_age_s": 3600},
+        },
+        {
             "id": "free-school-meals-application",
             "description": "Deciding a free school meals application",
             "checks": [FSM_CHECK],
@@ -226,6 +249,7 @@ class SchemePorts:
     providers: Mapping[str, int]
     ves_stub: int
     witnesses: Mapping[str, int] = field(default_factory=dict)
+    identity: int | None = None  # the reference identity provider's sign-in
 
 
 class Listeners:
@@ -248,6 +272,7 @@ class Listeners:
             self.providers = {pid: self._bind() for pid in provider_ids}
             self.ves_stub = self._bind()
             self.witnesses = {wid: self._bind() for wid in witnesses}
+            self.identity = self._bind()
         except BaseException:
             self.close()
             raise
@@ -264,6 +289,7 @@ class Listeners:
             providers={pid: _port_of(sock) for pid, sock in self.providers.items()},
             ves_stub=_port_of(self.ves_stub),
             witnesses={wid: _port_of(sock) for wid, sock in self.witnesses.items()},
+            identity=_port_of(self.identity),
         )
 
     def close(self) -> None:
@@ -297,6 +323,12 @@ class DevScheme:
 
     def witness_vkey(self, witness_id: str) -> Path:
         return self.root / "public" / f"{witness_id}.vkey"
+
+    identity_port: int | None = None
+
+    @property
+    def identity_url(self) -> str | None:
+        return None if self.identity_port is None else identity_url(self.identity_port)
 
     @property
     def ves_stub_url(self) -> str:
@@ -353,6 +385,19 @@ def _scheme_toml(registry: str = "registry.jwt", up: str = "") -> str:
     )
 
 
+def identity_url(port: int) -> str:
+    """Where the reference identity provider's sign-in is served in a development scheme."""
+    return f"http://127.0.0.1:{port}"
+
+
+def _resident_toml(broker_url: str, identity_port: int) -> str:
+    idp = identity_url(identity_port)
+    return (
+        f'\n[resident]\nidentity_provider = "{IDP}"\nauthorize_url = "{idp}/authorize"\n'
+        f'token_url = "{idp}/token"\npublic_url = "{broker_url}"\n'
+    )
+
+
 def registry_members(
     keys: Mapping[str, SigningKey], provider_ports: Mapping[str, int], *, suspended: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -369,14 +414,16 @@ def registry_members(
             roles=["broker"],
             keys=[keys[BROKER].verifying_key],
             status=status(BROKER),
+            client_ids={IDP: RESIDENT_PAGE_CLIENT_ID},
         ),
         member_document(
             member_id=COUNCIL_BLUE_BADGE,
             name="Warwickshire County Council — Blue Badge team",
             roles=["relying-party"],
             keys=[keys[COUNCIL_BLUE_BADGE].verifying_key],
-            purposes=["blue-badge-application"],
+            purposes=["blue-badge-application", BLUE_BADGE_ONLINE],
             status=status(COUNCIL_BLUE_BADGE),
+            client_ids={IDP: CLIENT_IDS[COUNCIL_BLUE_BADGE]},
         ),
         member_document(
             member_id=COUNCIL_SCHOOLS,
@@ -385,6 +432,7 @@ def registry_members(
             keys=[keys[COUNCIL_SCHOOLS].verifying_key],
             purposes=["free-school-meals-application", "school-uniform-grant"],
             status=status(COUNCIL_SCHOOLS),
+            client_ids={IDP: CLIENT_IDS[COUNCIL_SCHOOLS]},
         ),
         member_document(
             member_id=DWP,
@@ -409,6 +457,7 @@ def registry_members(
             keys=[keys[COUNCIL_PARKING].verifying_key],
             purposes=["resident-parking-permit-application"],
             status=status(COUNCIL_PARKING),
+            client_ids={IDP: CLIENT_IDS[COUNCIL_PARKING]},
         ),
         member_document(
             member_id=DVLA_KEEPER,
@@ -443,6 +492,14 @@ def registry_members(
             keys=[keys[AUDITOR].verifying_key],
             grants=["subject-access"],
             status=status(AUDITOR),
+        ),
+        member_document(
+            member_id=IDP,
+            name="Reference identity provider, One Login-style (synthetic identities)",
+            roles=["identity-provider"],
+            keys=[reference_identity.did_signing_key(keys[IDP]).verifying_key],
+            status=status(IDP),
+            identity_provider={"issuer": reference_identity.ISSUER, "did": reference_identity.DID},
         ),
     ]
 
@@ -531,7 +588,12 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     """
     root.mkdir(parents=True, exist_ok=True)
     scheme = DevScheme(
-        root, ports.broker, dict(ports.providers), ports.ves_stub, dict(ports.witnesses)
+        root,
+        ports.broker,
+        dict(ports.providers),
+        ports.ves_stub,
+        dict(ports.witnesses),
+        ports.identity,
     )
     operator = SigningKey.generate()
     _write(scheme.operator_key_path, operator.to_pem(), private=True)
@@ -541,6 +603,8 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
         key = SigningKey.generate()
         _write(scheme.key_path(member), key.to_pem(), private=True)
         _write(folder.public_key(member), json.dumps(dict(key.verifying_key.jwk)))
+    idp = reference_identity.ReferenceIdentityProvider.from_pem(scheme.key_path(IDP).read_bytes())
+    _write(folder.did_document(IDP), json.dumps(idp.did_document(), indent=2))
     _write(folder.secret("dvla-ves-api.key"), secrets.token_urlsafe(24) + "\n", private=True)
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     _write(folder.secret(f"{PSEUDONYM_KEY_ID}.key"), secret + "\n", private=True)
@@ -568,7 +632,8 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
         "leeway_s = 30\nregistry_poll_s = 0.5\n\n"
         '[log]\nsigning_key = "secrets/log.skey"\ncheckpoint_every_records = 1000\n'
         "checkpoint_every_seconds = 5.0\n\n[pseudonym]\n"
-        f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n',
+        f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n'
+        + ("" if ports.identity is None else _resident_toml(scheme.broker_url, ports.identity)),
     )
     for provider_id, port in scheme.provider_ports.items():
         _write(

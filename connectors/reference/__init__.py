@@ -9,4 +9,6 @@ General layout:
 - ``keepers``     the synthetic DVLA keeper register behind the ``dvla-keeper`` provider
 - ``dvla_stub``   a local stand-in for DVLA's Vehicle Enquiry Service test environment
 - ``providers``   the reference providers: the provider kit around each lookup, from a config
+- ``identity``    a One Login-style identity provider: a DID document and core identity
+  credentials for the test identities
 """

@@ -23,6 +23,10 @@ def test_demo_shows_all_four_outcomes_and_keeps_a_servable_scheme(tmp_path: Path
     for outcome in (" yes ", " no ", " no-match ", " undetermined "):
         assert outcome in table
     assert "(DWP provider stopped)" in table
+    # Blue Badge checks from credentials; a council-asserted online application refused
+    assert table.count("(credential)") == 4
+    refused = next(line for line in table.splitlines() if "credential-required" in line)
+    assert " refused 403 " in refused
     assert "15 of 15 receipts proven" in table  # each council proved its answers' records
     # ... under the scheme's witness policy: both witnesses (their own processes) cosigned
     assert "cosigned by 2 of 2 witnesses (policy: 2 of 2 in dev-witnesses)" in table

@@ -48,7 +48,9 @@ from connectors.reference.population import (
 from members.auditor import AuditClient
 from members.console.app import login_url, start_console
 from members.council import EligibilityClient
+from tests.support import credentials as cred
 from tests.support.councils import CouncilKey, blue_badge_answer_token
+from tests.support.residents import rows, sign_in
 from tests.support.servers import RunningBroker, RunningProvider, serve_on
 from tests.support.witnesses import serve_scheme_witnesses
 from trust.keys import SigningKey
@@ -56,6 +58,7 @@ from trust.messages import OUTCOMES, new_jti
 from trust.testing import forge
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
+ONLINE = devscheme.BLUE_BADGE_ONLINE
 JWT = "application/jwt"
 TOKEN_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]+\.")
 
@@ -129,6 +132,8 @@ class Scanner:
             0,
         )
         add("token", TOKEN_SHAPE.pattern, 0)
+        # an identity provider's pairwise subject id (One Login's form) is personal data too
+        add("credential sub", r"urn:fdc:gov\.uk:2022:[A-Za-z0-9_-]+", 0)
 
     def findings(self, text: str) -> list[str]:
         found = []
@@ -173,6 +178,7 @@ def test_the_scanner_detects_what_it_must() -> None:
         {"event": "check", "postcode": "b152tt"},
         {"event": "check", "postcode": "CV344RL"},
         {"event": "check", "token": token},
+        {"event": "check", "sub": "urn:fdc:gov.uk:2022:5f1c0ffee"},
         {"event": "check", "nested": {"deep": ["x", ("Testwell",)]}},
         {"event": "check", "exception": f"Traceback ...\nValueError: {token}"},
     ]
@@ -326,6 +332,40 @@ async def exercise(
         first.outcome, first.log_index = answer.outcome, answer.log_index
         again, _ = await run.post(good, kind="replayed", requester=claims["iss"], check=BB)
         assert (again.status, again.problem) == (401, "invalid-token")
+
+        # identity credentials: checks answered from one, and each kind of refusal
+        idp = council_key(devscheme.IDP)
+
+        def credential(who: str, **changes: Any) -> str:
+            claims = cred.one_login_claims(who, client_id=cred.BLUE_BADGE_CLIENT, now=now)
+            return cred.jwcrypto_sign(idp, {**claims, **changes})
+
+        for who in ("bb-yes-pip-moving", "bb-no", "bb-yes-dla"):
+            token, jti = bb_client.sign_query(
+                BB, purpose=ONLINE, subject={}, credential=credential(who)
+            )
+            sent, body = await run.post(
+                token, kind="answered", requester=bb_client.member_id, check=BB
+            )
+            assert sent.status == 200, body
+            answer = await bb_client.verify_answer(body, jti)
+            sent.outcome, sent.log_index = answer.outcome, answer.log_index
+        refusals = [
+            ("credential-required", None, subject_of("bb-yes-dla")),
+            ("credential-invalid", credential("bb-yes-dla", exp=now - 120), {}),
+            ("credential-vot-too-low", credential("bb-yes-dla", vot="P1"), {}),
+            (
+                "subject-contradicts-credential",
+                credential("bb-yes-pip-moving"),
+                subject_of("bb-yes-dla"),
+            ),
+        ]
+        for code, presented, subject in refusals:
+            token, _ = bb_client.sign_query(
+                BB, purpose=ONLINE, subject=subject, credential=presented, assurance="P2"
+            )
+            sent, _ = await run.post(token, kind="refused", requester=bb_client.member_id, check=BB)
+            assert (sent.status, sent.problem) == (403, code)
 
         # a provider down: undetermined, still recorded
         await providers[devscheme.DWP].stop()
@@ -485,6 +525,8 @@ async def test_the_audit_side_logs_no_personal_data_and_no_tokens(
             found = await auditor.subject_access(person)
             assert found["records"]
             await auditor.records(requester=devscheme.COUNCIL_BLUE_BADGE)
+            await auditor.records(identity_provider=devscheme.IDP)
+            assert (await auditor.identity_sources())["checks"] >= 2
             assert (await auditor.audit_receipt(kept, member_log_key(auditor_config))).ok
         runner, console = await start_console(auditor_config)
         try:
@@ -569,4 +611,49 @@ async def test_the_witness_paths_log_no_personal_data_and_no_tokens(
     assert {"checkpoint_cosigned", "checkpoint_refused", "witness_unreachable"} <= names
     assert SCANNER.scan_events(events) == []
     assert SCANNER.findings(out + err) == []
+
+
+async def test_the_resident_page_logs_no_personal_data(
+    broker: RunningBroker,
+    identity_provider: str,
+    clients: tuple[EligibilityClient, EligibilityClient],
+    council_key: CouncilKey,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A resident signs in, sees their checks and signs out; a forged callback and a sign-out
+    without its form token are refused: the page's own log lines hold no name, birth date,
+    ``sub`` or credential."""
+    bb_client, _ = clients
+    now = int(time.time())
+    claims = cred.one_login_claims("bb-yes-dla", client_id=cred.BLUE_BADGE_CLIENT, now=now)
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.format_exc_info]
+    ) as events:
+        await bb_client.check(
+            BB,
+            purpose=ONLINE,
+            subject={},
+            credential=cred.jwcrypto_sign(council_key(devscheme.IDP), claims),
+        )
+        portal = cred.jwcrypto_sign(council_key(devscheme.IDP), claims)  # the API form
+        assert len(await bb_client.resident_checks(portal)) == 1
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.get(f"{broker.url}/resident/callback?code=c&state=s") as forged:
+                assert forged.status == 400
+            page = await sign_in(browser, broker.url, "bb-yes-dla")
+            assert rows(page) == 1
+            async with browser.post(f"{broker.url}/resident/sign-out", data={}) as refused:
+                assert refused.status == 403
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert csrf is not None
+            async with browser.post(
+                f"{broker.url}/resident/sign-out", data={"csrf": csrf.group(1)}
+            ) as out:
+                assert out.url.path == "/resident"
+    out_text, err = capfd.readouterr()
+    names = {e.get("event") for e in events}
+    assert {"resident_sign_in", "resident_view", "resident_sign_out", "resident_api_view"} <= names
+    assert SCANNER.scan_events(events) == []
+    assert SCANNER.findings(out_text + err) == []
     assert SCANNER.findings(caplog.text) == []

@@ -43,6 +43,7 @@ class RecordFilter:
     outcome: str | None = None
     lawful_basis: str | None = None
     kind: str | None = None
+    identity_provider: str | None = None
 
 
 class ConsentLog(Protocol):
@@ -74,6 +75,13 @@ class ConsentLog(Protocol):
     async def get(self, index: int) -> StoredRecord | None: ...
 
     async def find(self, where: RecordFilter, *, after: int, limit: int) -> list[StoredRecord]: ...
+
+    async def identity_counts(
+        self, *, since_ms: int | None, until_ms: int | None
+    ) -> dict[str | None, int]:
+        """How many check records each identity provider's credential backed (``None``: the
+        council asserted the identity, or the credential was refused)."""
+        ...
 
     async def by_subject(
         self, persons: Sequence[str], ninos: Sequence[str]

@@ -17,6 +17,7 @@ import asyncpg
 from broker.errors import LogUnavailable, SettingsError
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
 from broker.stores.consent_log.columns import (
+    ADDED_COLUMNS,
     COLUMNS,
     PROBE,
     PRUNE_SQL,
@@ -37,6 +38,7 @@ _FILTERS = {
     "outcome": "outcome",
     "lawful_basis": "lawful_basis",
     "kind": "kind",
+    "identity_provider": "identity_provider",
 }
 
 
@@ -93,6 +95,10 @@ class PostgresConsentLog(GroupCommitWriter):
                 await bootstrap.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
                 await bootstrap.execute(f"SET LOCAL search_path TO {self._schema}")
                 await bootstrap.execute(_SCHEMA)
+                for name, kind in ADDED_COLUMNS:
+                    await bootstrap.execute(
+                        f"ALTER TABLE records ADD COLUMN IF NOT EXISTS {name} {kind}"
+                    )
         finally:
             await bootstrap.close()
         self._pool = await asyncpg.create_pool(
@@ -167,6 +173,17 @@ class PostgresConsentLog(GroupCommitWriter):
     async def get(self, index: int) -> StoredRecord | None:
         found = await self.entries(index, index + 1)
         return found[0] if found else None
+
+    async def identity_counts(
+        self, *, since_ms: int | None, until_ms: int | None
+    ) -> dict[str | None, int]:
+        rows = await self.pool.fetch(
+            "SELECT identity_provider, COUNT(*) AS n FROM records WHERE kind = 'check' "
+            "AND recorded_at_ms >= $1 AND recorded_at_ms < $2 GROUP BY identity_provider",
+            since_ms or 0,
+            until_ms if until_ms is not None else 2**62,
+        )
+        return {r["identity_provider"]: int(r["n"]) for r in rows}
 
     async def find(self, where: RecordFilter, *, after: int, limit: int) -> list[StoredRecord]:
         clauses, params = ["log_index > $1"], [after]
