@@ -8,7 +8,8 @@ General layout:
 - ``jws``        the JWS profile of every message type (the only module that touches PyJWT)
 - ``messages``   the claims of each message: queries, answers, attribute requests and answers
 - ``registry``   the signed trust registry: document -> immutable ``Registry`` snapshot
-- ``rules``      named, date-effective checks and how attribute outcomes combine
+- ``parameters`` parameterised attributes: typed parameter schemas, predicates binding them
+- ``rules``      named, date-effective checks (local ones, banded ones) and how outcomes combine
 - ``policy``     ``decide``: may this member ask this check for this purpose?
 - ``pseudonym``  keyed HMAC subject pseudonyms for the consent log
 - ``records``    consent records, canonical (JCS) and committed through salted digests

@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 import orjson
 
-from trust.messages import ConsentReference, EligibilityQuery, Outcome
+from trust.messages import ConsentReference, EligibilityQuery, Verdict
 from trust.pseudonym import PseudonymKey, SubjectPseudonyms, pseudonymise
 
-RecordOutcome = Literal["yes", "no", "no-match", "undetermined", "refused"]
+# An outcome word, a band's name (a banded check's answer), or "refused".
+RecordOutcome = Verdict | Literal["refused"]
 LEAF_PREFIX = b"axb-consent-record-v1\n"
 SALT_BYTES = 32
 
@@ -160,7 +161,7 @@ def record_for(
     *,
     key: PseudonymKey,
     now_ms: int,
-    outcome: Outcome | Literal["refused"],
+    outcome: RecordOutcome,
     check_version: int | None = None,
     refusal: str | None = None,
     providers: tuple[str, ...] = (),

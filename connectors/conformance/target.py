@@ -26,7 +26,6 @@ from trust.errors import InvalidMessage, RegistryError
 from trust.keys import SigningKey
 from trust.messages import parse_subject
 from trust.registry import Registry, provider_fields, verify_registry
-from trust.rules import attributes_of
 
 API_PATH: Final = "/v1/attributes"
 
@@ -251,6 +250,6 @@ def _purpose_for(registry: Registry, provider_id: str) -> str:
             if check is None:
                 continue
             for version in check.versions:
-                if any(ref.provider == provider_id for ref in attributes_of(version.rule)):
+                if any(ref.provider == provider_id for ref in version.attributes):
                     return purpose.id
     return "provider-conformance"

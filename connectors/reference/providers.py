@@ -39,6 +39,7 @@ from connectors.provider_kit import Lookup, LookupRequest, ProviderKit, create_p
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES, evaluate
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, keeper_lookup
 from connectors.reference.population import PopulationIndex, generate_population
+from connectors.reference.predicates import evaluate_predicate
 from connectors.registry_source import RegistrySource
 
 OFFERED: Mapping[str, Mapping[str, str]] = {
@@ -53,8 +54,8 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def reference_lookup(offered: Mapping[str, str], index: PopulationIndex) -> Lookup:
-    """A lookup answering ``offered`` attributes by exact match on surname and date of birth
-    (and NINO when the broker sends one)."""
+    """A lookup answering ``offered`` attributes (and the reference predicates) by exact match
+    on surname and date of birth (and NINO when the broker sends one)."""
 
     async def lookup(request: LookupRequest) -> Mapping[str, bool] | None:
         fields = request.subject.fields
@@ -63,7 +64,10 @@ def reference_lookup(offered: Mapping[str, str], index: PopulationIndex) -> Look
         )
         if person is None:
             return None
-        return {name: evaluate(person, name, request.as_of) for name in request.attributes}
+        answers = {name: evaluate(person, name, request.as_of) for name in request.attributes}
+        for predicate in request.predicates:
+            answers[str(predicate)] = evaluate_predicate(person, predicate, request.as_of)
+        return answers
 
     return lookup
 
