@@ -325,6 +325,11 @@ class EligibilityAnswer:
     log_index: int
     record_digest: bytes
 
+    @property
+    def band(self) -> str | None:
+        """The band a banded check answered, or ``None`` when the outcome is one of the four."""
+        return None if self.outcome in OUTCOMES else self.outcome
+
 
 def answer_claims(answer: EligibilityAnswer, *, now: int, lifetime: int = 300) -> dict[str, Any]:
     return {
