@@ -7,6 +7,7 @@ their own. Nothing here is for production: keys are unencrypted PEM files on dis
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import secrets
 import socket
@@ -366,7 +367,7 @@ def provider_metadata(
                     "name": name,
                     "description": spec["description"],
                     "matching": matching,
-                    "parameters": dict(spec["parameters"]),
+                    "parameters": copy.deepcopy(dict(spec["parameters"])),
                 }
                 for name, spec in (parameterised or {}).items()
             ),
