@@ -33,7 +33,7 @@ from trust.messages import (
     parse_attribute_request,
 )
 from trust.parameters import Predicate, check_bindings
-from trust.registry import Registry, provider_fields
+from trust.registry import AttributeSpec, Registry, provider_fields
 from trust.replay import ReplayCache, ReplayCacheFull
 
 log = structlog.get_logger("connectors.provider_kit")
@@ -126,13 +126,7 @@ class ProviderKit:
         for name in request.attributes:
             if offered[name].parameters:
                 raise RequestRefused(400, "invalid-parameters", f"{name} takes parameters")
-        for predicate in request.predicates:
-            try:
-                check_bindings(
-                    offered[predicate.attribute].parameters, predicate.parameters, str(predicate)
-                )
-            except ValueError as exc:
-                raise RequestRefused(400, "invalid-parameters", str(exc)) from exc
+        self._check_predicates(request, offered)
         declared = {f for name in asked for f in provider_fields(offered[name])}
         extra = set(request.subject.fields) - declared
         if extra:
@@ -146,6 +140,18 @@ class ProviderKit:
         if not first:
             raise RequestRefused(401, "invalid-token", "the request could not be verified")
         return request
+
+    def _check_predicates(
+        self, request: AttributeRequest, offered: Mapping[str, AttributeSpec]
+    ) -> None:
+        """Each predicate binds exactly the parameters declared, each within its schema."""
+        for predicate in request.predicates:
+            try:
+                check_bindings(
+                    offered[predicate.attribute].parameters, predicate.parameters, str(predicate)
+                )
+            except ValueError as exc:
+                raise RequestRefused(400, "invalid-parameters", str(exc)) from exc
 
     def _timeout(self, registry: Registry) -> float:
         member = registry.members.get(self.provider_id)
