@@ -10,5 +10,7 @@ General layout:
   below an amount, PIP points at least n) and the banded checks' documented answers
 - ``keepers``     the synthetic DVLA keeper register behind the ``dvla-keeper`` provider
 - ``dvla_stub``   a local stand-in for DVLA's Vehicle Enquiry Service test environment
+- ``dwp_cis_stub`` a local stand-in for DWP's Citizen Information API on the synthetic
+  population, with its documented error cases
 - ``providers``   the reference providers: the provider kit around each lookup, from a config
 """
