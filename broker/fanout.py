@@ -21,10 +21,11 @@ from trust.messages import (
     EligibilityQuery,
     Outcome,
     Subject,
+    Verdict,
     new_jti,
 )
 from trust.policy import Decision, PlannedCall
-from trust.rules import AttributeRef, evaluate, finalise
+from trust.rules import AttributeRef, final_verdict, verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +39,25 @@ class ProviderReport:
 
 @dataclass(frozen=True, slots=True)
 class FanOutResult:
-    outcome: Outcome
+    outcome: Verdict
     reports: tuple[ProviderReport, ...]
 
 
 def _outcomes(call: PlannedCall, answer: AttributeAnswer | None) -> dict[AttributeRef, Outcome]:
     refs = [AttributeRef(call.provider, name) for name in call.attributes]
+    bound = [AttributeRef(call.provider, p.attribute, p.parameters) for p in call.predicates]
     if answer is None or answer.result == "unavailable":
-        return dict.fromkeys(refs, "undetermined")
+        return dict.fromkeys([*refs, *bound], "undetermined")
     if answer.result == "no-match":
-        return dict.fromkeys(refs, "no-match")
-    return {ref: "yes" if answer.attributes[ref.attribute] else "no" for ref in refs}
+        return dict.fromkeys([*refs, *bound], "no-match")
+    outcomes: dict[AttributeRef, Outcome] = {
+        ref: "yes" if answer.attributes[ref.attribute] else "no" for ref in refs
+    }
+    if len(answer.predicates) != len(bound):  # verified answers never differ; fakes might
+        return {**outcomes, **dict.fromkeys(bound, "undetermined")}
+    for ref, holds in zip(bound, answer.predicates, strict=True):
+        outcomes[ref] = "yes" if holds is True else "no" if holds is False else "undetermined"
+    return outcomes
 
 
 async def fan_out(
@@ -61,7 +70,7 @@ async def fan_out(
     guards: ProviderGuards,
 ) -> FanOutResult:
     known: dict[AttributeRef, Outcome] = dict.fromkeys(decision.unavailable, "undetermined")
-    rule = decision.version.rule
+    version = decision.version
     reports = [ProviderReport(p, reason, 0.0) for p, reason in decision.skipped.items()]
     started = time.perf_counter()
     guard_of = {c.provider: guards.guard(c.provider, c.max_concurrency) for c in decision.calls}
@@ -75,6 +84,7 @@ async def fan_out(
             attributes=planned.attributes,
             as_of=query.as_of,
             subject=Subject(query.subject.select(planned.fields)),
+            predicates=planned.predicates,
         )
         guard = guard_of[planned.provider]
         # Waiting for one of the provider's concurrency slots is the broker's queue, not the
@@ -101,7 +111,7 @@ async def fan_out(
             reports.append(ProviderReport(planned.provider, "circuit-open", 0.0))
     tasks = {asyncio.create_task(call(planned)): planned for planned in allowed}
     pending = set(tasks)
-    outcome = evaluate(rule, known.get)
+    outcome = verdict(version, known.get)
     try:
         while pending and outcome is None:
             remaining = deadline_s - (time.perf_counter() - started)
@@ -129,7 +139,7 @@ async def fan_out(
                 guard_of[planned.provider].observe(
                     status, elapsed, guards.now(), permits[planned.provider]
                 )
-            outcome = evaluate(rule, known.get)
+            outcome = verdict(version, known.get)
     finally:
         for task in pending:
             task.cancel()
@@ -143,4 +153,4 @@ async def fan_out(
             guard_of[provider].observe(late, elapsed, guards.now(), permits[provider])
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-    return FanOutResult(outcome or finalise(rule, known), tuple(reports))
+    return FanOutResult(outcome or final_verdict(version, known), tuple(reports))

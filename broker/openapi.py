@@ -9,7 +9,7 @@ from typing import Any
 
 from broker.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, TYPE_PREFIX
 from broker.routes import Route
-from trust.messages import ASSURANCE_LEVELS, OUTCOMES, SUBJECT_FIELDS
+from trust.messages import ASSURANCE_LEVELS, BAND_PATTERN, OUTCOMES, SUBJECT_FIELDS
 from trust.registry import LAWFUL_BASES
 
 STATUS_DESCRIPTIONS = {
@@ -177,7 +177,14 @@ ANSWER_CLAIMS: dict[str, Any] = {
         "check": {"type": "string"},
         "check_version": {"type": "integer"},
         "as_of": {"type": "string", "format": "date"},
-        "outcome": {"type": "string", "enum": list(OUTCOMES)},
+        "outcome": {
+            "description": "one of the four outcomes or, for a check that declares bands, the "
+            "name of the one band that applies (in place of yes)",
+            "anyOf": [
+                {"type": "string", "enum": list(OUTCOMES)},
+                {"type": "string", "pattern": BAND_PATTERN},
+            ],
+        },
         "log_index": {"type": "integer", "description": "the consent record's index: a receipt"},
         "record_digest": {
             "type": "string",

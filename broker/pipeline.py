@@ -29,7 +29,7 @@ from trust.errors import PolicyRefusal
 from trust.messages import (
     EligibilityAnswer,
     EligibilityQuery,
-    Outcome,
+    Verdict,
     answer_claims,
     new_jti,
     parse_query,
@@ -41,7 +41,7 @@ from trust.records import record_for
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     token: str
-    outcome: Outcome
+    outcome: Verdict
     log_index: int
     reports: tuple[ProviderReport, ...]
 

@@ -66,6 +66,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType(policy.MEMBER_SUSPENDED, 403, "The member is not active"),
         ProblemType(policy.ROLE_NOT_PERMITTED, 403, "The member's role does not allow this"),
         ProblemType(policy.UNKNOWN_CHECK, 403, "No such check in the registry"),
+        ProblemType(
+            policy.LOCAL_CHECK_OF_ANOTHER_COUNCIL, 403, "The check is another council's local one"
+        ),
         ProblemType(policy.PURPOSE_NOT_PERMITTED, 403, "Purpose not permitted"),
         ProblemType(policy.CHECK_NOT_PERMITTED, 403, "Check not permitted for this purpose"),
         ProblemType(policy.CHECK_NOT_IN_FORCE, 403, "No version of the check is in force"),

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from broker import handlers
+from broker import discovery, handlers
 from broker.audit import api, public
 from broker.audit.api import MAX_PAGE
 from broker.resident import api as resident_api
@@ -127,6 +127,36 @@ SUBJECT_ACCESS_ENTRY: dict[str, Any] = object_schema(
         "outcome": {"type": "string"},
     },
     *("pruned", "when", "who", "who_name", "purpose", "check", "lawful_basis", "outcome"),
+)
+
+CHECK_VERSION: dict[str, Any] = object_schema(
+    {
+        "version": {"type": "integer", "minimum": 1},
+        "effective_from": {"type": "string", "format": "date"},
+        "effective_to": {"type": ["string", "null"], "format": "date"},
+        "scope": {"enum": ["local", "national"]},
+        "min_assurance": {"type": ["string", "null"]},
+        "bands": {"type": ["array", "null"], "items": {"type": "string"}},
+    }
+)
+MEMBER_CHECKS: dict[str, Any] = object_schema(
+    {
+        "member": {"type": "string"},
+        "active": {"type": "boolean"},
+        "registry_seq": {"type": "integer"},
+        "checks": {
+            "type": "array",
+            "items": object_schema(
+                {
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "owner": {"type": ["string", "null"]},
+                    "purposes": {"type": "array", "items": {"type": "string"}},
+                    "versions": {"type": "array", "items": CHECK_VERSION},
+                }
+            ),
+        },
+    }
 )
 
 
@@ -462,6 +492,21 @@ ROUTES: tuple[Route, ...] = (
         "registry",
         "The signed trust registry in force (typ trust-registry+jwt)",
         {"description": "compact JWS", "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}},
+    ),
+    Route(
+        "GET",
+        "/v1/members/{member}/checks",
+        discovery.get_member_checks,
+        "memberChecks",
+        "The checks a council may ask, from the registry in force: per check its purposes and "
+        "the versions that answer this council (local or national, dates, assurance, bands)",
+        json_response("the council's checks", MEMBER_CHECKS),
+        problems=("not-found",),
+        details={
+            "parameters": [
+                {"name": "member", "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
+        },
     ),
     Route(
         "GET",

@@ -8,6 +8,7 @@ General layout:
 - ``provider_kit``    what a provider runs: serves the provider API around one async lookup
 - ``connections``     connection hygiene for every server: head, body, keep-alive timeouts, a cap
 - ``dvla_ves``        the adapter for DVLA's Vehicle Enquiry Service, which speaks its own API
+- ``dwp_cis``         the adapter for DWP's Citizen Information API: OAuth2, match, claims
 - ``conformance``     the conformance checker: plays the broker against a provider endpoint
 - ``config``          reading a participant's TOML config (keys, anchors, registry file)
 - ``scheme_folder``   ``SchemeFolder``: the one type that owns a scheme folder's layout

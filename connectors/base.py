@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import StreamReader, web
 
@@ -53,3 +54,20 @@ async def read_jwt_body(request: web.Request, limit: int = MAX_TOKEN_BYTES) -> b
     if len(body) > limit:
         raise too_large
     return body.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer of a provider's own HTTP API, as its adapter reads it: the status, the JSON
+    body (``None`` if empty or not JSON) and the ``Retry-After`` header. Never logged."""
+
+    status: int
+    payload: Any
+    retry_after: str | None
+
+
+def retry_after_seconds(value: str | None, default: float) -> float:
+    """A ``Retry-After`` in delta-seconds, else ``default`` (an HTTP-date is not trusted)."""
+    if value is not None and value.strip().isdigit():
+        return float(int(value.strip()))
+    return default

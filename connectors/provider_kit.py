@@ -32,7 +32,8 @@ from trust.messages import (
     new_jti,
     parse_attribute_request,
 )
-from trust.registry import Registry, provider_fields
+from trust.parameters import Predicate, check_bindings
+from trust.registry import AttributeSpec, Registry, provider_fields
 from trust.replay import ReplayCache, ReplayCacheFull
 
 log = structlog.get_logger("connectors.provider_kit")
@@ -40,16 +41,26 @@ log = structlog.get_logger("connectors.provider_kit")
 
 @dataclass(frozen=True, slots=True)
 class LookupRequest:
-    """What a provider's lookup sees: the attributes asked, the declared fields, the date."""
+    """What a provider's lookup sees: the attributes asked, the declared fields, the date, and
+    the predicates asked (answer each under ``str(predicate)``)."""
 
     attributes: tuple[str, ...]
     subject: Subject
     as_of: date
     purpose: str
+    predicates: tuple[Predicate, ...] = ()
 
 
-# ``None`` means nobody matched; otherwise one boolean per attribute asked.
+# ``None`` means nobody matched; otherwise one boolean per attribute and per predicate asked.
 Lookup = Callable[[LookupRequest], Awaitable[Mapping[str, bool] | None]]
+
+
+def _boolean(value: object) -> bool:
+    """A lookup's answer for one attribute: a boolean, nothing else (an amount or a band from a
+    lookup is a bug, answered as ``unavailable``, never coerced into a yes)."""
+    if type(value) is not bool:
+        raise TypeError("a lookup answers each attribute with a boolean")
+    return value
 
 
 def _problem(error: RequestRefused) -> web.Response:
@@ -108,10 +119,15 @@ class ProviderKit:
             raise RequestRefused(400, "invalid-request", str(exc)) from exc
         member = registry.members.get(self.provider_id)
         offered = member.provider.attributes if member and member.provider else {}
-        unknown = [name for name in request.attributes if name not in offered]
+        asked = [*request.attributes, *(p.attribute for p in request.predicates)]
+        unknown = [name for name in asked if name not in offered]
         if unknown:
             raise RequestRefused(400, "unknown-attribute", f"not offered here: {unknown}")
-        declared = {f for name in request.attributes for f in provider_fields(offered[name])}
+        for name in request.attributes:
+            if offered[name].parameters:
+                raise RequestRefused(400, "invalid-parameters", f"{name} takes parameters")
+        self._check_predicates(request, offered)
+        declared = {f for name in asked for f in provider_fields(offered[name])}
         extra = set(request.subject.fields) - declared
         if extra:
             raise RequestRefused(400, "undeclared-fields", f"fields not declared: {sorted(extra)}")
@@ -124,6 +140,18 @@ class ProviderKit:
         if not first:
             raise RequestRefused(401, "invalid-token", "the request could not be verified")
         return request
+
+    def _check_predicates(
+        self, request: AttributeRequest, offered: Mapping[str, AttributeSpec]
+    ) -> None:
+        """Each predicate binds exactly the parameters declared, each within its schema."""
+        for predicate in request.predicates:
+            try:
+                check_bindings(
+                    offered[predicate.attribute].parameters, predicate.parameters, str(predicate)
+                )
+            except ValueError as exc:
+                raise RequestRefused(400, "invalid-parameters", str(exc)) from exc
 
     def _timeout(self, registry: Registry) -> float:
         member = registry.members.get(self.provider_id)
@@ -143,7 +171,7 @@ class ProviderKit:
         now = int(self._clock())
         request = self._verify(body, registry, now)
         lookup_request = LookupRequest(
-            request.attributes, request.subject, request.as_of, request.purpose
+            request.attributes, request.subject, request.as_of, request.purpose, request.predicates
         )
         try:
             async with asyncio.timeout(self._timeout(registry)):
@@ -151,8 +179,11 @@ class ProviderKit:
             if found is None:
                 answer = AttributeAnswer(self.provider_id, new_jti(), request.jti, "no-match", {})
             else:
-                values = {name: bool(found[name]) for name in request.attributes}
-                answer = AttributeAnswer(self.provider_id, new_jti(), request.jti, "match", values)
+                values = {name: _boolean(found[name]) for name in request.attributes}
+                held = tuple(_boolean(found[str(p)]) for p in request.predicates)
+                answer = AttributeAnswer(
+                    self.provider_id, new_jti(), request.jti, "match", values, held
+                )
         except Exception as exc:  # the provider's own failure: a clean signed "unavailable"
             log.warning("lookup_failed", error=type(exc).__name__)
             answer = AttributeAnswer(self.provider_id, new_jti(), request.jti, "unavailable", {})

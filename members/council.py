@@ -8,6 +8,11 @@
         answer.outcome   # "yes" | "no" | "no-match" | "undetermined"
         receipt = await client.prove_receipt(answer)  # its consent record is in the log
 
+For a check that declares bands (a council tax reduction scheme) ``answer.outcome`` names the one
+band that applies in place of ``yes`` (``answer.band`` is that name, or ``None`` for the four
+outcomes). ``await client.available_checks()`` lists the checks this council may ask, with the
+versions that answer it (local or national, dates, bands), from the registry in force.
+
 An answer is returned only after its signature (a broker key from the broker's JWKS, or keys
 you pin), ``typ``, ``aud`` (your member id), lifetime and binding to your query are verified.
 ``prove_receipt`` checks, against a checkpoint signed by the log key you pin (``log_key`` in
@@ -301,6 +306,16 @@ class EligibilityClient:
                 raise CheckFailed(response.status, body)
         records: list[dict[str, Any]] = body["records"]
         return records
+
+    async def available_checks(self) -> list[dict[str, Any]]:
+        """The checks this council may ask, each with its purposes and the versions that answer
+        it (``GET /v1/members/{id}/checks``)."""
+        async with self.session.get(f"{self._url}/v1/members/{self.member_id}/checks") as response:
+            body = await response.json(content_type=None)
+            if response.status != 200:
+                raise CheckFailed(response.status, body)
+        checks: list[dict[str, Any]] = body["checks"]
+        return checks
 
     async def withdraw_consent(self, consent_id: str, *, withdrawn_at: str) -> int:
         """Record that the resident withdrew ``consent_id``; returns the record's log index.

@@ -10,7 +10,8 @@ General layout:
 - ``did``        an identity provider's DID document, read for its keys (nothing resolved)
 - ``credential`` core identity credentials (One Login's shape): verify, derive the subject
 - ``registry``   the signed trust registry: document -> immutable ``Registry`` snapshot
-- ``rules``      named, date-effective checks and how attribute outcomes combine
+- ``parameters`` parameterised attributes: typed parameter schemas, predicates binding them
+- ``rules``      named, date-effective checks (local ones, banded ones) and how outcomes combine
 - ``policy``     ``decide``: may this member ask this check for this purpose?
 - ``pseudonym``  keyed HMAC subject pseudonyms for the consent log
 - ``records``    consent records, canonical (JCS) and committed through salted digests

@@ -1,12 +1,13 @@
 """The JWS profile of every ax-broker message, and the only module that touches PyJWT.
 
-One profile for all: compact serialisation of at most 16 KiB, a protected header of exactly
-``alg`` (ES256), ``kid`` and ``typ`` (exact, one per message type, RFC 8725 section 3.11), JSON
-objects with no duplicate members, and claims with a string ``iss`` that owns the key, an exact
-string ``aud``, integer ``iat``/``exp``, a bounded lifetime, a small leeway and a ``jti`` of at
-least 128 bits. PyJWT on its own accepts duplicate keys, ``aud`` lists, any ``typ``, float
-``exp`` and huge tokens; so parsing and every claim check live here, and PyJWT is used only for
-the ES256 primitive. Swapping in a faster implementation means changing this module alone.
+One profile for all: compact serialisation of at most 16 KiB (the registry: 1 MiB), a protected
+header of exactly ``alg`` (ES256), ``kid`` and ``typ`` (exact, one per message type, RFC 8725
+section 3.11), JSON objects with no duplicate members, and claims with a string ``iss`` that
+owns the key, an exact string ``aud``, integer ``iat``/``exp``, a bounded lifetime, a small
+leeway and a ``jti`` of at least 128 bits. PyJWT on its own accepts duplicate keys, ``aud``
+lists, any ``typ``, float ``exp`` and huge tokens; so parsing and every claim check live here,
+and PyJWT is used only for the ES256 primitive. Swapping in a faster implementation means
+changing this module alone.
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ _ES256 = ECAlgorithm(ECAlgorithm.SHA256)
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """What one message type requires: its ``typ`` and the longest lifetime it may claim."""
+    """What one message type requires: its ``typ``, the longest lifetime it may claim and its
+    largest compact size (16 KiB for every message; the registry, a document a scheme of
+    hundreds of members outgrows, may be larger)."""
 
     typ: str
     max_lifetime: int
+    max_bytes: int = MAX_TOKEN_BYTES
 
 
 ELIGIBILITY_QUERY = Profile("eligibility-query+jwt", 300)
@@ -53,7 +57,8 @@ RESIDENT_ACCESS = Profile("resident-access+jwt", 300)  # a council portal: who c
 MAX_LIFETIME_SECONDS = max(
     p.max_lifetime for p in (ELIGIBILITY_QUERY, AUDIT_REQUEST, CONSENT_WITHDRAWAL)
 )
-TRUST_REGISTRY = Profile("trust-registry+jwt", 400 * 24 * 3600)
+MAX_REGISTRY_BYTES = 64 * MAX_TOKEN_BYTES
+TRUST_REGISTRY = Profile("trust-registry+jwt", 400 * 24 * 3600, MAX_REGISTRY_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +144,11 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def decode_compact(token: str | bytes) -> Compact:
+def decode_compact(token: str | bytes, max_bytes: int = MAX_TOKEN_BYTES) -> Compact:
     """Split and strictly decode a compact JWS; no signature or claim is checked yet."""
     raw = token.encode("ascii", "replace") if isinstance(token, str) else token
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise VerificationError("token larger than 16 KiB")
+    if len(raw) > max_bytes:
+        raise VerificationError(f"token larger than {max_bytes // 1024} KiB")
     parts = raw.split(b".")
     if len(parts) != 3:
         raise VerificationError("not a compact JWS of three parts")
@@ -217,7 +222,7 @@ def verify(
     """
     if not 0 <= leeway <= MAX_LEEWAY_SECONDS:
         raise ValueError("leeway must be between 0 and 30 seconds")
-    compact = decode_compact(token)
+    compact = decode_compact(token, profile.max_bytes)
     kid = check_header(compact.header, profile.typ)
     trusted = keys(kid)
     if trusted is None:

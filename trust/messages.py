@@ -20,9 +20,13 @@ from trust.dates import parse_date, parse_date_time
 from trust.errors import DateFormatError, InvalidMessage
 from trust.jws import Verified
 from trust.keys import b64_decode_or_none, b64_encode, b64url_encode
+from trust.parameters import Predicate, parse_predicate
 
 Outcome = Literal["yes", "no", "no-match", "undetermined"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+# What an answer says: an outcome, or for a check with bands the name of the one band that
+# applies (in place of "yes"). A band is never named like an outcome, nor "refused".
+Verdict = str
 ProviderResult = Literal["match", "no-match", "unavailable"]
 PROVIDER_RESULTS: tuple[ProviderResult, ...] = get_args(ProviderResult)
 ASSURANCE_LEVELS = ("P0", "P1", "P2", "P3", "P4")
@@ -55,10 +59,15 @@ _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 # control, format (zero-width, bidi), surrogate, private-use and unassigned characters
 _NOT_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _SLUG = re.compile(r"[a-z0-9][a-z0-9.\-]{0,63}")
+BAND_PATTERN = "^[a-z0-9][a-z0-9.\\-]{0,63}$"  # a band's name: a slug, never an outcome word
 _POSTCODE = re.compile(r"([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})")
 _NINO = re.compile(r"(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]")
 _VRN = re.compile(r"[A-Z0-9]{1,7}")
 _CONSENT_MEMBERS = frozenset({"id", "given_at", "method", "notice_url", "notice_digest"})
+
+
+def is_band_name(name: str) -> bool:
+    return _SLUG.fullmatch(name) is not None and name not in (*OUTCOMES, "refused")
 
 
 def new_jti() -> str:
@@ -333,9 +342,14 @@ class EligibilityAnswer:
     check: str
     check_version: int
     as_of: date
-    outcome: Outcome
+    outcome: Verdict
     log_index: int
     record_digest: bytes
+
+    @property
+    def band(self) -> str | None:
+        """The band a banded check answered, or ``None`` when the outcome is one of the four."""
+        return None if self.outcome in OUTCOMES else self.outcome
 
 
 def answer_claims(answer: EligibilityAnswer, *, now: int, lifetime: int = 300) -> dict[str, Any]:
@@ -358,7 +372,10 @@ def answer_claims(answer: EligibilityAnswer, *, now: int, lifetime: int = 300) -
 def parse_answer(verified: Verified, *, requester: str) -> EligibilityAnswer:
     claims = verified.claims
     outcome = claims.get("outcome")
-    _require(outcome in OUTCOMES, "outcome is not one of yes, no, no-match, undetermined")
+    _require(
+        outcome in OUTCOMES or (isinstance(outcome, str) and is_band_name(outcome)),
+        "outcome is not one of yes, no, no-match, undetermined, nor a band",
+    )
     log_index = _count(claims.get("log_index"), "log_index", minimum=0)
     version = _count(claims.get("check_version"), "check_version", minimum=1)
     record_digest = _digest(claims.get("record_digest"), "record_digest")
@@ -370,7 +387,7 @@ def parse_answer(verified: Verified, *, requester: str) -> EligibilityAnswer:
         check=_string(claims.get("check"), "check", _SLUG),
         check_version=version,
         as_of=_iso_date(claims.get("as_of"), "as_of"),
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=str(outcome),
         log_index=log_index,
         record_digest=record_digest,
     )
@@ -378,7 +395,8 @@ def parse_answer(verified: Verified, *, requester: str) -> EligibilityAnswer:
 
 @dataclass(frozen=True, slots=True)
 class AttributeRequest:
-    """The broker asks one provider for some attributes of one subject, as of a date."""
+    """The broker asks one provider for some attributes of one subject, as of a date, and
+    for each predicate (a parameterised attribute, bound) whether it holds."""
 
     broker: str
     provider: str
@@ -387,12 +405,13 @@ class AttributeRequest:
     attributes: tuple[str, ...]
     as_of: date
     subject: Subject
+    predicates: tuple[Predicate, ...] = ()
 
 
 def attribute_request_claims(
     request: AttributeRequest, *, now: int, lifetime: int = 60
 ) -> dict[str, Any]:
-    return {
+    claims = {
         "iss": request.broker,
         "aud": request.provider,
         "iat": now,
@@ -403,17 +422,34 @@ def attribute_request_claims(
         "as_of": request.as_of.isoformat(),
         "subject": dict(request.subject.fields),
     }
+    if request.predicates:  # absent otherwise: a yes/no request is what it always was
+        claims["predicates"] = [p.to_json() for p in request.predicates]
+    return claims
+
+
+def _predicates(value: Any) -> tuple[Predicate, ...]:
+    if value is None:
+        return ()
+    _require(isinstance(value, list) and 0 < len(value) <= 64, "predicates: a list of 1 to 64")
+    try:
+        predicates = tuple(parse_predicate(item) for item in value)
+    except ValueError as exc:
+        raise InvalidMessage(str(exc)) from None
+    _require(len(set(predicates)) == len(predicates), "predicates repeat")
+    return predicates
 
 
 def parse_attribute_request(verified: Verified, *, provider: str) -> AttributeRequest:
     claims = verified.claims
-    allowed = _REGISTERED | {"purpose", "attributes", "as_of", "subject"}
+    allowed = _REGISTERED | {"purpose", "attributes", "as_of", "subject", "predicates"}
     unknown = set(claims) - allowed
     _require(not unknown, f"request has unknown members: {sorted(unknown)}")
     names = claims.get("attributes")
+    predicates = _predicates(claims.get("predicates"))
     if not (
         isinstance(names, list)
-        and 0 < len(names) <= 64
+        and (len(names) > 0 or predicates)
+        and len(names) <= 64
         and all(isinstance(n, str) and _SLUG.fullmatch(n) for n in names)
         and len(set(names)) == len(names)
     ):
@@ -426,18 +462,21 @@ def parse_attribute_request(verified: Verified, *, provider: str) -> AttributeRe
         attributes=tuple(names),
         as_of=_iso_date(claims.get("as_of"), "as_of"),
         subject=parse_subject(claims.get("subject"), required=()),
+        predicates=predicates,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class AttributeAnswer:
-    """A provider's signed answer to one request: found or not, and one boolean per attribute."""
+    """A provider's signed answer to one request: found or not, one boolean per attribute and
+    one per predicate (in the request's order)."""
 
     provider: str
     jti: str
     request_jti: str
     result: ProviderResult
     attributes: Mapping[str, bool]
+    predicates: tuple[bool, ...] = ()
 
 
 def attribute_response_claims(
@@ -454,19 +493,23 @@ def attribute_response_claims(
     }
     if answer.result == "match":
         claims["attributes"] = dict(answer.attributes)
+        if answer.predicates:
+            claims["predicates"] = list(answer.predicates)
     return claims
 
 
 def parse_attribute_response(verified: Verified, *, request: AttributeRequest) -> AttributeAnswer:
     """Shape-check a provider's answer and bind it to ``request``: the same jti, exactly the
-    attributes asked (nothing beyond), booleans only."""
+    attributes asked (nothing beyond), booleans only: one per predicate asked, never an
+    amount or a band."""
     claims = verified.claims
-    unknown = set(claims) - (_REGISTERED | {"request", "result", "attributes"})
+    unknown = set(claims) - (_REGISTERED | {"request", "result", "attributes", "predicates"})
     _require(not unknown, f"answer has unknown members: {sorted(unknown)}")
     _require(claims.get("request") == request.jti, "answer is not bound to this request")
     result = claims.get("result")
     _require(result in PROVIDER_RESULTS, "result is not match, no-match or unavailable")
     attributes: dict[str, bool] = {}
+    predicates: tuple[bool, ...] = ()
     if result == "match":
         values = claims.get("attributes")
         if not isinstance(values, dict):
@@ -474,14 +517,25 @@ def parse_attribute_response(verified: Verified, *, request: AttributeRequest) -
         _require(set(values) == set(request.attributes), "attributes differ from those asked")
         _require(all(type(v) is bool for v in values.values()), "attribute values must be bool")
         attributes = values
+        held = claims.get("predicates", [])
+        _require(
+            isinstance(held, list) and len(held) == len(request.predicates),
+            "predicates differ from those asked",
+        )
+        _require(all(type(v) is bool for v in held), "predicate values must be bool")
+        predicates = tuple(held)
     else:
-        _require("attributes" not in claims, "only a match carries attributes")
+        _require(
+            "attributes" not in claims and "predicates" not in claims,
+            "only a match carries attributes",
+        )
     return AttributeAnswer(
         provider=verified.issuer,
         jti=verified.jti,
         request_jti=request.jti,
         result=result,  # type: ignore[arg-type]
         attributes=attributes,
+        predicates=predicates,
     )
 
 

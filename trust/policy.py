@@ -17,13 +17,15 @@ from trust import credential as credentials
 from trust.credential import CoreIdentity, CredentialRefused
 from trust.errors import PolicyRefusal
 from trust.messages import ASSURANCE_LEVELS, EligibilityQuery
+from trust.parameters import Predicate
 from trust.registry import Purpose, Registry, provider_fields
-from trust.rules import AttributeRef, Check, CheckVersion, attributes_of
+from trust.rules import AttributeRef, Check, CheckVersion
 
 # Stable refusal codes; the broker maps each to an HTTP status and problem type in one place.
 MEMBER_SUSPENDED = "member-suspended"
 ROLE_NOT_PERMITTED = "role-not-permitted"
 UNKNOWN_CHECK = "unknown-check"
+LOCAL_CHECK_OF_ANOTHER_COUNCIL = "local-check-of-another-council"
 PURPOSE_NOT_PERMITTED = "purpose-not-permitted"
 CHECK_NOT_PERMITTED = "check-not-permitted"
 CHECK_NOT_IN_FORCE = "check-not-in-force"
@@ -46,6 +48,7 @@ CHECK_REFUSALS = (
     MEMBER_SUSPENDED,
     ROLE_NOT_PERMITTED,
     UNKNOWN_CHECK,
+    LOCAL_CHECK_OF_ANOTHER_COUNCIL,
     PURPOSE_NOT_PERMITTED,
     CHECK_NOT_PERMITTED,
     CHECK_NOT_IN_FORCE,
@@ -71,7 +74,8 @@ REFUSAL_CODES = tuple(
 
 @dataclass(frozen=True, slots=True)
 class PlannedCall:
-    """One provider request: which attributes, and the only subject fields it may see."""
+    """One provider request: which attributes and predicates, and the only subject fields it
+    may see."""
 
     provider: str
     endpoint: str
@@ -79,6 +83,7 @@ class PlannedCall:
     attributes: tuple[str, ...]
     fields: tuple[str, ...]
     max_concurrency: int = 32
+    predicates: tuple[Predicate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +120,14 @@ def decide(
     check = registry.checks.get(query.check)
     if check is None:
         raise _refuse(UNKNOWN_CHECK, f"no check named {query.check!r} in the registry")
+    if not check.may_ask(query.requester):
+        raise _refuse(LOCAL_CHECK_OF_ANOTHER_COUNCIL, "this check is another council's local one")
     purpose = registry.purposes.get(query.purpose)
     if purpose is None or query.purpose not in member.purposes:
         raise _refuse(PURPOSE_NOT_PERMITTED, "the member may not use this purpose")
     if query.check not in purpose.checks:
         raise _refuse(CHECK_NOT_PERMITTED, "this purpose does not allow this check")
-    version = check.version_on(query.as_of)
+    version = check.version_on(query.as_of, query.requester)
     if version is None:
         raise _refuse(CHECK_NOT_IN_FORCE, "no version of this check is in force on as_of")
     if query.lawful_basis is None:
@@ -198,13 +205,13 @@ def establish_identity(
 def plan(
     registry: Registry, version: CheckVersion, query: EligibilityQuery, *, now: int | None = None
 ) -> tuple[tuple[PlannedCall, ...], frozenset[AttributeRef], dict[str, str]]:
-    """Group the rule's attributes by provider. A suspended provider, or one in a scheduled
-    outage at ``now``, is not called: its attributes are returned as unavailable (they count
-    as undetermined) and the reason is in ``skipped``."""
-    by_provider: dict[str, list[str]] = defaultdict(list)
+    """Group the version's attributes (and predicates) by provider. A suspended provider, or
+    one in a scheduled outage at ``now``, is not called: its attributes are returned as
+    unavailable (they count as undetermined) and the reason is in ``skipped``."""
+    by_provider: dict[str, list[AttributeRef]] = defaultdict(list)
     unavailable: set[AttributeRef] = set()
     skipped: dict[str, str] = {}
-    for ref in sorted(attributes_of(version.rule), key=str):
+    for ref in sorted(version.attributes, key=str):
         member = registry.members[ref.provider]
         info = member.provider
         if not member.active:
@@ -212,18 +219,20 @@ def plan(
         elif now is not None and info is not None and info.outage_at(now) is not None:
             skipped[ref.provider] = "scheduled-outage"
         else:
-            by_provider[ref.provider].append(ref.attribute)
+            by_provider[ref.provider].append(ref)
             continue
         unavailable.add(ref)
     calls = []
     present = set(query.subject.fields)
-    for provider_id, names in by_provider.items():
+    for provider_id, refs in by_provider.items():
         info = registry.members[provider_id].provider
         if info is None:  # parse_registry_claims guarantees this never happens
             raise _refuse(CHECK_NOT_IN_FORCE, "a rule names a member that is not a provider")
         fields: list[str] = []
-        for name in names:
-            spec = info.attributes[name]
+        names = [ref.attribute for ref in refs if ref.predicate is None]
+        predicates = [ref.predicate for ref in refs if ref.predicate is not None]
+        for ref in refs:
+            spec = info.attributes[ref.attribute]
             missing = [f for f in spec.required_fields if f not in present]
             if missing:
                 raise _refuse(SUBJECT_FIELDS_MISSING, f"this check needs subject fields {missing}")
@@ -236,6 +245,7 @@ def plan(
                 tuple(names),
                 tuple(fields),
                 info.max_concurrency,
+                tuple(predicates),
             )
         )
     return tuple(calls), frozenset(unavailable), skipped

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import orjson
 
 from trust.credential import CoreIdentity, credential_digest, derived_fields
-from trust.messages import ConsentReference, EligibilityQuery, Outcome, Subject
+from trust.messages import ConsentReference, EligibilityQuery, Subject, Verdict
 from trust.pseudonym import (
     PseudonymKey,
     SubjectPseudonyms,
@@ -26,7 +26,8 @@ from trust.pseudonym import (
     pseudonymise_credential_subject,
 )
 
-RecordOutcome = Literal["yes", "no", "no-match", "undetermined", "refused"]
+# An outcome word, a band's name (a banded check's answer), or "refused".
+RecordOutcome = Verdict | Literal["refused"]
 LEAF_PREFIX = b"axb-consent-record-v1\n"
 SALT_BYTES = 32
 
@@ -207,7 +208,7 @@ def record_for(
     *,
     key: PseudonymKey,
     now_ms: int,
-    outcome: Outcome | Literal["refused"],
+    outcome: RecordOutcome,
     check_version: int | None = None,
     refusal: str | None = None,
     providers: tuple[str, ...] = (),

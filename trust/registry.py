@@ -21,7 +21,8 @@ from trust.did import is_did_web, key_belongs_to
 from trust.errors import DateFormatError, KeyFormatError, RegistryError, VerificationError
 from trust.keys import SigningKey, VerifyingKey
 from trust.messages import SUBJECT_FIELDS, new_jti
-from trust.rules import AttributeRef, Check, attributes_of, check_document, parse_check
+from trust.parameters import ParameterSpec, check_bindings, parse_parameter_schema
+from trust.rules import AttributeRef, Check, check_document, parse_check
 from trust.witness_policy import Witness, WitnessPolicy, parse_witness, parse_witness_policy
 
 Role = Literal[
@@ -51,6 +52,8 @@ class AttributeSpec:
     description: str
     required_fields: tuple[str, ...]
     optional_fields: tuple[str, ...]
+    # A parameterised attribute's schema (trust.parameters); empty for a plain yes/no one.
+    parameters: Mapping[str, ParameterSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +219,13 @@ def _parse_provider(member_id: str, raw: Any) -> ProviderInfo:
         if name in attributes:
             raise RegistryError(f"member {member_id}: attribute {name} listed twice")
         description = _text(item.get("description"), f"{member_id}/{name} description")
-        attributes[name] = AttributeSpec(name, description, required, optional)
+        schema: Mapping[str, ParameterSpec] = {}
+        if "parameters" in item:
+            try:
+                schema = parse_parameter_schema(item["parameters"])
+            except ValueError as exc:
+                raise RegistryError(f"{member_id}/{name}: {exc}") from exc
+        attributes[name] = AttributeSpec(name, description, required, optional, schema)
     concurrency = raw.get("max_concurrency", 32)
     if type(concurrency) is not int or not 1 <= concurrency <= 10_000:
         raise RegistryError(f"member {member_id}: max_concurrency must be 1..10000")
@@ -384,12 +393,24 @@ def _cross_check(
             if known is None or known.identity_provider is None:
                 raise RegistryError(f"member {member.id}: client id at {idp}, no such provider")
     for check in checks.values():
+        for council in sorted({*check.councils, *([check.owner] if check.owner else [])}):
+            party = members.get(council)
+            if party is None or "relying-party" not in party.roles:
+                raise RegistryError(f"check {check.name} names {council}, not a relying party")
         for version in check.versions:
-            for ref in attributes_of(version.rule):
+            for ref in version.attributes:
                 provider = members.get(ref.provider)
                 info = provider.provider if provider is not None else None
                 if info is None or ref.attribute not in info.attributes:
                     raise RegistryError(f"check {check.name} uses unknown attribute {ref}")
+                try:
+                    check_bindings(
+                        info.attributes[ref.attribute].parameters,
+                        ref.parameters,
+                        f"check {check.name} v{version.version} {ref.provider}/{ref.attribute}",
+                    )
+                except ValueError as exc:
+                    raise RegistryError(str(exc)) from exc
 
 
 def parse_registry_claims(claims: Mapping[str, Any], *, digest: str) -> Registry:

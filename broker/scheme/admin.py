@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from broker.errors import BrokerError
+from broker.scheme.changes import parse_checks, review_changes
 from connectors.scheme_folder import SchemeFolder
+from trust import jws
 from trust.did import parse_did_document
-from trust.errors import KeyFormatError, RegistryError
+from trust.errors import KeyFormatError, RegistryError, VerificationError
 from trust.keys import SigningKey, VerifyingKey
 from trust.registry import parse_registry_claims, sign_registry
 
@@ -208,6 +210,65 @@ def add_named(source: dict[str, Any], kind: str, document: dict[str, Any]) -> di
     changed = {**source, kind: [*source[kind], document]}
     validate(changed)
     return changed
+
+
+def add_check(
+    source: dict[str, Any],
+    document: dict[str, Any],
+    *,
+    councils: tuple[str, ...] = (),
+    owner: str | None = None,
+) -> dict[str, Any]:
+    """Add a check, or, with ``councils``, versions scoped to those councils: to a new check,
+    or beside an existing check's versions (a local rule for those councils). ``owner`` makes
+    a new check one council's local scheme. Each council named must be an active relying
+    party: a rule for a suspended council is refused."""
+    _object(document, "a check")
+    for council in (*councils, *([owner] if owner else [])):
+        member = _member(source, council)
+        if "relying-party" not in _strings(member.get("roles", []), f"{council}'s roles"):
+            raise SchemeAdminError(f"{council} is not a relying party")
+        if member.get("status") != "active":
+            raise SchemeAdminError(f"{council} is suspended: no rule may be scoped to it")
+    versions = _objects(document.get("versions"), "the check's versions")
+    if councils:
+        versions = [{**v, "councils": sorted(councils)} for v in versions]
+    checks = checked_source(source)["checks"]
+    existing = next((c for c in checks if c.get("name") == document.get("name")), None)
+    if existing is None:
+        added = {**document, "versions": versions}
+        if owner is not None:
+            added["owner"] = owner
+        changed = {**source, "checks": [*checks, added]}
+    elif not councils or owner is not None:
+        raise SchemeAdminError(
+            f"check {document.get('name')!r} already exists (add versions with --for)"
+        )
+    else:
+        merged = {
+            **existing,
+            "versions": [*_objects(existing.get("versions"), "its versions"), *versions],
+        }
+        changed = {**source, "checks": [merged if c is existing else c for c in checks]}
+    validate(changed)
+    return changed
+
+
+def review_source(scheme_dir: Path, source: dict[str, Any]) -> list[str]:
+    """What publishing ``source`` would change in the checks of the registry in force."""
+    registry = SchemeFolder(scheme_dir).registry
+    try:
+        token = registry.read_bytes().strip()
+        claims = jws.parse_json_object(jws.decode_compact(token, jws.MAX_REGISTRY_BYTES).payload)
+        published = parse_checks(claims.get("checks", []))
+    except OSError:
+        published = []  # nothing published yet: everything is new
+    except (VerificationError, ValueError) as exc:
+        raise SchemeAdminError(f"the published registry {registry} cannot be read: {exc}") from exc
+    try:
+        return review_changes(published, parse_checks(checked_source(source)["checks"]))
+    except ValueError as exc:
+        raise SchemeAdminError(f"bad check in the source: {exc}") from exc
 
 
 def permit(source: dict[str, Any], member_id: str, purpose: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ their own. Nothing here is for production: keys are unencrypted PEM files on dis
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import secrets
 import socket
@@ -19,6 +20,7 @@ from typing import Any
 from connectors.reference import identity as reference_identity
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
+from connectors.reference.predicates import DWP_PREDICATES
 from connectors.scheme_folder import SchemeFolder
 from trust.checkpoint import generate_signer
 from trust.cosignature import generate_cosigner
@@ -31,6 +33,8 @@ BROKER = "axb-broker"
 COUNCIL_BLUE_BADGE = "council-warwickshire-blue-badge"
 COUNCIL_SCHOOLS = "council-coventry-schools"
 COUNCIL_PARKING = "council-warwick-district-parking"
+COUNCIL_TAX_COVENTRY = "council-coventry-council-tax"
+COUNCIL_TAX_WARWICK = "council-warwick-district-council-tax"
 DWP = "dwp-reference"
 HMRC = "hmrc-reference"
 DVLA_KEEPER = "dvla-keeper-reference"
@@ -48,8 +52,16 @@ MEMBERS = (
     DVLA_VES,
     AUDITOR,
     IDP,
+    COUNCIL_TAX_COVENTRY,
+    COUNCIL_TAX_WARWICK,
 )
-COUNCILS = (COUNCIL_BLUE_BADGE, COUNCIL_SCHOOLS, COUNCIL_PARKING)
+COUNCILS = (
+    COUNCIL_BLUE_BADGE,
+    COUNCIL_SCHOOLS,
+    COUNCIL_PARKING,
+    COUNCIL_TAX_COVENTRY,
+    COUNCIL_TAX_WARWICK,
+)
 PROVIDERS = (DWP, HMRC, DVLA_KEEPER, DVLA_VES)
 # Each council's client id at the identity provider: a credential's ``aud``.
 CLIENT_IDS = {
@@ -72,7 +84,11 @@ WITNESS_GROUP = "dev-witnesses"
 BLUE_BADGE_CHECK = "blue-badge-automatic"
 FSM_CHECK = "free-school-meals"
 PARKING_CHECK = "resident-parking-permit"
+CTR_CHECK = "council-tax-reduction"
+CONCESSIONARY_TRAVEL_CHECK = "concessionary-travel-disabled"
+TWO_YEAR_OFFER_CHECK = "two-year-offer"
 UC_RULE_CHANGE = "2026-09-01"
+COVENTRY_CTR_CHANGE = "2026-04-01"
 
 _BLUE_BADGE_ATTRIBUTES = (
     "dla-higher-rate-mobility",
@@ -134,7 +150,139 @@ def reference_checks() -> list[dict[str, Any]]:
             ],
         },
         parking_check(),
+        council_tax_reduction_check(),
+        concessionary_travel_check(),
+        two_year_offer_check(),
     ]
+
+
+def _take_home_below(amount_pence: int) -> dict[str, Any]:
+    return {
+        "attribute": f"{DWP}/uc-take-home-pay-below",
+        "parameters": {"periods": 1, "amount_pence": amount_pence},
+    }
+
+
+def _take_home_measure() -> dict[str, Any]:
+    """UC take-home pay in the last assessment period; each band binds its ``amount_pence``."""
+    return {"attribute": f"{DWP}/uc-take-home-pay-below", "parameters": {"periods": 1}}
+
+
+def _ctr_bands(*bands: tuple[str, int]) -> dict[str, Any]:
+    return {
+        "measure": _take_home_measure(),
+        "threshold": "amount_pence",
+        "order": [{"band": name, "below": below} for name, below in bands],
+    }
+
+
+def council_tax_reduction_check() -> dict[str, Any]:
+    """Working-age council tax reduction: a local scheme, each council its own bands over
+    Universal Credit take-home pay in the last assessment period (in pence), date-effective.
+    Coventry changed its bands on 1 April 2026; Warwick District protects residents with PIP
+    points for moving around (77 %) and gives others 50 %."""
+    protected = {
+        "attribute": f"{DWP}/pip-moving-around-points-at-least",
+        "parameters": {"points": 8},
+    }
+    uc = {"attribute": f"{DWP}/universal-credit"}
+    coventry = [("reduction-75", 100_000), ("reduction-50", 150_000), ("reduction-25", 200_000)]
+    return {
+        "name": CTR_CHECK,
+        "description": "Council tax reduction (working age): the band of the council's scheme",
+        "versions": [
+            {
+                "version": 1,
+                "effective_from": "2025-04-01",
+                "effective_to": "2026-03-31",
+                "min_assurance": "P1",
+                "councils": [COUNCIL_TAX_COVENTRY],
+                "rule": uc,
+                "bands": _ctr_bands(
+                    ("reduction-85", 70_000),
+                    ("reduction-75", 100_000),
+                    ("reduction-50", 150_000),
+                    ("reduction-25", 200_000),
+                ),
+            },
+            {
+                "version": 2,
+                "effective_from": COVENTRY_CTR_CHANGE,
+                "effective_to": None,
+                "min_assurance": "P1",
+                "councils": [COUNCIL_TAX_COVENTRY],
+                "rule": uc,
+                "bands": _ctr_bands(("reduction-85", 50_000), *coventry),
+            },
+            {
+                "version": 3,
+                "effective_from": "2025-04-01",
+                "effective_to": None,
+                "min_assurance": "P1",
+                "councils": [COUNCIL_TAX_WARWICK],
+                "rule": uc,
+                "bands": {
+                    "measure": _take_home_measure(),
+                    "threshold": "amount_pence",
+                    "order": [
+                        {"band": "protected-77", "below": 150_000, "when": protected},
+                        {"band": "standard-50", "below": 150_000},
+                    ],
+                },
+            },
+        ],
+    }
+
+
+def concessionary_travel_check() -> dict[str, Any]:
+    """ENCTS disabled person's bus pass through a benefit: DLA higher-rate mobility, or PIP
+    with at least 8 points for moving around, or registered blind."""
+    return {
+        "name": CONCESSIONARY_TRAVEL_CHECK,
+        "description": "Concessionary bus travel (ENCTS), disabled categories, through a benefit",
+        "versions": [
+            {
+                "version": 1,
+                "effective_from": "2013-04-08",
+                "effective_to": None,
+                "min_assurance": "P1",
+                "rule": {
+                    "any": [
+                        {"attribute": f"{DWP}/dla-higher-rate-mobility"},
+                        {
+                            "attribute": f"{DWP}/pip-moving-around-points-at-least",
+                            "parameters": {"points": 8},
+                        },
+                        {"attribute": f"{DWP}/registered-blind"},
+                    ]
+                },
+            }
+        ],
+    }
+
+
+def two_year_offer_check() -> dict[str, Any]:
+    """The early-years offer for two-year-olds through a benefit: the legacy income benefits,
+    or Universal Credit with take-home pay below 128,334 p in the last assessment period (the
+    threshold DfE's eligibility engine uses, £15,400 a year)."""
+    return {
+        "name": TWO_YEAR_OFFER_CHECK,
+        "description": "Early years: 15 hours for two-year-olds, through a parent's benefit",
+        "versions": [
+            {
+                "version": 1,
+                "effective_from": "2014-09-01",
+                "effective_to": None,
+                "min_assurance": "P1",
+                "rule": {
+                    "any": [
+                        *({"attribute": f"{DWP}/{a}"} for a in _FSM_DWP),
+                        _take_home_below(128_334),
+                    ]
+                },
+            }
+        ],
+    }
 
 
 def parking_check() -> dict[str, Any]:
@@ -191,6 +339,27 @@ def reference_purposes() -> list[dict[str, Any]]:
             "consent_required": False,
         },
         {
+            "id": "council-tax-reduction-application",
+            "description": "Deciding a working-age council tax reduction claim",
+            "checks": [CTR_CHECK],
+            "lawful_bases": ["public-task"],
+            "consent_required": False,
+        },
+        {
+            "id": "concessionary-travel-application",
+            "description": "Deciding a disabled person's bus pass application",
+            "checks": [CONCESSIONARY_TRAVEL_CHECK],
+            "lawful_bases": ["public-task", "consent"],
+            "consent_required": False,
+        },
+        {
+            "id": "early-years-application",
+            "description": "Deciding a two-year-old's early years place",
+            "checks": [TWO_YEAR_OFFER_CHECK],
+            "lawful_bases": ["public-task"],
+            "consent_required": False,
+        },
+        {
             "id": "school-uniform-grant",
             "description": "A discretionary grant offered only with the parent's consent",
             "checks": [FSM_CHECK],
@@ -206,17 +375,28 @@ def provider_metadata(
     *,
     required: Sequence[str] = ("family_name", "date_of_birth"),
     optional: Sequence[str] = ("nino",),
+    parameterised: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A provider's registry metadata: its ``offered`` yes/no attributes (name: description)
+    and its ``parameterised`` ones (name: description and parameter schema)."""
+    matching = {"required": list(required), "optional": list(optional)}
     return {
         "endpoint": endpoint,
         "timeout_ms": 2000,
         "attributes": [
-            {
-                "name": name,
-                "description": description,
-                "matching": {"required": list(required), "optional": list(optional)},
-            }
-            for name, description in offered.items()
+            *(
+                {"name": name, "description": description, "matching": matching}
+                for name, description in offered.items()
+            ),
+            *(
+                {
+                    "name": name,
+                    "description": spec["description"],
+                    "matching": matching,
+                    "parameters": copy.deepcopy(dict(spec["parameters"])),
+                }
+                for name, spec in (parameterised or {}).items()
+            ),
         ],
     }
 
@@ -407,6 +587,17 @@ def registry_members(
     def endpoint(provider_id: str) -> str:
         return f"http://127.0.0.1:{provider_ports[provider_id]}/v1/attributes"
 
+    def council(member_id: str, name: str, *purposes: str) -> dict[str, Any]:
+        return member_document(
+            member_id=member_id,
+            name=name,
+            roles=["relying-party"],
+            keys=[keys[member_id].verifying_key],
+            purposes=purposes,
+            status=status(member_id),
+            client_ids={IDP: CLIENT_IDS[member_id]} if member_id in CLIENT_IDS else None,
+        )
+
     return [
         member_document(
             member_id=BROKER,
@@ -416,23 +607,17 @@ def registry_members(
             status=status(BROKER),
             client_ids={IDP: RESIDENT_PAGE_CLIENT_ID},
         ),
-        member_document(
-            member_id=COUNCIL_BLUE_BADGE,
-            name="Warwickshire County Council — Blue Badge team",
-            roles=["relying-party"],
-            keys=[keys[COUNCIL_BLUE_BADGE].verifying_key],
-            purposes=["blue-badge-application", BLUE_BADGE_ONLINE],
-            status=status(COUNCIL_BLUE_BADGE),
-            client_ids={IDP: CLIENT_IDS[COUNCIL_BLUE_BADGE]},
+        council(
+            COUNCIL_BLUE_BADGE,
+            "Warwickshire County Council — Blue Badge team",
+            "blue-badge-application",
+            BLUE_BADGE_ONLINE,
         ),
-        member_document(
-            member_id=COUNCIL_SCHOOLS,
-            name="Coventry City Council — School admissions",
-            roles=["relying-party"],
-            keys=[keys[COUNCIL_SCHOOLS].verifying_key],
-            purposes=["free-school-meals-application", "school-uniform-grant"],
-            status=status(COUNCIL_SCHOOLS),
-            client_ids={IDP: CLIENT_IDS[COUNCIL_SCHOOLS]},
+        council(
+            COUNCIL_SCHOOLS,
+            "Coventry City Council — School admissions",
+            "free-school-meals-application",
+            "school-uniform-grant",
         ),
         member_document(
             member_id=DWP,
@@ -440,7 +625,7 @@ def registry_members(
             roles=["attribute-provider"],
             keys=[keys[DWP].verifying_key],
             status=status(DWP),
-            provider=provider_metadata(endpoint(DWP), DWP_ATTRIBUTES),
+            provider=provider_metadata(endpoint(DWP), DWP_ATTRIBUTES, parameterised=DWP_PREDICATES),
         ),
         member_document(
             member_id=HMRC,
@@ -450,14 +635,10 @@ def registry_members(
             status=status(HMRC),
             provider=provider_metadata(endpoint(HMRC), HMRC_ATTRIBUTES),
         ),
-        member_document(
-            member_id=COUNCIL_PARKING,
-            name="Warwick District Council — Parking services",
-            roles=["relying-party"],
-            keys=[keys[COUNCIL_PARKING].verifying_key],
-            purposes=["resident-parking-permit-application"],
-            status=status(COUNCIL_PARKING),
-            client_ids={IDP: CLIENT_IDS[COUNCIL_PARKING]},
+        council(
+            COUNCIL_PARKING,
+            "Warwick District Council — Parking services",
+            "resident-parking-permit-application",
         ),
         member_document(
             member_id=DVLA_KEEPER,
@@ -484,6 +665,17 @@ def registry_members(
                 required=("vehicle_registration",),
                 optional=(),
             ),
+        ),
+        council(
+            COUNCIL_TAX_COVENTRY,
+            "Coventry City Council — Council tax",
+            "council-tax-reduction-application",
+        ),
+        council(
+            COUNCIL_TAX_WARWICK,
+            "Warwick District Council — Council tax",
+            "council-tax-reduction-application",
+            "concessionary-travel-application",
         ),
         member_document(
             member_id=AUDITOR,

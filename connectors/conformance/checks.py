@@ -29,7 +29,7 @@ from trust.registry import provider_fields
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 ANSWER_MEMBERS: Final = frozenset(
-    {"iss", "aud", "iat", "exp", "jti", "nbf", "request", "result", "attributes"}
+    {"iss", "aud", "iat", "exp", "jti", "nbf", "request", "result", "attributes", "predicates"}
 )
 MAX_LIFETIME: Final = jws.ATTRIBUTE_RESPONSE.max_lifetime
 CLOCK_SKEW: Final = jws.MAX_LEEWAY_SECONDS
@@ -244,6 +244,69 @@ async def answer_attributes(s: ConformanceSession) -> Verdict:
     return _each(known, test, f"match with exactly the {asked} attributes asked, booleans")
 
 
+@_check(
+    "answer-predicates",
+    "ANSWER",
+    "known person: one boolean per predicate asked, in order, and never an amount",
+)
+async def answer_predicates(s: ConformanceSession) -> Verdict:
+    asked = len(s.target.predicates)
+
+    def test(answer: Answer) -> str | None:
+        assert answer.claims is not None
+        values = answer.claims.get("predicates")
+        if not asked:
+            return "predicates on an answer to a request without any" if values else None
+        if not isinstance(values, list) or len(values) != asked:
+            return f"predicates {values!r}: expected a list of {asked} booleans"
+        wrong = [i for i, value in enumerate(values) if type(value) is not bool]
+        return f"predicates not boolean at {wrong}" if wrong else None
+
+    if not asked:
+        known = [await s.answer("known")]
+        return _each(known, test, "not applicable: no parameterised attributes offered")
+    known = [await s.answer("known"), await s.answer("second")]
+    return _each(known, test, f"{asked} predicates answered with booleans")
+
+
+def _broken_predicates(s: ConformanceSession, kind: str) -> list[dict[str, Any]] | None:
+    """The sample predicates with the first one broken: a value above its schema's maximum
+    (``kind`` "bounds") or a parameter the provider never declared ("undeclared")."""
+    if not s.target.predicates:
+        return None
+    first, *rest = s.target.predicates
+    spec = _offered(s.target)[first.attribute].parameters
+    bound = dict(first.parameters)
+    if kind == "bounds":
+        integers = [n for n, p in sorted(spec.items()) if p.type == "integer"]
+        if not integers:
+            return None
+        maximum = spec[integers[0]].maximum
+        bound[integers[0]] = (maximum or 0) + 1
+    else:
+        bound["conformance_undeclared"] = 1
+    return [{"attribute": first.attribute, "parameters": bound}, *(p.to_json() for p in rest)]
+
+
+async def _refuses_broken_predicate(s: ConformanceSession, kind: str, check_id: str) -> Verdict:
+    broken = _broken_predicates(s, kind)
+    if broken is None:
+        return True, "not applicable: no parameterised attribute to break"
+    claims = s.claims()
+    claims["predicates"] = broken
+    return _refused(await s.post(check_id, s.sign(claims)))
+
+
+@_check("refuses-parameter-out-of-bounds", "REFUSES", "a predicate outside its parameter schema")
+async def refuses_parameter_out_of_bounds(s: ConformanceSession) -> Verdict:
+    return await _refuses_broken_predicate(s, "bounds", "refuses-parameter-out-of-bounds")
+
+
+@_check("refuses-undeclared-parameter", "REFUSES", "a predicate with an undeclared parameter")
+async def refuses_undeclared_parameter(s: ConformanceSession) -> Verdict:
+    return await _refuses_broken_predicate(s, "undeclared", "refuses-undeclared-parameter")
+
+
 @_check("answer-claims", "ANSWER", "no claims beyond the allowed set; attributes only on a match")
 async def answer_claims(s: ConformanceSession) -> Verdict:
     def test(answer: Answer) -> str | None:
@@ -446,7 +509,8 @@ def _unoffered_attribute(target: ConformanceTarget) -> str:
 )
 async def refuses_undeclared_field(s: ConformanceSession) -> Verdict:
     offered = _offered(s.target)
-    asked = [name for name in s.target.attributes if name in offered]
+    asked = [n for n in s.target.attributes if n in offered]
+    asked += [p.attribute for p in s.target.predicates if p.attribute in offered]
     declared = {f for name in asked for f in provider_fields(offered[name])}
     spare = [name for name in SUBJECT_FIELDS if name not in declared]
     if not spare:

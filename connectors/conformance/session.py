@@ -76,6 +76,7 @@ class ConformanceSession:
             attributes=target.attributes,
             as_of=target.as_of or datetime.now(UTC).date(),
             subject=self.known if who == "known" else self.unknown,
+            predicates=target.predicates,
         )
         return attribute_request_claims(request, now=int(time.time()))
 

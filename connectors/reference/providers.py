@@ -10,6 +10,12 @@
   ``ves_api_key_file`` (a file holding the API key) and optionally ``ves_deadline_s`` (how
   long one enquiry may take, retries after a 429 included; default 1.8). The service owns
   its HTTP session: opened on app startup, closed on cleanup.
+- ``dwp-cis``: the free-school-meals benefits and ``uc-take-home-pay-below`` from a DWP
+  Citizen Information API endpoint (the real one, or :mod:`connectors.reference.dwp_cis_stub`)
+  through :mod:`connectors.dwp_cis`. Extra keys: ``cis_url`` (base URL),
+  ``cis_token_url`` (default ``{cis_url}/oauth2/token``), ``cis_client_id``,
+  ``cis_client_secret_file``, ``cis_policy_id`` and optionally ``cis_deadline_s`` (default
+  1.8). ``instigating-user-id`` is the provider's own id. It owns its HTTP session too.
 """
 
 from __future__ import annotations
@@ -34,11 +40,13 @@ from connectors.config import (
     scheme_files,
 )
 from connectors.dvla_ves import VES_ATTRIBUTES, DvlaVesClient, VesUnavailable, ves_lookup
+from connectors.dwp_cis import CIS_ATTRIBUTES, DwpCisClient, DwpUnavailable, cis_lookup
 from connectors.errors import ConfigError
 from connectors.provider_kit import Lookup, LookupRequest, ProviderKit, create_provider_app
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES, evaluate
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, keeper_lookup
 from connectors.reference.population import PopulationIndex, generate_population
+from connectors.reference.predicates import evaluate_predicate
 from connectors.registry_source import RegistrySource
 
 OFFERED: Mapping[str, Mapping[str, str]] = {
@@ -46,6 +54,7 @@ OFFERED: Mapping[str, Mapping[str, str]] = {
     "hmrc": HMRC_ATTRIBUTES,
     "dvla-keeper": KEEPER_ATTRIBUTES,
     "dvla-ves": VES_ATTRIBUTES,
+    "dwp-cis": CIS_ATTRIBUTES,
 }
 DEFAULT_VES_DEADLINE_S = 1.8
 
@@ -53,8 +62,8 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def reference_lookup(offered: Mapping[str, str], index: PopulationIndex) -> Lookup:
-    """A lookup answering ``offered`` attributes by exact match on surname and date of birth
-    (and NINO when the broker sends one)."""
+    """A lookup answering ``offered`` attributes (and the reference predicates) by exact match
+    on surname and date of birth (and NINO when the broker sends one)."""
 
     async def lookup(request: LookupRequest) -> Mapping[str, bool] | None:
         fields = request.subject.fields
@@ -63,19 +72,67 @@ def reference_lookup(offered: Mapping[str, str], index: PopulationIndex) -> Look
         )
         if person is None:
             return None
-        return {name: evaluate(person, name, request.as_of) for name in request.attributes}
+        answers = {name: evaluate(person, name, request.as_of) for name in request.attributes}
+        for predicate in request.predicates:
+            answers[str(predicate)] = evaluate_predicate(person, predicate, request.as_of)
+        return answers
 
     return lookup
 
 
-def _read_api_key(path: Path) -> str:
+def _read_api_key(path: Path, what: str = "ves_api_key_file") -> str:
     try:
         key = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read ves_api_key_file {path}: {type(exc).__name__}") from None
+        raise ConfigError(f"cannot read {what} {path}: {type(exc).__name__}") from None
     if not key or any(ch.isspace() for ch in key):
-        raise ConfigError(f"ves_api_key_file {path} must hold one API key")
+        raise ConfigError(f"{what} {path} must hold one secret")
     return key
+
+
+def _deadline(table: dict[str, Any], name: str) -> float:
+    deadline_s = table.get(name, DEFAULT_VES_DEADLINE_S)
+    if type(deadline_s) not in (int, float) or not 0 < deadline_s <= 60:
+        raise ConfigError(f"{name} must be a number of seconds in (0, 60]")
+    return float(deadline_s)
+
+
+def _cis_provider(table: dict[str, Any], base: Path) -> tuple[Lookup, CleanupContext]:
+    """The DWP CIS lookup and the cleanup context that owns its HTTP session."""
+    url = require_str(table, "cis_url")
+    token_url = str(table.get("cis_token_url", url.rstrip("/") + "/oauth2/token"))
+    for value in (url, token_url):
+        if not value.startswith(("https://", "http://")):
+            raise ConfigError("cis_url and cis_token_url must be http(s) URLs")
+    client_id, policy_id = require_str(table, "cis_client_id"), require_str(table, "cis_policy_id")
+    secret_file = resolve(base, table.get("cis_client_secret_file"), "cis_client_secret_file")
+    secret = _read_api_key(secret_file, "cis_client_secret_file")
+    deadline_s = _deadline(table, "cis_deadline_s")
+    instigator = require_str(table, "provider_id")
+    running: list[Lookup] = []
+
+    async def session(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as http:
+            client = DwpCisClient(
+                http,
+                base_url=url,
+                token_url=token_url,
+                client_id=client_id,
+                client_secret=secret,
+                policy_id=policy_id,
+            )
+            running.append(cis_lookup(client, instigator=instigator, deadline_s=deadline_s))
+            try:
+                yield
+            finally:
+                running.clear()
+
+    async def lookup(request: LookupRequest) -> Mapping[str, bool] | None:
+        if not running:
+            raise DwpUnavailable("dwp-session-not-started")
+        return await running[0](request)
+
+    return lookup, session
 
 
 def _ves_provider(table: dict[str, Any], base: Path) -> tuple[Lookup, CleanupContext]:
@@ -84,9 +141,7 @@ def _ves_provider(table: dict[str, Any], base: Path) -> tuple[Lookup, CleanupCon
     if not url.startswith(("https://", "http://")):
         raise ConfigError("ves_url must be an http(s) URL")
     api_key = _read_api_key(resolve(base, table.get("ves_api_key_file"), "ves_api_key_file"))
-    deadline_s = table.get("ves_deadline_s", DEFAULT_VES_DEADLINE_S)
-    if type(deadline_s) not in (int, float) or not 0 < deadline_s <= 60:
-        raise ConfigError("ves_deadline_s must be a number of seconds in (0, 60]")
+    deadline_s = _deadline(table, "ves_deadline_s")
     running: list[Lookup] = []
 
     async def session(app: web.Application) -> AsyncIterator[None]:
@@ -131,6 +186,9 @@ def build_reference_provider(
     elif kind == "dvla-ves":
         lookup, session = _ves_provider(table, base)
         contexts.append(session)
+    elif kind == "dwp-cis":
+        lookup, session = _cis_provider(table, base)
+        contexts.append(session)
     else:
         lookup = reference_lookup(OFFERED[kind], PopulationIndex(generate_population()))
     kit = ProviderKit(
@@ -169,4 +227,19 @@ def build_ves_stub(config_path: Path) -> tuple[web.Application, str, int]:
     if type(port) is not int:
         raise ConfigError("port must be an integer")
     app = create_ves_stub_app(api_key, keeper_fleet())
+    return app, str(table.get("host", "127.0.0.1")), port
+
+
+def build_cis_stub(config_path: Path) -> tuple[web.Application, str, int]:
+    """The DWP Citizen Information API stub (:mod:`connectors.reference.dwp_cis_stub`) on the
+    synthetic population: ``client_id``, ``client_secret_file``, ``host``, ``port``."""
+    from connectors.reference.dwp_cis_stub import create_cis_stub_app
+
+    table = read_toml(config_path)
+    secret_file = resolve(config_path.parent, table.get("client_secret_file"), "client_secret_file")
+    secret = _read_api_key(secret_file, "client_secret_file")
+    port = table.get("port", 0)
+    if type(port) is not int:
+        raise ConfigError("port must be an integer")
+    app = create_cis_stub_app(require_str(table, "client_id"), secret)
     return app, str(table.get("host", "127.0.0.1")), port

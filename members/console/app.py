@@ -165,12 +165,15 @@ async def records_page(request: web.Request) -> web.Response:
     next_url = None
     if "next" in found:
         next_url = "/?" + urlencode({**filters, "after": found["next"]})
+    # a banded check's records name a band as their outcome: offer the bands seen, to filter by
+    seen = {str(r["body"].get("outcome")) for r in found["records"] if r.get("body")}
+    bands = sorted((seen | {filters.get("outcome", "")}) - {*OUTCOMES, "", "None"})
     return console.page(
         "records.html",
         records=found["records"],
         filters=filters,
         fields=FILTERS,
-        outcomes=OUTCOMES,
+        outcomes=(*OUTCOMES, *bands),
         kinds=KINDS,
         next_url=next_url,
     )

@@ -188,6 +188,26 @@ async def test_records_are_listed_filtered_and_paged(
     assert 'rel="next"' not in html
 
 
+async def test_banded_records_show_their_band_and_filter_by_it(
+    scheme: devscheme.DevScheme, open_console: Open, broker: RunningBroker
+) -> None:
+    config = scheme.council_config(devscheme.COUNCIL_TAX_WARWICK)
+    async with EligibilityClient.from_config(config) as council:
+        for who in ("fsm-yes-uc-low-earnings", "ctr-uc-pip-protected", "fsm-no"):
+            await ask(
+                council,
+                who,
+                check=devscheme.CTR_CHECK,
+                purpose="council-tax-reduction-application",
+            )
+    console, browser = await open_console()
+    _, html = await page(browser, f"{base(console)}/")
+    assert '<option value="protected-77">' in html  # the bands seen are offered as filters
+    _, html = await page(browser, f"{base(console)}/?outcome=protected-77")
+    assert re.findall(r'<a href="/records/(\d+)">', html) == ["1"]
+    assert "protected-77" in text_of(html)
+
+
 async def test_a_record_page_proves_the_record_and_shows_tampering(
     scheme: devscheme.DevScheme,
     broker: RunningBroker,

@@ -11,6 +11,7 @@ one run shows every way the document and the server disagree.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -364,7 +365,7 @@ async def wrong_method_answers(base_url: str, document: dict[str, Any]) -> list[
     answers = []
     async with aiohttp.ClientSession() as http:
         for path, item in document["paths"].items():
-            concrete = path.replace("{index}", "1")
+            concrete = re.sub(r"\{[a-z_]+\}", "1", path)  # {index}, {member}
             for method in (m for m in METHODS if m.lower() not in item):
                 async with http.request(method, base_url + concrete) as response:
                     problem = await response.json(content_type=None)

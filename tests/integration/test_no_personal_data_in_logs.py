@@ -45,6 +45,7 @@ from connectors.reference.population import (
     TWINS,
     subject_of,
 )
+from connectors.reference.predicates import EXPECTED_BANDS, take_home_pence
 from members.auditor import AuditClient
 from members.console.app import login_url, start_console
 from members.council import EligibilityClient
@@ -54,7 +55,7 @@ from tests.support.residents import rows, sign_in
 from tests.support.servers import RunningBroker, RunningProvider, serve_on
 from tests.support.witnesses import serve_scheme_witnesses
 from trust.keys import SigningKey
-from trust.messages import OUTCOMES, new_jti
+from trust.messages import OUTCOMES, is_band_name, new_jti
 from trust.testing import forge
 
 BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
@@ -393,7 +394,7 @@ def assert_canonical_lines(events: Sequence[Mapping[str, Any]], sent: list[Sent]
             assert line["requester"] == item.requester
             assert line["check"] == item.check
             assert line["outcome"] == item.outcome
-            assert line["outcome"] in OUTCOMES
+            assert line["outcome"] in OUTCOMES or is_band_name(line["outcome"])
             assert line["log_index"] == item.log_index
             assert line.get("problem") is None
         elif item.kind == "refused":
@@ -657,3 +658,71 @@ async def test_the_resident_page_logs_no_personal_data(
     assert SCANNER.scan_events(events) == []
     assert SCANNER.findings(out_text + err) == []
     assert SCANNER.findings(caplog.text) == []
+
+
+async def test_banded_and_local_checks_log_no_personal_data_and_no_amounts(
+    scheme: devscheme.DevScheme,
+    broker: RunningBroker,
+    providers: dict[str, RunningProvider],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Council tax reduction for every documented band (two councils' local versions, the
+    parameterised predicates on the DWP provider), a refusal where no local version is in
+    force, and the discovery endpoint: no identifier, token or take-home amount is logged, and
+    the canonical line names the band as the answer does."""
+    councils = (devscheme.COUNCIL_TAX_COVENTRY, devscheme.COUNCIL_TAX_WARWICK)
+    purpose = "council-tax-reduction-application"
+    async with aiohttp.ClientSession() as session:
+        run = Run(session, broker.url)
+        with capture_logs(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.format_exc_info,
+            ]
+        ) as events:
+            for council in councils:
+                async with EligibilityClient.from_config(scheme.council_config(council)) as c:
+                    assert await c.available_checks()
+                    for identity, asker, as_of, expected in EXPECTED_BANDS:
+                        if asker != council:
+                            continue
+                        token, jti = c.sign_query(
+                            devscheme.CTR_CHECK,
+                            purpose=purpose,
+                            subject=subject_of(identity),
+                            as_of=date.fromisoformat(as_of),
+                            assurance="P2",
+                        )
+                        sent, body = await run.post(
+                            token, kind="answered", requester=council, check=devscheme.CTR_CHECK
+                        )
+                        answer = await c.verify_answer(body, jti)
+                        assert answer.outcome == expected
+                        sent.outcome, sent.log_index = answer.outcome, answer.log_index
+                    token, _ = c.sign_query(
+                        devscheme.CTR_CHECK,
+                        purpose=purpose,
+                        subject=subject_of("fsm-yes-uc-low-earnings"),
+                        as_of=date(2025, 3, 31),
+                        assurance="P2",
+                    )
+                    sent, _ = await run.post(
+                        token, kind="refused", requester=council, check=devscheme.CTR_CHECK
+                    )
+                    assert (sent.status, sent.problem) == (403, "check-not-in-force")
+    out, err = capfd.readouterr()
+    assert {s.outcome for s in run.sent} >= {"reduction-75", "protected-77", "no", "no-match"}
+    assert events
+    assert SCANNER.scan_events(events) == []
+    assert SCANNER.findings(out + err) == []
+    assert SCANNER.findings(caplog.text) == []
+    assert_canonical_lines(events, run.sent)
+    amounts = {
+        str(take_home_pence(award, date(2026, 11, 27), 1))
+        for label in ("fsm-yes-uc-low-earnings", "fsm-yes-uc-any-only-after-2026-09")
+        for award in TEST_IDENTITIES[label].awards
+    }
+    logged = repr(events) + out + err + caplog.text
+    assert amounts == {"61666", "61675"}
+    assert not [amount for amount in amounts if amount in logged]
