@@ -13,6 +13,7 @@ General layout:
 - ``resilience``   per-provider concurrency limits, circuit breakers and latency tracking
 - ``transparency`` the tamper-evident log: appends, the Merkle tree, checkpoints, proofs
 - ``audit``        the audit API and the public log endpoints
+- ``bulk``         bulk jobs: a signed job of many subjects, run durably, signed results
 - ``stores``       admission (replay and rate limits: memory or Redis) and the consent log
 - ``problems``     the one place where errors become RFC 9457 problem+json responses
 - ``errors``       the broker's exception root, ``BrokerError``, and its kinds

@@ -28,6 +28,7 @@ from broker.app_keys import (
     TRANSPARENCY,
     Stores,
 )
+from broker.bulk.service import install as install_bulk
 from broker.errors import BrokerError, ClientGone
 from broker.gate import Gate
 from broker.metrics import Metrics
@@ -194,5 +195,6 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         await stores.consent_log.close()
 
     app.cleanup_ctx.append(resources)
+    install_bulk(app, connector=connector)  # after the log's resources: stops before they do
     add_routes(app)
     return app

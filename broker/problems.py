@@ -23,6 +23,7 @@ from broker.errors import (
 )
 from connectors.errors import RequestRefused
 from trust import policy
+from trust.bulk import InvalidItems
 from trust.errors import (
     InvalidMessage,
     PolicyRefusal,
@@ -77,6 +78,8 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType(policy.NOT_AN_AUDITOR, 403, "Only auditors may read the consent log"),
         ProblemType(policy.SUBJECT_ACCESS_NOT_GRANTED, 403, "Subject access not granted"),
         ProblemType("invalid-proof-request", 400, "The proof request is out of range"),
+        ProblemType("invalid-items", 400, "A bulk job's items file is refused: see row, field"),
+        ProblemType("bulk-job-unfinished", 409, "The bulk job has not ended yet"),
     )
 }
 
@@ -107,6 +110,8 @@ def problem_for(error: Exception) -> tuple[web.Response, str]:
     match error:
         case VerificationError() | Replayed():
             return problem("invalid-token"), "invalid-token"
+        case InvalidItems(row=row, field=name):
+            return problem("invalid-items", str(error), row=row, field=name), "invalid-items"
         case InvalidMessage():
             return problem("invalid-query", str(error)), "invalid-query"
         case Refused(refusal=refusal, log_index=index):

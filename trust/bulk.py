@@ -170,6 +170,29 @@ _MANIFEST_MEMBERS = frozenset(
 )
 
 
+def manifest_json(manifest: BulkManifest) -> dict[str, Any]:
+    """A verified manifest's claims as the job store keeps them (no personal data)."""
+    return {
+        "requester": manifest.requester,
+        "jti": manifest.jti,
+        "issued_at": manifest.issued_at,
+        "expires_at": manifest.expires_at,
+        "check": manifest.check,
+        "purpose": manifest.purpose,
+        "lawful_basis": manifest.lawful_basis,
+        "as_of": manifest.as_of.isoformat(),
+        "assurance": manifest.assurance,
+        "items": manifest.items,
+        "items_sha256": manifest.items_sha256,
+        "format": manifest.format,
+    }
+
+
+def manifest_from_json(value: Mapping[str, Any]) -> BulkManifest:
+    """The manifest :func:`manifest_json` kept (it was verified when the job was accepted)."""
+    return BulkManifest(**{**value, "as_of": date.fromisoformat(value["as_of"])})
+
+
 def parse_manifest(verified: jws.Verified, *, today: date, max_items: int) -> BulkManifest:
     """Shape-check a verified bulk manifest; ``today`` is the default and latest ``as_of``."""
     claims = verified.claims
