@@ -4,6 +4,7 @@ item's consent record in the log; and the attacks of the issue's "bad input" lis
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -283,3 +284,24 @@ async def test_another_councils_job_is_not_found_to_read_or_cancel(
         assert unknown.value.problem == hidden.value.problem
     ended = await council.jobs.wait(job["id"], poll_s=0.05)
     assert ended["status"] == "completed"
+
+
+async def test_a_provider_down_halfway_leaves_its_items_undetermined_the_rest_answered(
+    council: Council, providers: dict[str, RunningProvider]
+) -> None:
+    distinct = [
+        {"ref": f"r{i}", "subject": {**subject_of("fsm-no"), "family_name": f"Resident{i}"}}
+        for i in range(150)
+    ]
+    job = await council.submit(bulk.items_ndjson(distinct))
+    while (status := await council.jobs.status(job["id"]))["progress"] < 0.3:
+        assert status["status"] in ("queued", "running")
+        await asyncio.sleep(0.03)
+    await providers[devscheme.DWP].stop()
+    ended = await council.jobs.wait(job["id"], poll_s=0.05)
+    assert ended["status"] == "completed"
+    counts = ended["counts"]
+    assert counts["no-match"] >= 45  # answered before the provider went down
+    assert counts["undetermined"] > 0  # answered after: the provider's part is unknown
+    assert counts["no-match"] + counts["undetermined"] == 150
+    assert len(await council.records_of(job["id"])) == 150

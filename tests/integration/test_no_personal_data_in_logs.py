@@ -41,10 +41,13 @@ from connectors.reference.population import (
     subject_of,
 )
 from members.auditor import AuditClient
+from members.bulk import BulkJobs, ItemsFile
 from members.console.app import login_url, start_console
 from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.support.councils import CouncilKey, blue_badge_answer_token
 from tests.support.servers import RunningBroker, RunningProvider
+from trust import bulk
 from trust.keys import SigningKey
 from trust.messages import OUTCOMES, new_jti
 from trust.testing import forge
@@ -503,6 +506,44 @@ async def test_the_audit_side_logs_no_personal_data_and_no_tokens(
             await runner.cleanup()
     out, err = capfd.readouterr()
     assert events, "nothing was logged at all: the capture is not working"
+    assert SCANNER.scan_events(events) == []
+    assert SCANNER.findings(out + err) == []
+    assert SCANNER.findings(caplog.text) == []
+
+
+async def test_bulk_jobs_log_no_personal_data_and_no_tokens(
+    broker: RunningBroker,
+    providers: dict[str, RunningProvider],
+    clients: tuple[EligibilityClient, EligibilityClient],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bulk job of every test identity (submitted, run, polled, its results and signed
+    manifest fetched), one refused for a bad row that carries a real identity, one cancelled:
+    the subjects, the manifest and the request tokens never reach a log line."""
+    _, fsm_client = clients
+    jobs = BulkJobs(fsm_client)
+    everyone = [*TEST_IDENTITIES, "no-match"]
+    rows = [{"ref": f"r{i}", "subject": subject_of(who)} for i, who in enumerate(everyone)]
+    items = bulk.items_ndjson(rows)
+    bad = bulk.items_ndjson([{**rows[0], "subject": {**rows[0]["subject"], "postcode": "ZZ"}}])
+    options = {"check": FSM, "purpose": "free-school-meals-application", "assurance": "P2"}
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.format_exc_info]
+    ) as events:
+        job = await jobs.submit(
+            items, ItemsFile("ndjson", len(rows), bulk.digest_of(items)), **options
+        )
+        with pytest.raises(CheckFailed):
+            await jobs.submit(bad, ItemsFile("ndjson", 1, bulk.digest_of(bad)), **options)
+        other = await jobs.submit(
+            items, ItemsFile("ndjson", len(rows), bulk.digest_of(items)), **options
+        )
+        await jobs.cancel(other["id"])
+        assert (await jobs.wait(job["id"], poll_s=0.05))["status"] == "completed"
+        await jobs.results(job["id"], "csv")
+    out, err = capfd.readouterr()
+    assert [e for e in events if e.get("event") == "bulk_job_ended"]
     assert SCANNER.scan_events(events) == []
     assert SCANNER.findings(out + err) == []
     assert SCANNER.findings(caplog.text) == []
