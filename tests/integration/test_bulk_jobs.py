@@ -5,15 +5,19 @@ item's consent record in the log; and the attacks of the issue's "bad input" lis
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
 from broker.app_keys import STORES
 from broker.bulk.service import BULK
+from broker.cli import main
 from broker.scheme import dev as devscheme
 from broker.stores.consent_log import RecordFilter
 from connectors.reference.population import subject_of
@@ -305,3 +309,61 @@ async def test_a_provider_down_halfway_leaves_its_items_undetermined_the_rest_an
     assert counts["undetermined"] > 0  # answered after: the provider's part is unknown
     assert counts["no-match"] + counts["undetermined"] == 150
     assert len(await council.records_of(job["id"])) == 150
+
+
+async def axb(*args: str) -> tuple[int, str, str]:
+    """``axb ARGS`` on a thread of its own (it runs its own event loop, as from a shell),
+    while the test's broker serves on this one."""
+    result = await asyncio.to_thread(CliRunner().invoke, main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def documents(stdout: str) -> list[Any]:
+    """The JSON documents ``axb`` printed (the in-process broker's log lines share stdout)."""
+    found, block = [], None
+    for line in stdout.splitlines():
+        if line == "{":
+            block = [line]
+        elif block is not None:
+            block.append(line)
+            if line == "}":
+                found.append(json.loads("\n".join(block)))
+                block = None
+    return found
+
+
+async def test_axb_bulk_takes_a_spreadsheet_export_and_writes_verified_csv_results(
+    council: Council, scheme: devscheme.DevScheme, tmp_path: Path
+) -> None:
+    config = str(scheme.council_config(devscheme.COUNCIL_SCHOOLS))
+    export = tmp_path / "caseload.csv"
+    header = "ref,family_name,date_of_birth,nino\n"
+    export.write_text(
+        header
+        + "".join(
+            f"{r['ref']},{r['subject']['family_name']},{r['subject']['date_of_birth']},"
+            f"{r['subject'].get('nino', '')}\n"
+            for r in rows(9)
+        )
+    )
+    out = tmp_path / "results.csv"
+    options = ["--check", FSM, "--purpose", PURPOSE, "--assurance", "P2"]
+    code, stdout, stderr = await axb(
+        "bulk", "submit", "--config", config, *options, "--wait", "--out", str(out), str(export)
+    )
+    assert code == 0, stderr
+    assert "9/9 (100%)" in stderr  # not a terminal: plain progress lines
+    lines = out.read_text().splitlines()
+    assert lines[0] == "ref,outcome"
+    assert [line.split(",")[0] for line in lines[1:]] == [f"row-{i}" for i in range(9)]
+    ended, written = documents(stdout)
+    assert (ended["status"], written["verified"], written["results"]) == ("completed", True, 9)
+    code, stdout, _ = await axb("bulk", "status", "--config", config, ended["id"])
+    assert (code, documents(stdout)[0]["counts"]) == (0, ended["counts"])
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + "r1,Sampleton,1961-02-30,\n")
+    code, stdout, _ = await axb("bulk", "submit", "--config", config, *options, str(bad))
+    assert code == 2
+    (problem,) = documents(stdout)
+    assert (problem["row"], problem["field"]) == (1, "date_of_birth")
