@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ FSM = devscheme.FSM_CHECK
 PURPOSE = "free-school-meals-application"
 IDENTITIES = ("fsm-yes-income-support", "fsm-no", "no-match", "fsm-yes-pension-credit")
 PROBLEM = "urn:ax-broker:problem:"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "councils.md"
 BULK_SETTINGS = {"poll_s": 0.05, "chunk_items": 3, "lease_s": 2}
 
 
@@ -367,3 +369,16 @@ async def test_axb_bulk_takes_a_spreadsheet_export_and_writes_verified_csv_resul
     assert code == 2
     (problem,) = documents(stdout)
     assert (problem["row"], problem["field"]) == (1, "date_of_birth")
+
+
+async def test_the_worked_auto_enrolment_example_in_the_councils_guide_holds(
+    council: Council,
+) -> None:
+    guide = GUIDE.read_text()
+    example = guide[guide.index("### Worked example") :]
+    caseload, enrolled = re.findall(r"```csv\n(.*?)```", example, flags=re.DOTALL)[:2]
+    job = await council.submit(caseload.encode(), "csv")
+    ended = await council.jobs.wait(job["id"], poll_s=0.05)
+    assert (ended["items"], ended["subjects"], ended["records"]) == (7, 6, 6)
+    _, body = await council.jobs.results(job["id"], "csv")
+    assert body.decode().splitlines() == enrolled.splitlines()
