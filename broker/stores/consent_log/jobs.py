@@ -651,11 +651,11 @@ class SqliteJobStore(JobStore):
             await self._write(lambda db: db.execute("BEGIN IMMEDIATE"))
             try:
                 yield _SqliteTx(self)
-            except BaseException:
+                await self._write(lambda db: db.execute("COMMIT"))
+            except BaseException:  # a failed COMMIT too (a full disk): never left open
                 with contextlib.suppress(Exception):
                     await self._write(lambda db: db.in_transaction and db.execute("ROLLBACK"))
                 raise
-            await self._write(lambda db: db.execute("COMMIT"))
 
     async def read(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         db = self._db_read
