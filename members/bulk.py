@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import aiohttp
 import orjson
 
 from members.errors import AnswerNotTrusted, CheckFailed
@@ -34,6 +35,7 @@ from trust.messages import audit_request_claims
 if TYPE_CHECKING:
     from members.council import EligibilityClient
 
+SUBMIT_TIMEOUT = aiohttp.ClientTimeout(total=900)
 Progress = Callable[[Mapping[str, Any]], Awaitable[None] | None]
 
 
@@ -131,7 +133,10 @@ class BulkJobs:
         }
         body_stream = io.BytesIO(items) if isinstance(items, bytes) else items
         async with client.session.post(
-            client.broker_url + "/v1/bulk/jobs", data=body_stream, headers=headers
+            client.broker_url + "/v1/bulk/jobs",
+            data=body_stream,
+            headers=headers,
+            timeout=SUBMIT_TIMEOUT,  # the broker reads every row before it answers
         ) as response:
             body = await response.read()
             if response.status != 202:
