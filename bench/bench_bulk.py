@@ -3,7 +3,7 @@ single-check throughput measured in the same run; the broker's RSS; status laten
 job runs.
 
     .venv/bin/python bench/bench_bulk.py [--items 1000,100000] [--single-seconds 10]
-        [--chunk 500] [--postgres DSN] [--json PATH]
+        [--chunk 500] [--in-flight 64] [--postgres DSN] [--json PATH]
 
 All on 127.0.0.1: a development scheme in a temporary folder (rate limit raised so the
 limiter never answers), the DWP- and HMRC-style reference providers and the broker
@@ -162,7 +162,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         text = text.replace(
             'consent_log = "log/consent-log.sqlite3"', f'consent_log = "{args.postgres}"'
         )
-    config.write_text(text + f"\n[bulk]\nchunk_items = {args.chunk}\nmax_items = 200000\n")
+    bulk_table = f"chunk_items = {args.chunk}\nitems_in_flight = {args.in_flight}\n"
+    config.write_text(text + f"\n[bulk]\n{bulk_table}max_items = 200000\n")
     services = []
     try:
         for provider in (devscheme.DWP, devscheme.HMRC):
@@ -196,6 +197,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "background_busy_cores": round(background, 2),
         "log": "postgresql" if args.postgres else "sqlite",
         "chunk_items": args.chunk,
+        "items_in_flight": args.in_flight,
         "single_checks_per_s": round(single_per_s, 1),
         "single_p99_ms": round(percentile(single.latencies_ms, 99), 1),
         "jobs": jobs,
@@ -204,7 +206,8 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        f"log: {result['log']}, chunk {result['chunk_items']}; single checks: "
+        f"log: {result['log']}, chunk {result['chunk_items']}, "
+        f"{result['items_in_flight']} items in flight; single checks: "
         f"{result['single_checks_per_s']}/s (p99 {result['single_p99_ms']} ms); the machine "
         f"was {result['background_busy_cores']} cores busy before the run",
         "",
@@ -226,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", default="1000,100000", help="job sizes, comma-separated")
     parser.add_argument("--single-seconds", type=float, default=10.0)
     parser.add_argument("--chunk", type=int, default=500, help="the broker's bulk chunk_items")
+    parser.add_argument("--in-flight", type=int, default=64, help="[bulk] items_in_flight")
     parser.add_argument("--postgres", default=None, help="a consent log DSN instead of SQLite")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -179,7 +179,13 @@ class BulkRunner:
         for consent_id in {q.consent.id for q in queries if q.consent is not None}:
             if consent_id not in withdrawn:
                 withdrawn[consent_id] = await self._log.is_withdrawn(job.requester, consent_id)
-        records = await asyncio.gather(*(self._check(q, shared, withdrawn) for q in queries))
+        slots = asyncio.Semaphore(self._settings.bulk_items_in_flight)
+
+        async def check(query: EligibilityQuery) -> ConsentRecord:
+            async with slots:  # a bounded burst: requests to the broker keep their turn
+                return await self._check(query, shared, withdrawn)
+
+        records = await asyncio.gather(*(check(q) for q in queries))
         appended = await asyncio.gather(*(self._transparency.append(r) for r in records))
         return [
             (item.seq, record.outcome, where.index)

@@ -364,7 +364,7 @@ async def wrong_method_answers(base_url: str, document: dict[str, Any]) -> list[
     answers = []
     async with aiohttp.ClientSession() as http:
         for path, item in document["paths"].items():
-            concrete = path.replace("{index}", "1")
+            concrete = path.replace("{index}", "1").replace("{job_id}", "0" * 32)
             for method in (m for m in METHODS if m.lower() not in item):
                 async with http.request(method, base_url + concrete) as response:
                     problem = await response.json(content_type=None)
