@@ -17,6 +17,7 @@ General layout:
 - ``witness``      ``axb witness serve``: a witness that cosigns checkpoints (a separate service)
 - ``audit``        the audit API and the public log endpoints
 - ``resident``     "who checked my data": the resident's page, signed in with an identity provider
+- ``bulk``         bulk jobs: a signed job of many subjects, run durably, signed results
 - ``stores``       admission (replay and rate limits: memory or Redis) and the consent log
 - ``problems``     the one place where errors become RFC 9457 problem+json responses
 - ``errors``       the broker's exception root, ``BrokerError``, and its kinds

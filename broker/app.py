@@ -28,6 +28,7 @@ from broker.app_keys import (
     TRANSPARENCY,
     Stores,
 )
+from broker.bulk.service import install as install_bulk
 from broker.cosigning import WitnessClient
 from broker.errors import BrokerError, ClientGone
 from broker.gate import Gate
@@ -199,6 +200,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         await stores.consent_log.close()
 
     app.cleanup_ctx.append(resources)
+    install_bulk(app, connector=connector)  # after the log's resources: stops before they do
     add_routes(app)
     if settings.resident is not None:
         from broker.resident.page import add_resident_routes

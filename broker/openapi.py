@@ -19,6 +19,7 @@ STATUS_DESCRIPTIONS = {
     404: "No such resource.",
     405: "Method not allowed.",
     408: "The request body did not arrive within the body timeout.",
+    409: "Not yet: the bulk job has not ended.",
     413: "Body too large.",
     415: "Wrong media type or Content-Encoding.",
     422: "Subject fields missing for this check.",
@@ -51,7 +52,7 @@ def operation(route: Route) -> dict[str, Any]:
         "summary": route.summary,
         **route.details,
         "responses": {
-            "200": dict(route.ok),
+            route.ok_status: dict(route.ok),
             **route.other_responses,
             **problem_responses(route.all_problems),
         },
@@ -217,7 +218,12 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWS, typ audit-request+jwt, claims htm/htu/body_sha256",
-                }
+                },
+                "bulkRequest": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWS, typ bulk-request+jwt, claims htm/htu/body_sha256",
+                },
             },
             "schemas": {
                 "Problem": {
@@ -233,6 +239,8 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
                         "detail": {"type": "string"},
                         "log_index": {"type": "integer"},
                         "retry_after": {"type": "integer"},
+                        "row": {"type": "integer", "description": "invalid-items: 0 = file"},
+                        "field": {"type": ["string", "null"]},
                     },
                 },
                 "JWKS": {

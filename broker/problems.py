@@ -24,6 +24,7 @@ from broker.errors import (
 )
 from connectors.errors import RequestRefused
 from trust import credential, policy
+from trust.bulk import InvalidItems
 from trust.errors import (
     InvalidMessage,
     PolicyRefusal,
@@ -87,6 +88,8 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType(
             credential.SUBJECT_CONTRADICTS_CREDENTIAL, 403, "The query contradicts the credential"
         ),
+        ProblemType("invalid-items", 400, "A bulk job's items file is refused: see row, field"),
+        ProblemType("bulk-job-unfinished", 409, "The bulk job has not ended yet"),
     )
 }
 
@@ -122,6 +125,8 @@ def problem_for(error: Exception) -> tuple[web.Response, str]:
     match error:
         case VerificationError() | Replayed():
             return problem("invalid-token"), "invalid-token"
+        case InvalidItems(row=row, field=name):
+            return problem("invalid-items", str(error), row=row, field=name), "invalid-items"
         case InvalidMessage():
             return problem("invalid-query", str(error)), "invalid-query"
         case Refused(refusal=refusal, log_index=index):

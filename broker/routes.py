@@ -16,6 +16,7 @@ from aiohttp import web
 from broker import discovery, handlers
 from broker.audit import api, public
 from broker.audit.api import MAX_PAGE
+from broker.bulk import handlers as bulk
 from broker.resident import api as resident_api
 from trust import policy
 from trust.jws import JWT_MEDIA_TYPE
@@ -173,6 +174,7 @@ class Route:
     problems: tuple[str, ...] = ()  # on top of ANY_ROUTE
     details: Mapping[str, Any] = field(default_factory=dict)  # parameters, requestBody, ...
     other_responses: Mapping[str, Any] = field(default_factory=dict)  # non-problem answers
+    ok_status: str = "200"  # the status of ``ok`` (202 for a job accepted to run later)
 
     @property
     def all_problems(self) -> tuple[str, ...]:
@@ -561,6 +563,140 @@ ROUTES: tuple[Route, ...] = (
         text_response("Prometheus text exposition"),
     ),
 )
+
+
+# A council's signed request about one of its bulk jobs (bulk-request+jwt, Bearer).
+BULK_SECURITY: dict[str, Any] = {"security": [{"bulkRequest": []}]}
+BULK_REQUEST = (
+    "invalid-token",
+    "rate-limited",
+    "store-unavailable",
+    "registry-unavailable",
+    policy.MEMBER_SUSPENDED,
+    policy.ROLE_NOT_PERMITTED,
+    "not-found",
+    *LOG_READ,
+)
+BULK_ENDED = ("bulk-job-unfinished",)
+JOB_ID: dict[str, Any] = {
+    "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+}
+COUNTS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": {"type": "integer", "minimum": 0},
+}
+BULK_JOB: dict[str, Any] = object_schema(
+    {
+        "id": {"type": "string"},
+        "status": {"enum": ["queued", "running", "completed", "failed", "cancelled"]},
+        "reason": {"type": ["string", "null"]},
+        "check": {"type": "string"},
+        "purpose": {"type": "string"},
+        "as_of": {"type": "string", "format": "date"},
+        "items": {"type": "integer"},
+        "processed": {"type": "integer"},
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "counts": COUNTS,
+        "subjects": {"type": "integer"},
+        "records": {"type": "integer"},
+        "log_index_range": {"type": ["array", "null"], "items": {"type": "integer"}},
+        "created_at": {"type": "string"},
+        "finished_at": {"type": ["string", "null"]},
+        "results_deleted": {"type": "boolean"},
+        "links": {"type": "object", "additionalProperties": {"type": "string"}},
+    }
+)
+ITEMS_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "The items file the manifest's items_sha256 names: NDJSON, one "
+    '{"ref", "subject", "consent"?} a line, or CSV with a header row (ref, subject fields, '
+    "consent_id, consent_given_at, consent_method, consent_notice_url, consent_notice_digest)",
+    "content": {"application/x-ndjson": {}, "text/csv": {}},
+}
+BULK_ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/v1/bulk/jobs",
+        bulk.post_job,
+        "bulkSubmit",
+        "Submit a bulk job: a signed bulk-manifest+jwt in the Bulk-Manifest header, the items "
+        "file as the body; every row is checked before the job is accepted",
+        json_response("Accepted: the job, to poll at links.self", BULK_JOB),
+        problems=(
+            "invalid-items",
+            "unsupported-media-type",
+            "too-large",
+            "request-timeout",
+            *GATE,
+            *policy.CHECK_REFUSALS,
+            *LOG_READ,
+        ),
+        details={
+            "parameters": [
+                {
+                    "name": "Bulk-Manifest",
+                    "in": "header",
+                    "required": True,
+                    "schema": JWS_SCHEMA["schema"],
+                }
+            ],
+            "requestBody": ITEMS_BODY,
+        },
+        ok_status="202",
+    ),
+    Route(
+        "GET",
+        "/v1/bulk/jobs/{job_id}",
+        bulk.get_job,
+        "bulkStatus",
+        "A job's status: counts per outcome and progress (the council's own jobs only)",
+        json_response("The job", BULK_JOB),
+        problems=BULK_REQUEST,
+        details={**BULK_SECURITY, **JOB_ID},
+    ),
+    Route(
+        "DELETE",
+        "/v1/bulk/jobs/{job_id}",
+        bulk.delete_job,
+        "bulkCancel",
+        "Cancel a job: at once if queued, at its next chunk if running",
+        json_response("The job", BULK_JOB),
+        problems=BULK_REQUEST,
+        details={**BULK_SECURITY, **JOB_ID},
+    ),
+    Route(
+        "GET",
+        "/v1/bulk/jobs/{job_id}/results",
+        bulk.get_results,
+        "bulkResults",
+        "An ended job's results as NDJSON: one {ref, outcome} a row, in row order",
+        text_response("results", "application/x-ndjson"),
+        problems=(*BULK_REQUEST, *BULK_ENDED),
+        details={**BULK_SECURITY, **JOB_ID},
+    ),
+    Route(
+        "GET",
+        "/v1/bulk/jobs/{job_id}/results.csv",
+        bulk.get_results_csv,
+        "bulkResultsCsv",
+        "An ended job's results as CSV (ref,outcome), safe to open in a spreadsheet",
+        text_response("results", "text/csv"),
+        problems=(*BULK_REQUEST, *BULK_ENDED),
+        details={**BULK_SECURITY, **JOB_ID},
+    ),
+    Route(
+        "GET",
+        "/v1/bulk/jobs/{job_id}/manifest",
+        bulk.get_results_manifest,
+        "bulkResultsManifest",
+        "The signed results manifest (bulk-results+jwt): job, both files' SHA-256, the log "
+        "index range of the job's consent records",
+        {"description": "compact JWS", "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}},
+        problems=(*BULK_REQUEST, *BULK_ENDED),
+        details={**BULK_SECURITY, **JOB_ID},
+    ),
+)
+ROUTES += BULK_ROUTES
 
 
 def add_routes(app: web.Application, routes: tuple[Route, ...] = ROUTES) -> None:

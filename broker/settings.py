@@ -85,6 +85,15 @@ class Settings:
     body_timeout_s: float = 10.0
     max_connections: int = 1000
     resident: ResidentPageSettings | None = None
+    # bulk jobs (broker.bulk): items per job, bytes per items file, items checked at once,
+    # how long a process holds a job without renewing, how long results are kept
+    bulk_max_items: int = 100_000
+    bulk_max_bytes: int = 64 * 1024 * 1024
+    bulk_chunk_items: int = 500
+    bulk_items_in_flight: int = 64
+    bulk_lease_s: float = 30.0
+    bulk_poll_s: float = 1.0
+    bulk_retention_days: int = 30
 
     @property
     def consent_log_path(self) -> Path:
@@ -211,4 +220,20 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         body_timeout_s=_float(table, "body_timeout_s", 10.0, 0.1, 3600),
         max_connections=_int(table, "max_connections", 1000, 1, 1_000_000),
         resident=_resident(table.get("resident")),
+        **_bulk_settings(table),
     )
+
+
+def _bulk_settings(table: dict[str, Any]) -> dict[str, Any]:
+    bulk = table.get("bulk", {})
+    if not isinstance(bulk, dict):
+        raise SettingsError("[bulk] must be a table")
+    return {
+        "bulk_max_items": _int(bulk, "max_items", 100_000, 1, 1_000_000),
+        "bulk_max_bytes": _int(bulk, "max_bytes", 64 * 1024 * 1024, 1024, 2**34),
+        "bulk_chunk_items": _int(bulk, "chunk_items", 500, 1, 10_000),
+        "bulk_items_in_flight": _int(bulk, "items_in_flight", 64, 1, 10_000),
+        "bulk_lease_s": _float(bulk, "lease_s", 30.0, 0.5, 3600),
+        "bulk_poll_s": _float(bulk, "poll_s", 1.0, 0.01, 60),
+        "bulk_retention_days": _int(bulk, "retention_days", 30, 0, 3650),
+    }

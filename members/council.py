@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import date
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +33,7 @@ import aiohttp
 import orjson
 
 from connectors.config import member_identity, member_log_key, member_witness_policy
+from members.bulk import BulkResult, Progress, run_bulk
 from members.errors import AnswerNotTrusted, CheckFailed, NotOpen
 from trust import jws
 from trust.checkpoint import NoteVerifier
@@ -118,6 +119,21 @@ class EligibilityClient:
             self._session = None
 
     @property
+    def broker_id(self) -> str:
+        return self._broker_id
+
+    @property
+    def broker_url(self) -> str:
+        return self._url
+
+    @property
+    def signing_key(self) -> SigningKey:
+        return self._key
+
+    def clock(self) -> float:
+        return self._clock()
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise NotOpen("use the client as 'async with EligibilityClient(...)'")
@@ -150,21 +166,19 @@ class EligibilityClient:
         key = self._keys.get(kid)
         return None if key is None else jws.TrustedKey(self._broker_id, key)
 
-    async def verify_answer(self, token: bytes, query_jti: str) -> EligibilityAnswer:
-        try:
-            kid = jws.decode_compact(token).header.get("kid")
-        except VerificationError as exc:
-            raise AnswerNotTrusted(exc.reason) from exc
+    async def verify_broker_token(self, token: bytes, profile: jws.Profile) -> jws.Verified:
+        """A message the broker signed for this council, verified against its keys (fetched
+        from its JWKS on an unknown ``kid``, unless pinned). Raises ``VerificationError``."""
+        kid = jws.decode_compact(token).header.get("kid")
         if kid not in self._keys:
             await self._refresh_keys()
+        return jws.verify(
+            token, profile, keys=self._lookup, audience=self.member_id, now=int(self._clock())
+        )
+
+    async def verify_answer(self, token: bytes, query_jti: str) -> EligibilityAnswer:
         try:
-            verified = jws.verify(
-                token,
-                jws.ELIGIBILITY_RESPONSE,
-                keys=self._lookup,
-                audience=self.member_id,
-                now=int(self._clock()),
-            )
+            verified = await self.verify_broker_token(token, jws.ELIGIBILITY_RESPONSE)
             answer = parse_answer(verified, requester=self.member_id)
         except (VerificationError, InvalidMessage) as exc:
             raise AnswerNotTrusted(str(getattr(exc, "reason", exc))) from exc
@@ -316,6 +330,35 @@ class EligibilityClient:
                 raise CheckFailed(response.status, body)
         checks: list[dict[str, Any]] = body["checks"]
         return checks
+
+    async def bulk(
+        self,
+        check: str,
+        *,
+        purpose: str,
+        rows: Iterable[Mapping[str, Any]],
+        lawful_basis: str = "public-task",
+        as_of: date | None = None,
+        assurance: str | None = None,
+        poll_s: float = 0.5,
+        on_progress: Progress | None = None,
+    ) -> AsyncIterator[BulkResult]:
+        """Check many residents as one signed bulk job (rows ``{"ref", "subject",
+        "consent"?}``); yields each row's result once the job has ended and its signed results
+        manifest verified (:mod:`members.bulk`). ``BulkJobs(client)`` does each step apart."""
+        _, results = await run_bulk(
+            self,
+            check,
+            purpose=purpose,
+            rows=list(rows),
+            poll_s=poll_s,
+            on_progress=on_progress,
+            lawful_basis=lawful_basis,
+            as_of=as_of,
+            assurance=assurance,
+        )
+        for result in results:
+            yield result
 
     async def withdraw_consent(self, consent_id: str, *, withdrawn_at: str) -> int:
         """Record that the resident withdrew ``consent_id``; returns the record's log index.

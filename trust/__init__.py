@@ -22,6 +22,7 @@ General layout:
 - ``witness_policy`` the registry's witnesses and k-of-n policy; quorum of a cosigned checkpoint
 - ``log_verify`` offline verification of a consent-log export
 - ``receipts``   a council's proof that the log holds the record behind its answer
+- ``bulk``       bulk jobs: the signed manifest, items read row by row, signed results
 - ``replay``     an in-memory replay cache (time passed in)
 - ``testing``    forging hostile tokens, for tests and conformance checks only
 """

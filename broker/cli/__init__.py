@@ -7,6 +7,7 @@ General layout:
 - ``serve``     ``axb demo`` and ``axb serve``
 - ``demo``      the journey ``axb demo`` runs: a development scheme, providers, broker, checks
 - ``council``   ``axb check`` and ``axb consent withdraw``: what a council service runs
+- ``bulk``      ``axb bulk submit|status|results|cancel``: a council's bulk jobs, CSV in and out
 - ``provider``  ``axb provider serve|conformance|keygen|registration``
 - ``scheme``    ``axb scheme …``: the scheme operator's tools
 - ``audit``     ``axb audit …``: the auditor's tools, and the operator's prune
@@ -41,7 +42,7 @@ from typing import IO, Any
 import aiohttp
 import click
 
-from broker.cli import audit, council, identity, provider, scheme, serve, witness
+from broker.cli import audit, bulk, council, identity, provider, scheme, serve, witness
 from broker.errors import BadInput, BrokerError, SettingsError
 from connectors.errors import ConfigError, ConnectorError
 from members.errors import AnswerNotTrusted, CheckFailed, MembersError
@@ -135,6 +136,7 @@ main.add_command(serve.demo)
 main.add_command(serve.serve)
 main.add_command(council.check)
 main.add_command(council.consent)
+main.add_command(bulk.bulk)
 main.add_command(provider.provider)
 main.add_command(scheme.scheme)
 main.add_command(audit.audit)

@@ -365,7 +365,9 @@ async def wrong_method_answers(base_url: str, document: dict[str, Any]) -> list[
     answers = []
     async with aiohttp.ClientSession() as http:
         for path, item in document["paths"].items():
-            concrete = re.sub(r"\{[a-z_]+\}", "1", path)  # {index}, {member}
+            concrete = re.sub(  # {index}, {member}; a job id has its own shape
+                r"\{[a-z_]+\}", lambda m: "0" * 32 if m.group(0) == "{job_id}" else "1", path
+            )
             for method in (m for m in METHODS if m.lower() not in item):
                 async with http.request(method, base_url + concrete) as response:
                     problem = await response.json(content_type=None)

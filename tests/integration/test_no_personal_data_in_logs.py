@@ -47,13 +47,16 @@ from connectors.reference.population import (
 )
 from connectors.reference.predicates import EXPECTED_BANDS, take_home_pence
 from members.auditor import AuditClient
+from members.bulk import BulkJobs, ItemsFile
 from members.console.app import login_url, start_console
 from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.support import credentials as cred
 from tests.support.councils import CouncilKey, blue_badge_answer_token
 from tests.support.residents import rows, sign_in
 from tests.support.servers import RunningBroker, RunningProvider, serve_on
 from tests.support.witnesses import serve_scheme_witnesses
+from trust import bulk
 from trust.keys import SigningKey
 from trust.messages import OUTCOMES, is_band_name, new_jti
 from trust.testing import forge
@@ -726,3 +729,41 @@ async def test_banded_and_local_checks_log_no_personal_data_and_no_amounts(
     logged = repr(events) + out + err + caplog.text
     assert amounts == {"61666", "61675"}
     assert not [amount for amount in amounts if amount in logged]
+
+
+async def test_bulk_jobs_log_no_personal_data_and_no_tokens(
+    broker: RunningBroker,
+    providers: dict[str, RunningProvider],
+    clients: tuple[EligibilityClient, EligibilityClient],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bulk job of every test identity (submitted, run, polled, its results and signed
+    manifest fetched), one refused for a bad row that carries a real identity, one cancelled:
+    the subjects, the manifest and the request tokens never reach a log line."""
+    _, fsm_client = clients
+    jobs = BulkJobs(fsm_client)
+    everyone = [*TEST_IDENTITIES, "no-match"]
+    rows = [{"ref": f"r{i}", "subject": subject_of(who)} for i, who in enumerate(everyone)]
+    items = bulk.items_ndjson(rows)
+    bad = bulk.items_ndjson([{**rows[0], "subject": {**rows[0]["subject"], "postcode": "ZZ"}}])
+    options = {"check": FSM, "purpose": "free-school-meals-application", "assurance": "P2"}
+    with capture_logs(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.format_exc_info]
+    ) as events:
+        job = await jobs.submit(
+            items, ItemsFile("ndjson", len(rows), bulk.digest_of(items)), **options
+        )
+        with pytest.raises(CheckFailed):
+            await jobs.submit(bad, ItemsFile("ndjson", 1, bulk.digest_of(bad)), **options)
+        other = await jobs.submit(
+            items, ItemsFile("ndjson", len(rows), bulk.digest_of(items)), **options
+        )
+        await jobs.cancel(other["id"])
+        assert (await jobs.wait(job["id"], poll_s=0.05))["status"] == "completed"
+        await jobs.results(job["id"], "csv")
+    out, err = capfd.readouterr()
+    assert [e for e in events if e.get("event") == "bulk_job_ended"]
+    assert SCANNER.scan_events(events) == []
+    assert SCANNER.findings(out + err) == []
+    assert SCANNER.findings(caplog.text) == []

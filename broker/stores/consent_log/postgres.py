@@ -69,6 +69,27 @@ def _stored(rows: Sequence[asyncpg.Record]) -> list[StoredRecord]:
     ]
 
 
+async def create_tables(
+    dsn: str, schema: str, ddl: str, record_columns: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Run ``ddl`` (``CREATE ... IF NOT EXISTS``) in ``schema``, creating it if need be, and
+    add ``record_columns`` (name, type) to an older ``records`` table."""
+    bootstrap = await asyncpg.connect(dsn)
+    try:
+        async with bootstrap.transaction():
+            # CREATE ... IF NOT EXISTS races between sessions: one process at a time
+            await bootstrap.execute("SELECT pg_advisory_xact_lock($1)", _SETUP_LOCK)
+            await bootstrap.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            await bootstrap.execute(f"SET LOCAL search_path TO {schema}")
+            await bootstrap.execute(ddl)
+            for name, kind in record_columns:
+                await bootstrap.execute(
+                    f"ALTER TABLE records ADD COLUMN IF NOT EXISTS {name} {kind}"
+                )
+    finally:
+        await bootstrap.close()
+
+
 class PostgresConsentLog(GroupCommitWriter):
     def __init__(self, dsn: str, *, schema: str = "axb", max_batch: int = 2048) -> None:
         super().__init__(max_batch=max_batch)
@@ -87,20 +108,7 @@ class PostgresConsentLog(GroupCommitWriter):
         return self._pool
 
     async def start(self) -> None:
-        bootstrap = await asyncpg.connect(self._dsn)
-        try:
-            async with bootstrap.transaction():
-                # CREATE ... IF NOT EXISTS races between sessions: one process at a time
-                await bootstrap.execute("SELECT pg_advisory_xact_lock($1)", _SETUP_LOCK)
-                await bootstrap.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
-                await bootstrap.execute(f"SET LOCAL search_path TO {self._schema}")
-                await bootstrap.execute(_SCHEMA)
-                for name, kind in ADDED_COLUMNS:
-                    await bootstrap.execute(
-                        f"ALTER TABLE records ADD COLUMN IF NOT EXISTS {name} {kind}"
-                    )
-        finally:
-            await bootstrap.close()
+        await create_tables(self._dsn, self._schema, _SCHEMA, ADDED_COLUMNS)
         self._pool = await asyncpg.create_pool(
             self._dsn,
             min_size=1,
