@@ -23,7 +23,7 @@ from connectors.base import read_jwt_body
 from connectors.errors import RequestRefused
 from trust import jws
 from trust.errors import InvalidMessage, RegistryError, VerificationError
-from trust.keys import SigningKey
+from trust.keys import Signer
 from trust.messages import (
     AttributeAnswer,
     AttributeRequest,
@@ -67,7 +67,7 @@ class ProviderKit:
         self,
         *,
         provider_id: str,
-        key: SigningKey,
+        key: Signer,
         registry: Callable[[], Registry],
         lookup: Lookup,
         clock: Callable[[], float] = time.time,

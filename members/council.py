@@ -33,7 +33,7 @@ from trust import jws
 from trust.checkpoint import NoteVerifier
 from trust.errors import InvalidMessage, KeyFormatError, VerificationError
 from trust.jws import JWT_MEDIA_TYPE
-from trust.keys import SigningKey, VerifyingKey, b64_decode, load_jwks
+from trust.keys import Signer, VerifyingKey, b64_decode, load_jwks
 from trust.messages import (
     ConsentReference,
     EligibilityAnswer,
@@ -65,7 +65,7 @@ class EligibilityClient:
         self,
         *,
         member_id: str,
-        key: SigningKey,
+        key: Signer,
         broker_url: str,
         broker_id: str,
         broker_keys: tuple[VerifyingKey, ...] | None = None,

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from trust import jws
 from trust.dates import parse_date_time
 from trust.errors import DateFormatError, KeyFormatError, RegistryError, VerificationError
-from trust.keys import SigningKey, VerifyingKey
+from trust.keys import Signer, VerifyingKey
 from trust.messages import SUBJECT_FIELDS, new_jti
 from trust.rules import AttributeRef, Check, attributes_of, check_document, parse_check
 
@@ -405,7 +405,7 @@ def sign_registry(
     seq: int,
     scheme: str,
     operator: str,
-    key: SigningKey,
+    key: Signer,
     now: int,
     lifetime: int = 30 * 24 * 3600,
 ) -> str:

@@ -1,7 +1,10 @@
 """A development scheme: every key, a signed registry and every config, written to a folder.
 
 ``axb demo`` builds one in a temporary folder (or keeps it with ``--keep DIR``); tests build
-their own. Nothing here is for production: keys are unencrypted PEM files on disk.
+their own. Nothing here is for production: keys are unencrypted PEM files on disk, unless a
+PKCS#11 token is named (``axb demo --pkcs11 URI``): then every signing key — the operator's,
+each member's and the log's — is generated in that token, each config names its key by a
+``pkcs11:`` URI, and no private key is written anywhere.
 """
 
 from __future__ import annotations
@@ -16,11 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connectors.config import operator_signing_key
+from connectors.pkcs11 import (
+    Pkcs11Uri,
+    TokenSigningKey,
+    generate_in_token,
+    load_token_note_signer,
+    load_token_signing_key,
+)
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
 from connectors.scheme_folder import SchemeFolder
 from trust.checkpoint import generate_signer
-from trust.keys import SigningKey
+from trust.keys import Signer, SigningKey, VerifyingKey
 from trust.registry import member_document, sign_registry
 
 SCHEME = "urn:ax-broker:scheme:dev"
@@ -51,6 +62,7 @@ REFERENCE_KIND = {DWP: "dwp", HMRC: "hmrc", DVLA_KEEPER: "dvla-keeper", DVLA_VES
 VES_STUB = "dvla-ves-stub"
 PSEUDONYM_KEY_ID = "pk-dev-1"
 LOG_ORIGIN = "axb.dev/consent-log"
+LOG_OBJECT = "consent-log"  # the checkpoint key's label when it is in a token
 
 BLUE_BADGE_CHECK = "blue-badge-automatic"
 FSM_CHECK = "free-school-meals"
@@ -339,7 +351,7 @@ def _scheme_toml(registry: str = "registry.jwt", up: str = "") -> str:
 
 
 def registry_members(
-    keys: Mapping[str, SigningKey], provider_ports: Mapping[str, int], *, suspended: Sequence[str]
+    keys: Mapping[str, Signer], provider_ports: Mapping[str, int], *, suspended: Sequence[str]
 ) -> list[dict[str, Any]]:
     def status(member_id: str) -> str:
         return "suspended" if member_id in suspended else "active"
@@ -446,8 +458,11 @@ def publish_registry(
     now: int | None = None,
 ) -> str:
     """Sign and write a registry for ``scheme`` (the scheme operator's job)."""
-    operator = SigningKey.from_pem(scheme.operator_key_path.read_bytes())
-    keys = member_keys(scheme)
+    operator = operator_signing_key(scheme.folder)
+    keys = {
+        m: _Registered(VerifyingKey.from_jwk(json.loads(p.read_text())))
+        for m, p in ((m, scheme.folder.public_key(m)) for m in MEMBERS)
+    }
     members = registry_members(keys, scheme.provider_ports, suspended=suspended)
     source = {
         "scheme": SCHEME,
@@ -476,7 +491,28 @@ def publish_registry(
     return token
 
 
-def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevScheme:
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    """A member's registered public key, as the registry needs it (no private half)."""
+
+    verifying_key: VerifyingKey
+
+    @property
+    def kid(self) -> str:
+        return self.verifying_key.kid
+
+    def sign(self, data: bytes) -> bytes:
+        raise TypeError("a registered public key cannot sign")
+
+
+def _token_key(token: Pkcs11Uri, label: str) -> TokenSigningKey:
+    """A new ES256 key generated inside ``token`` under ``label``."""
+    return load_token_signing_key(generate_in_token(str(token.with_object(label)), "es256"))
+
+
+def generate(
+    root: Path, *, ports: SchemePorts, redis_url: str = "", token: Pkcs11Uri | None = None
+) -> DevScheme:
     """Write a complete development scheme into ``root``, naming ``ports`` for its servers.
 
     The ports must belong to listening sockets the caller holds (``Listeners.ports``) until
@@ -486,30 +522,52 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     """
     root.mkdir(parents=True, exist_ok=True)
     scheme = DevScheme(root, ports.broker, dict(ports.providers), ports.ves_stub)
-    operator = SigningKey.generate()
-    _write(scheme.operator_key_path, operator.to_pem(), private=True)
     folder = scheme.folder
+    names: dict[str, str] = {}  # how the configs name each member's key, if in the token
+    operator: Signer
+    if token is None:
+        file_operator = SigningKey.generate()
+        _write(scheme.operator_key_path, file_operator.to_pem(), private=True)
+        operator = file_operator
+    else:
+        operator = _token_key(token, OPERATOR)
+        _write(folder.operator_config, f'signing_key = "{token.with_object(OPERATOR)}"\n')
     _write(folder.anchor(OPERATOR), json.dumps(dict(operator.verifying_key.jwk)))
     for member in MEMBERS:
-        key = SigningKey.generate()
-        _write(scheme.key_path(member), key.to_pem(), private=True)
-        _write(folder.public_key(member), json.dumps(dict(key.verifying_key.jwk)))
+        if token is None:
+            file_key = SigningKey.generate()
+            _write(scheme.key_path(member), file_key.to_pem(), private=True)
+            public = file_key.verifying_key
+        else:
+            public = _token_key(token, member).verifying_key
+            names[member] = str(token.with_object(member))
+        _write(folder.public_key(member), json.dumps(dict(public.jwk)))
     _write(folder.secret("dvla-ves-api.key"), secrets.token_urlsafe(24) + "\n", private=True)
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     _write(folder.secret(f"{PSEUDONYM_KEY_ID}.key"), secret + "\n", private=True)
-    log_skey, log_vkey = generate_signer(LOG_ORIGIN)
-    _write(folder.secret("log.skey"), log_skey + "\n", private=True)
+    if token is None:
+        log_skey, log_vkey = generate_signer(LOG_ORIGIN)
+        _write(folder.secret("log.skey"), log_skey + "\n", private=True)
+        log_key = "secrets/log.skey"
+    else:
+        log_key = generate_in_token(str(token.with_object(LOG_OBJECT)), "ed25519")
+        log_vkey = load_token_note_signer(log_key, LOG_ORIGIN).vkey
     _write(folder.log_verifier_key, log_vkey + "\n")
     publish_registry(scheme, seq=1)
+
+    def key_of(member: str, up: str = "") -> str:
+        return names.get(member, f"{up}keys/{member}.pem")
+
     _write(
         scheme.broker_config,
         f'broker_id = "{BROKER}"\nhost = "127.0.0.1"\nport = {scheme.broker_port}\n'
-        f'signing_key = "keys/{BROKER}.pem"\n'
+        f'signing_key = "{key_of(BROKER)}"\n'
         + _scheme_toml()
         + 'consent_log = "log/consent-log.sqlite3"\n'
         f'redis_url = "{redis_url}"\nrate_limit_per_second = 50\ncheck_deadline_ms = 3000\n'
         "leeway_s = 30\nregistry_poll_s = 0.5\n\n"
-        '[log]\nsigning_key = "secrets/log.skey"\ncheckpoint_every_records = 1000\n'
+        f'[log]\nsigning_key = "{log_key}"\norigin = "{LOG_ORIGIN}"\n'
+        "checkpoint_every_records = 1000\n"
         "checkpoint_every_seconds = 5.0\n\n[pseudonym]\n"
         f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n',
     )
@@ -518,7 +576,7 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
             scheme.provider_config(provider_id),
             f'provider_id = "{provider_id}"\nreference = "{REFERENCE_KIND[provider_id]}"\n'
             f'host = "127.0.0.1"\nport = {port}\n'
-            f'signing_key = "../keys/{provider_id}.pem"\n'
+            f'signing_key = "{key_of(provider_id, "../")}"\n'
             + _scheme_toml(up="../")
             + (
                 f'ves_url = "{scheme.ves_stub_url}"\n'
@@ -535,14 +593,14 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     )
     _write(
         folder.auditor_config(AUDITOR),
-        f'member_id = "{AUDITOR}"\nsigning_key = "../keys/{AUDITOR}.pem"\n'
+        f'member_id = "{AUDITOR}"\nsigning_key = "{key_of(AUDITOR, "../")}"\n'
         f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
         'log_key = "../public/log.vkey"\n',
     )
     for council in COUNCILS:
         _write(
             scheme.council_config(council),
-            f'member_id = "{council}"\nsigning_key = "../keys/{council}.pem"\n'
+            f'member_id = "{council}"\nsigning_key = "{key_of(council, "../")}"\n'
             f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
             'log_key = "../public/log.vkey"\n',
         )
