@@ -23,8 +23,10 @@ session and signs only if the object found still has the same public key.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -70,6 +72,7 @@ _QUERY_ATTRIBUTES: Final = frozenset({"module-path", "pin-source"})
 _P256_PARAMS: Final = encode_named_curve_parameters("secp256r1")
 _ED25519_PARAMS: Final = encode_named_curve_parameters("1.3.101.112")  # id-Ed25519, RFC 8410
 _P256_POINT_BYTES: Final = 65
+RESCAN_EVERY_S: Final = 1.0
 
 
 def is_pkcs11_uri(value: object) -> bool:
@@ -145,6 +148,9 @@ def _attributes(text: str, separator: str, allowed: frozenset[str], where: str) 
             raise ConfigError(f"pkcs11 URI: unsupported {where} attribute {name!r}")
         if name in found:
             raise ConfigError(f"pkcs11 URI: attribute {name!r} appears twice")
+        if name == "id":  # binary: read byte by byte by _percent_bytes
+            found[name] = value
+            continue
         try:
             found[name] = unquote(value, errors="strict")
         except UnicodeDecodeError:
@@ -235,6 +241,7 @@ class _Libraries:
         self.lock = threading.RLock()
         self._libs: dict[str, Any] = {}
         self._sessions: dict[tuple[str, str | None, str | None], Any] = {}
+        self._rescanned: dict[str, float] = {}
 
     def lib(self, module: str) -> Any:
         if module not in self._libs:
@@ -249,14 +256,7 @@ class _Libraries:
         session = self._sessions.get(key)
         if session is not None:
             return session
-        lib = self.lib(module)
-        try:
-            token = lib.get_token(
-                token_label=uri.token,
-                token_serial=None if uri.serial is None else uri.serial.encode("ascii"),
-            )
-        except PKCS11Error:
-            raise ConfigError(f"{uri.shown}: no such token") from None
+        token = self._token(module, uri)
         try:
             session = token.open(rw=True, user_pin=pin)
         except PinIncorrect:
@@ -267,6 +267,27 @@ class _Libraries:
             raise ConfigError(f"{uri.shown}: cannot open a session: {exc!r}") from None
         self._sessions[key] = session
         return session
+
+    def _token(self, module: str, uri: Pkcs11Uri) -> Any:
+        lib = self.lib(module)
+        serial = None if uri.serial is None else uri.serial.encode("ascii")
+        try:
+            return lib.get_token(token_label=uri.token, token_serial=serial)
+        except PKCS11Error:
+            pass
+        # A module may list only the tokens present when it was initialised: a token put
+        # back (or made) since is found by initialising it again, at most once a second.
+        now = time.monotonic()
+        if now - self._rescanned.get(module, -math.inf) >= RESCAN_EVERY_S:
+            self._rescanned[module] = now
+            for key in [key for key in self._sessions if key[0] == module]:
+                with suppress(PKCS11Error):
+                    self._sessions.pop(key).close()
+            with suppress(PKCS11Error):
+                lib.reinitialize()
+            with suppress(PKCS11Error):
+                return lib.get_token(token_label=uri.token, token_serial=serial)
+        raise ConfigError(f"{uri.shown}: no such token")
 
     def current(self, module: str, uri: Pkcs11Uri) -> Any:
         """The open session of this token, or None once it was forgotten."""

@@ -119,7 +119,7 @@ def start_provider(
         )
 
 
-async def wait_healthy(url: str, timeout_s: float = 20.0) -> None:
+async def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
         while True:
