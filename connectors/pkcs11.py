@@ -35,6 +35,7 @@ from typing import Any, Final, Literal
 from urllib.parse import quote, unquote
 
 import pkcs11
+import structlog
 from asn1crypto.core import OctetString
 from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
@@ -59,6 +60,8 @@ __all__ = [
     "parse_pkcs11_uri",
     "reset",
 ]
+
+log = structlog.get_logger("connectors.pkcs11")
 
 SCHEME: Final = "pkcs11:"
 PIN_ENV: Final = "AXB_PKCS11_PIN"
@@ -402,6 +405,7 @@ class _TokenKey:
                 return bytes(self._private.sign(data, mechanism=mechanism))
             except (PKCS11Error, ConfigError) as exc:
                 _LIBRARIES.forget(self._module, self.uri)
+                log.warning("signing_key_unavailable", key=self.uri.shown, error=str(exc))
                 raise KeyUnavailable(f"{self.uri.shown} is unavailable: {exc}") from None
 
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import click
@@ -27,13 +28,15 @@ from broker.logging import configure_logging
 from broker.scheme import dev as devscheme
 from broker.settings import load_settings
 from connectors.errors import ConfigError
-from connectors.pkcs11 import Pkcs11Uri, parse_pkcs11_uri
 from connectors.reference.population import subject_of
 from connectors.reference.providers import build_ves_stub
 from members.council import EligibilityClient
 from members.errors import CheckFailed
 from trust.messages import EligibilityAnswer
 from trust.receipts import ReceiptNotProven
+
+if TYPE_CHECKING:
+    from connectors.pkcs11 import Pkcs11Uri
 
 
 @dataclass(frozen=True)
@@ -273,8 +276,12 @@ async def _run_demo(
 
 
 def demo(keep: Path | None, token_uri: str | None = None) -> int:
+    token = None
     try:
-        token = None if token_uri is None else parse_pkcs11_uri(token_uri)
+        if token_uri is not None:
+            from connectors.pkcs11 import parse_pkcs11_uri
+
+            token = parse_pkcs11_uri(token_uri)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if keep is not None:

@@ -17,22 +17,18 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connectors.config import operator_signing_key
-from connectors.pkcs11 import (
-    Pkcs11Uri,
-    TokenSigningKey,
-    generate_in_token,
-    load_token_note_signer,
-    load_token_signing_key,
-)
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
 from connectors.scheme_folder import SchemeFolder
 from trust.checkpoint import generate_signer
 from trust.keys import Signer, SigningKey, VerifyingKey
 from trust.registry import member_document, sign_registry
+
+if TYPE_CHECKING:  # PKCS#11 is loaded only for a scheme whose keys are in a token
+    from connectors.pkcs11 import Pkcs11Uri, TokenSigningKey
 
 SCHEME = "urn:ax-broker:scheme:dev"
 OPERATOR = "scheme-operator"
@@ -507,6 +503,8 @@ class _Registered:
 
 def _token_key(token: Pkcs11Uri, label: str) -> TokenSigningKey:
     """A new ES256 key generated inside ``token`` under ``label``."""
+    from connectors.pkcs11 import generate_in_token, load_token_signing_key
+
     return load_token_signing_key(generate_in_token(str(token.with_object(label)), "es256"))
 
 
@@ -550,6 +548,8 @@ def generate(
         _write(folder.secret("log.skey"), log_skey + "\n", private=True)
         log_key = "secrets/log.skey"
     else:
+        from connectors.pkcs11 import generate_in_token, load_token_note_signer
+
         log_key = generate_in_token(str(token.with_object(LOG_OBJECT)), "ed25519")
         log_vkey = load_token_note_signer(log_key, LOG_ORIGIN).vkey
     _write(folder.log_verifier_key, log_vkey + "\n")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pkcs11 as p11
@@ -25,7 +24,7 @@ from members.council import EligibilityClient
 from members.errors import CheckFailed
 from tests.support.councils import blue_badge
 from tests.support.servers import RunningBroker
-from tests.support.tokens import PIN, SOFTHSM_MODULE, SoftToken, make_token
+from tests.support.tokens import PIN, SOFTHSM_MODULE, SoftToken
 from trust import jws, testing
 from trust.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, sign_checkpoint
 from trust.errors import CheckpointError, KeyUnavailable, VerificationError
@@ -33,20 +32,8 @@ from trust.keys import VerifyingKey
 
 
 @pytest.fixture
-def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoftToken]:
-    made = make_token(tmp_path / "hsm")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(made.conf))
-    monkeypatch.delenv(pkcs11.PIN_ENV, raising=False)
-    monkeypatch.setattr(pkcs11, "RESCAN_EVERY_S", 0.0)  # a token put back is found at once
-    pkcs11.reset()  # the module reads SOFTHSM2_CONF when (re)initialised
-    yield made
-    pkcs11.reset()
-
-
-@pytest.fixture
-def scheme(tmp_path: Path, listeners: devscheme.Listeners, token: SoftToken) -> devscheme.DevScheme:
-    """The development scheme with every signing key generated in the token."""
-    return devscheme.generate(tmp_path / "scheme", ports=listeners.ports, token=token.base())
+def token(soft_token: SoftToken) -> SoftToken:
+    return soft_token
 
 
 def test_a_token_es256_signature_verifies_under_the_profile_and_independently(
@@ -181,6 +168,7 @@ def test_keygen_in_a_token_writes_only_the_public_key(token: SoftToken, tmp_path
     assert PIN not in result.stdout + result.stderr
 
 
+@pytest.mark.keys_in_token
 async def test_a_broker_whose_token_goes_away_answers_503_and_recovers_when_it_is_back(
     token: SoftToken,
     scheme: devscheme.DevScheme,

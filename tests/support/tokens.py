@@ -70,6 +70,12 @@ def make_token(root: Path, label: str = "axb-test") -> SoftToken:
     )
     token.pin_file.write_text(PIN + "\n")
     token.pin_file.chmod(0o600)
+    return another_token(token, label)
+
+
+def another_token(beside: SoftToken, label: str) -> SoftToken:
+    """One more token in the same store as ``beside`` (same conf, PIN and module)."""
+    token = SoftToken(beside.root, label)
     subprocess.run(
         [
             "softhsm2-util",
