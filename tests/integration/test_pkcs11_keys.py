@@ -1,13 +1,17 @@
 """Signing keys in a real SoftHSM2 token: they sign what verifiers accept, hostile set-ups are
-refused by name, and a token that goes away fails closed — in the SDK and in the broker (503)."""
+refused by name, and a token that goes away fails closed — in the SDK, the provider kit and the
+broker (503)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
+from datetime import date
 from pathlib import Path
 
+import aiohttp
 import pkcs11 as p11
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -23,12 +27,13 @@ from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from members.errors import CheckFailed
 from tests.support.councils import blue_badge
-from tests.support.servers import RunningBroker
+from tests.support.servers import RunningBroker, RunningProvider
 from tests.support.tokens import PIN, SOFTHSM_MODULE, SoftToken
 from trust import jws, testing
 from trust.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, sign_checkpoint
 from trust.errors import CheckpointError, KeyUnavailable, VerificationError
 from trust.keys import VerifyingKey
+from trust.messages import AttributeRequest, Subject, attribute_request_claims, new_jti
 
 
 @pytest.fixture
@@ -193,3 +198,41 @@ async def test_a_broker_whose_token_goes_away_answers_503_and_recovers_when_it_i
     assert failed.value.problem["type"] == "urn:ax-broker:problem:key-unavailable"
     token.restore(tmp_path / "pulled")
     assert await blue_badge(blue_badge_client) == "yes"
+
+
+@pytest.mark.keys_in_token
+async def test_a_provider_whose_token_goes_away_refuses_with_a_problem_and_signs_nothing(
+    token: SoftToken,
+    scheme: devscheme.DevScheme,
+    providers: dict[str, RunningProvider],
+    tmp_path: Path,
+) -> None:
+    broker_key = pkcs11.load_token_signing_key(token.uri(devscheme.BROKER))
+    request = AttributeRequest(
+        broker=devscheme.BROKER,
+        provider=devscheme.DWP,
+        jti=new_jti(),
+        purpose="blue-badge-application",
+        attributes=("dla-higher-rate-mobility",),
+        as_of=date.today(),
+        subject=Subject(
+            {
+                k: v
+                for k, v in subject_of("bb-yes-dla").items()
+                if k not in ("given_names", "postcode")
+            }
+        ),
+    )
+    body = jws.sign(
+        attribute_request_claims(request, now=int(time.time())), broker_key, jws.ATTRIBUTE_REQUEST
+    )  # signed while the token is there; the provider's own key is in it too
+    token.remove(tmp_path / "pulled")
+    url = f"http://127.0.0.1:{scheme.provider_ports[devscheme.DWP]}/v1/attributes"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers={"Content-Type": jws.JWT_MEDIA_TYPE}) as response,
+    ):
+        problem = await response.json(content_type=None)
+        assert response.status == 503, problem
+    assert problem["type"].endswith("key-unavailable")
+    assert providers[devscheme.DWP].service.kit.answered == 1  # looked up, but not signed
