@@ -20,8 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import Attribute, KeyType, Mechanism
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from broker.scheme import admin as scheme_admin
 from broker.scheme import dev as devscheme
 from connectors import pkcs11
+from connectors.conformance import run_conformance, target_from_scheme
+from connectors.conformance.target import load_scheme_registry
 from connectors.errors import ConfigError
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
@@ -236,3 +239,28 @@ async def test_a_provider_whose_token_goes_away_refuses_with_a_problem_and_signs
         assert response.status == 503, problem
     assert problem["type"].endswith("key-unavailable")
     assert providers[devscheme.DWP].service.kit.answered == 1  # looked up, but not signed
+
+
+@pytest.mark.keys_in_token
+async def test_the_conformance_checker_plays_the_broker_with_its_key_in_the_token(
+    scheme: devscheme.DevScheme, providers: dict[str, RunningProvider]
+) -> None:
+    assert not (scheme.root / "keys").exists()
+    endpoint = f"http://127.0.0.1:{scheme.provider_ports[devscheme.DWP]}/v1/attributes"
+    target = target_from_scheme(scheme.root, endpoint=endpoint, provider_id=devscheme.DWP)
+    assert isinstance(target.broker_key, pkcs11.TokenSigningKey)
+    report = await run_conformance(target)
+    assert report.passed, report.render()
+
+
+@pytest.mark.keys_in_token
+def test_the_scheme_operator_publishes_with_the_registry_key_in_the_token(
+    token: SoftToken, scheme: devscheme.DevScheme, tmp_path: Path
+) -> None:
+    assert not scheme.operator_key_path.exists()  # operator/operator.toml names the token
+    seq = scheme_admin.publish(scheme.root, scheme_admin.load_source(scheme.root))
+    assert load_scheme_registry(scheme.root).seq == seq == 2  # verifies under the anchor
+    token.remove(tmp_path / "pulled")
+    with pytest.raises(scheme_admin.SchemeAdminError, match="object=scheme-operator"):
+        scheme_admin.publish(scheme.root, scheme_admin.load_source(scheme.root))
+    assert load_scheme_registry(scheme.root).seq == 2  # nothing was published
