@@ -27,6 +27,7 @@ from trust import credential, policy
 from trust.bulk import InvalidItems
 from trust.errors import (
     InvalidMessage,
+    KeyUnavailable,
     PolicyRefusal,
     ProofRequestError,
     RegistryError,
@@ -63,6 +64,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType("store-unavailable", 503, "The replay store is unavailable"),
         ProblemType("log-unavailable", 503, "The consent log cannot commit"),
         ProblemType("registry-unavailable", 503, "No trust registry is in force"),
+        ProblemType("key-unavailable", 503, "The broker's signing key cannot be reached"),
         ProblemType("internal-error", 500, "Internal error"),
         ProblemType(policy.MEMBER_SUSPENDED, 403, "The member is not active"),
         ProblemType(policy.ROLE_NOT_PERMITTED, 403, "The member's role does not allow this"),
@@ -145,6 +147,8 @@ def problem_for(error: Exception) -> tuple[web.Response, str]:
             return problem("store-unavailable"), "store-unavailable"
         case LogUnavailable():
             return problem("log-unavailable"), "log-unavailable"
+        case KeyUnavailable():
+            return problem("key-unavailable"), "key-unavailable"
         case RegistryError():
             return problem("registry-unavailable"), "registry-unavailable"
         case TrustError():

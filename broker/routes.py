@@ -35,7 +35,8 @@ GATE = (
 )
 JWT_BODY = ("unsupported-media-type", "too-large", "request-timeout")
 AUDIT_REQUEST = ("invalid-token", "rate-limited", "store-unavailable", "registry-unavailable")
-LOG_READ = ("log-unavailable",)
+# Reading the log may sign a checkpoint; a check signs its answer: both need the signing keys.
+LOG_READ = ("log-unavailable", "key-unavailable")
 
 JWS_SCHEMA: dict[str, Any] = {
     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"}

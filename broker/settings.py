@@ -16,7 +16,8 @@ from broker.stores.consent_log.location import (
 )
 from connectors.config import (
     SchemeFiles,
-    load_signing_key,
+    configured_note_signer,
+    configured_signer,
     read_toml,
     require_str,
     resolve,
@@ -24,9 +25,8 @@ from connectors.config import (
 )
 from connectors.errors import ConfigError
 from trust.checkpoint import NoteSigner
-from trust.errors import CheckpointError, KeyFormatError
 from trust.jws import MAX_LEEWAY_SECONDS
-from trust.keys import SigningKey
+from trust.keys import Signer
 from trust.pseudonym import PseudonymKey
 
 
@@ -59,7 +59,7 @@ class Settings:
     broker_id: str
     host: str
     port: int
-    signing_key: SigningKey
+    signing_key: Signer
     scheme: SchemeFiles
     pseudonym_key: PseudonymKey
     consent_log: LogLocation
@@ -131,13 +131,6 @@ def load_pseudonym_key(path: Path, key_id: str) -> PseudonymKey:
         raise SettingsError(f"cannot read pseudonym key {path}: {exc}") from exc
 
 
-def load_log_signer(path: Path) -> NoteSigner:
-    try:
-        return NoteSigner(path.read_text().strip())
-    except (OSError, UnicodeDecodeError, CheckpointError, KeyFormatError) as exc:
-        raise SettingsError(f"cannot read log signing key {path}: {exc}") from exc
-
-
 # What broker.stores.admission.redis_client connects to: one server, a Cluster, or Sentinels.
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "redis+sentinel://")
 
@@ -178,7 +171,7 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         broker_id=require_str(table, "broker_id"),
         host=str(table.get("host", "127.0.0.1")),
         port=_int(table, "port", 8080, 0, 65535),
-        signing_key=load_signing_key(resolve(base, table.get("signing_key"), "signing_key")),
+        signing_key=configured_signer(base, table.get("signing_key"), "signing_key"),
         scheme=scheme_files(base, table),
         pseudonym_key=load_pseudonym_key(
             resolve(base, pseudonym.get("key_file"), "pseudonym.key_file"),
@@ -199,7 +192,9 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         leeway_s=_int(table, "leeway_s", 30, 0, MAX_LEEWAY_SECONDS),
         registry_poll_s=_float(table, "registry_poll_s", 2.0, 0.01, 3600),
         registry_url=table.get("registry_url") or None,
-        log_signer=load_log_signer(resolve(base, log_table.get("signing_key"), "log.signing_key")),
+        log_signer=configured_note_signer(
+            base, log_table.get("signing_key"), "log.signing_key", log_table.get("origin")
+        ),
         checkpoint_every_records=_int(log_table, "checkpoint_every_records", 1000, 1, 10**7),
         checkpoint_every_seconds=_float(log_table, "checkpoint_every_seconds", 5.0, 0.01, 86400),
         # GET /v1/log/checkpoint signs a fresh checkpoint at most this often

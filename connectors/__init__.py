@@ -11,6 +11,7 @@ General layout:
 - ``dwp_cis``         the adapter for DWP's Citizen Information API: OAuth2, match, claims
 - ``conformance``     the conformance checker: plays the broker against a provider endpoint
 - ``config``          reading a participant's TOML config (keys, anchors, registry file)
+- ``pkcs11``          signing keys in PKCS#11 tokens (HSMs, SoftHSM2), named by RFC 7512 URIs
 - ``scheme_folder``   ``SchemeFolder``: the one type that owns a scheme folder's layout
 - ``registry_source`` the registry in force, re-read from its file without a restart
 - ``reference``       reference DWP-, HMRC- and DVLA-style providers on synthetic data

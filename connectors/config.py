@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from connectors.errors import ConfigError
-from trust.checkpoint import NoteVerifier
-from trust.errors import CheckpointError, RegistryError
-from trust.keys import SigningKey, VerifyingKey
+from connectors.scheme_folder import SchemeFolder
+from trust.checkpoint import NoteSigner, NoteVerifier
+from trust.errors import CheckpointError, KeyFormatError, RegistryError
+from trust.keys import Signer, SigningKey, VerifyingKey
 from trust.registry import Anchors, verify_registry
 from trust.witness_policy import WitnessPolicy
 
@@ -45,6 +46,58 @@ def load_signing_key(path: Path) -> SigningKey:
         return SigningKey.from_pem(path.read_bytes())
     except OSError as exc:
         raise ConfigError(f"cannot read key {path}: {exc}") from exc
+
+
+def _names_a_token(value: Any) -> bool:
+    return isinstance(value, str) and value[:7].lower() == "pkcs11:"
+
+
+def configured_signer(base: Path, value: Any, name: str) -> Signer:
+    """The ES256 key a config names: an RFC 7512 ``pkcs11:`` URI (a key in a token, see
+    :mod:`connectors.pkcs11`) or the path of a PEM file, resolved beside the config."""
+    if _names_a_token(value):
+        from connectors.pkcs11 import load_token_signing_key  # PKCS#11 only when used
+
+        return load_token_signing_key(value, base)
+    return load_signing_key(resolve(base, value, name))
+
+
+def operator_signing_key(folder: SchemeFolder) -> Signer:
+    """The scheme operator's registry key: the one ``operator/operator.toml`` names (a
+    ``pkcs11:`` URI or a PEM path) if that file exists, else ``operator/operator.pem``."""
+    if folder.operator_config.exists():
+        table = read_toml(folder.operator_config)
+        return configured_signer(
+            folder.operator_config.parent, table.get("signing_key"), "signing_key"
+        )
+    try:
+        return SigningKey.from_pem(folder.operator_key.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the operator key {folder.operator_key}: {exc}") from exc
+    except KeyFormatError as exc:
+        raise ConfigError(f"the operator key {folder.operator_key}: {exc}") from exc
+
+
+def configured_note_signer(base: Path, value: Any, name: str, origin: Any) -> NoteSigner:
+    """The log's checkpoint key a config names: a ``pkcs11:`` URI of an Ed25519 key in a token
+    (then ``origin``, the log's name, is required) or a ``PRIVATE+KEY+...`` file."""
+    if _names_a_token(value):
+        from connectors.pkcs11 import load_token_note_signer
+
+        if not isinstance(origin, str) or not origin:
+            raise ConfigError(f"a {name} in a token needs the log's origin beside it")
+        try:
+            return load_token_note_signer(value, origin, base)
+        except (CheckpointError, KeyFormatError) as exc:
+            raise ConfigError(f"cannot use {name}: {exc}") from exc
+    path = resolve(base, value, name)
+    try:
+        signer = NoteSigner(path.read_text().strip())
+    except (OSError, UnicodeDecodeError, CheckpointError, KeyFormatError) as exc:
+        raise ConfigError(f"cannot read log signing key {path}: {exc}") from exc
+    if origin is not None and origin != signer.name:
+        raise ConfigError(f"{name} is named {signer.name!r}, not the origin {origin!r}")
+    return signer
 
 
 def load_anchors(base: Path, table: dict[str, Any]) -> Anchors:
@@ -85,7 +138,7 @@ def member_identity(path: Path) -> dict[str, Any]:
     table = read_toml(path)
     return {
         "member_id": require_str(table, "member_id"),
-        "key": load_signing_key(resolve(path.parent, table.get("signing_key"), "signing_key")),
+        "key": configured_signer(path.parent, table.get("signing_key"), "signing_key"),
         "broker_url": require_str(table, "broker_url"),
         "broker_id": require_str(table, "broker_id"),
     }

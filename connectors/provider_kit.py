@@ -22,8 +22,8 @@ from aiohttp import web
 from connectors.base import read_jwt_body
 from connectors.errors import RequestRefused
 from trust import jws
-from trust.errors import InvalidMessage, RegistryError, VerificationError
-from trust.keys import SigningKey
+from trust.errors import InvalidMessage, KeyUnavailable, RegistryError, VerificationError
+from trust.keys import Signer
 from trust.messages import (
     AttributeAnswer,
     AttributeRequest,
@@ -78,7 +78,7 @@ class ProviderKit:
         self,
         *,
         provider_id: str,
-        key: SigningKey,
+        key: Signer,
         registry: Callable[[], Registry],
         lookup: Lookup,
         clock: Callable[[], float] = time.time,
@@ -189,7 +189,10 @@ class ProviderKit:
             answer = AttributeAnswer(self.provider_id, new_jti(), request.jti, "unavailable", {})
         self.answered += 1
         claims = attribute_response_claims(answer, broker=request.broker, now=int(self._clock()))
-        return jws.sign(claims, self._key, jws.ATTRIBUTE_RESPONSE)
+        try:
+            return jws.sign(claims, self._key, jws.ATTRIBUTE_RESPONSE)
+        except KeyUnavailable as exc:  # its token went away: refuse, never sign otherwise
+            raise RequestRefused(503, "key-unavailable", "the signing key is unavailable") from exc
 
     async def handle_attributes(self, request: web.Request) -> web.Response:
         try:

@@ -5,6 +5,7 @@ scheme operator's tools, the conformance checker and the command line read it.
       registry.jwt                     the signed registry in force
       anchors/<operator>-N.jwk.json    the operator's pinned public keys
       operator/operator.pem            the operator's signing key (the operator's machine only)
+      operator/operator.toml           or, instead, ``signing_key = "pkcs11:..."``: it is in a token
       operator/registry-source.json    the unsigned source the operator edits and publishes
       keys/<member>.pem                each member's signing key (development only)
       public/<member>.jwk.json         each member's public key; public/log.vkey, the log's key
@@ -42,6 +43,10 @@ class SchemeFolder:
     @property
     def operator_key(self) -> Path:
         return self.root / "operator" / "operator.pem"
+
+    @property
+    def operator_config(self) -> Path:
+        return self.root / "operator" / "operator.toml"
 
     @property
     def registry_source(self) -> Path:

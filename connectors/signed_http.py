@@ -18,7 +18,7 @@ from connectors.errors import ProviderFault
 from trust import jws
 from trust.errors import InvalidMessage, VerificationError
 from trust.jws import JWT_MEDIA_TYPE
-from trust.keys import SigningKey
+from trust.keys import Signer
 from trust.messages import (
     AttributeAnswer,
     AttributeRequest,
@@ -34,7 +34,7 @@ class SignedHttpConnector:
         *,
         provider_id: str,
         session: aiohttp.ClientSession,
-        broker_key: SigningKey,
+        broker_key: Signer,
         registry: Callable[[], Registry],
         clock: Callable[[], float] = time.time,
     ) -> None:

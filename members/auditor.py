@@ -21,7 +21,7 @@ from members.errors import CheckFailed, NotOpen
 from trust import jws
 from trust.checkpoint import NoteVerifier
 from trust.errors import InvalidMessage, KeyFormatError, VerificationError
-from trust.keys import SigningKey
+from trust.keys import Signer
 from trust.log_verify import verify_record
 from trust.messages import EligibilityAnswer, audit_request_claims, parse_answer
 from trust.receipts import compare_with_record
@@ -46,7 +46,7 @@ class AuditClient:
         self,
         *,
         member_id: str,
-        key: SigningKey,
+        key: Signer,
         broker_url: str,
         broker_id: str,
         witness_policy: WitnessPolicy | None = None,

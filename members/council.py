@@ -39,7 +39,7 @@ from trust import jws
 from trust.checkpoint import NoteVerifier
 from trust.errors import InvalidMessage, KeyFormatError, TrustError, VerificationError
 from trust.jws import JWT_MEDIA_TYPE
-from trust.keys import SigningKey, VerifyingKey, b64_decode, load_jwks
+from trust.keys import Signer, VerifyingKey, b64_decode, load_jwks
 from trust.messages import (
     ConsentReference,
     EligibilityAnswer,
@@ -73,7 +73,7 @@ class EligibilityClient:
         self,
         *,
         member_id: str,
-        key: SigningKey,
+        key: Signer,
         broker_url: str,
         broker_id: str,
         broker_keys: tuple[VerifyingKey, ...] | None = None,
@@ -127,7 +127,7 @@ class EligibilityClient:
         return self._url
 
     @property
-    def signing_key(self) -> SigningKey:
+    def signing_key(self) -> Signer:
         return self._key
 
     def clock(self) -> float:

@@ -17,6 +17,7 @@ import pytest
 from broker.app import create_app
 from broker.scheme import dev as devscheme
 from broker.settings import load_settings
+from connectors import pkcs11
 from connectors.reference.identity import ReferenceIdentityProvider, identity_app
 from connectors.reference.providers import build_reference_provider, build_ves_stub
 from members.council import EligibilityClient
@@ -24,6 +25,7 @@ from tests.support.councils import CouncilKey
 from tests.support.logdb import LOG_BACKENDS, log_backend
 from tests.support.servers import RunningBroker, RunningProvider, StartBroker, serve_on
 from tests.support.services import PG_ADMIN_DSN, pg_admin
+from tests.support.tokens import SoftToken, make_token
 from trust.keys import SigningKey
 
 
@@ -60,8 +62,27 @@ def listeners() -> Iterator[devscheme.Listeners]:
 
 
 @pytest.fixture
-def scheme(tmp_path: Path, listeners: devscheme.Listeners) -> devscheme.DevScheme:
-    return devscheme.generate(tmp_path / "scheme", ports=listeners.ports)
+def soft_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoftToken]:
+    """A SoftHSM2 token of the test's own (its store in tmp_path), found by this process."""
+    made = make_token(tmp_path / "hsm")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(made.conf))
+    monkeypatch.delenv(pkcs11.PIN_ENV, raising=False)
+    monkeypatch.setattr(pkcs11, "RESCAN_EVERY_S", 0.0)  # a token put back is found at once
+    pkcs11.reset()  # the module reads SOFTHSM2_CONF when (re)initialised
+    yield made
+    pkcs11.reset()
+
+
+@pytest.fixture
+def scheme(
+    tmp_path: Path, listeners: devscheme.Listeners, request: pytest.FixtureRequest
+) -> devscheme.DevScheme:
+    """The development scheme; with ``@pytest.mark.keys_in_token``, every signing key in it is
+    generated in ``soft_token``."""
+    token = None
+    if request.node.get_closest_marker("keys_in_token") is not None:
+        token = request.getfixturevalue("soft_token").base()
+    return devscheme.generate(tmp_path / "scheme", ports=listeners.ports, token=token)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from trust.errors import CheckpointError, KeyFormatError
-from trust.keys import b64_decode_or_none, b64_encode
+from trust.keys import Ed25519Signer, b64_decode_or_none, b64_encode
 from trust.merkle import HASH_SIZE
 
 __all__ = [
@@ -184,10 +184,26 @@ class NoteVerifier:
         return f"NoteVerifier({self.vkey!r})"
 
 
-class NoteSigner:
-    """Signs notes with one Ed25519 key, from its ``PRIVATE+KEY+...`` signer key string."""
+class _InProcessEd25519:
+    """An Ed25519 private key held in this process (from a ``PRIVATE+KEY+...`` string)."""
 
-    __slots__ = ("_key_hash", "_name", "_private_key", "_public_key")
+    __slots__ = ("_private_key", "public_key")
+
+    def __init__(self, seed: bytes) -> None:
+        self._private_key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key = self._private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private_key.sign(message)
+
+
+class NoteSigner:
+    """Signs notes with one Ed25519 key named ``name``: from its ``PRIVATE+KEY+...`` signer
+    key string, or (:meth:`from_signer`) a key whose private half lives in a token."""
+
+    __slots__ = ("_key_hash", "_name", "_public_key", "_signer")
 
     def __init__(self, skey: str) -> None:
         if not skey.startswith(_PRIVATE_PREFIX):
@@ -197,16 +213,27 @@ class NoteSigner:
             raise KeyFormatError(f"unknown note signature algorithm {key[0]:#04x}")
         if len(key) != 33:
             raise KeyFormatError(f"an Ed25519 seed is 32 bytes, got {len(key) - 1}")
-        private = Ed25519PrivateKey.from_private_bytes(key[1:])
-        public = private.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        if key_hash(name, bytes([ALG_ED25519]) + public) != expected_hash:
+        signer = _InProcessEd25519(key[1:])
+        if key_hash(name, bytes([ALG_ED25519]) + signer.public_key) != expected_hash:
             raise KeyFormatError("note signer key hash does not match its name and key")
+        self._set(name, signer)
+
+    def _set(self, name: str, signer: Ed25519Signer) -> None:
         self._name = name
-        self._key_hash = expected_hash
-        self._private_key = private
-        self._public_key = public
+        self._signer = signer
+        self._public_key = signer.public_key
+        self._key_hash = key_hash(name, bytes([ALG_ED25519]) + self._public_key)
+
+    @classmethod
+    def from_signer(cls, name: str, signer: Ed25519Signer) -> NoteSigner:
+        """A note key named ``name`` that signs through ``signer`` (a token's Ed25519 key)."""
+        if not is_key_name(name):
+            raise KeyFormatError(f"invalid note key name {name!r}")
+        if len(signer.public_key) != 32:
+            raise KeyFormatError("an Ed25519 public key is 32 bytes")
+        note_signer = cls.__new__(cls)
+        note_signer._set(name, signer)
+        return note_signer
 
     @property
     def name(self) -> str:
@@ -223,7 +250,10 @@ class NoteSigner:
 
     def sign(self, message: bytes) -> bytes:
         """The raw 64-byte Ed25519 signature of ``message``."""
-        return self._private_key.sign(message)
+        signature = self._signer.sign(message)
+        if len(signature) != 64:  # a token that breaks the contract must not emit a bad note
+            raise CheckpointError("the Ed25519 signer returned a malformed signature")
+        return signature
 
     def signature_line(self, text: str) -> str:
         """``— <name> <base64(key hash || signature)>\n`` over the note text.

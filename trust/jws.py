@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from jwt.algorithms import ECAlgorithm
 
-from trust.errors import VerificationError
-from trust.keys import SigningKey, VerifyingKey, b64url_decode, b64url_encode
+from trust.errors import KeyUnavailable, VerificationError
+from trust.keys import Signer, VerifyingKey, b64url_decode, b64url_encode
 
 JWT_MEDIA_TYPE = "application/jwt"  # RFC 7519 §10.3.1: every message travels as one
 MAX_TOKEN_BYTES = 16 * 1024
@@ -279,9 +279,13 @@ def _encoded_header(kid: str, typ: str) -> bytes:
     return b64url_encode(header).encode("ascii")
 
 
-def sign(claims: Mapping[str, Any], key: SigningKey, profile: Profile) -> str:
-    """Sign ``claims`` as a message of ``profile``. The caller supplies iss/aud/iat/exp/jti."""
+def sign(claims: Mapping[str, Any], key: Signer, profile: Profile) -> str:
+    """Sign ``claims`` as a message of ``profile``. The caller supplies iss/aud/iat/exp/jti.
+
+    ``key`` may live in a token: it raises :class:`~trust.errors.KeyUnavailable` if gone."""
     payload = b64url_encode(orjson.dumps(claims)).encode("ascii")
     signing_input = _encoded_header(key.kid, profile.typ) + b"." + payload
-    signature = _ES256.sign(signing_input, key.private_key)
+    signature = key.sign(signing_input)
+    if len(signature) != 64:  # a signer that breaks the contract must not emit a bad token
+        raise KeyUnavailable("the signer returned a signature that is not raw r||s")
     return (signing_input + b"." + b64url_encode(signature).encode("ascii")).decode("ascii")

@@ -19,7 +19,7 @@ from trust.credential import VOT_ORDER
 from trust.dates import parse_date_time
 from trust.did import is_did_web, key_belongs_to
 from trust.errors import DateFormatError, KeyFormatError, RegistryError, VerificationError
-from trust.keys import SigningKey, VerifyingKey
+from trust.keys import Signer, VerifyingKey
 from trust.messages import SUBJECT_FIELDS, new_jti
 from trust.parameters import ParameterSpec, check_bindings, parse_parameter_schema
 from trust.rules import AttributeRef, Check, check_document, parse_check
@@ -548,7 +548,7 @@ def sign_registry(
     seq: int,
     scheme: str,
     operator: str,
-    key: SigningKey,
+    key: Signer,
     now: int,
     lifetime: int = 30 * 24 * 3600,
     witness_policy: Mapping[str, Any] | None = None,

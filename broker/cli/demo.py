@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import click
@@ -28,6 +29,7 @@ from broker.scheme import dev as devscheme
 from broker.settings import load_settings
 from broker.witness.app import create_witness_app
 from broker.witness.settings import load_witness_settings
+from connectors.errors import ConfigError
 from connectors.reference.identity import ReferenceIdentityProvider
 from connectors.reference.population import subject_of
 from connectors.reference.providers import build_ves_stub
@@ -36,6 +38,9 @@ from members.errors import CheckFailed
 from trust.cosignature import verified_cosignatures
 from trust.messages import EligibilityAnswer
 from trust.receipts import ReceiptNotProven
+
+if TYPE_CHECKING:
+    from connectors.pkcs11 import Pkcs11Uri
 
 
 @dataclass(frozen=True)
@@ -203,15 +208,17 @@ def _row(number: int, case: DemoCase, outcome: str, receipt: str, ms: float, not
     )
 
 
-async def run_demo(root: Path) -> int:
+async def run_demo(root: Path, token: Pkcs11Uri | None = None) -> int:
     with devscheme.Listeners(witnesses=devscheme.WITNESSES) as listeners:
-        return await _run_demo(root, listeners)
+        return await _run_demo(root, listeners, token)
 
 
-async def _run_demo(root: Path, listeners: devscheme.Listeners) -> int:
+async def _run_demo(
+    root: Path, listeners: devscheme.Listeners, token: Pkcs11Uri | None = None
+) -> int:
     """The demo on ``listeners``: every server serves the socket bound for it before the
     scheme named its port."""
-    scheme = devscheme.generate(root, ports=listeners.ports)
+    scheme = devscheme.generate(root, ports=listeners.ports, token=token)
     folder = scheme.folder
     folder.log_dir.mkdir(exist_ok=True)
     configure_logging(json=True, stream=(folder.log_dir / "broker.log").open("a"))
@@ -324,15 +331,23 @@ async def _run_demo(root: Path, listeners: devscheme.Listeners) -> int:
                 process.wait(timeout=10)
 
 
-def demo(keep: Path | None) -> int:
+def demo(keep: Path | None, token_uri: str | None = None) -> int:
+    token = None
+    try:
+        if token_uri is not None:
+            from connectors.pkcs11 import parse_pkcs11_uri
+
+            token = parse_pkcs11_uri(token_uri)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     if keep is not None:
-        code = asyncio.run(run_demo(keep.resolve()))
+        code = asyncio.run(run_demo(keep.resolve(), token))
         click.echo(
             f"\nThe scheme is kept in {keep}. Serve it again with:\n"
             f"  axb serve --config {keep}/broker.toml --with-providers\n"
-            f"and ask it from your own code with a council key in {keep}/keys/ "
-            f"(see docs/councils.md)."
+            f"and ask it from your own code with a council key in "
+            f"{keep}/keys/ (or, with --pkcs11, in the token) (see docs/councils.md)."
         )
         return code
     with tempfile.TemporaryDirectory(prefix="axb-demo-") as tmp:
-        return asyncio.run(run_demo(Path(tmp)))
+        return asyncio.run(run_demo(Path(tmp), token))

@@ -92,10 +92,32 @@ def provider_conformance(
 @provider.command("keygen")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--id", "member_id", required=True)
-def provider_keygen(out: Path, member_id: str) -> None:
-    """Generate an ES256 key pair: OUT/ID.pem (keep it secret) and OUT/ID.jwk.json (public)."""
+@click.option(
+    "--pkcs11",
+    "token_uri",
+    default=None,
+    metavar="URI",
+    help="Generate the key inside this PKCS#11 token (object= defaults to ID); only the "
+    "public key is written. The PIN comes from pin-source or AXB_PKCS11_PIN.",
+)
+@click.option(
+    "--log-origin",
+    default=None,
+    help="With --pkcs11: generate the consent log's Ed25519 checkpoint key named ORIGIN "
+    "instead, and write its verifier key OUT/ID.vkey.",
+)
+def provider_keygen(
+    out: Path, member_id: str, token_uri: str | None, log_origin: str | None
+) -> None:
+    """Generate an ES256 key pair: OUT/ID.pem (keep it secret) and OUT/ID.jwk.json (public);
+    with --pkcs11, inside the token, and only OUT/ID.jwk.json is written."""
     from trust.keys import SigningKey
 
+    if token_uri is not None:
+        _token_keygen(out, member_id, token_uri, log_origin)
+        return
+    if log_origin is not None:
+        raise click.UsageError("--log-origin needs --pkcs11 (axb demo writes file log keys)")
     key = SigningKey.generate()
     out.mkdir(parents=True, exist_ok=True)
     private = out / f"{member_id}.pem"
@@ -105,6 +127,33 @@ def provider_keygen(out: Path, member_id: str) -> None:
     click.echo(
         f"kid {key.kid}\nprivate key {private} (keep it secret)\n"
         f"public key  {out / (member_id + '.jwk.json')}"
+    )
+
+
+def _token_keygen(out: Path, member_id: str, token_uri: str, log_origin: str | None) -> None:
+    from connectors import pkcs11
+
+    uri = pkcs11.parse_pkcs11_uri(token_uri)
+    if uri.object is None and uri.id is None:
+        uri = uri.with_object(member_id)
+    kind: pkcs11.KeyKind = "es256" if log_origin is None else "ed25519"
+    named = pkcs11.generate_in_token(str(uri), kind)
+    out.mkdir(parents=True, exist_ok=True)
+    if log_origin is not None:
+        vkey = pkcs11.load_token_note_signer(named, log_origin).vkey
+        public = out / f"{member_id}.vkey"
+        public.write_text(vkey + "\n")
+        setting = f'[log]\nsigning_key = "{named}"\norigin = "{log_origin}"'
+        click.echo(f"verifier key {vkey}\n")
+    else:
+        key = pkcs11.load_token_signing_key(named)
+        public = out / f"{member_id}.jwk.json"
+        public.write_text(json.dumps(dict(key.verifying_key.jwk)))
+        setting = f'signing_key = "{named}"'
+        click.echo(f"kid {key.kid}")
+    click.echo(
+        f"private key in the token, never exported: {uri.shown}\n"
+        f"public key  {public}\nin your config:\n{setting}"
     )
 
 

@@ -29,11 +29,19 @@ from broker.logging import configure_logging
     default=None,
     help="Keep the generated scheme (keys, registry, configs) in this folder.",
 )
-def demo(keep: Path | None) -> None:
+@click.option(
+    "--pkcs11",
+    "token",
+    default=None,
+    metavar="URI",
+    help="Generate every signing key in this PKCS#11 token (pkcs11:token=...; the PIN from "
+    "pin-source or AXB_PKCS11_PIN): no private key is written to disk.",
+)
+def demo(keep: Path | None, token: str | None) -> None:
     """Run the whole journey on embedded defaults and print every outcome."""
     from broker.cli.demo import demo as run_demo
 
-    sys.exit(run_demo(keep))
+    sys.exit(run_demo(keep, token))
 
 
 @click.command()

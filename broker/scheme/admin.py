@@ -20,11 +20,13 @@ from typing import Any
 
 from broker.errors import BrokerError
 from broker.scheme.changes import parse_checks, review_changes
+from connectors.config import operator_signing_key
+from connectors.errors import ConfigError
 from connectors.scheme_folder import SchemeFolder
 from trust import jws
 from trust.did import parse_did_document
-from trust.errors import KeyFormatError, RegistryError, VerificationError
-from trust.keys import SigningKey, VerifyingKey
+from trust.errors import KeyFormatError, KeyUnavailable, RegistryError, VerificationError
+from trust.keys import VerifyingKey
 from trust.registry import parse_registry_claims, sign_registry
 
 
@@ -328,25 +330,24 @@ def publish(
     seq: int = source["seq"] + 1
     folder = SchemeFolder(scheme_dir)
     try:
-        operator = SigningKey.from_pem(folder.operator_key.read_bytes())
-    except OSError as exc:
-        raise SchemeAdminError(
-            f"cannot read the operator key {folder.operator_key}: {exc}"
-        ) from exc
-    except KeyFormatError as exc:
-        raise SchemeAdminError(f"the operator key {folder.operator_key}: {exc}") from exc
-    token = sign_registry(
-        members=source["members"],
-        purposes=source["purposes"],
-        checks=source["checks"],
-        seq=seq,
-        scheme=source["scheme"],
-        operator=source["operator"],
-        key=operator,
-        now=int(time.time()) if now is None else now,
-        lifetime=lifetime,
-        witness_policy=source.get("witness_policy"),  # a scheme change never drops the policy
-    )
+        operator = operator_signing_key(folder)
+    except ConfigError as exc:
+        raise SchemeAdminError(str(exc)) from exc
+    try:
+        token = sign_registry(
+            members=source["members"],
+            purposes=source["purposes"],
+            checks=source["checks"],
+            seq=seq,
+            scheme=source["scheme"],
+            operator=source["operator"],
+            key=operator,
+            now=int(time.time()) if now is None else now,
+            lifetime=lifetime,
+            witness_policy=source.get("witness_policy"),  # a scheme change keeps the policy
+        )
+    except KeyUnavailable as exc:  # the operator's token went away: nothing is published
+        raise SchemeAdminError(str(exc)) from exc
     registry = folder.registry
     tmp = registry.with_suffix(".tmp")
     tmp.write_text(token + "\n")

@@ -1,7 +1,10 @@
 """A development scheme: every key, a signed registry and every config, written to a folder.
 
 ``axb demo`` builds one in a temporary folder (or keeps it with ``--keep DIR``); tests build
-their own. Nothing here is for production: keys are unencrypted PEM files on disk.
+their own. Nothing here is for production: keys are unencrypted PEM files on disk, unless a
+PKCS#11 token is named (``axb demo --pkcs11 URI``): then every signing key — the operator's,
+each member's and the log's — is generated in that token, each config names its key by a
+``pkcs11:`` URI, and no private key is written anywhere.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from connectors.config import operator_signing_key
 from connectors.reference import identity as reference_identity
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
@@ -24,8 +28,11 @@ from connectors.reference.predicates import DWP_PREDICATES
 from connectors.scheme_folder import SchemeFolder
 from trust.checkpoint import generate_signer
 from trust.cosignature import generate_cosigner
-from trust.keys import SigningKey
+from trust.keys import Signer, SigningKey, VerifyingKey
 from trust.registry import member_document, sign_registry
+
+if TYPE_CHECKING:  # PKCS#11 is loaded only for a scheme whose keys are in a token
+    from connectors.pkcs11 import Pkcs11Uri, TokenSigningKey
 
 SCHEME = "urn:ax-broker:scheme:dev"
 OPERATOR = "scheme-operator"
@@ -80,6 +87,7 @@ PSEUDONYM_KEY_ID = "pk-dev-1"
 LOG_ORIGIN = "axb.dev/consent-log"
 WITNESSES = ("witness-a", "witness-b")  # served when a scheme is generated with witness ports
 WITNESS_GROUP = "dev-witnesses"
+LOG_OBJECT = "consent-log"  # the checkpoint key's label when it is in a token
 
 BLUE_BADGE_CHECK = "blue-badge-automatic"
 FSM_CHECK = "free-school-meals"
@@ -579,7 +587,7 @@ def _resident_toml(broker_url: str, identity_port: int) -> str:
 
 
 def registry_members(
-    keys: Mapping[str, SigningKey], provider_ports: Mapping[str, int], *, suspended: Sequence[str]
+    keys: Mapping[str, Signer], provider_ports: Mapping[str, int], *, suspended: Sequence[str]
 ) -> list[dict[str, Any]]:
     def status(member_id: str) -> str:
         return "suspended" if member_id in suspended else "active"
@@ -689,7 +697,7 @@ def registry_members(
             member_id=IDP,
             name="Reference identity provider, One Login-style (synthetic identities)",
             roles=["identity-provider"],
-            keys=[reference_identity.did_signing_key(keys[IDP]).verifying_key],
+            keys=[reference_identity.did_verifying_key(keys[IDP].verifying_key)],
             status=status(IDP),
             identity_provider={"issuer": reference_identity.ISSUER, "did": reference_identity.DID},
         ),
@@ -702,7 +710,7 @@ def member_keys(scheme: DevScheme) -> dict[str, SigningKey]:
     return {m: SigningKey.from_pem(scheme.key_path(m).read_bytes()) for m in members}
 
 
-def witness_members(scheme: DevScheme, keys: Mapping[str, SigningKey]) -> list[dict[str, Any]]:
+def witness_members(scheme: DevScheme, keys: Mapping[str, Signer]) -> list[dict[str, Any]]:
     """The scheme's witnesses as registry members: each with its cosignature key and URL."""
     return [
         member_document(
@@ -736,8 +744,11 @@ def publish_registry(
     now: int | None = None,
 ) -> str:
     """Sign and write a registry for ``scheme`` (the scheme operator's job)."""
-    operator = SigningKey.from_pem(scheme.operator_key_path.read_bytes())
-    keys = member_keys(scheme)
+    operator = operator_signing_key(scheme.folder)
+    keys = {
+        m: _Registered(VerifyingKey.from_jwk(json.loads(p.read_text())))
+        for m, p in ((m, scheme.folder.public_key(m)) for m in (*MEMBERS, *scheme.witness_ports))
+    }
     members = registry_members(keys, scheme.provider_ports, suspended=suspended)
     members += witness_members(scheme, keys)
     policy = witness_policy(scheme)
@@ -770,7 +781,30 @@ def publish_registry(
     return token
 
 
-def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevScheme:
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    """A member's registered public key, as the registry needs it (no private half)."""
+
+    verifying_key: VerifyingKey
+
+    @property
+    def kid(self) -> str:
+        return self.verifying_key.kid
+
+    def sign(self, data: bytes) -> bytes:
+        raise TypeError("a registered public key cannot sign")
+
+
+def _token_key(token: Pkcs11Uri, label: str) -> TokenSigningKey:
+    """A new ES256 key generated inside ``token`` under ``label``."""
+    from connectors.pkcs11 import generate_in_token, load_token_signing_key
+
+    return load_token_signing_key(generate_in_token(str(token.with_object(label)), "es256"))
+
+
+def generate(
+    root: Path, *, ports: SchemePorts, redis_url: str = "", token: Pkcs11Uri | None = None
+) -> DevScheme:
     """Write a complete development scheme into ``root``, naming ``ports`` for its servers.
 
     The ports must belong to listening sockets the caller holds (``Listeners.ports``) until
@@ -787,21 +821,42 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
         dict(ports.witnesses),
         ports.identity,
     )
-    operator = SigningKey.generate()
-    _write(scheme.operator_key_path, operator.to_pem(), private=True)
     folder = scheme.folder
+    names: dict[str, str] = {}  # how the configs name each member's key, if in the token
+    operator: Signer
+    if token is None:
+        file_operator = SigningKey.generate()
+        _write(scheme.operator_key_path, file_operator.to_pem(), private=True)
+        operator = file_operator
+    else:
+        operator = _token_key(token, OPERATOR)
+        _write(folder.operator_config, f'signing_key = "{token.with_object(OPERATOR)}"\n')
     _write(folder.anchor(OPERATOR), json.dumps(dict(operator.verifying_key.jwk)))
     for member in (*MEMBERS, *scheme.witness_ports):
-        key = SigningKey.generate()
-        _write(scheme.key_path(member), key.to_pem(), private=True)
-        _write(folder.public_key(member), json.dumps(dict(key.verifying_key.jwk)))
+        # the reference identity provider stands for an outside party (One Login): its key is
+        # not the scheme's to hold, and stays a file even when every scheme key is in a token
+        if token is None or member == IDP:
+            file_key = SigningKey.generate()
+            _write(scheme.key_path(member), file_key.to_pem(), private=True)
+            public = file_key.verifying_key
+        else:
+            public = _token_key(token, member).verifying_key
+            names[member] = str(token.with_object(member))
+        _write(folder.public_key(member), json.dumps(dict(public.jwk)))
     idp = reference_identity.ReferenceIdentityProvider.from_pem(scheme.key_path(IDP).read_bytes())
     _write(folder.did_document(IDP), json.dumps(idp.did_document(), indent=2))
     _write(folder.secret("dvla-ves-api.key"), secrets.token_urlsafe(24) + "\n", private=True)
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     _write(folder.secret(f"{PSEUDONYM_KEY_ID}.key"), secret + "\n", private=True)
-    log_skey, log_vkey = generate_signer(LOG_ORIGIN)
-    _write(folder.secret("log.skey"), log_skey + "\n", private=True)
+    if token is None:
+        log_skey, log_vkey = generate_signer(LOG_ORIGIN)
+        _write(folder.secret("log.skey"), log_skey + "\n", private=True)
+        log_key = "secrets/log.skey"
+    else:
+        from connectors.pkcs11 import generate_in_token, load_token_note_signer
+
+        log_key = generate_in_token(str(token.with_object(LOG_OBJECT)), "ed25519")
+        log_vkey = load_token_note_signer(log_key, LOG_ORIGIN).vkey
     _write(folder.log_verifier_key, log_vkey + "\n")
     for wid, port in scheme.witness_ports.items():
         w_skey, w_vkey = generate_cosigner(f"witness.dev/{wid.removeprefix('witness-')}")
@@ -814,15 +869,20 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
             '[[logs]]\nvkey_file = "../public/log.vkey"\n',
         )
     publish_registry(scheme, seq=1)
+
+    def key_of(member: str, up: str = "") -> str:
+        return names.get(member, f"{up}keys/{member}.pem")
+
     _write(
         scheme.broker_config,
         f'broker_id = "{BROKER}"\nhost = "127.0.0.1"\nport = {scheme.broker_port}\n'
-        f'signing_key = "keys/{BROKER}.pem"\n'
+        f'signing_key = "{key_of(BROKER)}"\n'
         + _scheme_toml()
         + 'consent_log = "log/consent-log.sqlite3"\n'
         f'redis_url = "{redis_url}"\nrate_limit_per_second = 50\ncheck_deadline_ms = 3000\n'
         "leeway_s = 30\nregistry_poll_s = 0.5\n\n"
-        '[log]\nsigning_key = "secrets/log.skey"\ncheckpoint_every_records = 1000\n'
+        f'[log]\nsigning_key = "{log_key}"\norigin = "{LOG_ORIGIN}"\n'
+        "checkpoint_every_records = 1000\n"
         "checkpoint_every_seconds = 5.0\n\n[pseudonym]\n"
         f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n'
         + ("" if ports.identity is None else _resident_toml(scheme.broker_url, ports.identity)),
@@ -832,7 +892,7 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
             scheme.provider_config(provider_id),
             f'provider_id = "{provider_id}"\nreference = "{REFERENCE_KIND[provider_id]}"\n'
             f'host = "127.0.0.1"\nport = {port}\n'
-            f'signing_key = "../keys/{provider_id}.pem"\n'
+            f'signing_key = "{key_of(provider_id, "../")}"\n'
             + _scheme_toml(up="../")
             + (
                 f'ves_url = "{scheme.ves_stub_url}"\n'
@@ -849,7 +909,7 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     )
     _write(
         folder.auditor_config(AUDITOR),
-        f'member_id = "{AUDITOR}"\nsigning_key = "../keys/{AUDITOR}.pem"\n'
+        f'member_id = "{AUDITOR}"\nsigning_key = "{key_of(AUDITOR, "../")}"\n'
         f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
         'log_key = "../public/log.vkey"\n'
         + (_scheme_toml(up="../") if scheme.witness_ports else ""),
@@ -857,7 +917,7 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     for council in COUNCILS:
         _write(
             scheme.council_config(council),
-            f'member_id = "{council}"\nsigning_key = "../keys/{council}.pem"\n'
+            f'member_id = "{council}"\nsigning_key = "{key_of(council, "../")}"\n'
             f'broker_id = "{BROKER}"\nbroker_url = "{scheme.broker_url}"\n'
             'log_key = "../public/log.vkey"\n'
             # with witnesses, the council reads the witness policy from the signed registry

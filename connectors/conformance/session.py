@@ -17,7 +17,7 @@ from connectors.conformance.target import ConformanceTarget
 from trust import jws, testing
 from trust.errors import VerificationError
 from trust.jws import JWT_MEDIA_TYPE
-from trust.keys import SigningKey
+from trust.keys import Signer, SigningKey
 from trust.messages import AttributeRequest, attribute_request_claims, new_jti, parse_subject
 
 READ_LIMIT: Final = 64 * 1024  # far above any answer or problem document a provider sends
@@ -80,7 +80,7 @@ class ConformanceSession:
         )
         return attribute_request_claims(request, now=int(time.time()))
 
-    def header(self, *, key: SigningKey | None = None, **changes: Any) -> dict[str, Any]:
+    def header(self, *, key: Signer | None = None, **changes: Any) -> dict[str, Any]:
         """The header of a request signed by ``key`` (the broker's unless given), changed."""
         kid = (key or self.target.broker_key).kid
         return {"alg": jws.ALGORITHM, "kid": kid, "typ": jws.ATTRIBUTE_REQUEST.typ, **changes}
@@ -89,7 +89,7 @@ class ConformanceSession:
         self,
         claims: Mapping[str, Any] | bytes,
         *,
-        key: SigningKey | None = None,
+        key: Signer | None = None,
         **header_changes: Any,
     ) -> bytes:
         """ES256 over any header and payload (the broker's key unless ``key`` is given)."""

@@ -17,13 +17,19 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from connectors.config import SchemeFiles, load_anchors, load_signing_key, read_toml
+from connectors.config import (
+    SchemeFiles,
+    configured_signer,
+    load_anchors,
+    load_signing_key,
+    read_toml,
+)
 from connectors.errors import ConfigError
 from connectors.reference.keepers import NO_MATCH_REGISTRATION, PARKING_TEST_CASES
 from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES
 from connectors.scheme_folder import SchemeFolder
 from trust.errors import InvalidMessage, RegistryError
-from trust.keys import SigningKey
+from trust.keys import Signer
 from trust.messages import parse_subject
 from trust.parameters import ParameterSpec, Predicate, check_bindings, parse_predicate
 from trust.registry import Registry, provider_fields, verify_registry
@@ -45,9 +51,9 @@ class ConformanceTarget:
     endpoint: str
     registry: Registry = field(repr=False)
     broker_id: str
-    broker_key: SigningKey = field(repr=False)
+    broker_key: Signer = field(repr=False)
     other_member_id: str
-    other_member_key: SigningKey = field(repr=False)
+    other_member_key: Signer = field(repr=False)
     known: Mapping[str, str] = field(repr=False)
     attributes: tuple[str, ...]
     unknown: Mapping[str, str] = field(repr=False)
@@ -175,9 +181,32 @@ def _default_member(registry: Registry, role: str, *, exclude: Sequence[str]) ->
     return candidates[0]
 
 
-def _member_key(folder: SchemeFolder, registry: Registry, member_id: str) -> SigningKey:
+def _member_key(folder: SchemeFolder, registry: Registry, member_id: str) -> Signer:
+    """The member's key file in the scheme folder or, where its keys are in a token (no key
+    file), the key the member's own config names."""
     path = folder.key(member_id)
-    key = load_signing_key(path)
+    key: Signer
+    if path.exists():
+        key = load_signing_key(path)
+    else:
+        configs = (
+            folder.broker_config,
+            folder.council_config(member_id),
+            folder.auditor_config(member_id),
+            folder.provider_config(member_id),
+        )
+        for config in configs:
+            table = read_toml(config) if config.exists() else {}
+            if member_id in (
+                table.get("broker_id"),
+                table.get("member_id"),
+                table.get("provider_id"),
+            ):
+                key = configured_signer(config.parent, table.get("signing_key"), "signing_key")
+                path = config
+                break
+        else:
+            raise ConfigError(f"no key file and no config for {member_id} in the scheme folder")
     trusted = registry.key(key.kid)
     if trusted is None or trusted.owner != member_id:
         shown = path.relative_to(folder.root).as_posix()

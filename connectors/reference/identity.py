@@ -27,7 +27,7 @@ from aiohttp import web
 from connectors.reference.population import TEST_IDENTITIES
 from trust.credential import credential_claims, sign_credential
 from trust.did import did_document, did_key
-from trust.keys import SigningKey, b64url_encode, thumbprint
+from trust.keys import SigningKey, VerifyingKey, b64url_encode, thumbprint
 
 DID = "did:web:identity.reference.ax-broker.test"
 ISSUER = "https://identity.reference.ax-broker.test/"
@@ -38,10 +38,15 @@ VTM = "https://identity.reference.ax-broker.test/trustmark"
 FORMER_NAMES: dict[str, tuple[str, ...]] = {"bb-yes-pip-journeys": ("Maidenfield",)}
 
 
-def did_signing_key(key: SigningKey, did: str = DID) -> SigningKey:
+def did_verifying_key(key: VerifyingKey, did: str = DID) -> VerifyingKey:
     """``key`` under the id a DID document publishes for it: ``<did>#<thumbprint>``."""
-    jwk = {k: v for k, v in key.verifying_key.jwk.items() if k != "kid"}
-    return SigningKey(key.private_key, did_key(jwk, f"{did}#{thumbprint(jwk)}"))
+    jwk = {k: v for k, v in key.jwk.items() if k != "kid"}
+    return did_key(jwk, f"{did}#{thumbprint(jwk)}")
+
+
+def did_signing_key(key: SigningKey, did: str = DID) -> SigningKey:
+    """``key`` under its DID URL (see :func:`did_verifying_key`)."""
+    return SigningKey(key.private_key, did_verifying_key(key.verifying_key, did))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import aiohttp
 from aiohttp import web
 
 from connectors.config import (
-    load_signing_key,
+    configured_signer,
     read_toml,
     require_str,
     resolve,
@@ -193,7 +193,7 @@ def build_reference_provider(
         lookup = reference_lookup(OFFERED[kind], PopulationIndex(generate_population()))
     kit = ProviderKit(
         provider_id=require_str(table, "provider_id"),
-        key=load_signing_key(resolve(base, table.get("signing_key"), "signing_key")),
+        key=configured_signer(base, table.get("signing_key"), "signing_key"),
         registry=registry.current,
         lookup=lookup,
         clock=clock,

@@ -55,6 +55,7 @@ from tests.support import credentials as cred
 from tests.support.councils import CouncilKey, blue_badge_answer_token
 from tests.support.residents import rows, sign_in
 from tests.support.servers import RunningBroker, RunningProvider, serve_on
+from tests.support.tokens import PIN, SoftToken
 from tests.support.witnesses import serve_scheme_witnesses
 from trust import bulk
 from trust.keys import SigningKey
@@ -505,7 +506,11 @@ async def test_attacker_chosen_header_member_names_do_not_reach_the_log(
     assert SCANNER.scan_events(events) == []
 
 
+@pytest.mark.parametrize(
+    "keys", ["in-files", pytest.param("in-a-token", marks=pytest.mark.keys_in_token)]
+)
 async def test_the_audit_side_logs_no_personal_data_and_no_tokens(
+    keys: str,
     scheme: devscheme.DevScheme,
     broker: RunningBroker,
     providers: dict[str, RunningProvider],
@@ -515,7 +520,8 @@ async def test_the_audit_side_logs_no_personal_data_and_no_tokens(
 ) -> None:
     """Subject access (by the API and in the console), a council's answer checked as a
     receipt, records, export and verification: the identifiers an auditor types and the
-    tokens that travel never reach a log line."""
+    tokens that travel never reach a log line — with keys in files, and with every key
+    (the auditor's and the console's too) in a PKCS#11 token."""
     bb_client, _ = clients
     auditor_config = scheme.root / "auditors" / f"{devscheme.AUDITOR}.toml"
     known = subject_of("fsm-yes-income-support")
@@ -767,3 +773,38 @@ async def test_bulk_jobs_log_no_personal_data_and_no_tokens(
     assert SCANNER.scan_events(events) == []
     assert SCANNER.findings(out + err) == []
     assert SCANNER.findings(caplog.text) == []
+
+
+@pytest.mark.keys_in_token
+async def test_a_token_that_goes_away_logs_which_key_but_no_personal_data_nor_the_pin(
+    soft_token: SoftToken,
+    broker: RunningBroker,
+    clients: tuple[EligibilityClient, EligibilityClient],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bb_client, _ = clients
+    query, jti = bb_client.sign_query(
+        BB, purpose="blue-badge-application", subject=subject_of("bb-yes-dla"), assurance="P2"
+    )
+    soft_token.remove(tmp_path / "pulled")
+    with (
+        capture_logs(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.format_exc_info,
+            ]
+        ) as events,
+        pytest.raises(CheckFailed) as failed,
+    ):
+        await bb_client.exchange(query, jti)
+    assert failed.value.status == 503
+    out, err = capfd.readouterr()
+    unavailable = [e for e in events if e.get("event") == "signing_key_unavailable"]
+    assert unavailable
+    assert "object=axb-broker" in str(unavailable[0]["key"])
+    assert [e["problem"] for e in events if e.get("event") == "check"] == ["key-unavailable"]
+    assert SCANNER.scan_events(events) == []
+    assert SCANNER.findings(out + err + caplog.text) == []
+    assert PIN not in repr(events) + out + err + caplog.text
