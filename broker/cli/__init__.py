@@ -4,10 +4,10 @@ General layout:
 
 - ``common``    what every command shares: path and date types, input readers, the event loop,
                 serving until stopped
-- ``serve``     ``axb demo`` and ``axb serve``
+- ``serve``     ``axb demo``, ``axb serve`` and ``axb healthcheck``
 - ``demo``      the journey ``axb demo`` runs: a development scheme, providers, broker, checks
 - ``council``   ``axb check`` and ``axb consent withdraw``: what a council service runs
-- ``provider``  ``axb provider serve|conformance|keygen|registration``
+- ``provider``  ``axb provider serve|stub|conformance|keygen|registration``
 - ``scheme``    ``axb scheme …``: the scheme operator's tools
 - ``audit``     ``axb audit …``: the auditor's tools, and the operator's prune
 
@@ -131,6 +131,7 @@ def main() -> None:
 
 main.add_command(serve.demo)
 main.add_command(serve.serve)
+main.add_command(serve.healthcheck)
 main.add_command(council.check)
 main.add_command(council.consent)
 main.add_command(provider.provider)

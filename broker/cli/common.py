@@ -40,6 +40,21 @@ LISTEN_FD = click.option(
     "config's port: a parent that bound the port first hands it down.",
 )
 
+HOST = click.option(
+    "--host",
+    envvar="AXB_HOST",
+    default=None,
+    help="Listen on this address instead of the config's host [env AXB_HOST; the image sets "
+    "0.0.0.0].",
+)
+PORT = click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    envvar="AXB_PORT",
+    default=None,
+    help="Listen on this port instead of the config's port [env AXB_PORT; the image sets 8080].",
+)
+
 Endpoint = tuple[str, int] | socket.socket
 """Where an app is served: a host and port to bind, or a socket already bound."""
 

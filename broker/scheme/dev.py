@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import socket
 import time
@@ -274,6 +275,24 @@ def _port_of(sock: socket.socket) -> int:
     return port
 
 
+# A scheme for deploy/compose.yaml: every server listens on 0.0.0.0:8080 in its own container
+# and is reached by its compose service name, which is its member id (the VES stub's is
+# VES_STUB); members on the host reach the brokers through nginx, published on 127.0.0.1:8080.
+COMPOSE_PORT = 8080
+COMPOSE_BROKER_URL = "http://127.0.0.1:8080"
+COMPOSE_CONSENT_LOG = "postgresql://postgres@postgres:5432/axb"
+COMPOSE_REDIS_URL = "redis://redis:6379/0"
+IMAGE_GID = 10001  # the image's group (deploy/Dockerfile): it must be able to read the keys
+
+
+def compose_ports() -> SchemePorts:
+    return SchemePorts(
+        broker=COMPOSE_PORT,
+        providers=dict.fromkeys(PROVIDERS, COMPOSE_PORT),
+        ves_stub=COMPOSE_PORT,
+    )
+
+
 @dataclass(frozen=True)
 class DevScheme:
     """Paths and ports of a generated scheme."""
@@ -282,10 +301,25 @@ class DevScheme:
     broker_port: int
     provider_ports: Mapping[str, int]
     ves_stub_port: int
+    for_compose: bool = False
+
+    @property
+    def listen_host(self) -> str:
+        return "0.0.0.0" if self.for_compose else "127.0.0.1"  # noqa: S104 - in a container
+
+    def _url(self, service: str, port: int) -> str:
+        return f"http://{service if self.for_compose else '127.0.0.1'}:{port}"
+
+    def provider_endpoint(self, provider_id: str) -> str:
+        return self._url(provider_id, self.provider_ports[provider_id]) + "/v1/attributes"
+
+    @property
+    def provider_endpoints(self) -> dict[str, str]:
+        return {pid: self.provider_endpoint(pid) for pid in self.provider_ports}
 
     @property
     def ves_stub_url(self) -> str:
-        return f"http://127.0.0.1:{self.ves_stub_port}"
+        return self._url(VES_STUB, self.ves_stub_port)
 
     @property
     def folder(self) -> SchemeFolder:
@@ -301,6 +335,8 @@ class DevScheme:
 
     @property
     def broker_url(self) -> str:
+        if self.for_compose:
+            return COMPOSE_BROKER_URL
         return f"http://127.0.0.1:{self.broker_port}"
 
     def provider_config(self, provider_id: str) -> Path:
@@ -331,6 +367,22 @@ def _write(path: Path, text: str | bytes, *, private: bool = False) -> None:
         path.chmod(0o600)
 
 
+def share_with_image(scheme: DevScheme) -> list[Path]:
+    """Let the image's group (``IMAGE_GID``) read the members' keys and the broker's secrets,
+    as the documented convention asks (group 10001, mode 0640); the operator's key stays
+    0600. Returns the files this process may not give away (it is not root): the user runs
+    ``chgrp`` on them."""
+    refused: list[Path] = []
+    for folder in (scheme.root / "keys", scheme.root / "secrets"):
+        for path in sorted(folder.glob("*")):
+            try:
+                os.chown(path, -1, IMAGE_GID)
+            except PermissionError:
+                refused.append(path)
+            path.chmod(0o640)
+    return refused
+
+
 def _scheme_toml(registry: str = "registry.jwt", up: str = "") -> str:
     return (
         f'scheme = "{SCHEME}"\noperator = "{OPERATOR}"\n'
@@ -339,12 +391,21 @@ def _scheme_toml(registry: str = "registry.jwt", up: str = "") -> str:
 
 
 def registry_members(
-    keys: Mapping[str, SigningKey], provider_ports: Mapping[str, int], *, suspended: Sequence[str]
+    keys: Mapping[str, SigningKey],
+    provider_ports: Mapping[str, int],
+    *,
+    suspended: Sequence[str],
+    endpoints: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """The registry's members; each provider's endpoint on loopback at its port, or as
+    ``endpoints`` names it (a compose scheme: service names)."""
+
     def status(member_id: str) -> str:
         return "suspended" if member_id in suspended else "active"
 
     def endpoint(provider_id: str) -> str:
+        if endpoints is not None:
+            return endpoints[provider_id]
         return f"http://127.0.0.1:{provider_ports[provider_id]}/v1/attributes"
 
     return [
@@ -448,7 +509,9 @@ def publish_registry(
     """Sign and write a registry for ``scheme`` (the scheme operator's job)."""
     operator = SigningKey.from_pem(scheme.operator_key_path.read_bytes())
     keys = member_keys(scheme)
-    members = registry_members(keys, scheme.provider_ports, suspended=suspended)
+    members = registry_members(
+        keys, scheme.provider_ports, suspended=suspended, endpoints=scheme.provider_endpoints
+    )
     source = {
         "scheme": SCHEME,
         "operator": OPERATOR,
@@ -476,8 +539,15 @@ def publish_registry(
     return token
 
 
-def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevScheme:
+def generate(
+    root: Path, *, ports: SchemePorts, redis_url: str = "", for_compose: bool = False
+) -> DevScheme:
     """Write a complete development scheme into ``root``, naming ``ports`` for its servers.
+
+    ``for_compose``: a scheme for deploy/compose.yaml (``ports`` then ``compose_ports()``):
+    servers listen on 0.0.0.0 and are named by service, the brokers share Redis and the
+    PostgreSQL log, and members reach the brokers through nginx (``share_with_image`` then
+    lets the image read the keys).
 
     The ports must belong to listening sockets the caller holds (``Listeners.ports``) until
     its servers serve them: a port merely found free may be taken by anyone before a server
@@ -485,7 +555,9 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     configs name: that is the user's machine, where nothing else is racing for them.)
     """
     root.mkdir(parents=True, exist_ok=True)
-    scheme = DevScheme(root, ports.broker, dict(ports.providers), ports.ves_stub)
+    scheme = DevScheme(root, ports.broker, dict(ports.providers), ports.ves_stub, for_compose)
+    consent_log = COMPOSE_CONSENT_LOG if for_compose else "log/consent-log.sqlite3"
+    redis_url = COMPOSE_REDIS_URL if for_compose else redis_url
     operator = SigningKey.generate()
     _write(scheme.operator_key_path, operator.to_pem(), private=True)
     folder = scheme.folder
@@ -494,7 +566,11 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
         key = SigningKey.generate()
         _write(scheme.key_path(member), key.to_pem(), private=True)
         _write(folder.public_key(member), json.dumps(dict(key.verifying_key.jwk)))
-    _write(folder.secret("dvla-ves-api.key"), secrets.token_urlsafe(24) + "\n", private=True)
+    _write(
+        folder.secret("dvla-ves-api.key"),
+        secrets.token_urlsafe(24) + "\n",
+        private=True,
+    )
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     _write(folder.secret(f"{PSEUDONYM_KEY_ID}.key"), secret + "\n", private=True)
     log_skey, log_vkey = generate_signer(LOG_ORIGIN)
@@ -503,10 +579,8 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     publish_registry(scheme, seq=1)
     _write(
         scheme.broker_config,
-        f'broker_id = "{BROKER}"\nhost = "127.0.0.1"\nport = {scheme.broker_port}\n'
-        f'signing_key = "keys/{BROKER}.pem"\n'
-        + _scheme_toml()
-        + 'consent_log = "log/consent-log.sqlite3"\n'
+        f'broker_id = "{BROKER}"\nhost = "{scheme.listen_host}"\nport = {scheme.broker_port}\n'
+        f'signing_key = "keys/{BROKER}.pem"\n' + _scheme_toml() + f'consent_log = "{consent_log}"\n'
         f'redis_url = "{redis_url}"\nrate_limit_per_second = 50\ncheck_deadline_ms = 3000\n'
         "leeway_s = 30\nregistry_poll_s = 0.5\n\n"
         '[log]\nsigning_key = "secrets/log.skey"\ncheckpoint_every_records = 1000\n'
@@ -517,7 +591,7 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
         _write(
             scheme.provider_config(provider_id),
             f'provider_id = "{provider_id}"\nreference = "{REFERENCE_KIND[provider_id]}"\n'
-            f'host = "127.0.0.1"\nport = {port}\n'
+            f'host = "{scheme.listen_host}"\nport = {port}\n'
             f'signing_key = "../keys/{provider_id}.pem"\n'
             + _scheme_toml(up="../")
             + (
@@ -530,7 +604,7 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
     _write(
         folder.stub_config(VES_STUB),
         f"# A local stand-in for the DVLA Vehicle Enquiry Service test environment\n"
-        f'host = "127.0.0.1"\nport = {scheme.ves_stub_port}\n'
+        f'host = "{scheme.listen_host}"\nport = {scheme.ves_stub_port}\n'
         'api_key_file = "../secrets/dvla-ves-api.key"\n',
     )
     _write(
