@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,14 @@ def provider() -> None:
 @LISTEN_FD
 def provider_serve(config: Path, host: str | None, port: int | None, listen_fd: int | None) -> None:
     """Serve a reference provider (synthetic population) with the provider kit."""
+    from connectors.config import read_toml, server_tls
     from connectors.reference.providers import build_reference_provider
 
     configure_logging(json=True)
     service = build_reference_provider(config)
-    _serve_one(service.app, host or service.host, service.port if port is None else port, listen_fd)
+    tls = server_tls(config.parent, read_toml(config))
+    at = (host or service.host, service.port if port is None else port)
+    _serve_one(service.app, at, listen_fd, tls)
 
 
 @provider.command("stub")
@@ -59,14 +63,19 @@ def provider_stub(config: Path, host: str | None, port: int | None, listen_fd: i
 
     configure_logging(json=True)
     app, stub_host, stub_port = build_ves_stub(config)
-    _serve_one(app, host or stub_host, stub_port if port is None else port, listen_fd)
+    _serve_one(app, (host or stub_host, stub_port if port is None else port), listen_fd)
 
 
-def _serve_one(app: web.Application, host: str, port: int, listen_fd: int | None) -> None:
+def _serve_one(
+    app: web.Application,
+    at: tuple[str, int],
+    listen_fd: int | None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
-        at = (host, port) if listen_fd is None else inherited_socket(listen_fd)
-        asyncio.run(serve_forever([(app, at)]))
+        endpoint = at if listen_fd is None else inherited_socket(listen_fd)
+        asyncio.run(serve_forever([(app, endpoint)], tls=tls))
 
 
 @provider.command("conformance")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.scheme.dev_tls import write_dev_tls
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
 from connectors.scheme_folder import SchemeFolder
@@ -311,7 +312,12 @@ class DevScheme:
         return f"http://{service if self.for_compose else '127.0.0.1'}:{port}"
 
     def provider_endpoint(self, provider_id: str) -> str:
-        return self._url(provider_id, self.provider_ports[provider_id]) + "/v1/attributes"
+        """Loopback http, or https by service name in a compose scheme (the registry takes
+        plain http on loopback only)."""
+        port = self.provider_ports[provider_id]
+        if self.for_compose:
+            return f"https://{provider_id}:{port}/v1/attributes"
+        return f"http://127.0.0.1:{port}/v1/attributes"
 
     @property
     def provider_endpoints(self) -> dict[str, str]:
@@ -374,7 +380,7 @@ def share_with_image(scheme: DevScheme) -> list[Path]:
     ``chgrp`` on them."""
     refused: list[Path] = []
     for folder in (scheme.root / "keys", scheme.root / "secrets"):
-        for path in sorted(folder.glob("*")):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             try:
                 os.chown(path, -1, IMAGE_GID)
             except PermissionError:
@@ -587,12 +593,21 @@ def generate(
         "checkpoint_every_seconds = 5.0\n\n[pseudonym]\n"
         f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n',
     )
+    if for_compose:
+        write_dev_tls(folder.dev_ca, tuple(scheme.provider_ports), folder.secret("tls"))
     for provider_id, port in scheme.provider_ports.items():
+        tls = (
+            f'tls_cert = "../secrets/tls/{provider_id}.crt"\n'
+            f'tls_key = "../secrets/tls/{provider_id}.key"\n'
+            if for_compose
+            else ""
+        )
         _write(
             scheme.provider_config(provider_id),
             f'provider_id = "{provider_id}"\nreference = "{REFERENCE_KIND[provider_id]}"\n'
             f'host = "{scheme.listen_host}"\nport = {port}\n'
             f'signing_key = "../keys/{provider_id}.pem"\n'
+            + tls
             + _scheme_toml(up="../")
             + (
                 f'ves_url = "{scheme.ves_stub_url}"\n'
