@@ -5,6 +5,7 @@ General layout:
 - ``common``    what every command shares: path and date types, input readers, the event loop,
                 serving until stopped
 - ``serve``     ``axb demo``, ``axb serve`` and ``axb healthcheck``
+- ``workers``   ``axb serve --workers N``: a supervisor of N broker processes on one socket
 - ``demo``      the journey ``axb demo`` runs: a development scheme, providers, broker, checks
 - ``council``   ``axb check`` and ``axb consent withdraw``: what a council service runs
 - ``provider``  ``axb provider serve|stub|conformance|keygen|registration``

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 from pathlib import Path
 
@@ -72,6 +73,15 @@ def demo(keep: Path | None, for_compose: bool) -> None:
     is_flag=True,
     help="Also serve the reference providers listed in providers/ beside the config.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    envvar="AXB_WORKERS",
+    default=1,
+    show_default=True,
+    help="Broker processes on the one port, under a supervisor that restarts a dead one; "
+    "more than one needs Redis and a PostgreSQL consent log [env AXB_WORKERS].",
+)
 @LISTEN_FD
 def serve(
     config: Path,
@@ -80,6 +90,7 @@ def serve(
     redis_url: str | None,
     consent_log: str | None,
     with_providers: bool,
+    workers: int,
     listen_fd: int | None,
 ) -> None:
     """Serve the broker."""
@@ -93,6 +104,21 @@ def serve(
     )
     configure_logging(json=settings.log_json)
     broker_at = (settings.host, settings.port) if listen_fd is None else inherited_socket(listen_fd)
+    if workers > 1:
+        from broker.cli.workers import Supervisor, require_shared_stores
+
+        if with_providers:
+            raise click.UsageError("--workers serves the broker only: drop --with-providers")
+        require_shared_stores(settings, workers)
+        if not isinstance(broker_at, socket.socket):
+            family = socket.AF_INET6 if ":" in broker_at[0] else socket.AF_INET
+            broker_at = socket.create_server(broker_at, family=family)
+        passed = {"--redis-url": redis_url, "--consent-log": consent_log}
+        argv = ["--config", str(config), "--workers", "1"]
+        argv += [arg for flag, value in passed.items() if value for arg in (flag, value)]
+        host_bound, port_bound = broker_at.getsockname()[:2]
+        click.echo(f"listening on http://{host_bound}:{port_bound}", err=True)
+        sys.exit(Supervisor(argv, broker_at, workers, settings.shutdown_timeout_s).run())
     apps: list[tuple[web.Application, Endpoint]] = [(create_app(settings), broker_at)]
     if with_providers:
         folder = SchemeFolder.of_config(config)
