@@ -94,6 +94,8 @@ class Settings:
     bulk_lease_s: float = 30.0
     bulk_poll_s: float = 1.0
     bulk_retention_days: int = 30
+    # `axb serve --workers N`: how long the supervisor waits for its workers' orderly stop
+    shutdown_timeout_s: float = 10.0
 
     @property
     def consent_log_path(self) -> Path:
@@ -216,6 +218,7 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         max_connections=_int(table, "max_connections", 1000, 1, 1_000_000),
         resident=_resident(table.get("resident")),
         **_bulk_settings(table),
+        shutdown_timeout_s=_float(table, "shutdown_timeout_s", 10.0, 0.1, 3600),
     )
 
 

@@ -1,8 +1,10 @@
-"""Reading the files a scheme participant keeps: TOML config, PEM keys, pinned anchors."""
+"""Reading the files a scheme participant keeps: TOML config, PEM keys, pinned anchors, a
+server's TLS certificate."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,21 @@ def require_str(table: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{name} must be a non-empty string")
     return value
+
+
+def server_tls(base: Path, table: dict[str, Any]) -> ssl.SSLContext | None:
+    """A server's TLS context from ``tls_cert`` and ``tls_key`` (PEM files), or None when the
+    config names neither (plain HTTP: loopback, or TLS ended in front of the server)."""
+    cert, key = table.get("tls_cert"), table.get("tls_key")
+    if cert is None and key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(resolve(base, cert, "tls_cert"), resolve(base, key, "tls_key"))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load tls_cert/tls_key: {exc}") from exc
+    return context
 
 
 def load_signing_key(path: Path) -> SigningKey:

@@ -8,8 +8,9 @@ scheme operator's tools, the conformance checker and the command line read it.
       operator/operator.toml           or, instead, ``signing_key = "pkcs11:..."``: it is in a token
       operator/registry-source.json    the unsigned source the operator edits and publishes
       keys/<member>.pem                each member's signing key (development only)
-      public/<member>.jwk.json         each member's public key; public/log.vkey, the log's key
-      secrets/                         pseudonym key, log signing key, API keys
+      public/<member>.jwk.json         each member's public key; public/log.vkey, the log's key;
+                                       public/dev-ca.pem, a compose scheme's TLS CA
+      secrets/                         pseudonym key, log signing key, API keys; tls/ (compose)
       broker.toml                      the broker's config
       providers/<provider>.toml        each reference provider's config
       stubs/<stub>.toml                stand-ins for outside services (DVLA's VES)
@@ -65,6 +66,11 @@ class SchemeFolder:
     @property
     def log_verifier_key(self) -> Path:
         return self.root / "public" / "log.vkey"
+
+    @property
+    def dev_ca(self) -> Path:
+        """A compose scheme's development CA: the brokers trust it for the providers' TLS."""
+        return self.root / "public" / "dev-ca.pem"
 
     def secret(self, name: str) -> Path:
         return self.root / "secrets" / name

@@ -4,11 +4,12 @@ General layout:
 
 - ``common``    what every command shares: path and date types, input readers, the event loop,
                 serving until stopped
-- ``serve``     ``axb demo`` and ``axb serve``
+- ``serve``     ``axb demo``, ``axb serve`` and ``axb healthcheck``
+- ``workers``   ``axb serve --workers N``: a supervisor of N broker processes on one socket
 - ``demo``      the journey ``axb demo`` runs: a development scheme, providers, broker, checks
 - ``council``   ``axb check`` and ``axb consent withdraw``: what a council service runs
 - ``bulk``      ``axb bulk submit|status|results|cancel``: a council's bulk jobs, CSV in and out
-- ``provider``  ``axb provider serve|conformance|keygen|registration``
+- ``provider``  ``axb provider serve|stub|conformance|keygen|registration``
 - ``scheme``    ``axb scheme …``: the scheme operator's tools
 - ``audit``     ``axb audit …``: the auditor's tools, and the operator's prune
 - ``witness``   ``axb witness serve|keygen``: what a witness operator runs
@@ -134,6 +135,7 @@ def main() -> None:
 
 main.add_command(serve.demo)
 main.add_command(serve.serve)
+main.add_command(serve.healthcheck)
 main.add_command(council.check)
 main.add_command(council.consent)
 main.add_command(bulk.bulk)

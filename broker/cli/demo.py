@@ -1,6 +1,6 @@
 """``axb demo``: the whole journey on embedded defaults, on one machine, in a few seconds.
 
-Generates a development scheme, starts the two reference providers as their own processes and
+Generates a development scheme, starts the reference providers as their own processes and
 the broker on loopback, runs checks that produce every outcome (``undetermined`` by stopping a
 provider), and prints them as a table with timings.
 """
@@ -351,3 +351,23 @@ def demo(keep: Path | None, token_uri: str | None = None) -> int:
         return code
     with tempfile.TemporaryDirectory(prefix="axb-demo-") as tmp:
         return asyncio.run(run_demo(Path(tmp), token))
+
+
+def write_compose_scheme(keep: Path) -> int:
+    """A development scheme for deploy/compose.yaml in ``keep``, its keys readable by the
+    image's group."""
+    scheme = devscheme.generate(keep.resolve(), ports=devscheme.compose_ports(), for_compose=True)
+    refused = devscheme.share_with_image(scheme)
+    click.echo(f"scheme for deploy/compose.yaml in {keep}")
+    if refused:
+        click.echo(
+            f"give the image's group (gid {devscheme.IMAGE_GID}) the keys and secrets: "
+            f"sudo chgrp {devscheme.IMAGE_GID} {keep}/keys/* {keep}/secrets/*\n"
+            f"(rootless podman: podman unshare chgrp {devscheme.IMAGE_GID} ...)"
+        )
+    click.echo(
+        f"then: AXB_SCHEME={keep.resolve()} podman-compose -f deploy/compose.yaml up -d\n"
+        f"and ask it through nginx with a council config in {keep}/councils/ "
+        f"({devscheme.COMPOSE_BROKER_URL})"
+    )
+    return 0

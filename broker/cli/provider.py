@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from aiohttp import web
 
 from broker.cli.common import (
     CONFIG,
+    HOST,
     INPUT_FILE,
     LISTEN_FD,
+    PORT,
     SCHEME_DIR,
     inherited_socket,
     read_json_object,
@@ -32,17 +36,46 @@ def provider() -> None:
 
 @provider.command("serve")
 @click.option("--config", "config", type=CONFIG, required=True, help="providers/X.toml")
+@HOST
+@PORT
 @LISTEN_FD
-def provider_serve(config: Path, listen_fd: int | None) -> None:
+def provider_serve(config: Path, host: str | None, port: int | None, listen_fd: int | None) -> None:
     """Serve a reference provider (synthetic population) with the provider kit."""
+    from connectors.config import read_toml, server_tls
     from connectors.reference.providers import build_reference_provider
 
     configure_logging(json=True)
     service = build_reference_provider(config)
+    tls = server_tls(config.parent, read_toml(config))
+    at = (host or service.host, service.port if port is None else port)
+    _serve_one(service.app, at, listen_fd, tls)
+
+
+@provider.command("stub")
+@click.option("--config", "config", type=CONFIG, required=True, help="stubs/X.toml")
+@HOST
+@PORT
+@LISTEN_FD
+def provider_stub(config: Path, host: str | None, port: int | None, listen_fd: int | None) -> None:
+    """Serve a stand-in for an outside service a provider adapter calls (DVLA's VES test
+    environment), as `axb serve --with-providers` does, on its own."""
+    from connectors.reference.providers import build_ves_stub
+
+    configure_logging(json=True)
+    app, stub_host, stub_port = build_ves_stub(config)
+    _serve_one(app, (host or stub_host, stub_port if port is None else port), listen_fd)
+
+
+def _serve_one(
+    app: web.Application,
+    at: tuple[str, int],
+    listen_fd: int | None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
-        at = (service.host, service.port) if listen_fd is None else inherited_socket(listen_fd)
-        asyncio.run(serve_forever([(service.app, at)]))
+        endpoint = at if listen_fd is None else inherited_socket(listen_fd)
+        asyncio.run(serve_forever([(app, endpoint)], tls=tls))
 
 
 @provider.command("conformance")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import secrets
 import socket
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from broker.scheme.dev_tls import write_dev_tls
 from connectors.config import operator_signing_key
 from connectors.reference import identity as reference_identity
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
@@ -496,6 +498,24 @@ def _port_of(sock: socket.socket) -> int:
     return port
 
 
+# A scheme for deploy/compose.yaml: every server listens on 0.0.0.0:8080 in its own container
+# and is reached by its compose service name, which is its member id (the VES stub's is
+# VES_STUB); members on the host reach the brokers through nginx, published on 127.0.0.1:8080.
+COMPOSE_PORT = 8080
+COMPOSE_BROKER_URL = "http://127.0.0.1:8080"
+COMPOSE_CONSENT_LOG = "postgresql://postgres@postgres:5432/axb"
+COMPOSE_REDIS_URL = "redis://redis:6379/0"
+IMAGE_GID = 10001  # the image's group (deploy/Dockerfile): it must be able to read the keys
+
+
+def compose_ports() -> SchemePorts:
+    return SchemePorts(
+        broker=COMPOSE_PORT,
+        providers=dict.fromkeys(PROVIDERS, COMPOSE_PORT),
+        ves_stub=COMPOSE_PORT,
+    )
+
+
 @dataclass(frozen=True)
 class DevScheme:
     """Paths and ports of a generated scheme."""
@@ -518,9 +538,30 @@ class DevScheme:
     def identity_url(self) -> str | None:
         return None if self.identity_port is None else identity_url(self.identity_port)
 
+    for_compose: bool = False
+
+    @property
+    def listen_host(self) -> str:
+        return "0.0.0.0" if self.for_compose else "127.0.0.1"  # noqa: S104 - in a container
+
+    def _url(self, service: str, port: int) -> str:
+        return f"http://{service if self.for_compose else '127.0.0.1'}:{port}"
+
+    def provider_endpoint(self, provider_id: str) -> str:
+        """Loopback http, or https by service name in a compose scheme (the registry takes
+        plain http on loopback only)."""
+        port = self.provider_ports[provider_id]
+        if self.for_compose:
+            return f"https://{provider_id}:{port}/v1/attributes"
+        return f"http://127.0.0.1:{port}/v1/attributes"
+
+    @property
+    def provider_endpoints(self) -> dict[str, str]:
+        return {pid: self.provider_endpoint(pid) for pid in self.provider_ports}
+
     @property
     def ves_stub_url(self) -> str:
-        return f"http://127.0.0.1:{self.ves_stub_port}"
+        return self._url(VES_STUB, self.ves_stub_port)
 
     @property
     def folder(self) -> SchemeFolder:
@@ -536,6 +577,8 @@ class DevScheme:
 
     @property
     def broker_url(self) -> str:
+        if self.for_compose:
+            return COMPOSE_BROKER_URL
         return f"http://127.0.0.1:{self.broker_port}"
 
     def provider_config(self, provider_id: str) -> Path:
@@ -566,6 +609,22 @@ def _write(path: Path, text: str | bytes, *, private: bool = False) -> None:
         path.chmod(0o600)
 
 
+def share_with_image(scheme: DevScheme) -> list[Path]:
+    """Let the image's group (``IMAGE_GID``) read the members' keys and the broker's secrets,
+    as the documented convention asks (group 10001, mode 0640); the operator's key stays
+    0600. Returns the files this process may not give away (it is not root): the user runs
+    ``chgrp`` on them."""
+    refused: list[Path] = []
+    for folder in (scheme.root / "keys", scheme.root / "secrets"):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            try:
+                os.chown(path, -1, IMAGE_GID)
+            except PermissionError:
+                refused.append(path)
+            path.chmod(0o640)
+    return refused
+
+
 def _scheme_toml(registry: str = "registry.jwt", up: str = "") -> str:
     return (
         f'scheme = "{SCHEME}"\noperator = "{OPERATOR}"\n'
@@ -587,12 +646,21 @@ def _resident_toml(broker_url: str, identity_port: int) -> str:
 
 
 def registry_members(
-    keys: Mapping[str, Signer], provider_ports: Mapping[str, int], *, suspended: Sequence[str]
+    keys: Mapping[str, Signer],
+    provider_ports: Mapping[str, int],
+    *,
+    suspended: Sequence[str],
+    endpoints: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """The registry's members; each provider's endpoint on loopback at its port, or as
+    ``endpoints`` names it (a compose scheme: service names)."""
+
     def status(member_id: str) -> str:
         return "suspended" if member_id in suspended else "active"
 
     def endpoint(provider_id: str) -> str:
+        if endpoints is not None:
+            return endpoints[provider_id]
         return f"http://127.0.0.1:{provider_ports[provider_id]}/v1/attributes"
 
     def council(member_id: str, name: str, *purposes: str) -> dict[str, Any]:
@@ -749,7 +817,9 @@ def publish_registry(
         m: _Registered(VerifyingKey.from_jwk(json.loads(p.read_text())))
         for m, p in ((m, scheme.folder.public_key(m)) for m in (*MEMBERS, *scheme.witness_ports))
     }
-    members = registry_members(keys, scheme.provider_ports, suspended=suspended)
+    members = registry_members(
+        keys, scheme.provider_ports, suspended=suspended, endpoints=scheme.provider_endpoints
+    )
     members += witness_members(scheme, keys)
     policy = witness_policy(scheme)
     source = {
@@ -803,9 +873,19 @@ def _token_key(token: Pkcs11Uri, label: str) -> TokenSigningKey:
 
 
 def generate(
-    root: Path, *, ports: SchemePorts, redis_url: str = "", token: Pkcs11Uri | None = None
+    root: Path,
+    *,
+    ports: SchemePorts,
+    redis_url: str = "",
+    token: Pkcs11Uri | None = None,
+    for_compose: bool = False,
 ) -> DevScheme:
     """Write a complete development scheme into ``root``, naming ``ports`` for its servers.
+
+    ``for_compose``: a scheme for deploy/compose.yaml (``ports`` then ``compose_ports()``):
+    servers listen on 0.0.0.0 and are named by service, the brokers share Redis and the
+    PostgreSQL log, and members reach the brokers through nginx (``share_with_image`` then
+    lets the image read the keys).
 
     The ports must belong to listening sockets the caller holds (``Listeners.ports``) until
     its servers serve them: a port merely found free may be taken by anyone before a server
@@ -820,7 +900,10 @@ def generate(
         ports.ves_stub,
         dict(ports.witnesses),
         ports.identity,
+        for_compose=for_compose,
     )
+    consent_log = COMPOSE_CONSENT_LOG if for_compose else "log/consent-log.sqlite3"
+    redis_url = COMPOSE_REDIS_URL if for_compose else redis_url
     folder = scheme.folder
     names: dict[str, str] = {}  # how the configs name each member's key, if in the token
     operator: Signer
@@ -875,10 +958,8 @@ def generate(
 
     _write(
         scheme.broker_config,
-        f'broker_id = "{BROKER}"\nhost = "127.0.0.1"\nport = {scheme.broker_port}\n'
-        f'signing_key = "{key_of(BROKER)}"\n'
-        + _scheme_toml()
-        + 'consent_log = "log/consent-log.sqlite3"\n'
+        f'broker_id = "{BROKER}"\nhost = "{scheme.listen_host}"\nport = {scheme.broker_port}\n'
+        f'signing_key = "{key_of(BROKER)}"\n' + _scheme_toml() + f'consent_log = "{consent_log}"\n'
         f'redis_url = "{redis_url}"\nrate_limit_per_second = 50\ncheck_deadline_ms = 3000\n'
         "leeway_s = 30\nregistry_poll_s = 0.5\n\n"
         f'[log]\nsigning_key = "{log_key}"\norigin = "{LOG_ORIGIN}"\n'
@@ -887,12 +968,21 @@ def generate(
         f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n'
         + ("" if ports.identity is None else _resident_toml(scheme.broker_url, ports.identity)),
     )
+    if for_compose:
+        write_dev_tls(folder.dev_ca, tuple(scheme.provider_ports), folder.secret("tls"))
     for provider_id, port in scheme.provider_ports.items():
+        tls = (
+            f'tls_cert = "../secrets/tls/{provider_id}.crt"\n'
+            f'tls_key = "../secrets/tls/{provider_id}.key"\n'
+            if for_compose
+            else ""
+        )
         _write(
             scheme.provider_config(provider_id),
             f'provider_id = "{provider_id}"\nreference = "{REFERENCE_KIND[provider_id]}"\n'
-            f'host = "127.0.0.1"\nport = {port}\n'
+            f'host = "{scheme.listen_host}"\nport = {port}\n'
             f'signing_key = "{key_of(provider_id, "../")}"\n'
+            + tls
             + _scheme_toml(up="../")
             + (
                 f'ves_url = "{scheme.ves_stub_url}"\n'
@@ -904,7 +994,7 @@ def generate(
     _write(
         folder.stub_config(VES_STUB),
         f"# A local stand-in for the DVLA Vehicle Enquiry Service test environment\n"
-        f'host = "127.0.0.1"\nport = {scheme.ves_stub_port}\n'
+        f'host = "{scheme.listen_host}"\nport = {scheme.ves_stub_port}\n'
         'api_key_file = "../secrets/dvla-ves-api.key"\n',
     )
     _write(

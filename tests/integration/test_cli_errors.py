@@ -84,6 +84,14 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("serve", "key file missing", 2, "nobody.pem", "--config {broker_missing_key}"),
     Attack("serve", "wrong types", 2, "port", "--config {broker_wrong_types}"),
     Attack("serve", "port in use", 1, "in use", "--config {broker_port_taken}"),
+    Attack(
+        "serve",
+        "workers on the SQLite log",
+        2,
+        "PostgreSQL",
+        "--config {broker_config} --workers 2",
+    ),
+    Attack("healthcheck", "nothing listening", 1, NO_LINK, "--url http://127.0.0.1:9/healthz"),
     *config_attacks("check", "{broker_config}", "{check}"),
     Attack("check", "key file missing", 2, "nobody.pem", "--config {council_no_key} {check}"),
     Attack("check", "wrong types", 2, "member_id", "--config {council_wrong_types} {check}"),
@@ -93,6 +101,7 @@ ATTACKS: tuple[Attack, ...] = (
     *config_attacks("provider serve", "{council_config}"),
     Attack("provider serve", "key file missing", 2, "nobody.pem", "--config {provider_no_key}"),
     Attack("provider serve", "port in use", 1, "in use", "--config {provider_port_taken}"),
+    *config_attacks("provider stub", "{council_config}"),
     Attack("provider conformance", "no scheme folder", 2, "missing", "{conform} {missing}"),
     Attack(
         "provider conformance", "registry is garbage", 2, "registry", "{conform} {bad_registry}"
