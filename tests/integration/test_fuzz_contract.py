@@ -309,6 +309,7 @@ async def document(broker: RunningBroker) -> dict[str, Any]:
         return served
 
 
+@pytest.mark.timeout(480)  # bounded by the budget; each new route adds to it
 async def test_every_operation_answers_as_its_document_says(
     scheme: devscheme.DevScheme,
     broker: RunningBroker,
