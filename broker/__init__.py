@@ -10,6 +10,7 @@ General layout:
 - ``gate``         every signed member message passes here: verify, admit its jti, authorise
 - ``pipeline``     one check end to end: gate, decide, fan out, record, answer
 - ``fanout``       parallel provider calls under one deadline, short-circuiting
+- ``coalesce``     concurrent checks' calls to one provider sent as one signed batch
 - ``resilience``   per-provider concurrency limits, circuit breakers and latency tracking
 - ``transparency`` the tamper-evident log: appends, the Merkle tree, checkpoints, proofs
 - ``audit``        the audit API and the public log endpoints

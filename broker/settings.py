@@ -60,6 +60,8 @@ class Settings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 10.0
     max_connections: int = 1000
+    # broker.coalesce: concurrent calls to one provider within this window go as one batch
+    coalesce_window_ms: float = 1.0
 
     @property
     def consent_log_path(self) -> Path:
@@ -185,4 +187,5 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         header_timeout_s=_float(table, "header_timeout_s", 10.0, 0.1, 3600),
         body_timeout_s=_float(table, "body_timeout_s", 10.0, 0.1, 3600),
         max_connections=_int(table, "max_connections", 1000, 1, 1_000_000),
+        coalesce_window_ms=_float(table, "coalesce_window_ms", 1.0, 0, 2),
     )

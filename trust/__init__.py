@@ -7,6 +7,7 @@ General layout:
 - ``keys``       ES256 signing/verifying keys, JWK and JWKS, RFC 7638 thumbprints
 - ``jws``        the JWS profile of every message type (the only module that touches PyJWT)
 - ``messages``   the claims of each message: queries, answers, attribute requests and answers
+- ``batch``      the batched attribute request and answer: one signature over up to N items
 - ``registry``   the signed trust registry: document -> immutable ``Registry`` snapshot
 - ``rules``      named, date-effective checks and how attribute outcomes combine
 - ``policy``     ``decide``: may this member ask this check for this purpose?

@@ -40,6 +40,7 @@ class Profile:
 
     typ: str
     max_lifetime: int
+    max_bytes: int = MAX_TOKEN_BYTES  # a batch carries many items: its profile allows more
 
 
 ELIGIBILITY_QUERY = Profile("eligibility-query+jwt", 300)
@@ -53,6 +54,10 @@ MAX_LIFETIME_SECONDS = max(
     p.max_lifetime for p in (ELIGIBILITY_QUERY, AUDIT_REQUEST, CONSENT_WITHDRAWAL)
 )
 TRUST_REGISTRY = Profile("trust-registry+jwt", 400 * 24 * 3600)
+# One signature over up to 1,000 items (trust.batch); each item is a few hundred bytes.
+MAX_BATCH_TOKEN_BYTES = 1024 * 1024
+ATTRIBUTE_BATCH_REQUEST = Profile("attribute-batch-request+jwt", 300, MAX_BATCH_TOKEN_BYTES)
+ATTRIBUTE_BATCH_RESPONSE = Profile("attribute-batch-response+jwt", 300, MAX_BATCH_TOKEN_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +143,11 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def decode_compact(token: str | bytes) -> Compact:
+def decode_compact(token: str | bytes, max_bytes: int = MAX_TOKEN_BYTES) -> Compact:
     """Split and strictly decode a compact JWS; no signature or claim is checked yet."""
     raw = token.encode("ascii", "replace") if isinstance(token, str) else token
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise VerificationError("token larger than 16 KiB")
+    if len(raw) > max_bytes:
+        raise VerificationError(f"token larger than {max_bytes // 1024} KiB")
     parts = raw.split(b".")
     if len(parts) != 3:
         raise VerificationError("not a compact JWS of three parts")
@@ -216,7 +221,7 @@ def verify(
     """
     if not 0 <= leeway <= MAX_LEEWAY_SECONDS:
         raise ValueError("leeway must be between 0 and 30 seconds")
-    compact = decode_compact(token)
+    compact = decode_compact(token, profile.max_bytes)
     kid = check_header(compact.header, profile.typ)
     trusted = keys(kid)
     if trusted is None:
@@ -256,7 +261,7 @@ def verify_as_issued(token: str | bytes, profile: Profile, *, keys: KeyLookup) -
     auditor has long expired. Every check of :func:`verify` runs, with ``now`` its own ``iat``
     and the audience its own ``aud``: the signature, the key's owner and validity window at
     that time, the profile and the lifetime."""
-    compact = decode_compact(token)
+    compact = decode_compact(token, profile.max_bytes)
     try:
         claims = parse_json_object(compact.payload)
     except ValueError as exc:

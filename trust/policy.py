@@ -67,6 +67,7 @@ class PlannedCall:
     attributes: tuple[str, ...]
     fields: tuple[str, ...]
     max_concurrency: int = 32
+    max_batch: int = 1  # up to this many checks' calls may travel as one batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,7 @@ def plan(
                 tuple(names),
                 tuple(fields),
                 info.max_concurrency,
+                info.max_batch,
             )
         )
     return tuple(calls), frozenset(unavailable), skipped

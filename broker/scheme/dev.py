@@ -174,16 +174,23 @@ def reference_purposes() -> list[dict[str, Any]]:
     ]
 
 
+# The reference providers (not the DVLA VES adapter) take batches of up to this many items.
+REFERENCE_BATCH = 250
+
+
 def provider_metadata(
     endpoint: str,
     offered: Mapping[str, str],
     *,
     required: Sequence[str] = ("family_name", "date_of_birth"),
     optional: Sequence[str] = ("nino",),
+    max_batch: int = 1,
 ) -> dict[str, Any]:
+    batching = {"max_batch": max_batch, "batch_endpoint": endpoint + "/batch"}
     return {
         "endpoint": endpoint,
         "timeout_ms": 2000,
+        **(batching if max_batch > 1 else {}),
         "attributes": [
             {
                 "name": name,
@@ -377,7 +384,7 @@ def registry_members(
             roles=["attribute-provider"],
             keys=[keys[DWP].verifying_key],
             status=status(DWP),
-            provider=provider_metadata(endpoint(DWP), DWP_ATTRIBUTES),
+            provider=provider_metadata(endpoint(DWP), DWP_ATTRIBUTES, max_batch=REFERENCE_BATCH),
         ),
         member_document(
             member_id=HMRC,
@@ -385,7 +392,7 @@ def registry_members(
             roles=["attribute-provider"],
             keys=[keys[HMRC].verifying_key],
             status=status(HMRC),
-            provider=provider_metadata(endpoint(HMRC), HMRC_ATTRIBUTES),
+            provider=provider_metadata(endpoint(HMRC), HMRC_ATTRIBUTES, max_batch=REFERENCE_BATCH),
         ),
         member_document(
             member_id=COUNCIL_PARKING,
@@ -406,6 +413,7 @@ def registry_members(
                 KEEPER_ATTRIBUTES,
                 required=("family_name", "date_of_birth", "vehicle_registration"),
                 optional=(),
+                max_batch=REFERENCE_BATCH,
             ),
         ),
         member_document(
