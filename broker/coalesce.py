@@ -115,6 +115,7 @@ class Coalescer:
                     return  # every check in it gave up while it waited: nothing was sent
                 for call in calls:
                     call.on_sent()
+                self._abandon_when_nobody_waits(calls)
                 status = "cancelled"
                 guard.in_flight += 1
                 started = time.perf_counter()
@@ -144,6 +145,24 @@ class Coalescer:
         finally:
             elapsed = (time.perf_counter() - started) * 1000
             guard.observe(status, elapsed, self._guards.now(), permit)
+
+    @staticmethod
+    def _abandon_when_nobody_waits(calls: Sequence[_Call]) -> None:
+        """Once every check in a batch in flight has stopped waiting (each rule decided by
+        another provider, or each deadline passed), the batch is cancelled: it holds no slot
+        and no probe for nobody, and its end says nothing about the provider."""
+        task = asyncio.current_task()
+        waiting = len(calls)
+
+        def gone(future: asyncio.Future[AttributeAnswer]) -> None:
+            nonlocal waiting
+            if future.cancelled():
+                waiting -= 1
+                if waiting == 0 and task is not None:
+                    task.cancel()
+
+        for call in calls:
+            call.future.add_done_callback(gone)
 
     @staticmethod
     async def _fetch(connector: Connector, calls: Sequence[_Call]) -> list[ItemResult]:

@@ -113,7 +113,8 @@ class ProviderKit:
         self._batch_lookup = batch_lookup
         self._clock = clock
         self._replay = ReplayCache()
-        self.answered = 0
+        self.answered = 0  # items answered, single or in batches
+        self.batches_answered = 0
 
     def _broker_keys(self, registry: Registry) -> jws.KeyLookup:
         def lookup(kid: str) -> jws.TrustedKey | None:
@@ -245,6 +246,7 @@ class ProviderKit:
             for item in batch.items
         ]
         self.answered += len(answers)
+        self.batches_answered += 1
         claims = batch_response_claims(
             provider=self.provider_id,
             jti=new_jti(),

@@ -201,3 +201,25 @@ async def test_a_batch_past_the_providers_timeout_times_out_its_calls() -> None:
 def test_the_window_is_over_zero_and_at_most_2_ms(window_s: float) -> None:
     with pytest.raises(ValueError, match="2 ms"):
         Coalescer(window_s=window_s, guards=ProviderGuards())
+
+
+async def test_a_batch_nobody_waits_for_any_more_is_abandoned_and_frees_its_probe() -> None:
+    guards = ProviderGuards()
+    coalescer = Coalescer(window_s=WINDOW_S, guards=guards)
+    connector = FakeConnector(delay_s=5.0)  # hangs
+    guard = guards.guard(PROVIDER, 32)
+    guard.breaker.state, guard.breaker.opened_at = "open", -100.0  # due a probe
+    tasks = [
+        asyncio.create_task(coalescer.fetch(connector, planned(), request(n), on_sent=lambda: None))
+        for n in range(3)
+    ]
+    await asyncio.sleep(WINDOW_S * 5)  # the window passes and the batch leaves
+    assert connector.in_flight == 1
+    assert guard.breaker.probe_in_flight
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0.01)
+    assert connector.in_flight == 0  # the batch itself was cancelled
+    assert guard.breaker.probe_in_flight is False
+    assert guard.outcomes == {"cancelled": 1}
