@@ -309,6 +309,7 @@ class ProviderKit:
             "status": "up" if member is not None and member.active else "suspended",
             "registry_seq": registry.seq,
             "answered": self.answered,
+            "batches_answered": self.batches_answered,
             "attributes": sorted(member.provider.attributes) if member and member.provider else [],
         }
         return web.json_response(body)
