@@ -18,9 +18,11 @@ import pytest
 import structlog
 from aiohttp import web
 
-from broker.app_keys import GUARDS, STORES
+from broker.app_keys import GUARDS, PIPELINE, STORES
+from broker.errors import SettingsError
 from broker.resilience import CircuitBreaker
 from broker.scheme import dev as devscheme
+from broker.settings import load_settings
 from connectors.provider_kit import BATCH_PATH, BatchLookupRequest, Found, LookupRequest
 from connectors.reference.attributes import EXPECTED_OUTCOMES
 from connectors.reference.population import subject_of
@@ -323,3 +325,26 @@ async def test_the_kit_refuses_a_malformed_batch(
         assert (got, content_type) == (status, "application/problem+json"), name
         assert json.loads(body)["type"].endswith(slug), name
     assert kit.answered == 0
+
+
+async def test_with_coalescing_off_every_check_sends_its_own_request(
+    scheme: devscheme.DevScheme,
+    start_broker: StartBroker,
+    providers: dict[str, RunningProvider],
+) -> None:
+    for bad in (-1, 2.5):
+        with pytest.raises(SettingsError, match="coalesce_window_ms"):
+            load_settings(scheme.broker_config, coalesce_window_ms=bad)
+    broker = await start_broker(
+        coalesce_window_ms=0, rate_limit_per_second=100_000, max_checks_in_flight=1000
+    )
+    assert broker.app[PIPELINE].coalescer is None
+    kit = providers[devscheme.DWP].service.kit
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+    ) as client:
+        results = await check_everyone(client, PEOPLE)
+    assert {who: outcome for who, outcome, _ in results} == {
+        who: EXPECTED_OUTCOMES[who][BB] for who in PEOPLE
+    }
+    assert (kit.batches_answered, kit.answered) == (0, len(PEOPLE))
