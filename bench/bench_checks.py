@@ -747,6 +747,7 @@ def compare(runs: list[BrokerRun], floor_s: float) -> dict[str, Any]:
             "coalesce_window_ms": broker.window_ms,
             "admission_store": "redis" if broker.redis_url else "memory",
             "answered": load.ok,
+            "statuses": dict(load.statuses),
             "per_second": load.ok / load.seconds,
             "latency_ms_p50": percentile(load.latencies_ms, 50),
             "latency_ms_p99": percentile(load.latencies_ms, 99),
