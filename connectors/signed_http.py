@@ -31,6 +31,8 @@ from trust.messages import (
 )
 from trust.registry import ProviderInfo, Registry
 
+_NO_BATCH_ENDPOINT = frozenset({"provider-refused-404", "provider-refused-405"})
+
 
 class SignedHttpConnector:
     def __init__(
@@ -77,7 +79,14 @@ class SignedHttpConnector:
             self._key,
             jws.ATTRIBUTE_BATCH_REQUEST,
         )
-        body = await self._post(provider.batch_endpoint, token, jws.MAX_BATCH_TOKEN_BYTES)
+        try:
+            body = await self._post(provider.batch_endpoint, token, jws.MAX_BATCH_TOKEN_BYTES)
+        except ProviderFault as fault:
+            if fault.reason not in _NO_BATCH_ENDPOINT:
+                raise
+            # the registry says batches, the endpoint has none (a provider rolled back, a
+            # proxy in front of it): ask item by item rather than fail every check in it
+            return await fetch_each(self, requests)
         verified = self._verified(body, jws.ATTRIBUTE_BATCH_RESPONSE, batch.broker, registry)
         try:
             answer = parse_batch_response(verified, request=batch)
