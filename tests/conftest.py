@@ -21,6 +21,7 @@ from connectors.reference.providers import build_reference_provider, build_ves_s
 from members.council import EligibilityClient
 from tests.support.councils import CouncilKey
 from tests.support.logdb import LOG_BACKENDS, log_backend
+from tests.support.redis_server import PrivateRedis
 from tests.support.servers import RunningBroker, RunningProvider, StartBroker, serve_on
 from tests.support.services import PG_ADMIN_DSN, pg_admin
 from trust.keys import SigningKey
@@ -151,3 +152,12 @@ async def schools_client(
         scheme.council_config(devscheme.COUNCIL_SCHOOLS)
     ) as client:
         yield client
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A throwaway ``redis-server`` of the test's own, killed after it."""
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()

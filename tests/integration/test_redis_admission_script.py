@@ -5,8 +5,6 @@ saw it, ``SCRIPT FLUSH``), replies parsed by ``hiredis``; and still fail closed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -15,14 +13,6 @@ from redis._parsers.hiredis import _AsyncHiredisParser
 from broker.errors import StoreUnavailable
 from broker.stores.admission import RedisAdmissionStore
 from tests.support.redis_server import PrivateRedis
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
 
 
 def calls(server: redis.Redis) -> dict[str, int]:
