@@ -11,6 +11,7 @@ General layout:
 - ``pipeline``     one check end to end: gate, decide, fan out, record, answer
 - ``fanout``       parallel provider calls under one deadline, short-circuiting
 - ``discovery``    which checks a council may ask, with versions, from the registry in force
+- ``coalesce``     concurrent checks' calls to one provider sent as one signed batch
 - ``resilience``   per-provider concurrency limits, circuit breakers and latency tracking
 - ``transparency`` the tamper-evident log: appends, the Merkle tree, checkpoints, proofs
 - ``cosigning``    the log as a witness client: each new checkpoint to the registry's witnesses

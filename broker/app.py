@@ -29,6 +29,7 @@ from broker.app_keys import (
     Stores,
 )
 from broker.bulk.service import install as install_bulk
+from broker.coalesce import Coalescer
 from broker.cosigning import WitnessClient
 from broker.errors import BrokerError, ClientGone
 from broker.gate import Gate
@@ -146,6 +147,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     )
     app[TRANSPARENCY] = transparency
     app[GUARDS] = ProviderGuards()
+    window_s = settings.coalesce_window_ms / 1000
+    coalescer = Coalescer(window_s=window_s, guards=app[GUARDS]) if window_s > 0 else None
     app[CLOCK] = clock
     app[GATE] = Gate(
         broker_id=settings.broker_id,
@@ -171,6 +174,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         transparency=transparency,
         guards=app[GUARDS],
         clock=clock,
+        coalescer=coalescer,
     )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -190,6 +194,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if coalescer is not None:
+            await coalescer.close()
         await app[HTTP].close()
         await stores.admission.close()
         await stores.consent_log.drain()

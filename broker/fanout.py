@@ -2,7 +2,8 @@
 
 Each provider answers for some attributes. As answers arrive the rule is re-evaluated; once
 it is decided (an ``any`` met a ``yes``, an ``all`` met a ``no``) the calls still running are
-cancelled. At the deadline whatever has not answered counts as ``undetermined``.
+cancelled. At the deadline whatever has not answered counts as ``undetermined``. Calls to a
+provider that takes batches may be coalesced with other checks' calls (:mod:`broker.coalesce`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.coalesce import Coalescer
 from broker.resilience import Permit, ProviderGuards
 from connectors.base import Connector
 from connectors.errors import ProviderFault
@@ -68,12 +70,21 @@ async def fan_out(
     connector: Callable[[str], Connector],
     deadline_s: float,
     guards: ProviderGuards,
+    coalescer: Coalescer | None = None,
 ) -> FanOutResult:
+    """With a ``coalescer``, calls to providers that take batches go through it: it holds
+    their concurrency slot and circuit-breaker permit per batch, so they are not taken here."""
     known: dict[AttributeRef, Outcome] = dict.fromkeys(decision.unavailable, "undetermined")
     version = decision.version
     reports = [ProviderReport(p, reason, 0.0) for p, reason in decision.skipped.items()]
     started = time.perf_counter()
     guard_of = {c.provider: guards.guard(c.provider, c.max_concurrency) for c in decision.calls}
+    # a batch carries no predicates: a call that asks any goes on its own (docs/providers.md)
+    batched = frozenset(
+        c.provider
+        for c in decision.calls
+        if coalescer is not None and c.max_batch > 1 and not c.predicates
+    )
 
     async def call(planned: PlannedCall) -> AttributeAnswer:
         request = AttributeRequest(
@@ -86,6 +97,13 @@ async def fan_out(
             subject=Subject(query.subject.select(planned.fields)),
             predicates=planned.predicates,
         )
+        if coalescer is not None and planned.provider in batched:
+            return await coalescer.fetch(
+                connector(planned.provider),
+                planned,
+                request,
+                on_sent=lambda: sent.add(planned.provider),
+            )
         guard = guard_of[planned.provider]
         # Waiting for one of the provider's concurrency slots is the broker's queue, not the
         # provider's latency: its timeout starts once the call is sent.
@@ -102,6 +120,9 @@ async def fan_out(
     permits: dict[str, Permit] = {}
     allowed = []
     for planned in decision.calls:
+        if planned.provider in batched:  # the coalescer asks the breaker, once per batch
+            allowed.append(planned)
+            continue
         permit = guard_of[planned.provider].breaker.allow(guards.now())
         if permit is not None:
             permits[planned.provider] = permit
@@ -150,7 +171,8 @@ async def fan_out(
                 late = "deadline" if provider in sent else "queued"
             elapsed = (time.perf_counter() - started) * 1000
             reports.append(ProviderReport(provider, late, round(elapsed, 1)))
-            guard_of[provider].observe(late, elapsed, guards.now(), permits[provider])
+            if provider not in batched:
+                guard_of[provider].observe(late, elapsed, guards.now(), permits[provider])
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
     return FanOutResult(outcome or final_verdict(version, known), tuple(reports))

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from broker.coalesce import Coalescer
 from broker.errors import Refused
 from broker.fanout import ProviderReport, fan_out
 from broker.gate import Gate
@@ -65,6 +66,7 @@ class CheckPipeline:
         transparency: TransparencyLog,
         guards: ProviderGuards,
         clock: Callable[[], float],
+        coalescer: Coalescer | None = None,
     ) -> None:
         self._settings = settings
         self._gate = gate
@@ -73,6 +75,7 @@ class CheckPipeline:
         self._transparency = transparency
         self._guards = guards
         self._clock = clock
+        self.coalescer = coalescer  # None: coalescing is off
 
     async def run(self, body: bytes) -> CheckResult:
         passed = await self._gate.admit(
@@ -112,6 +115,7 @@ class CheckPipeline:
             connector=self._connector,
             deadline_s=self._settings.check_deadline_ms / 1000,
             guards=self._guards,
+            coalescer=self.coalescer,
         )
         record = record_for(
             query,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import StreamReader, web
 
-from connectors.errors import RequestRefused
+from connectors.errors import ProviderFault, RequestRefused
 from trust.jws import JWT_MEDIA_TYPE, MAX_TOKEN_BYTES
 from trust.messages import AttributeAnswer, AttributeRequest
+
+# One item of a batch: its verified answer, or why it has none (its check is undetermined).
+ItemResult = AttributeAnswer | ProviderFault
 
 
 class Connector(Protocol):
@@ -18,6 +23,28 @@ class Connector(Protocol):
     caller bounds the time with its own deadline (cancellation)."""
 
     async def fetch(self, request: AttributeRequest) -> AttributeAnswer: ...
+
+    async def fetch_batch(self, requests: Sequence[AttributeRequest]) -> list[ItemResult]:
+        """One result per request, in order, for requests that share a
+        :func:`trust.batch.batch_key`. A fault of the whole batch raises ``ProviderFault``.
+        By default: the single fetches, concurrently."""
+        return await fetch_each(self, requests)
+
+
+async def fetch_each(
+    connector: Connector, requests: Sequence[AttributeRequest]
+) -> list[ItemResult]:
+    """A batch as single fetches, concurrently: what a provider without batches gets."""
+    results = await asyncio.gather(*(connector.fetch(r) for r in requests), return_exceptions=True)
+    out: list[ItemResult] = []
+    for result in results:
+        if isinstance(result, AttributeAnswer | ProviderFault):
+            out.append(result)
+        elif isinstance(result, Exception):  # a connector bug must not break the others
+            out.append(ProviderFault(f"connector-bug:{type(result).__name__}"))
+        else:
+            raise result
+    return out
 
 
 async def read_limited(stream: StreamReader, limit: int) -> bytes:

@@ -23,6 +23,7 @@ from connectors.reference.providers import build_reference_provider, build_ves_s
 from members.council import EligibilityClient
 from tests.support.councils import CouncilKey
 from tests.support.logdb import LOG_BACKENDS, log_backend
+from tests.support.redis_server import PrivateRedis
 from tests.support.servers import RunningBroker, RunningProvider, StartBroker, serve_on
 from tests.support.services import PG_ADMIN_DSN, pg_admin
 from tests.support.tokens import SoftToken, make_token
@@ -187,3 +188,11 @@ async def identity_provider(
     assert scheme.identity_url is not None
     yield scheme.identity_url
     await runner.cleanup()
+
+
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A throwaway ``redis-server`` of the test's own, killed after it."""
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()

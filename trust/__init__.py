@@ -9,6 +9,7 @@ General layout:
 - ``messages``   the claims of each message: queries, answers, attribute requests and answers
 - ``did``        an identity provider's DID document, read for its keys (nothing resolved)
 - ``credential`` core identity credentials (One Login's shape): verify, derive the subject
+- ``batch``      the batched attribute request and answer: one signature over up to N items
 - ``registry``   the signed trust registry: document -> immutable ``Registry`` snapshot
 - ``parameters`` parameterised attributes: typed parameter schemas, predicates binding them
 - ``rules``      named, date-effective checks (local ones, banded ones) and how outcomes combine

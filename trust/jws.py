@@ -59,6 +59,10 @@ MAX_LIFETIME_SECONDS = max(
 )
 MAX_REGISTRY_BYTES = 64 * MAX_TOKEN_BYTES
 TRUST_REGISTRY = Profile("trust-registry+jwt", 400 * 24 * 3600, MAX_REGISTRY_BYTES)
+# One signature over up to 1,000 items (trust.batch); each item is a few hundred bytes.
+MAX_BATCH_TOKEN_BYTES = 1024 * 1024
+ATTRIBUTE_BATCH_REQUEST = Profile("attribute-batch-request+jwt", 300, MAX_BATCH_TOKEN_BYTES)
+ATTRIBUTE_BATCH_RESPONSE = Profile("attribute-batch-response+jwt", 300, MAX_BATCH_TOKEN_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +266,7 @@ def verify_as_issued(token: str | bytes, profile: Profile, *, keys: KeyLookup) -
     auditor has long expired. Every check of :func:`verify` runs, with ``now`` its own ``iat``
     and the audience its own ``aud``: the signature, the key's owner and validity window at
     that time, the profile and the lifetime."""
-    compact = decode_compact(token)
+    compact = decode_compact(token, profile.max_bytes)
     try:
         claims = parse_json_object(compact.payload)
     except ValueError as exc:

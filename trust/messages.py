@@ -12,7 +12,7 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, get_args
 
@@ -42,6 +42,7 @@ SUBJECT_FIELDS = (
 )
 
 _REGISTERED = frozenset({"iss", "aud", "iat", "exp", "jti", "nbf"})
+REGISTERED_CLAIMS = _REGISTERED
 _QUERY_MEMBERS = _REGISTERED | {
     "check",
     "purpose",
@@ -444,8 +445,35 @@ def parse_attribute_request(verified: Verified, *, provider: str) -> AttributeRe
     allowed = _REGISTERED | {"purpose", "attributes", "as_of", "subject", "predicates"}
     unknown = set(claims) - allowed
     _require(not unknown, f"request has unknown members: {sorted(unknown)}")
-    names = claims.get("attributes")
     predicates = _predicates(claims.get("predicates"))
+    return replace(
+        parse_request_envelope(verified, provider=provider, predicates=predicates),
+        subject=parse_subject(claims.get("subject"), required=()),
+    )
+
+
+def parse_request_envelope(
+    verified: Verified, *, provider: str, predicates: tuple[Predicate, ...] = ()
+) -> AttributeRequest:
+    """What a single and a batch request share (all but the subject, left empty here); a
+    batch carries no predicates (calls with predicates are never batched)."""
+    claims = verified.claims
+    attributes = parse_attribute_names(claims.get("attributes"), predicates=bool(predicates))
+    return AttributeRequest(
+        broker=verified.issuer,
+        provider=provider,
+        jti=verified.jti,
+        purpose=_string(claims.get("purpose"), "purpose", _SLUG),
+        attributes=attributes,
+        as_of=_iso_date(claims.get("as_of"), "as_of"),
+        subject=Subject({}),
+        predicates=predicates,
+    )
+
+
+def parse_attribute_names(names: Any, *, predicates: bool = False) -> tuple[str, ...]:
+    """The attributes a request asks: up to 64 distinct names, at least one unless the
+    request asks ``predicates``."""
     if not (
         isinstance(names, list)
         and (len(names) > 0 or predicates)
@@ -454,16 +482,7 @@ def parse_attribute_request(verified: Verified, *, provider: str) -> AttributeRe
         and len(set(names)) == len(names)
     ):
         raise InvalidMessage("attributes must be a non-empty list of distinct names")
-    return AttributeRequest(
-        broker=verified.issuer,
-        provider=provider,
-        jti=verified.jti,
-        purpose=_string(claims.get("purpose"), "purpose", _SLUG),
-        attributes=tuple(names),
-        as_of=_iso_date(claims.get("as_of"), "as_of"),
-        subject=parse_subject(claims.get("subject"), required=()),
-        predicates=predicates,
-    )
+    return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,12 +508,19 @@ def attribute_response_claims(
         "exp": now + lifetime,
         "jti": answer.jti,
         "request": answer.request_jti,
-        "result": answer.result,
+        **provider_result_claims(answer),
     }
-    if answer.result == "match":
-        claims["attributes"] = dict(answer.attributes)
-        if answer.predicates:
-            claims["predicates"] = list(answer.predicates)
+    return claims
+
+
+def provider_result_claims(answer: AttributeAnswer) -> dict[str, Any]:
+    """``result``, and the attributes on a match only: as one answer and each batch item
+    carry them."""
+    if answer.result != "match":
+        return {"result": answer.result}
+    claims: dict[str, Any] = {"result": answer.result, "attributes": dict(answer.attributes)}
+    if answer.predicates:
+        claims["predicates"] = list(answer.predicates)
     return claims
 
 
@@ -506,37 +532,44 @@ def parse_attribute_response(verified: Verified, *, request: AttributeRequest) -
     unknown = set(claims) - (_REGISTERED | {"request", "result", "attributes", "predicates"})
     _require(not unknown, f"answer has unknown members: {sorted(unknown)}")
     _require(claims.get("request") == request.jti, "answer is not bound to this request")
-    result = claims.get("result")
-    _require(result in PROVIDER_RESULTS, "result is not match, no-match or unavailable")
-    attributes: dict[str, bool] = {}
-    predicates: tuple[bool, ...] = ()
-    if result == "match":
-        values = claims.get("attributes")
-        if not isinstance(values, dict):
-            raise InvalidMessage("a match must carry attributes")
-        _require(set(values) == set(request.attributes), "attributes differ from those asked")
-        _require(all(type(v) is bool for v in values.values()), "attribute values must be bool")
-        attributes = values
-        held = claims.get("predicates", [])
-        _require(
-            isinstance(held, list) and len(held) == len(request.predicates),
-            "predicates differ from those asked",
-        )
-        _require(all(type(v) is bool for v in held), "predicate values must be bool")
-        predicates = tuple(held)
-    else:
-        _require(
-            "attributes" not in claims and "predicates" not in claims,
-            "only a match carries attributes",
-        )
+    result, attributes, predicates = parse_provider_result(
+        claims, request.attributes, len(request.predicates)
+    )
     return AttributeAnswer(
         provider=verified.issuer,
         jti=verified.jti,
         request_jti=request.jti,
-        result=result,  # type: ignore[arg-type]
+        result=result,
         attributes=attributes,
         predicates=predicates,
     )
+
+
+def parse_provider_result(
+    claims: Mapping[str, Any], asked: Sequence[str], predicates_asked: int = 0
+) -> tuple[ProviderResult, dict[str, bool], tuple[bool, ...]]:
+    """``result`` and, on a match only, exactly the ``asked`` attributes as booleans and one
+    boolean per predicate asked."""
+    result = claims.get("result")
+    _require(result in PROVIDER_RESULTS, "result is not match, no-match or unavailable")
+    if result != "match":
+        _require(
+            "attributes" not in claims and "predicates" not in claims,
+            "only a match carries attributes",
+        )
+        return result, {}, ()  # type: ignore[return-value]
+    values = claims.get("attributes")
+    if not isinstance(values, dict):
+        raise InvalidMessage("a match must carry attributes")
+    _require(set(values) == set(asked), "attributes differ from those asked")
+    _require(all(type(v) is bool for v in values.values()), "attribute values must be bool")
+    held = claims.get("predicates", [])
+    _require(
+        isinstance(held, list) and len(held) == predicates_asked,
+        "predicates differ from those asked",
+    )
+    _require(all(type(v) is bool for v in held), "predicate values must be bool")
+    return "match", values, tuple(held)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ class PlannedCall:
     fields: tuple[str, ...]
     max_concurrency: int = 32
     predicates: tuple[Predicate, ...] = ()
+    max_batch: int = 1  # up to this many checks' calls may travel as one batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +247,7 @@ def plan(
                 tuple(fields),
                 info.max_concurrency,
                 tuple(predicates),
+                info.max_batch,
             )
         )
     return tuple(calls), frozenset(unavailable), skipped

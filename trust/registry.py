@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from trust import jws
+from trust.batch import MAX_BATCH_ITEMS
 from trust.credential import VOT_ORDER
 from trust.dates import parse_date_time
 from trust.did import is_did_web, key_belongs_to
@@ -75,6 +76,9 @@ class ProviderInfo:
     attributes: Mapping[str, AttributeSpec]
     max_concurrency: int = 32
     outages: tuple[Outage, ...] = ()
+    # how many items one batch request may carry (trust.batch), and where it goes; 1 = none
+    max_batch: int = 1
+    batch_endpoint: str | None = None
 
     def outage_at(self, now: int) -> Outage | None:
         return next((o for o in self.outages if o.covers(now)), None)
@@ -191,12 +195,29 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
+def _endpoint(member_id: str, value: Any, name: str) -> str:
+    endpoint = _text(value, f"member {member_id}: provider.{name}")
+    if not endpoint.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
+        raise RegistryError(f"member {member_id}: {name} must be https (or loopback http)")
+    return endpoint
+
+
+def _batching(member_id: str, raw: dict[str, Any]) -> tuple[int, str | None]:
+    """``max_batch`` (1..1000, default 1) and the ``batch_endpoint`` it needs above 1."""
+    max_batch = raw.get("max_batch", 1)
+    if type(max_batch) is not int or not 1 <= max_batch <= MAX_BATCH_ITEMS:
+        raise RegistryError(f"member {member_id}: max_batch must be 1..{MAX_BATCH_ITEMS}")
+    if max_batch == 1:
+        if "batch_endpoint" in raw:
+            raise RegistryError(f"member {member_id}: a batch_endpoint needs max_batch > 1")
+        return 1, None
+    return max_batch, _endpoint(member_id, raw.get("batch_endpoint"), "batch_endpoint")
+
+
 def _parse_provider(member_id: str, raw: Any) -> ProviderInfo:
     if not isinstance(raw, dict):
         raise RegistryError(f"member {member_id}: provider must be an object")
-    endpoint = _text(raw.get("endpoint"), f"member {member_id}: provider.endpoint")
-    if not endpoint.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
-        raise RegistryError(f"member {member_id}: endpoint must be https (or loopback http)")
+    endpoint = _endpoint(member_id, raw.get("endpoint"), "endpoint")
     timeout_ms = raw.get("timeout_ms")
     if type(timeout_ms) is not int or not 50 <= timeout_ms <= 30_000:
         raise RegistryError(f"member {member_id}: timeout_ms must be 50..30000")
@@ -239,7 +260,12 @@ def _parse_provider(member_id: str, raw: Any) -> ProviderInfo:
             raise RegistryError(f"member {member_id}: an outage needs from < to")
         outages.append(Outage(start, end, str(item.get("reason", "scheduled maintenance"))))
     return ProviderInfo(
-        endpoint, timeout_ms, MappingProxyType(attributes), concurrency, tuple(outages)
+        endpoint,
+        timeout_ms,
+        MappingProxyType(attributes),
+        concurrency,
+        tuple(outages),
+        *_batching(member_id, raw),
     )
 
 

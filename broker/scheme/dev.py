@@ -379,6 +379,10 @@ def reference_purposes() -> list[dict[str, Any]]:
     ]
 
 
+# The reference providers (not the DVLA VES adapter) take batches of up to this many items.
+REFERENCE_BATCH = 250
+
+
 def provider_metadata(
     endpoint: str,
     offered: Mapping[str, str],
@@ -386,13 +390,17 @@ def provider_metadata(
     required: Sequence[str] = ("family_name", "date_of_birth"),
     optional: Sequence[str] = ("nino",),
     parameterised: Mapping[str, Mapping[str, Any]] | None = None,
+    max_batch: int = 1,
 ) -> dict[str, Any]:
-    """A provider's registry metadata: its ``offered`` yes/no attributes (name: description)
-    and its ``parameterised`` ones (name: description and parameter schema)."""
+    """A provider's registry metadata: its ``offered`` yes/no attributes (name: description),
+    its ``parameterised`` ones (name: description and parameter schema) and, above 1, how
+    many items one batch request may carry (``max_batch``, sent to ``{endpoint}/batch``)."""
     matching = {"required": list(required), "optional": list(optional)}
+    batching = {"max_batch": max_batch, "batch_endpoint": endpoint + "/batch"}
     return {
         "endpoint": endpoint,
         "timeout_ms": 2000,
+        **(batching if max_batch > 1 else {}),
         "attributes": [
             *(
                 {"name": name, "description": description, "matching": matching}
@@ -701,7 +709,12 @@ def registry_members(
             roles=["attribute-provider"],
             keys=[keys[DWP].verifying_key],
             status=status(DWP),
-            provider=provider_metadata(endpoint(DWP), DWP_ATTRIBUTES, parameterised=DWP_PREDICATES),
+            provider=provider_metadata(
+                endpoint(DWP),
+                DWP_ATTRIBUTES,
+                parameterised=DWP_PREDICATES,
+                max_batch=REFERENCE_BATCH,
+            ),
         ),
         member_document(
             member_id=HMRC,
@@ -709,7 +722,7 @@ def registry_members(
             roles=["attribute-provider"],
             keys=[keys[HMRC].verifying_key],
             status=status(HMRC),
-            provider=provider_metadata(endpoint(HMRC), HMRC_ATTRIBUTES),
+            provider=provider_metadata(endpoint(HMRC), HMRC_ATTRIBUTES, max_batch=REFERENCE_BATCH),
         ),
         council(
             COUNCIL_PARKING,
@@ -727,6 +740,7 @@ def registry_members(
                 KEEPER_ATTRIBUTES,
                 required=("family_name", "date_of_birth", "vehicle_registration"),
                 optional=(),
+                max_batch=REFERENCE_BATCH,
             ),
         ),
         member_document(

@@ -2,7 +2,9 @@
 
 A valid request must get a signed answer bound to it, in time, with exactly the attributes
 asked; every malformed, misaddressed, replayed or foreign request must be refused with a 4xx
-problem document and no JWT. The hostile requests are forged with ``trust.testing``. A report
+problem document and no JWT. The hostile requests are forged with ``trust.testing``. A
+provider that declares ``max_batch`` is also sent batches: one valid (each item's answer
+must be bound to its item, none left out, none extra) and some malformed. A report
 can be compared run to run, and a test can name exactly the checks a provider breaks.
 """
 
@@ -22,6 +24,7 @@ from connectors.conformance.report import CheckResult, ConformanceReport, Group,
 from connectors.conformance.session import READ_LIMIT, Answer, ConformanceSession, Exchange
 from connectors.conformance.target import API_PATH, ConformanceTarget
 from trust import jws, testing
+from trust.batch import batch_request_claims
 from trust.errors import VerificationError
 from trust.jws import JWT_MEDIA_TYPE
 from trust.messages import PROVIDER_RESULTS, SUBJECT_FIELDS, new_jti
@@ -354,6 +357,91 @@ async def answer_distinct_jti(s: ConformanceSession) -> Verdict:
     if len(set(map(str, jtis))) != len(jtis):
         return False, "two answers share one jti"
     return True, f"{len(jtis)} answers, {len(jtis)} distinct jtis"
+
+
+# BATCHES (in the groups above: what a provider that declares max_batch must also do)
+
+
+def _no_batches(s: ConformanceSession) -> Verdict | None:
+    if s.target.max_batch == 1 or s.target.batch_endpoint is None:
+        return True, "not applicable: the registry declares no batches (max_batch 1)"
+    return None
+
+
+@_check("accepts-batch", "ACCEPTS", "a valid signed batch gets 200 application/jwt")
+async def accepts_batch(s: ConformanceSession) -> Verdict:
+    if (not_applicable := _no_batches(s)) is not None:
+        return not_applicable
+    exchange = (await s.batch_answer()).exchange
+    ok = exchange.status == 200 and exchange.content_type == JWT_MEDIA_TYPE
+    detail = f"HTTP {exchange.status} {exchange.content_type} in {exchange.elapsed_ms:.0f} ms"
+    return ok, detail if ok else f"{detail}; expected 200 {JWT_MEDIA_TYPE}"
+
+
+@_check(
+    "answer-batch-bound",
+    "ANSWER",
+    "a batch answer verifies as the broker verifies it: this provider's key, typ "
+    "attribute-batch-response+jwt, bound to the batch, each item to an id asked, once",
+)
+async def answer_batch_bound(s: ConformanceSession) -> Verdict:
+    if (not_applicable := _no_batches(s)) is not None:
+        return not_applicable
+    reply = await s.batch_answer()
+    if reply.answer is None:
+        return False, f"the broker would discard the whole batch: {reply.problem}"
+    return True, f"{len(reply.answer.answers)} items, each bound to its own item id"
+
+
+@_check(
+    "answer-batch-items",
+    "ANSWER",
+    "every batch item answered: known people match, nobody is no-match",
+)
+async def answer_batch_items(s: ConformanceSession) -> Verdict:
+    if (not_applicable := _no_batches(s)) is not None:
+        return not_applicable
+    reply = await s.batch_answer()
+    if reply.answer is None:
+        return False, f"no usable batch answer: {reply.problem}"
+    if reply.answer.missing:
+        return False, (
+            f"{len(reply.answer.missing)} of {len(reply.request.items)} items left out "
+            "(answer 'unavailable' for an item whose lookup failed; never drop it)"
+        )
+    expected = ("match", "no-match", "match")
+    got = tuple(reply.answer.answers[item.id].result for item in reply.request.items)
+    if got != expected:
+        return False, f"results {list(got)}, expected {list(expected)} (known, unknown, known)"
+    return True, "known, unknown, known: match, no-match, match"
+
+
+async def _batch_refused(s: ConformanceSession, label: str, body: bytes) -> Verdict:
+    if (not_applicable := _no_batches(s)) is not None:
+        return not_applicable
+    return _refused(await s.post_batch(label, body))
+
+
+@_check("refuses-batch-too-large", "REFUSES", "a batch of more items than the declared max_batch")
+async def refuses_batch_too_large(s: ConformanceSession) -> Verdict:
+    claims = batch_request_claims(s.batch(["known"]), now=int(time.time()))
+    item = claims["items"][0]
+    claims["items"] = [{**item, "id": new_jti()} for _ in range(s.target.max_batch + 1)]
+    return await _batch_refused(s, "refuses-batch-too-large", s.sign_batch(claims))
+
+
+@_check("refuses-batch-duplicate-items", "REFUSES", "a batch in which two items share an id")
+async def refuses_batch_duplicate_items(s: ConformanceSession) -> Verdict:
+    claims = batch_request_claims(s.batch(["known", "unknown"]), now=int(time.time()))
+    claims["items"][1]["id"] = claims["items"][0]["id"]
+    return await _batch_refused(s, "refuses-batch-duplicate-items", s.sign_batch(claims))
+
+
+@_check("refuses-batch-wrong-typ", "REFUSES", "a batch whose typ is not attribute-batch-request")
+async def refuses_batch_wrong_typ(s: ConformanceSession) -> Verdict:
+    claims = batch_request_claims(s.batch(["known"]), now=int(time.time()))
+    single = jws.sign(claims, s.target.broker_key, jws.ATTRIBUTE_REQUEST).encode("ascii")
+    return await _batch_refused(s, "refuses-batch-wrong-typ", single)
 
 
 # REFUSES

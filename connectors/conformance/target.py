@@ -32,7 +32,7 @@ from trust.errors import InvalidMessage, RegistryError
 from trust.keys import Signer
 from trust.messages import parse_subject
 from trust.parameters import ParameterSpec, Predicate, check_bindings, parse_predicate
-from trust.registry import Registry, provider_fields, verify_registry
+from trust.registry import ProviderInfo, Registry, provider_fields, verify_registry
 
 API_PATH: Final = "/v1/attributes"
 
@@ -61,6 +61,9 @@ class ConformanceTarget:
     purpose: str = "provider-conformance"
     as_of: date | None = None
     predicates: tuple[Predicate, ...] = ()
+    # what the registry declares for batches: at most this many items, sent there
+    max_batch: int = 1
+    batch_endpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +290,18 @@ def target_from_scheme(
         timeout_ms=member.provider.timeout_ms,
         purpose=_purpose_for(registry, provider_id),
         predicates=samples.predicates,
+        max_batch=member.provider.max_batch,
+        batch_endpoint=_batch_endpoint(member.provider, endpoint),
     )
+
+
+def _batch_endpoint(provider: ProviderInfo, endpoint: str) -> str | None:
+    """The registry's batch endpoint, moved along with ``endpoint`` when the checker is
+    pointed elsewhere (a staging copy) and the batch endpoint sits below the registered one."""
+    batch = provider.batch_endpoint
+    if batch is not None and endpoint != provider.endpoint and batch.startswith(provider.endpoint):
+        return endpoint + batch[len(provider.endpoint) :]
+    return batch
 
 
 def _validate_samples(registry: Registry, provider_id: str, samples: Samples) -> None:

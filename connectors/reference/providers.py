@@ -1,9 +1,10 @@
 """The reference providers: the provider kit around a lookup. Run one with
 ``axb provider serve --config providers/X.toml``; the config's ``reference`` picks the kind:
 
-- ``dwp``, ``hmrc``: DWP-style and HMRC-style lookups over the synthetic population;
+- ``dwp``, ``hmrc``: DWP-style and HMRC-style lookups over the synthetic population, with a
+  batch lookup for batched requests;
 - ``dvla-keeper``: ``registered-keeper`` over the synthetic keeper register
-  (:mod:`connectors.reference.keepers`);
+  (:mod:`connectors.reference.keepers`); batches through the kit's single lookups;
 - ``dvla-ves``: ``vehicle-taxed`` and ``vehicle-mot-valid`` from a DVLA Vehicle Enquiry
   Service endpoint (the real one, or :mod:`connectors.reference.dvla_stub`). Extra keys:
   ``ves_url`` (base URL, without the ``/vehicle-enquiry/v1/vehicles`` path),
@@ -16,6 +17,8 @@
   ``cis_token_url`` (default ``{cis_url}/oauth2/token``), ``cis_client_id``,
   ``cis_client_secret_file``, ``cis_policy_id`` and optionally ``cis_deadline_s`` (default
   1.8). ``instigating-user-id`` is the provider's own id. It owns its HTTP session too.
+  VES and CIS have no batch API, so the development scheme declares no batches for them
+  (``max_batch`` 1).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -42,12 +45,22 @@ from connectors.config import (
 from connectors.dvla_ves import VES_ATTRIBUTES, DvlaVesClient, VesUnavailable, ves_lookup
 from connectors.dwp_cis import CIS_ATTRIBUTES, DwpCisClient, DwpUnavailable, cis_lookup
 from connectors.errors import ConfigError
-from connectors.provider_kit import Lookup, LookupRequest, ProviderKit, create_provider_app
+from connectors.provider_kit import (
+    BatchLookup,
+    BatchLookupRequest,
+    Found,
+    Lookup,
+    LookupRequest,
+    ProviderKit,
+    create_provider_app,
+)
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES, evaluate
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, keeper_lookup
 from connectors.reference.population import PopulationIndex, generate_population
 from connectors.reference.predicates import evaluate_predicate
 from connectors.registry_source import RegistrySource
+from trust.messages import Subject
+from trust.parameters import Predicate
 
 OFFERED: Mapping[str, Mapping[str, str]] = {
     "dwp": DWP_ATTRIBUTES,
@@ -61,21 +74,44 @@ DEFAULT_VES_DEADLINE_S = 1.8
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
+def _found(
+    index: PopulationIndex,
+    subject: Subject,
+    attributes: Sequence[str],
+    as_of: date,
+    predicates: Sequence[Predicate] = (),
+) -> Found:
+    fields = subject.fields
+    person = index.match(
+        fields["family_name"], date.fromisoformat(fields["date_of_birth"]), fields.get("nino")
+    )
+    if person is None:
+        return None
+    answers = {name: evaluate(person, name, as_of) for name in attributes}
+    for predicate in predicates:
+        answers[str(predicate)] = evaluate_predicate(person, predicate, as_of)
+    return answers
+
+
 def reference_lookup(offered: Mapping[str, str], index: PopulationIndex) -> Lookup:
     """A lookup answering ``offered`` attributes (and the reference predicates) by exact match
     on surname and date of birth (and NINO when the broker sends one)."""
 
-    async def lookup(request: LookupRequest) -> Mapping[str, bool] | None:
-        fields = request.subject.fields
-        person = index.match(
-            fields["family_name"], date.fromisoformat(fields["date_of_birth"]), fields.get("nino")
-        )
-        if person is None:
-            return None
-        answers = {name: evaluate(person, name, request.as_of) for name in request.attributes}
-        for predicate in request.predicates:
-            answers[str(predicate)] = evaluate_predicate(person, predicate, request.as_of)
-        return answers
+    async def lookup(request: LookupRequest) -> Found:
+        return _found(index, request.subject, request.attributes, request.as_of, request.predicates)
+
+    return lookup
+
+
+def reference_batch_lookup(index: PopulationIndex) -> BatchLookup:
+    """The same lookup for a whole batch in one call, as a provider answers a batch from one
+    database query."""
+
+    async def lookup(request: BatchLookupRequest) -> dict[str, Found]:
+        return {
+            item_id: _found(index, subject, request.attributes, request.as_of)
+            for item_id, subject in request.subjects.items()
+        }
 
     return lookup
 
@@ -181,6 +217,7 @@ def build_reference_provider(
     registry = RegistrySource(scheme_files(base, table), clock=clock)
     contexts: list[CleanupContext] = []
     lookup: Lookup
+    batch_lookup: BatchLookup | None = None  # None: the kit runs the single lookups
     if kind == "dvla-keeper":
         lookup = keeper_lookup()
     elif kind == "dvla-ves":
@@ -190,12 +227,15 @@ def build_reference_provider(
         lookup, session = _cis_provider(table, base)
         contexts.append(session)
     else:
-        lookup = reference_lookup(OFFERED[kind], PopulationIndex(generate_population()))
+        index = PopulationIndex(generate_population())
+        lookup = reference_lookup(OFFERED[kind], index)
+        batch_lookup = reference_batch_lookup(index)
     kit = ProviderKit(
         provider_id=require_str(table, "provider_id"),
         key=configured_signer(base, table.get("signing_key"), "signing_key"),
         registry=registry.current,
         lookup=lookup,
+        batch_lookup=batch_lookup,
         clock=clock,
     )
     port = table.get("port", 0)

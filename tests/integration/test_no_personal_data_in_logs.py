@@ -6,7 +6,8 @@ everything any of them logs is seen: structlog events (captured raw with
 redaction is not what makes these tests pass), the rendered JSON lines the production
 configuration writes to stderr (``capfd``), and stdlib logging (``caplog``).
 
-The run covers every test identity through both checks, a policy refusal, hostile queries
+The run covers every test identity through both checks (one by one, and all at once so that
+provider calls travel as batches), a policy refusal, hostile queries
 (a forged signature carrying a real subject, a stranger's key, malformed claims) and a provider
 that is down (``undetermined``). The scanner looks for every family name, given name, date of
 birth (ISO, UK, US and compact forms), NINO (with or without spaces), postcode (with or without
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 import re
 import sys
@@ -229,11 +231,12 @@ class Run:
         self.session = session
         self.url = url + "/v1/checks"
         self.sent: list[Sent] = []
+        self._ids = itertools.count()
 
     async def post(
         self, token: str, *, kind: str, requester: str | None, check: str | None
     ) -> tuple[Sent, bytes]:
-        request_id = f"logtest{len(self.sent):08d}"
+        request_id = f"logtest{next(self._ids):08d}"
         async with self.session.post(
             self.url, data=token, headers={"Content-Type": JWT, "X-Request-Id": request_id}
         ) as response:
@@ -371,6 +374,11 @@ async def exercise(
             )
             sent, _ = await run.post(token, kind="refused", requester=bb_client.member_id, check=BB)
             assert (sent.status, sent.problem) == (403, code)
+        # everyone at once: the broker coalesces the calls into batch requests
+        kit = providers[devscheme.DWP].service.kit
+        batches = kit.batches_answered
+        await asyncio.gather(*(ask(bb_client, BB, "blue-badge-application", w) for w in everyone))
+        assert kit.batches_answered > batches, "no batch request was made"
 
         # a provider down: undetermined, still recorded
         await providers[devscheme.DWP].stop()
