@@ -157,9 +157,10 @@ async def fan_out(
                     status = f"connector-bug:{type(exc).__name__}"
                 known.update(_outcomes(planned, answer))
                 reports.append(ProviderReport(planned.provider, status, round(elapsed, 1)))
-                guard_of[planned.provider].observe(
-                    status, elapsed, guards.now(), permits[planned.provider]
-                )
+                if planned.provider not in batched:
+                    guard_of[planned.provider].observe(
+                        status, elapsed, guards.now(), permits[planned.provider]
+                    )
             outcome = verdict(version, known.get)
     finally:
         for task in pending:
