@@ -377,8 +377,8 @@ def identity_url(port: int) -> str:
 def _resident_toml(broker_url: str, identity_port: int) -> str:
     idp = identity_url(identity_port)
     return (
-        f'\n[resident]\nidentity_provider = "{IDP}"\nauthorize_url = "{idp}/authorize"\n'
-        f'token_url = "{idp}/token"\npublic_url = "{broker_url}"\n'
+        f'[resident]\nidentity_provider = "{IDP}"\nauthorize_url = "{idp}/authorize"\n'
+        f'token_url = "{idp}/token"\npublic_url = "{broker_url}"\n\n'
     )
 
 
@@ -567,10 +567,11 @@ def generate(root: Path, *, ports: SchemePorts, redis_url: str = "") -> DevSchem
         + 'consent_log = "log/consent-log.sqlite3"\n'
         f'redis_url = "{redis_url}"\nrate_limit_per_second = 50\ncheck_deadline_ms = 3000\n'
         "leeway_s = 30\nregistry_poll_s = 0.5\n\n"
-        '[log]\nsigning_key = "secrets/log.skey"\ncheckpoint_every_records = 1000\n'
+        # [pseudonym] stays last: operators (and tests) append [[pseudonym.previous]] to it
+        + ("" if ports.identity is None else _resident_toml(scheme.broker_url, ports.identity))
+        + '[log]\nsigning_key = "secrets/log.skey"\ncheckpoint_every_records = 1000\n'
         "checkpoint_every_seconds = 5.0\n\n[pseudonym]\n"
-        f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n'
-        + ("" if ports.identity is None else _resident_toml(scheme.broker_url, ports.identity)),
+        f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n',
     )
     for provider_id, port in scheme.provider_ports.items():
         _write(
