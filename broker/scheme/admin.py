@@ -121,7 +121,8 @@ def review_registration(registration: Any) -> list[str]:
     if not isinstance(registration, dict):
         raise SchemeAdminError("a registration is a JSON object")
     # an identity provider's keys keep the ids its DID document published (validate checks them)
-    thumbprints = "identity-provider" not in (registration.get("roles") or ())
+    roles = registration.get("roles")
+    thumbprints = not (isinstance(roles, list) and "identity-provider" in roles)
     for entry in registration.get("keys", []) if isinstance(registration.get("keys"), list) else ():
         try:
             jwk = entry.get("jwk") if isinstance(entry, dict) else None
