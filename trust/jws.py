@@ -36,10 +36,12 @@ _ES256 = ECAlgorithm(ECAlgorithm.SHA256)
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """What one message type requires: its ``typ`` and the longest lifetime it may claim."""
+    """What one message type requires: its ``typ``, the longest lifetime it may claim and
+    its largest compact size (16 KiB for every message but the registry)."""
 
     typ: str
     max_lifetime: int
+    max_bytes: int = MAX_TOKEN_BYTES
 
 
 ELIGIBILITY_QUERY = Profile("eligibility-query+jwt", 300)
@@ -53,7 +55,9 @@ RESIDENT_ACCESS = Profile("resident-access+jwt", 300)  # a council portal: who c
 MAX_LIFETIME_SECONDS = max(
     p.max_lifetime for p in (ELIGIBILITY_QUERY, AUDIT_REQUEST, CONSENT_WITHDRAWAL)
 )
-TRUST_REGISTRY = Profile("trust-registry+jwt", 400 * 24 * 3600)
+# The registry lists every member, key, purpose and check of the scheme: it outgrows 16 KiB
+# with a few dozen members (the file reader's bound, connectors.registry_source, is the same).
+TRUST_REGISTRY = Profile("trust-registry+jwt", 400 * 24 * 3600, max_bytes=64 * MAX_TOKEN_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +143,11 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def decode_compact(token: str | bytes) -> Compact:
+def decode_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> Compact:
     """Split and strictly decode a compact JWS; no signature or claim is checked yet."""
     raw = token.encode("ascii", "replace") if isinstance(token, str) else token
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise VerificationError("token larger than 16 KiB")
+    if len(raw) > max_bytes:
+        raise VerificationError(f"token larger than {max_bytes // 1024} KiB")
     parts = raw.split(b".")
     if len(parts) != 3:
         raise VerificationError("not a compact JWS of three parts")
@@ -217,7 +221,7 @@ def verify(
     """
     if not 0 <= leeway <= MAX_LEEWAY_SECONDS:
         raise ValueError("leeway must be between 0 and 30 seconds")
-    compact = decode_compact(token)
+    compact = decode_compact(token, max_bytes=profile.max_bytes)
     kid = check_header(compact.header, profile.typ)
     trusted = keys(kid)
     if trusted is None:
@@ -257,7 +261,7 @@ def verify_as_issued(token: str | bytes, profile: Profile, *, keys: KeyLookup) -
     auditor has long expired. Every check of :func:`verify` runs, with ``now`` its own ``iat``
     and the audience its own ``aud``: the signature, the key's owner and validity window at
     that time, the profile and the lifetime."""
-    compact = decode_compact(token)
+    compact = decode_compact(token, max_bytes=profile.max_bytes)
     try:
         claims = parse_json_object(compact.payload)
     except ValueError as exc:

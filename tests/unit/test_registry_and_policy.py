@@ -10,10 +10,10 @@ import pytest
 
 from broker.scheme import dev as devscheme
 from trust import jws, policy
-from trust.errors import PolicyRefusal, RegistryError
+from trust.errors import PolicyRefusal, RegistryError, VerificationError
 from trust.keys import SigningKey
 from trust.messages import ConsentReference, EligibilityQuery, Subject
-from trust.registry import Anchors, Registry, sign_registry, verify_registry
+from trust.registry import Anchors, Registry, member_document, sign_registry, verify_registry
 
 NOW = 1_790_000_000
 KEYS = {m: SigningKey.generate() for m in devscheme.MEMBERS}
@@ -230,3 +230,22 @@ def test_suspended_provider_is_not_called_and_counts_as_unavailable() -> None:
     )
     assert {c.provider for c in decision.calls} == {devscheme.DWP}
     assert {ref.provider for ref in decision.unavailable} == {devscheme.HMRC}
+
+
+def test_a_registry_larger_than_16_kib_verifies_while_messages_stay_bounded() -> None:
+    """The registry lists every member: dozens of councils outgrow the 16 KiB of a message."""
+    councils = [
+        member_document(
+            member_id=f"council-{n}",
+            name=f"Council number {n}",
+            roles=["relying-party"],
+            keys=[SigningKey.generate().verifying_key],
+        )
+        for n in range(40)
+    ]
+    token = publish(member_docs=[*members(), *councils])
+    assert len(token) > jws.MAX_TOKEN_BYTES
+    assert "council-39" in verify_registry(token, ANCHORS, now=NOW + 10).members
+    big_query = jws.sign({"pad": "x" * jws.MAX_TOKEN_BYTES}, OPERATOR, jws.ELIGIBILITY_QUERY)
+    with pytest.raises(VerificationError, match="16 KiB"):
+        jws.verify(big_query, jws.ELIGIBILITY_QUERY, keys=ANCHORS.lookup, audience="x", now=NOW)
