@@ -247,5 +247,6 @@ def test_a_registry_larger_than_16_kib_verifies_while_messages_stay_bounded() ->
     assert len(token) > jws.MAX_TOKEN_BYTES
     assert "council-39" in verify_registry(token, ANCHORS, now=NOW + 10).members
     big_query = jws.sign({"pad": "x" * jws.MAX_TOKEN_BYTES}, OPERATOR, jws.ELIGIBILITY_QUERY)
-    with pytest.raises(VerificationError, match="16 KiB"):
+    with pytest.raises(VerificationError) as refused:
         jws.verify(big_query, jws.ELIGIBILITY_QUERY, keys=ANCHORS.lookup, audience="x", now=NOW)
+    assert refused.value.reason == "token larger than 16 KiB"
