@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
+from connectors.reference.blue_badges import BADGE_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
 from connectors.reference.predicates import DWP_PREDICATES
 from connectors.scheme_folder import SchemeFolder
@@ -37,6 +38,7 @@ DWP = "dwp-reference"
 HMRC = "hmrc-reference"
 DVLA_KEEPER = "dvla-keeper-reference"
 DVLA_VES = "dvla-ves"
+BLUE_BADGE_REGISTER = "council-warwickshire-blue-badge-register"
 AUDITOR = "auditor-ico"
 MEMBERS = (
     BROKER,
@@ -50,6 +52,7 @@ MEMBERS = (
     AUDITOR,
     COUNCIL_TAX_COVENTRY,
     COUNCIL_TAX_WARWICK,
+    BLUE_BADGE_REGISTER,
 )
 COUNCILS = (
     COUNCIL_BLUE_BADGE,
@@ -58,8 +61,14 @@ COUNCILS = (
     COUNCIL_TAX_COVENTRY,
     COUNCIL_TAX_WARWICK,
 )
-PROVIDERS = (DWP, HMRC, DVLA_KEEPER, DVLA_VES)
-REFERENCE_KIND = {DWP: "dwp", HMRC: "hmrc", DVLA_KEEPER: "dvla-keeper", DVLA_VES: "dvla-ves"}
+PROVIDERS = (DWP, HMRC, DVLA_KEEPER, DVLA_VES, BLUE_BADGE_REGISTER)
+REFERENCE_KIND = {
+    DWP: "dwp",
+    HMRC: "hmrc",
+    DVLA_KEEPER: "dvla-keeper",
+    DVLA_VES: "dvla-ves",
+    BLUE_BADGE_REGISTER: "council-blue-badge",
+}
 VES_STUB = "dvla-ves-stub"
 PSEUDONYM_KEY_ID = "pk-dev-1"
 LOG_ORIGIN = "axb.dev/consent-log"
@@ -218,11 +227,12 @@ def council_tax_reduction_check() -> dict[str, Any]:
 
 
 def concessionary_travel_check() -> dict[str, Any]:
-    """ENCTS disabled person's bus pass through a benefit: DLA higher-rate mobility, or PIP
-    with at least 8 points for moving around, or registered blind."""
+    """ENCTS disabled person's bus pass: DLA higher-rate mobility, or PIP with at least 8
+    points for moving around, or registered blind (DWP), or holding a Blue Badge (the
+    council's own register, served as a provider)."""
     return {
         "name": CONCESSIONARY_TRAVEL_CHECK,
-        "description": "Concessionary bus travel (ENCTS), disabled categories, through a benefit",
+        "description": "Concessionary bus travel (ENCTS), disabled categories",
         "versions": [
             {
                 "version": 1,
@@ -237,6 +247,7 @@ def concessionary_travel_check() -> dict[str, Any]:
                             "parameters": {"points": 8},
                         },
                         {"attribute": f"{DWP}/registered-blind"},
+                        {"attribute": f"{BLUE_BADGE_REGISTER}/blue-badge-holder"},
                     ]
                 },
             }
@@ -549,6 +560,7 @@ def registry_members(
             COUNCIL_BLUE_BADGE,
             "Warwickshire County Council — Blue Badge team",
             "blue-badge-application",
+            "concessionary-travel-application",
         ),
         council(
             COUNCIL_SCHOOLS,
@@ -612,7 +624,18 @@ def registry_members(
             COUNCIL_TAX_WARWICK,
             "Warwick District Council — Council tax",
             "council-tax-reduction-application",
-            "concessionary-travel-application",
+        ),
+        member_document(
+            member_id=BLUE_BADGE_REGISTER,
+            name="Warwickshire County Council — Blue Badge register (synthetic data)",
+            roles=["attribute-provider"],
+            keys=[keys[BLUE_BADGE_REGISTER].verifying_key],
+            status=status(BLUE_BADGE_REGISTER),
+            provider=provider_metadata(
+                endpoint(BLUE_BADGE_REGISTER),
+                BADGE_ATTRIBUTES,
+                optional=("postcode",),
+            ),
         ),
         member_document(
             member_id=AUDITOR,

@@ -2,6 +2,8 @@
 ``axb provider serve --config providers/X.toml``; the config's ``reference`` picks the kind:
 
 - ``dwp``, ``hmrc``: DWP-style and HMRC-style lookups over the synthetic population;
+- ``council-blue-badge``: ``blue-badge-holder`` from a council's own Blue Badge register
+  (:mod:`connectors.reference.blue_badges`), for the residents of the synthetic population;
 - ``dvla-keeper``: ``registered-keeper`` over the synthetic keeper register
   (:mod:`connectors.reference.keepers`);
 - ``dvla-ves``: ``vehicle-taxed`` and ``vehicle-mot-valid`` from a DVLA Vehicle Enquiry
@@ -44,6 +46,7 @@ from connectors.dwp_cis import CIS_ATTRIBUTES, DwpCisClient, DwpUnavailable, cis
 from connectors.errors import ConfigError
 from connectors.provider_kit import Lookup, LookupRequest, ProviderKit, create_provider_app
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES, evaluate
+from connectors.reference.blue_badges import BADGE_ATTRIBUTES, badge_lookup
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, keeper_lookup
 from connectors.reference.population import PopulationIndex, generate_population
 from connectors.reference.predicates import evaluate_predicate
@@ -55,6 +58,7 @@ OFFERED: Mapping[str, Mapping[str, str]] = {
     "dvla-keeper": KEEPER_ATTRIBUTES,
     "dvla-ves": VES_ATTRIBUTES,
     "dwp-cis": CIS_ATTRIBUTES,
+    "council-blue-badge": BADGE_ATTRIBUTES,
 }
 DEFAULT_VES_DEADLINE_S = 1.8
 
@@ -186,6 +190,8 @@ def build_reference_provider(
     elif kind == "dvla-ves":
         lookup, session = _ves_provider(table, base)
         contexts.append(session)
+    elif kind == "council-blue-badge":
+        lookup = badge_lookup(PopulationIndex(generate_population()))
     elif kind == "dwp-cis":
         lookup, session = _cis_provider(table, base)
         contexts.append(session)
