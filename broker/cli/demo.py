@@ -117,7 +117,9 @@ def start_provider(
         )
 
 
-async def wait_healthy(url: str, timeout_s: float = 20.0) -> None:
+async def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
+    # a provider process imports, builds its synthetic data and starts: on a busy machine
+    # (the suite running beside it) that has taken more than 20 s
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
         while True:
