@@ -42,6 +42,7 @@ class DemoCase:
     identity: str
     as_of: date | None = None
     vehicle: str | None = None
+    note: str = ""
 
     @property
     def subject(self) -> dict[str, str]:
@@ -59,6 +60,7 @@ BB, FSM = devscheme.BLUE_BADGE_CHECK, devscheme.FSM_CHECK
 BB_COUNCIL, FSM_COUNCIL = devscheme.COUNCIL_BLUE_BADGE, devscheme.COUNCIL_SCHOOLS
 PARKING, PARKING_COUNCIL = devscheme.PARKING_CHECK, devscheme.COUNCIL_PARKING
 PARKING_PURPOSE = "resident-parking-permit-application"
+CTR, CTR_PURPOSE = devscheme.CTR_CHECK, "council-tax-reduction-application"
 CASES = (
     DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-pip-moving"),
     DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-dla"),
@@ -86,6 +88,37 @@ CASES = (
     DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "hmrc-wtc-run-on-yes", vehicle="L2WPS"),
     DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "fsm-no", vehicle="ER19NFD"),
     DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "bb-yes-pip-moving", vehicle="ER19ERR"),
+    # a local, banded scheme: two councils, the same resident, each its own band
+    DemoCase(
+        devscheme.COUNCIL_TAX_COVENTRY,
+        CTR,
+        CTR_PURPOSE,
+        "fsm-yes-uc-low-earnings",
+        note="(Coventry's scheme)",
+    ),
+    DemoCase(
+        devscheme.COUNCIL_TAX_COVENTRY,
+        CTR,
+        CTR_PURPOSE,
+        "fsm-yes-uc-low-earnings",
+        date(2026, 3, 31),
+        note="(Coventry's 2025/26 bands)",
+    ),
+    DemoCase(
+        devscheme.COUNCIL_TAX_WARWICK,
+        CTR,
+        CTR_PURPOSE,
+        "fsm-yes-uc-low-earnings",
+        note="(Warwick District's scheme)",
+    ),
+    # the council as a provider: only its Blue Badge register knows this one
+    DemoCase(
+        BB_COUNCIL,
+        devscheme.CONCESSIONARY_TRAVEL_CHECK,
+        "concessionary-travel-application",
+        "bb-no-pip-journeys-d",
+        note="(the council's Blue Badge register)",
+    ),
 )
 DOWN_CASE = DemoCase(BB_COUNCIL, BB, "blue-badge-application", "bb-yes-pip-moving")
 
@@ -173,7 +206,7 @@ async def prove_receipts(
 def _row(number: int, case: DemoCase, outcome: str, receipt: str, ms: float, note: str) -> str:
     as_of = case.as_of.isoformat() if case.as_of else "today"
     return (
-        f"{number:>2}  {case.check:<23} {as_of:<10}  {case.label:<34} "
+        f"{number:>2}  {case.check:<29} {as_of:<10}  {case.label:<34} "
         f"{outcome:<12} {receipt:>5} {ms:>8.1f}  {note}"
     )
 
@@ -214,7 +247,7 @@ async def _run_demo(root: Path, listeners: devscheme.Listeners) -> int:
             f"{', '.join(str(p) for p in scheme.provider_ports.values())}\n"
         )
         header = (
-            f"{'#':>2}  {'check':<23} {'as of':<10}  {'test identity':<34} "
+            f"{'#':>2}  {'check':<29} {'as of':<10}  {'test identity':<34} "
             f"{'outcome':<12} {'log#':>5} {'ms':>8}"
         )
         click.echo(header)
@@ -235,7 +268,7 @@ async def _run_demo(root: Path, listeners: devscheme.Listeners) -> int:
                 seen.add(outcome)
                 if answer is not None:
                     answered.append((clients[case.council], answer))
-                click.echo(_row(number, case, outcome, receipt, ms, ""))
+                click.echo(_row(number, case, outcome, receipt, ms, case.note))
             providers[devscheme.DWP].terminate()
             providers[devscheme.DWP].wait(timeout=10)
             number += 1
