@@ -5,7 +5,6 @@ operator adds local versions and reviews what changes for whom, from when."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker.app_keys import REGISTRY
 from broker.scheme import admin
 from broker.scheme import dev as devscheme
 from connectors.reference.blue_badges import EXPECTED_TRAVEL
@@ -41,14 +39,6 @@ async def clients(
         EligibilityClient.from_config(scheme.council_config(WARWICK)) as warwick,
     ):
         yield {COVENTRY: coventry, WARWICK: warwick}
-
-
-async def wait_for_seq(broker: RunningBroker, seq: int) -> None:
-    for _ in range(200):
-        if broker.app[REGISTRY].snapshot.seq >= seq:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"broker never reached registry seq {seq}")
 
 
 async def test_each_council_gets_its_own_schemes_band_and_the_old_band_before_a_change(
@@ -119,7 +109,7 @@ async def test_a_council_asking_another_councils_local_check_is_refused_and_reco
         if purpose["id"] == PURPOSE:
             purpose["checks"].append("coventry-hardship-fund")
     seq = admin.publish(scheme.root, source)
-    await wait_for_seq(broker, seq)
+    await broker.wait_for_seq(seq)
 
     subject = subject_of("fsm-yes-uc-low-earnings")
     with pytest.raises(CheckFailed) as refused:
