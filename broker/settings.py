@@ -69,6 +69,7 @@ class Settings:
     bulk_lease_s: float = 30.0
     bulk_poll_s: float = 1.0
     bulk_retention_days: int = 30
+    bulk_run_jobs: bool = True
 
     @property
     def consent_log_path(self) -> Path:
@@ -210,4 +211,12 @@ def _bulk_settings(table: dict[str, Any]) -> dict[str, Any]:
         "bulk_lease_s": _float(bulk, "lease_s", 30.0, 0.5, 3600),
         "bulk_poll_s": _float(bulk, "poll_s", 1.0, 0.01, 60),
         "bulk_retention_days": _int(bulk, "retention_days", 30, 0, 3650),
+        "bulk_run_jobs": _bool(bulk, "run_jobs", True),
     }
+
+
+def _bool(table: dict[str, Any], name: str, default: bool) -> bool:
+    value = table.get(name, default)
+    if type(value) is not bool:
+        raise SettingsError(f"{name} must be true or false")
+    return value

@@ -382,3 +382,20 @@ async def test_the_worked_auto_enrolment_example_in_the_councils_guide_holds(
     assert (ended["items"], ended["subjects"], ended["records"]) == (7, 6, 6)
     _, body = await council.jobs.results(job["id"], "csv")
     assert body.decode().splitlines() == enrolled.splitlines()
+
+
+async def test_a_broker_that_runs_no_jobs_takes_them_and_a_worker_on_its_log_runs_them(
+    scheme: devscheme.DevScheme, start_broker: StartBroker, providers: object
+) -> None:
+    front = await start_broker(bulk={**BULK_SETTINGS, "run_jobs": False})
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_SCHOOLS)
+    ) as client:
+        council = Council(front, client)
+        job = await council.submit(bulk.items_ndjson(rows(6)))
+        await asyncio.sleep(0.5)
+        assert (await council.jobs.status(job["id"]))["status"] == "queued"  # nobody runs it
+        await start_broker(port=0, bulk=BULK_SETTINGS)  # a worker: no traffic reaches it
+        ended = await council.jobs.wait(job["id"], poll_s=0.05)
+        assert ended["status"] == "completed"
+        assert len(await council.records_of(job["id"])) == 4
