@@ -25,6 +25,7 @@ from connectors.reference.population import subject_of
 from members.bulk import BulkJobs, ItemsFile
 from members.council import EligibilityClient
 from members.errors import CheckFailed
+from tests.support.bulk import strangers
 from tests.support.logdb import log_backend
 from tests.support.servers import RunningBroker, RunningProvider, StartBroker
 from trust import bulk, jws
@@ -296,10 +297,7 @@ async def test_another_councils_job_is_not_found_to_read_or_cancel(
 async def test_a_provider_down_halfway_leaves_its_items_undetermined_the_rest_answered(
     council: Council, providers: dict[str, RunningProvider]
 ) -> None:
-    distinct = [
-        {"ref": f"r{i}", "subject": {**subject_of("fsm-no"), "family_name": f"Resident{i}"}}
-        for i in range(150)
-    ]
+    distinct = strangers(150)
     job = await council.submit(bulk.items_ndjson(distinct))
     while (status := await council.jobs.status(job["id"]))["progress"] < 0.3:
         assert status["status"] in ("queued", "running")
@@ -420,10 +418,7 @@ async def test_on_postgresql_another_broker_takes_over_a_job_whose_owner_stopped
     """The owner stops mid-chunk (its runner cancelled, its lease left to run out): a second
     broker on the same PostgreSQL log reconciles with the records already committed and
     finishes the job, every subject recorded exactly once."""
-    distinct = [
-        {"ref": f"r{i}", "subject": {**subject_of("fsm-no"), "family_name": f"Resident{i}"}}
-        for i in range(90)
-    ]
+    distinct = strangers(90)
     async with log_backend("postgres") as on_postgres:
         first = await start_broker(**on_postgres, bulk=BULK_SETTINGS)
         async with EligibilityClient.from_config(
