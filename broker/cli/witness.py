@@ -57,7 +57,6 @@ def witness_serve(config: Path, port: int | None, listen_fd: int | None) -> None
     settings = load_witness_settings(config, port=port)
     configure_logging(json=True)
     where = (settings.host, settings.port) if listen_fd is None else inherited_socket(listen_fd)
-    click.echo(f"witness {settings.cosigner.vkey}", err=True)
     use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever([(create_witness_app(settings), where)]))

@@ -33,7 +33,6 @@ class WitnessSettings:
     cosigner: Cosigner
     state_path: Path
     log_keys: MappingProxyType[str, NoteVerifier]  # by log origin
-    max_skew_s: int = 300
 
 
 def _log_key(base: Path, entry: Any) -> NoteVerifier:

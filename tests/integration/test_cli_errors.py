@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from broker.cli import main
 from broker.cli.common import DATE
 from broker.scheme import dev as devscheme
+from trust.cosignature import generate_cosigner
 
 GARBAGE = bytes(range(256)) * 8  # not UTF-8, so not TOML, JSON or a PEM either
 COUNCIL = devscheme.COUNCIL_BLUE_BADGE
@@ -210,6 +211,12 @@ ATTACKS: tuple[Attack, ...] = (
         "in use",
         "--config {auditor_config} --port {taken_port}",
     ),
+    *config_attacks("witness serve", "{council_config}"),
+    Attack("witness serve", "key file missing", 2, "nobody.skey", "--config {witness_no_key}"),
+    Attack("witness serve", "port in use", 1, "in use", "--config {witness_port_taken}"),
+    Attack("witness keygen", "out is under a file", 1, "garbage", "--out {under_a_file} --name w"),
+    Attack("witness keygen", "bad name", 2, "witness key name", "--out {out}.skey --name a+b"),
+    Attack("audit verify", "config missing", 2, "missing", "{log_export} --config {missing}"),
     *config_attacks("audit prune", "{council_config}", "--before 2020-01-01"),
     Attack(
         "audit prune",
@@ -336,6 +343,16 @@ def ground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         "keyless": scheme_variant(bad / "keyless", json.dumps(source)),
         "bad_registry": scheme_variant(bad / "garbage-registry", GARBAGE, file="registry"),
     }
+    witness_key, _ = generate_cosigner("witness.test/cli")
+    write(root / "witnesses" / "w.skey", witness_key + "\n")
+    witness = (
+        f'port = {taken_port}\nkey_file = "w.skey"\nstate = "w/state.sqlite3"\n'
+        f'[[logs]]\nvkey_file = "{folder.log_verifier_key}"\n'
+    )
+    files["witness_port_taken"] = write(root / "witnesses" / "port-taken.toml", witness)
+    files["witness_no_key"] = write(
+        root / "witnesses" / "no-key.toml", witness.replace('"w.skey"', '"nobody.skey"')
+    )
     for name, (path, config, key, value) in variants.items():
         files[name] = write(path, with_line(config, key, value))
     try:
