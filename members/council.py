@@ -309,15 +309,7 @@ class EligibilityClient:
             now=int(self._clock()),
             credential=credential,
         )
-        token = jws.sign(claims, self._key, jws.RESIDENT_ACCESS)
-        async with self.session.post(
-            f"{self._url}/v1/resident/checks",
-            data=token,
-            headers={"Content-Type": JWT_MEDIA_TYPE},
-        ) as response:
-            body = await response.json(content_type=None)
-            if response.status != 200:
-                raise CheckFailed(response.status, body)
+        body = await self._post_signed("/v1/resident/checks", claims, jws.RESIDENT_ACCESS)
         records: list[dict[str, Any]] = body["records"]
         return records
 
@@ -360,6 +352,22 @@ class EligibilityClient:
         for result in results:
             yield result
 
+
+    async def _post_signed(
+        self, path: str, claims: Mapping[str, Any], profile: jws.Profile
+    ) -> dict[str, Any]:
+        """Sign ``claims`` as ``profile``, POST them to ``path``; the JSON answer, or
+        CheckFailed with the problem document."""
+        async with self.session.post(
+            f"{self._url}{path}",
+            data=jws.sign(claims, self._key, profile),
+            headers={"Content-Type": JWT_MEDIA_TYPE},
+        ) as response:
+            body: dict[str, Any] = await response.json(content_type=None)
+            if response.status != 200:
+                raise CheckFailed(response.status, body)
+        return body
+
     async def withdraw_consent(self, consent_id: str, *, withdrawn_at: str) -> int:
         """Record that the resident withdrew ``consent_id``; returns the record's log index.
         Later checks citing that consent are refused (403 consent-withdrawn)."""
@@ -370,13 +378,5 @@ class EligibilityClient:
             consent_id=consent_id,
             withdrawn_at=withdrawn_at,
         )
-        token = jws.sign(claims, self._key, jws.CONSENT_WITHDRAWAL)
-        async with self.session.post(
-            f"{self._url}/v1/consents/withdrawals",
-            data=token,
-            headers={"Content-Type": JWT_MEDIA_TYPE},
-        ) as response:
-            body = await response.json(content_type=None)
-            if response.status != 200:
-                raise CheckFailed(response.status, body)
+        body = await self._post_signed("/v1/consents/withdrawals", claims, jws.CONSENT_WITHDRAWAL)
         return int(body["log_index"])

@@ -148,7 +148,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def decode_compact(token: str | bytes, max_bytes: int = MAX_TOKEN_BYTES) -> Compact:
+def decode_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> Compact:
     """Split and strictly decode a compact JWS; no signature or claim is checked yet."""
     raw = token.encode("ascii", "replace") if isinstance(token, str) else token
     if len(raw) > max_bytes:
@@ -226,7 +226,7 @@ def verify(
     """
     if not 0 <= leeway <= MAX_LEEWAY_SECONDS:
         raise ValueError("leeway must be between 0 and 30 seconds")
-    compact = decode_compact(token, profile.max_bytes)
+    compact = decode_compact(token, max_bytes=profile.max_bytes)
     kid = check_header(compact.header, profile.typ)
     trusted = keys(kid)
     if trusted is None:
@@ -266,7 +266,7 @@ def verify_as_issued(token: str | bytes, profile: Profile, *, keys: KeyLookup) -
     auditor has long expired. Every check of :func:`verify` runs, with ``now`` its own ``iat``
     and the audience its own ``aud``: the signature, the key's owner and validity window at
     that time, the profile and the lifetime."""
-    compact = decode_compact(token, profile.max_bytes)
+    compact = decode_compact(token, max_bytes=profile.max_bytes)
     try:
         claims = parse_json_object(compact.payload)
     except ValueError as exc:

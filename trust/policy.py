@@ -267,19 +267,19 @@ def authorize_audit(registry: Registry, member_id: str, *, subject_access: bool 
         )
 
 
-def authorize_resident_access(registry: Registry, member_id: str) -> None:
-    """Only an active relying party asks, for a resident signed in to it, who checked them."""
+def _active_relying_party(registry: Registry, member_id: str, role_detail: str) -> None:
     member = registry.members.get(member_id)
     if member is None or not member.active:
         raise _refuse(MEMBER_SUSPENDED, "the requesting member is not active in the scheme")
     if "relying-party" not in member.roles:
-        raise _refuse(ROLE_NOT_PERMITTED, "only relying parties ask for a resident")
+        raise _refuse(ROLE_NOT_PERMITTED, role_detail)
+
+
+def authorize_resident_access(registry: Registry, member_id: str) -> None:
+    """Only an active relying party asks, for a resident signed in to it, who checked them."""
+    _active_relying_party(registry, member_id, "only relying parties ask for a resident")
 
 
 def authorize_withdrawal(registry: Registry, member_id: str) -> None:
     """Only an active relying party records a withdrawal of a consent it holds."""
-    member = registry.members.get(member_id)
-    if member is None or not member.active:
-        raise _refuse(MEMBER_SUSPENDED, "the requesting member is not active in the scheme")
-    if "relying-party" not in member.roles:
-        raise _refuse(ROLE_NOT_PERMITTED, "only relying parties record consent withdrawals")
+    _active_relying_party(registry, member_id, "only relying parties record consent withdrawals")

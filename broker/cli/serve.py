@@ -8,6 +8,7 @@ import contextlib
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from aiohttp import web
@@ -24,6 +25,10 @@ from broker.cli.common import (
     use_uvloop,
 )
 from broker.logging import configure_logging
+
+if TYPE_CHECKING:
+    from broker.settings import ResidentPageSettings
+    from connectors.scheme_folder import SchemeFolder
 
 
 @click.command()
@@ -136,6 +141,8 @@ def serve(
         for stub_config in sorted(folder.stubs_dir.glob("*.toml")):
             stub, host, stub_port = build_ves_stub(stub_config)
             apps.append((stub, (host, stub_port)))
+        if settings.resident is not None:  # the reference identity provider's sign-in
+            apps.append(_reference_identity_provider(folder, settings.resident))
     use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(apps, connection_limits(settings)))
@@ -168,3 +175,23 @@ def healthcheck(url: str | None, timeout_s: float) -> None:
     code = asyncio.run(status())
     if code != 200:
         raise click.ClickException(f"{target} answered {code}")
+
+
+def _reference_identity_provider(
+    folder: SchemeFolder, resident: ResidentPageSettings
+) -> tuple[web.Application, Endpoint]:
+    """The development scheme's reference identity provider, where ``[resident]`` signs in."""
+    from urllib.parse import urlsplit
+
+    from broker.errors import BadInput
+    from broker.scheme import dev as devscheme
+    from connectors.reference.identity import ReferenceIdentityProvider, identity_app
+
+    key = folder.key(devscheme.IDP)
+    if not key.exists():
+        raise BadInput(f"[resident] is set but there is no reference identity provider key {key}")
+    at = urlsplit(resident.authorize_url)
+    callback = resident.public_url.rstrip("/") + "/resident/callback"
+    provider = ReferenceIdentityProvider.from_pem(key.read_bytes())
+    app = identity_app(provider, redirect_uris={devscheme.RESIDENT_PAGE_CLIENT_ID: callback})
+    return app, (at.hostname or "127.0.0.1", at.port or 80)

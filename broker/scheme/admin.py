@@ -126,7 +126,8 @@ def review_registration(registration: Any) -> list[str]:
     if not isinstance(registration, dict):
         raise SchemeAdminError("a registration is a JSON object")
     # an identity provider's keys keep the ids its DID document published (validate checks them)
-    thumbprints = "identity-provider" not in (registration.get("roles") or ())
+    roles = registration.get("roles")
+    thumbprints = not (isinstance(roles, list) and "identity-provider" in roles)
     for entry in registration.get("keys", []) if isinstance(registration.get("keys"), list) else ():
         try:
             jwk = entry.get("jwk") if isinstance(entry, dict) else None
@@ -261,7 +262,7 @@ def review_source(scheme_dir: Path, source: dict[str, Any]) -> list[str]:
     registry = SchemeFolder(scheme_dir).registry
     try:
         token = registry.read_bytes().strip()
-        claims = jws.parse_json_object(jws.decode_compact(token, jws.MAX_REGISTRY_BYTES).payload)
+        claims = jws.parse_json_object(jws.decode_compact(token, max_bytes=jws.MAX_REGISTRY_BYTES).payload)
         published = parse_checks(claims.get("checks", []))
     except OSError:
         published = []  # nothing published yet: everything is new

@@ -648,8 +648,8 @@ def identity_url(port: int) -> str:
 def _resident_toml(broker_url: str, identity_port: int) -> str:
     idp = identity_url(identity_port)
     return (
-        f'\n[resident]\nidentity_provider = "{IDP}"\nauthorize_url = "{idp}/authorize"\n'
-        f'token_url = "{idp}/token"\npublic_url = "{broker_url}"\n'
+        f'[resident]\nidentity_provider = "{IDP}"\nauthorize_url = "{idp}/authorize"\n'
+        f'token_url = "{idp}/token"\npublic_url = "{broker_url}"\n\n'
     )
 
 
@@ -976,11 +976,12 @@ def generate(
         f'signing_key = "{key_of(BROKER)}"\n' + _scheme_toml() + f'consent_log = "{consent_log}"\n'
         f'redis_url = "{redis_url}"\nrate_limit_per_second = 50\ncheck_deadline_ms = 3000\n'
         "leeway_s = 30\nregistry_poll_s = 0.5\n\n"
-        f'[log]\nsigning_key = "{log_key}"\norigin = "{LOG_ORIGIN}"\n'
+        # [pseudonym] stays last: operators (and tests) append [[pseudonym.previous]] to it
+        + ("" if ports.identity is None else _resident_toml(scheme.broker_url, ports.identity))
+        + f'[log]\nsigning_key = "{log_key}"\norigin = "{LOG_ORIGIN}"\n'
         "checkpoint_every_records = 1000\n"
         "checkpoint_every_seconds = 5.0\n\n[pseudonym]\n"
-        f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n'
-        + ("" if ports.identity is None else _resident_toml(scheme.broker_url, ports.identity)),
+        f'key_id = "{PSEUDONYM_KEY_ID}"\nkey_file = "secrets/{PSEUDONYM_KEY_ID}.key"\n',
     )
     if for_compose:
         write_dev_tls(folder.dev_ca, tuple(scheme.provider_ports), folder.secret("tls"))
