@@ -52,6 +52,7 @@ class DemoCase:
     as_of: date | None = None
     vehicle: str | None = None
     credential: bool = False  # the resident signed in with the identity provider
+    note: str = ""
 
     @property
     def subject(self) -> dict[str, str]:
@@ -73,6 +74,7 @@ BB_COUNCIL, FSM_COUNCIL = devscheme.COUNCIL_BLUE_BADGE, devscheme.COUNCIL_SCHOOL
 PARKING, PARKING_COUNCIL = devscheme.PARKING_CHECK, devscheme.COUNCIL_PARKING
 PARKING_PURPOSE = "resident-parking-permit-application"
 ONLINE = devscheme.BLUE_BADGE_ONLINE
+CTR, CTR_PURPOSE = devscheme.CTR_CHECK, "council-tax-reduction-application"
 CASES = (
     DemoCase(BB_COUNCIL, BB, ONLINE, "bb-yes-pip-moving", credential=True),
     DemoCase(BB_COUNCIL, BB, ONLINE, "bb-yes-dla", credential=True),
@@ -100,6 +102,37 @@ CASES = (
     DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "hmrc-wtc-run-on-yes", vehicle="L2WPS"),
     DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "fsm-no", vehicle="ER19NFD"),
     DemoCase(PARKING_COUNCIL, PARKING, PARKING_PURPOSE, "bb-yes-pip-moving", vehicle="ER19ERR"),
+    # a local, banded scheme: two councils, the same resident, each its own band
+    DemoCase(
+        devscheme.COUNCIL_TAX_COVENTRY,
+        CTR,
+        CTR_PURPOSE,
+        "fsm-yes-uc-low-earnings",
+        note="(Coventry's scheme)",
+    ),
+    DemoCase(
+        devscheme.COUNCIL_TAX_COVENTRY,
+        CTR,
+        CTR_PURPOSE,
+        "fsm-yes-uc-low-earnings",
+        date(2026, 3, 31),
+        note="(Coventry's 2025/26 bands)",
+    ),
+    DemoCase(
+        devscheme.COUNCIL_TAX_WARWICK,
+        CTR,
+        CTR_PURPOSE,
+        "fsm-yes-uc-low-earnings",
+        note="(Warwick District's scheme)",
+    ),
+    # the council as a provider: only its Blue Badge register knows this one
+    DemoCase(
+        BB_COUNCIL,
+        devscheme.CONCESSIONARY_TRAVEL_CHECK,
+        "concessionary-travel-application",
+        "bb-no-pip-journeys-d",
+        note="(the council's Blue Badge register)",
+    ),
 )
 # an online application whose council asserts the identity itself: the purpose refuses it
 REFUSED_CASE = DemoCase(BB_COUNCIL, BB, ONLINE, "bb-no")
@@ -134,6 +167,8 @@ def start_provider(
 
 
 async def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
+    # a provider process imports, builds its synthetic data and starts: on a busy machine
+    # (the suite running beside it) that has taken more than 20 s
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
         while True:
@@ -203,7 +238,7 @@ async def prove_receipts(
 def _row(number: int, case: DemoCase, outcome: str, receipt: str, ms: float, note: str) -> str:
     as_of = case.as_of.isoformat() if case.as_of else "today"
     return (
-        f"{number:>2}  {case.check:<23} {as_of:<10}  {case.label:<34} "
+        f"{number:>2}  {case.check:<29} {as_of:<10}  {case.label:<34} "
         f"{outcome:<12} {receipt:>5} {ms:>8.1f}  {note}"
     )
 
@@ -259,7 +294,7 @@ async def _run_demo(
             f"{', '.join(str(p) for p in scheme.witness_ports.values())}\n"
         )
         header = (
-            f"{'#':>2}  {'check':<23} {'as of':<10}  {'test identity':<34} "
+            f"{'#':>2}  {'check':<29} {'as of':<10}  {'test identity':<34} "
             f"{'outcome':<12} {'log#':>5} {'ms':>8}"
         )
         click.echo(header)
@@ -281,7 +316,7 @@ async def _run_demo(
                 seen.add(outcome)
                 if answer is not None:
                     answered.append((clients[case.council], answer))
-                click.echo(_row(number, case, outcome, receipt, ms, ""))
+                click.echo(_row(number, case, outcome, receipt, ms, case.note))
             number += 1
             case = REFUSED_CASE
             outcome, receipt, ms, _ = await run_case(clients[case.council], case, idp)

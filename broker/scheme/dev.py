@@ -25,6 +25,7 @@ from broker.scheme.dev_tls import write_dev_tls
 from connectors.config import operator_signing_key
 from connectors.reference import identity as reference_identity
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES
+from connectors.reference.blue_badges import BADGE_ATTRIBUTES
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, VES_ATTRIBUTES
 from connectors.reference.predicates import DWP_PREDICATES
 from connectors.scheme_folder import SchemeFolder
@@ -48,6 +49,7 @@ DWP = "dwp-reference"
 HMRC = "hmrc-reference"
 DVLA_KEEPER = "dvla-keeper-reference"
 DVLA_VES = "dvla-ves"
+BLUE_BADGE_REGISTER = "council-warwickshire-blue-badge-register"
 AUDITOR = "auditor-ico"
 IDP = "idp-reference"  # a One Login-style identity provider (connectors.reference.identity)
 MEMBERS = (
@@ -63,6 +65,7 @@ MEMBERS = (
     IDP,
     COUNCIL_TAX_COVENTRY,
     COUNCIL_TAX_WARWICK,
+    BLUE_BADGE_REGISTER,
 )
 COUNCILS = (
     COUNCIL_BLUE_BADGE,
@@ -71,7 +74,7 @@ COUNCILS = (
     COUNCIL_TAX_COVENTRY,
     COUNCIL_TAX_WARWICK,
 )
-PROVIDERS = (DWP, HMRC, DVLA_KEEPER, DVLA_VES)
+PROVIDERS = (DWP, HMRC, DVLA_KEEPER, DVLA_VES, BLUE_BADGE_REGISTER)
 # Each council's client id at the identity provider: a credential's ``aud``.
 CLIENT_IDS = {
     COUNCIL_BLUE_BADGE: "wcc-blue-badge-7f3a",
@@ -83,7 +86,13 @@ RESIDENT_PAGE_CLIENT_ID = "axb-resident-page"
 # The Blue Badge purpose for online applications: the resident's identity must come from a
 # credential of vot P2 or above, issued at most an hour before the check.
 BLUE_BADGE_ONLINE = "blue-badge-online-application"
-REFERENCE_KIND = {DWP: "dwp", HMRC: "hmrc", DVLA_KEEPER: "dvla-keeper", DVLA_VES: "dvla-ves"}
+REFERENCE_KIND = {
+    DWP: "dwp",
+    HMRC: "hmrc",
+    DVLA_KEEPER: "dvla-keeper",
+    DVLA_VES: "dvla-ves",
+    BLUE_BADGE_REGISTER: "council-blue-badge",
+}
 VES_STUB = "dvla-ves-stub"
 PSEUDONYM_KEY_ID = "pk-dev-1"
 LOG_ORIGIN = "axb.dev/consent-log"
@@ -245,11 +254,12 @@ def council_tax_reduction_check() -> dict[str, Any]:
 
 
 def concessionary_travel_check() -> dict[str, Any]:
-    """ENCTS disabled person's bus pass through a benefit: DLA higher-rate mobility, or PIP
-    with at least 8 points for moving around, or registered blind."""
+    """ENCTS disabled person's bus pass: DLA higher-rate mobility, or PIP with at least 8
+    points for moving around, or registered blind (DWP), or holding a Blue Badge (the
+    council's own register, served as a provider)."""
     return {
         "name": CONCESSIONARY_TRAVEL_CHECK,
-        "description": "Concessionary bus travel (ENCTS), disabled categories, through a benefit",
+        "description": "Concessionary bus travel (ENCTS), disabled categories",
         "versions": [
             {
                 "version": 1,
@@ -264,6 +274,7 @@ def concessionary_travel_check() -> dict[str, Any]:
                             "parameters": {"points": 8},
                         },
                         {"attribute": f"{DWP}/registered-blind"},
+                        {"attribute": f"{BLUE_BADGE_REGISTER}/blue-badge-holder"},
                     ]
                 },
             }
@@ -696,6 +707,7 @@ def registry_members(
             "Warwickshire County Council — Blue Badge team",
             "blue-badge-application",
             BLUE_BADGE_ONLINE,
+            "concessionary-travel-application",
         ),
         council(
             COUNCIL_SCHOOLS,
@@ -765,7 +777,18 @@ def registry_members(
             COUNCIL_TAX_WARWICK,
             "Warwick District Council — Council tax",
             "council-tax-reduction-application",
-            "concessionary-travel-application",
+        ),
+        member_document(
+            member_id=BLUE_BADGE_REGISTER,
+            name="Warwickshire County Council — Blue Badge register (synthetic data)",
+            roles=["attribute-provider"],
+            keys=[keys[BLUE_BADGE_REGISTER].verifying_key],
+            status=status(BLUE_BADGE_REGISTER),
+            provider=provider_metadata(
+                endpoint(BLUE_BADGE_REGISTER),
+                BADGE_ATTRIBUTES,
+                optional=("postcode",),
+            ),
         ),
         member_document(
             member_id=AUDITOR,

@@ -8,6 +8,8 @@ General layout:
   person on a date
 - ``predicates``  the parameterised attributes of the reference DWP provider (take-home pay
   below an amount, PIP points at least n) and the banded checks' documented answers
+- ``blue_badges`` a council's own Blue Badge register, served as a provider: the council as
+  provider
 - ``keepers``     the synthetic DVLA keeper register behind the ``dvla-keeper`` provider
 - ``dvla_stub``   a local stand-in for DVLA's Vehicle Enquiry Service test environment
 - ``dwp_cis_stub`` a local stand-in for DWP's Citizen Information API on the synthetic

@@ -3,6 +3,8 @@
 
 - ``dwp``, ``hmrc``: DWP-style and HMRC-style lookups over the synthetic population, with a
   batch lookup for batched requests;
+- ``council-blue-badge``: ``blue-badge-holder`` from a council's own Blue Badge register
+  (:mod:`connectors.reference.blue_badges`), for the residents of the synthetic population;
 - ``dvla-keeper``: ``registered-keeper`` over the synthetic keeper register
   (:mod:`connectors.reference.keepers`); batches through the kit's single lookups;
 - ``dvla-ves``: ``vehicle-taxed`` and ``vehicle-mot-valid`` from a DVLA Vehicle Enquiry
@@ -44,7 +46,7 @@ from connectors.config import (
 )
 from connectors.dvla_ves import VES_ATTRIBUTES, DvlaVesClient, VesUnavailable, ves_lookup
 from connectors.dwp_cis import CIS_ATTRIBUTES, DwpCisClient, DwpUnavailable, cis_lookup
-from connectors.errors import ConfigError
+from connectors.errors import ConfigError, ProviderFault
 from connectors.provider_kit import (
     BatchLookup,
     BatchLookupRequest,
@@ -55,6 +57,7 @@ from connectors.provider_kit import (
     create_provider_app,
 )
 from connectors.reference.attributes import DWP_ATTRIBUTES, HMRC_ATTRIBUTES, evaluate
+from connectors.reference.blue_badges import BADGE_ATTRIBUTES, badge_lookup
 from connectors.reference.keepers import KEEPER_ATTRIBUTES, keeper_lookup
 from connectors.reference.population import PopulationIndex, generate_population
 from connectors.reference.predicates import evaluate_predicate
@@ -68,6 +71,7 @@ OFFERED: Mapping[str, Mapping[str, str]] = {
     "dvla-keeper": KEEPER_ATTRIBUTES,
     "dvla-ves": VES_ATTRIBUTES,
     "dwp-cis": CIS_ATTRIBUTES,
+    "council-blue-badge": BADGE_ATTRIBUTES,
 }
 DEFAULT_VES_DEADLINE_S = 1.8
 
@@ -133,31 +137,16 @@ def _deadline(table: dict[str, Any], name: str) -> float:
     return float(deadline_s)
 
 
-def _cis_provider(table: dict[str, Any], base: Path) -> tuple[Lookup, CleanupContext]:
-    """The DWP CIS lookup and the cleanup context that owns its HTTP session."""
-    url = require_str(table, "cis_url")
-    token_url = str(table.get("cis_token_url", url.rstrip("/") + "/oauth2/token"))
-    for value in (url, token_url):
-        if not value.startswith(("https://", "http://")):
-            raise ConfigError("cis_url and cis_token_url must be http(s) URLs")
-    client_id, policy_id = require_str(table, "cis_client_id"), require_str(table, "cis_policy_id")
-    secret_file = resolve(base, table.get("cis_client_secret_file"), "cis_client_secret_file")
-    secret = _read_api_key(secret_file, "cis_client_secret_file")
-    deadline_s = _deadline(table, "cis_deadline_s")
-    instigator = require_str(table, "provider_id")
+def _session_lookup(
+    build: Callable[[aiohttp.ClientSession], Lookup], not_started: ProviderFault
+) -> tuple[Lookup, CleanupContext]:
+    """A lookup built around an HTTP session the service owns: opened on app startup, closed
+    on cleanup; asked before startup (or after cleanup) it raises ``not_started``."""
     running: list[Lookup] = []
 
     async def session(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as http:
-            client = DwpCisClient(
-                http,
-                base_url=url,
-                token_url=token_url,
-                client_id=client_id,
-                client_secret=secret,
-                policy_id=policy_id,
-            )
-            running.append(cis_lookup(client, instigator=instigator, deadline_s=deadline_s))
+            running.append(build(http))
             try:
                 yield
             finally:
@@ -165,7 +154,7 @@ def _cis_provider(table: dict[str, Any], base: Path) -> tuple[Lookup, CleanupCon
 
     async def lookup(request: LookupRequest) -> Mapping[str, bool] | None:
         if not running:
-            raise DwpUnavailable("dwp-session-not-started")
+            raise not_started
         return await running[0](request)
 
     return lookup, session
@@ -178,23 +167,37 @@ def _ves_provider(table: dict[str, Any], base: Path) -> tuple[Lookup, CleanupCon
         raise ConfigError("ves_url must be an http(s) URL")
     api_key = _read_api_key(resolve(base, table.get("ves_api_key_file"), "ves_api_key_file"))
     deadline_s = _deadline(table, "ves_deadline_s")
-    running: list[Lookup] = []
+    return _session_lookup(
+        lambda http: ves_lookup(DvlaVesClient(http, url, api_key), deadline_s=deadline_s),
+        VesUnavailable("ves-session-not-started"),
+    )
 
-    async def session(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession() as http:
-            client = DvlaVesClient(http, url, api_key)
-            running.append(ves_lookup(client, deadline_s=float(deadline_s)))
-            try:
-                yield
-            finally:
-                running.clear()
 
-    async def lookup(request: LookupRequest) -> Mapping[str, bool] | None:
-        if not running:
-            raise VesUnavailable("ves-session-not-started")
-        return await running[0](request)
+def _cis_provider(table: dict[str, Any], base: Path) -> tuple[Lookup, CleanupContext]:
+    """The DWP CIS lookup and the cleanup context that owns its HTTP session."""
+    url = require_str(table, "cis_url")
+    token_url = str(table.get("cis_token_url", url.rstrip("/") + "/oauth2/token"))
+    for value in (url, token_url):
+        if not value.startswith(("https://", "http://")):
+            raise ConfigError("cis_url and cis_token_url must be http(s) URLs")
+    client_id, policy_id = require_str(table, "cis_client_id"), require_str(table, "cis_policy_id")
+    secret_file = resolve(base, table.get("cis_client_secret_file"), "cis_client_secret_file")
+    secret = _read_api_key(secret_file, "cis_client_secret_file")
+    deadline_s = _deadline(table, "cis_deadline_s")
+    instigator = require_str(table, "provider_id")
 
-    return lookup, session
+    def build(http: aiohttp.ClientSession) -> Lookup:
+        client = DwpCisClient(
+            http,
+            base_url=url,
+            token_url=token_url,
+            client_id=client_id,
+            client_secret=secret,
+            policy_id=policy_id,
+        )
+        return cis_lookup(client, instigator=instigator, deadline_s=deadline_s)
+
+    return _session_lookup(build, DwpUnavailable("dwp-session-not-started"))
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,8 @@ def build_reference_provider(
     elif kind == "dvla-ves":
         lookup, session = _ves_provider(table, base)
         contexts.append(session)
+    elif kind == "council-blue-badge":
+        lookup = badge_lookup(PopulationIndex(generate_population()))
     elif kind == "dwp-cis":
         lookup, session = _cis_provider(table, base)
         contexts.append(session)

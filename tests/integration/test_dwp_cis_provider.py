@@ -5,14 +5,12 @@ identifier, token or response body reaches a log line."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from datetime import date
 
 import pytest
 import structlog
 
-from broker.app_keys import REGISTRY
 from broker.scheme import admin
 from broker.scheme import dev as devscheme
 from connectors.conformance import run_conformance, target_from_scheme
@@ -37,14 +35,6 @@ def scheme_lines(scheme: devscheme.DevScheme) -> list[str]:
     config = scheme.folder.provider_config(devscheme.DWP).read_text()
     keys = ("scheme", "operator", "anchors", "registry")
     return [line for line in config.splitlines() if line.startswith(keys)]
-
-
-async def wait_for_seq(broker: RunningBroker, seq: int) -> None:
-    for _ in range(200):
-        if broker.app[REGISTRY].snapshot.seq >= seq:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"broker never reached registry seq {seq}")
 
 
 async def test_free_school_meals_through_the_dwp_cis_adapter_and_it_passes_conformance(
@@ -116,7 +106,7 @@ async def test_free_school_meals_through_the_dwp_cis_adapter_and_it_passes_confo
         if purpose["id"] == "free-school-meals-application":
             purpose["checks"].append(CHECK)
     seq = admin.publish(root, source)
-    await wait_for_seq(broker, seq)
+    await broker.wait_for_seq(seq)
     service = build_reference_provider(folder.provider_config(CIS))
     provider_runner = await serve_on(service.app, provider_socket)
     try:

@@ -5,7 +5,6 @@ operator adds local versions and reviews what changes for whom, from when."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -16,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker.app_keys import REGISTRY
 from broker.scheme import admin
 from broker.scheme import dev as devscheme
+from connectors.reference.blue_badges import EXPECTED_TRAVEL
 from connectors.reference.population import subject_of
 from connectors.reference.predicates import EXPECTED_BANDS
 from members.council import EligibilityClient
@@ -40,14 +39,6 @@ async def clients(
         EligibilityClient.from_config(scheme.council_config(WARWICK)) as warwick,
     ):
         yield {COVENTRY: coventry, WARWICK: warwick}
-
-
-async def wait_for_seq(broker: RunningBroker, seq: int) -> None:
-    for _ in range(200):
-        if broker.app[REGISTRY].snapshot.seq >= seq:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"broker never reached registry seq {seq}")
 
 
 async def test_each_council_gets_its_own_schemes_band_and_the_old_band_before_a_change(
@@ -118,7 +109,7 @@ async def test_a_council_asking_another_councils_local_check_is_refused_and_reco
         if purpose["id"] == PURPOSE:
             purpose["checks"].append("coventry-hardship-fund")
     seq = admin.publish(scheme.root, source)
-    await wait_for_seq(broker, seq)
+    await broker.wait_for_seq(seq)
 
     subject = subject_of("fsm-yes-uc-low-earnings")
     with pytest.raises(CheckFailed) as refused:
@@ -146,7 +137,7 @@ async def test_a_council_discovers_the_checks_it_may_ask_with_its_versions(
     coventry = {c["name"]: c for c in await clients[COVENTRY].available_checks()}
     warwick = {c["name"]: c for c in await clients[WARWICK].available_checks()}
     assert set(coventry) == {CTR}
-    assert set(warwick) == {CTR, devscheme.CONCESSIONARY_TRAVEL_CHECK}
+    assert set(warwick) == {CTR}
     assert [
         (v["version"], v["effective_from"], v["effective_to"]) for v in coventry[CTR]["versions"]
     ] == [
@@ -157,7 +148,6 @@ async def test_a_council_discovers_the_checks_it_may_ask_with_its_versions(
     assert warwick_version["version"] == 3
     assert warwick_version["scope"] == "local"
     assert warwick_version["bands"] == ["protected-77", "standard-50"]
-    assert warwick[devscheme.CONCESSIONARY_TRAVEL_CHECK]["versions"][0]["scope"] == "national"
     async with (
         aiohttp.ClientSession() as http,
         http.get(f"{broker.url}/v1/members/nobody/checks") as response,
@@ -261,3 +251,26 @@ def test_no_rule_may_be_scoped_to_a_suspended_council(scheme: devscheme.DevSchem
         admin.add_check(source, local, councils=(WARWICK,))
     with pytest.raises(admin.SchemeAdminError, match=f"{WARWICK} is suspended"):
         admin.add_check(source, local, owner=WARWICK)
+
+
+async def test_concessionary_travel_asks_the_councils_own_blue_badge_register(
+    blue_badge_client: EligibilityClient,
+) -> None:
+    """ENCTS disabled categories: DLA higher-rate mobility, PIP 8+ moving around, registered
+    blind (DWP) or a valid Blue Badge, which only the council's register (a provider) knows."""
+    answers = {
+        who: (
+            await blue_badge_client.check(
+                devscheme.CONCESSIONARY_TRAVEL_CHECK,
+                purpose="concessionary-travel-application",
+                subject=subject_of(who),
+                as_of=date(2026, 11, 27),
+                assurance="P2",
+            )
+        ).outcome
+        for who in EXPECTED_TRAVEL
+    }
+    assert answers == dict(EXPECTED_TRAVEL)
+    assert answers["bb-no-pip-journeys-d"] == "yes"  # no benefit qualifies: the badge does
+    available = {c["name"] for c in await blue_badge_client.available_checks()}
+    assert devscheme.CONCESSIONARY_TRAVEL_CHECK in available
