@@ -3,7 +3,7 @@ single-check throughput measured in the same run; the broker's RSS; status laten
 job runs.
 
     .venv/bin/python bench/bench_bulk.py [--items 1000,100000] [--single-seconds 10]
-        [--chunk 500] [--in-flight 64] [--postgres DSN] [--json PATH]
+        [--chunk 500] [--in-flight 32] [--worker] [--postgres DSN] [--json PATH]
 
 All on 127.0.0.1: a development scheme in a temporary folder (rate limit raised so the
 limiter never answers), the DWP- and HMRC-style reference providers and the broker
@@ -28,11 +28,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import secrets
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -56,6 +59,7 @@ from trust import bulk  # noqa: E402
 
 FSM = devscheme.FSM_CHECK
 PURPOSE = "free-school-meals-application"
+PROVIDERS = (devscheme.DWP, devscheme.HMRC)
 
 
 def rss_mb(pid: int) -> float:
@@ -158,12 +162,18 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     text = config.read_text().replace(
         "rate_limit_per_second = 50", "rate_limit_per_second = 1000000"
     )
+    schema = f"axb_bench_{secrets.token_hex(4)}"  # a schema of its own, dropped after
     if args.postgres:
         text = text.replace(
-            'consent_log = "log/consent-log.sqlite3"', f'consent_log = "{args.postgres}"'
+            'consent_log = "log/consent-log.sqlite3"',
+            f'consent_log = "{args.postgres}"\nconsent_log_schema = "{schema}"',
         )
     bulk_table = f"chunk_items = {args.chunk}\nitems_in_flight = {args.in_flight}\n"
     config.write_text(text + f"\n[bulk]\n{bulk_table}max_items = 200000\n")
+    if args.worker:  # the broker taking traffic runs no jobs; a worker on its log does
+        worker_config = config.with_name("broker-worker.toml")
+        worker_config.write_text(config.read_text())
+        config.write_text(config.read_text() + "run_jobs = false\n")
     services = []
     try:
         for provider in (devscheme.DWP, devscheme.HMRC):
@@ -174,8 +184,12 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         serve = ["serve", "--config", str(config), "--listen-fd", str(listeners.broker.fileno())]
         broker = spawn("broker", [*axb_command(), *serve], listeners.broker, logs)
         services.append(broker)
+        if args.worker:
+            listener = devscheme.bind_loopback()
+            serve = ["serve", "--config", str(worker_config), "--listen-fd", str(listener.fileno())]
+            services.append(spawn("worker", [*axb_command(), *serve], listener, logs))
         for service in services:
-            await wait_up(service, "/readyz" if service is broker else "/healthz")
+            await wait_up(service, "/healthz" if service.name in PROVIDERS else "/readyz")
         async with EligibilityClient.from_config(
             scheme.council_config(devscheme.COUNCIL_SCHOOLS)
         ) as client:
@@ -186,10 +200,17 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 keep_bodies=False,
             )  # fmt: skip
             single_per_s = single.ok / args.single_seconds
-            jobs = [await run_job(client, n, broker.process.pid) for n in args.items]
+            runs_jobs = services[-1] if args.worker else broker  # whose RSS grows with a job
+            jobs = [await run_job(client, n, runs_jobs.process.pid) for n in args.items]
     finally:
         for service in services:
             service.stop()
+        if args.postgres:
+            conn = await asyncpg.connect(args.postgres)
+            try:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            finally:
+                await conn.close()
     for job in jobs:
         job["times_single"] = round(job["items_per_s"] / single_per_s, 2) if single_per_s else None
     return {
@@ -198,6 +219,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "log": "postgresql" if args.postgres else "sqlite",
         "chunk_items": args.chunk,
         "items_in_flight": args.in_flight,
+        "worker": args.worker,
         "single_checks_per_s": round(single_per_s, 1),
         "single_p99_ms": round(percentile(single.latencies_ms, 99), 1),
         "jobs": jobs,
@@ -207,18 +229,20 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"log: {result['log']}, chunk {result['chunk_items']}, "
-        f"{result['items_in_flight']} items in flight; single checks: "
+        f"{result['items_in_flight']} items in flight"
+        f"{', jobs run by a worker process' if result['worker'] else ''}; single checks: "
         f"{result['single_checks_per_s']}/s (p99 {result['single_p99_ms']} ms); the machine "
         f"was {result['background_busy_cores']} cores busy before the run",
         "",
-        "| items | seconds | items/s | × single | RSS before → peak (MB) "
+        "| items | seconds | items/s | × single | undetermined | RSS before → peak (MB) "
         "| status p50 / p99 / max (ms) |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for job in result["jobs"]:
         lines.append(
             f"| {job['items']:,} | {job['seconds']} | {job['items_per_s']:,} | "
-            f"{job['times_single']} | {job['rss_mb_before']} → {job['rss_mb_peak']} | "
+            f"{job['times_single']} | {job['counts']['undetermined']:,} | "
+            f"{job['rss_mb_before']} → {job['rss_mb_peak']} | "
             f"{job['status_ms_p50']} / {job['status_ms_p99']} / {job['status_ms_max']} |"
         )
     return "\n".join(lines)
@@ -229,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", default="1000,100000", help="job sizes, comma-separated")
     parser.add_argument("--single-seconds", type=float, default=10.0)
     parser.add_argument("--chunk", type=int, default=500, help="the broker's bulk chunk_items")
-    parser.add_argument("--in-flight", type=int, default=64, help="[bulk] items_in_flight")
+    parser.add_argument("--in-flight", type=int, default=32, help="[bulk] items_in_flight")
+    parser.add_argument(
+        "--worker", action="store_true", help="jobs run by a second broker process (run_jobs)"
+    )
     parser.add_argument("--postgres", default=None, help="a consent log DSN instead of SQLite")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -90,10 +90,11 @@ class Settings:
     bulk_max_items: int = 100_000
     bulk_max_bytes: int = 64 * 1024 * 1024
     bulk_chunk_items: int = 500
-    bulk_items_in_flight: int = 64
+    bulk_items_in_flight: int = 32
     bulk_lease_s: float = 30.0
     bulk_poll_s: float = 1.0
     bulk_retention_days: int = 30
+    bulk_run_jobs: bool = True
     # `axb serve --workers N`: how long the supervisor waits for its workers' orderly stop
     shutdown_timeout_s: float = 10.0
     # broker.coalesce: concurrent calls to one provider within this window go as one batch
@@ -233,8 +234,16 @@ def _bulk_settings(table: dict[str, Any]) -> dict[str, Any]:
         "bulk_max_items": _int(bulk, "max_items", 100_000, 1, 1_000_000),
         "bulk_max_bytes": _int(bulk, "max_bytes", 64 * 1024 * 1024, 1024, 2**34),
         "bulk_chunk_items": _int(bulk, "chunk_items", 500, 1, 10_000),
-        "bulk_items_in_flight": _int(bulk, "items_in_flight", 64, 1, 10_000),
+        "bulk_items_in_flight": _int(bulk, "items_in_flight", 32, 1, 10_000),
         "bulk_lease_s": _float(bulk, "lease_s", 30.0, 0.5, 3600),
         "bulk_poll_s": _float(bulk, "poll_s", 1.0, 0.01, 60),
         "bulk_retention_days": _int(bulk, "retention_days", 30, 0, 3650),
+        "bulk_run_jobs": _bool(bulk, "run_jobs", True),
     }
+
+
+def _bool(table: dict[str, Any], name: str, default: bool) -> bool:
+    value = table.get(name, default)
+    if type(value) is not bool:
+        raise SettingsError(f"{name} must be true or false")
+    return value

@@ -44,11 +44,18 @@ def install(app: web.Application, *, connector: Callable[[str], Connector]) -> N
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await store.start()
-        worker = asyncio.create_task(runner.run_forever(), name="bulk-runner")
+        # run_jobs = false: this process takes jobs and answers about them, and other broker
+        # processes on the same log (a worker that receives no traffic) run them
+        worker = (
+            asyncio.create_task(runner.run_forever(), name="bulk-runner")
+            if settings.bulk_run_jobs
+            else None
+        )
         yield
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
         await store.close()
 
     app.cleanup_ctx.append(resources)

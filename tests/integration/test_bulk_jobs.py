@@ -25,6 +25,8 @@ from connectors.reference.population import subject_of
 from members.bulk import BulkJobs, ItemsFile
 from members.council import EligibilityClient
 from members.errors import CheckFailed
+from tests.support.bulk import strangers
+from tests.support.logdb import log_backend
 from tests.support.servers import RunningBroker, RunningProvider, StartBroker
 from trust import bulk, jws
 from trust.errors import VerificationError
@@ -295,10 +297,7 @@ async def test_another_councils_job_is_not_found_to_read_or_cancel(
 async def test_a_provider_down_halfway_leaves_its_items_undetermined_the_rest_answered(
     council: Council, providers: dict[str, RunningProvider]
 ) -> None:
-    distinct = [
-        {"ref": f"r{i}", "subject": {**subject_of("fsm-no"), "family_name": f"Resident{i}"}}
-        for i in range(150)
-    ]
+    distinct = strangers(150)
     job = await council.submit(bulk.items_ndjson(distinct))
     while (status := await council.jobs.status(job["id"]))["progress"] < 0.3:
         assert status["status"] in ("queued", "running")
@@ -382,3 +381,70 @@ async def test_the_worked_auto_enrolment_example_in_the_councils_guide_holds(
     assert (ended["items"], ended["subjects"], ended["records"]) == (7, 6, 6)
     _, body = await council.jobs.results(job["id"], "csv")
     assert body.decode().splitlines() == enrolled.splitlines()
+
+
+async def test_a_broker_that_runs_no_jobs_takes_them_and_a_worker_on_its_log_runs_them(
+    scheme: devscheme.DevScheme, start_broker: StartBroker, providers: object
+) -> None:
+    front = await start_broker(bulk={**BULK_SETTINGS, "run_jobs": False})
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_SCHOOLS)
+    ) as client:
+        council = Council(front, client)
+        job = await council.submit(bulk.items_ndjson(rows(6)))
+        await asyncio.sleep(0.5)
+        assert (await council.jobs.status(job["id"]))["status"] == "queued"  # nobody runs it
+        await start_broker(port=0, bulk=BULK_SETTINGS)  # a worker: no traffic reaches it
+        ended = await council.jobs.wait(job["id"], poll_s=0.05)
+        assert ended["status"] == "completed"
+        assert len(await council.records_of(job["id"])) == 4
+
+
+async def processed(jobs: BulkJobs, job_id: str, *, at_least: int) -> None:
+    """Wait until the job has at least ``at_least`` rows done (and has not ended)."""
+    for _ in range(600):
+        status = await jobs.status(job_id)
+        assert status["status"] in ("queued", "running")
+        if status["processed"] >= at_least:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the job never got there")
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_another_broker_takes_over_a_job_whose_owner_stopped(
+    scheme: devscheme.DevScheme, start_broker: StartBroker, providers: object
+) -> None:
+    """The owner stops mid-chunk (its runner cancelled, its lease left to run out): a second
+    broker on the same PostgreSQL log reconciles with the records already committed and
+    finishes the job, every subject recorded exactly once."""
+    distinct = strangers(90)
+    async with log_backend("postgres") as on_postgres:
+        first = await start_broker(**on_postgres, bulk=BULK_SETTINGS)
+        async with EligibilityClient.from_config(
+            scheme.council_config(devscheme.COUNCIL_SCHOOLS)
+        ) as client:
+            owner = Council(first, client)
+            job = await owner.submit(bulk.items_ndjson(distinct))
+            await processed(owner.jobs, job["id"], at_least=30)
+            await first.stop()
+            second = await start_broker(**on_postgres, port=0, bulk=BULK_SETTINGS)
+            taker = Council(second, client)
+            client_url = client.broker_url
+            assert client_url == first.url  # the council's config names the first broker
+            second_jobs = BulkJobs(
+                EligibilityClient(
+                    member_id=client.member_id,
+                    key=client.signing_key,
+                    broker_url=second.url,
+                    broker_id=client.broker_id,
+                    session=client.session,
+                )
+            )
+            ended = await second_jobs.wait(job["id"], poll_s=0.1)
+            records = await taker.records_of(job["id"])
+        assert ended["status"] == "completed"
+        assert ended["processed"] == ended["records"] == 90
+        assert sorted(r["query_jti"] for r in records) == sorted(
+            f"{job['id']}.{n}" for n in range(1, 91)
+        )

@@ -26,8 +26,9 @@ from broker.settings import load_settings
 from connectors.provider_kit import LookupRequest
 from connectors.reference.population import subject_of
 from members.auditor import AuditClient
-from members.bulk import BulkJobs, ItemsFile
+from members.bulk import BulkJobs
 from members.council import EligibilityClient
+from tests.support.bulk import strangers, submit_fsm
 from tests.support.processes import until_answers
 from tests.support.servers import RunningProvider
 from trust import bulk
@@ -139,26 +140,16 @@ async def test_a_job_killed_at_30_and_99_percent_ends_with_exact_counts_and_reco
     url = f"http://127.0.0.1:{scheme.broker_port}"
     broker = Broker(config, listeners.broker.fileno(), tmp_path / "broker.log")
     # distinct subjects (every name its own: the providers find none of them), a few known
-    rows = [
-        {"ref": f"r{i}", "subject": {**subject_of("fsm-no"), "family_name": f"Resident{i}"}}
-        for i in range(ITEMS)
-    ]
+    rows = strangers(ITEMS)
     for i in range(0, ITEMS, 100):
         rows[i]["subject"] = subject_of("fsm-yes-income-support")
-    items = bulk.items_ndjson(rows)
     await broker.start(url)
     try:
         async with EligibilityClient.from_config(
             scheme.council_config(devscheme.COUNCIL_SCHOOLS)
         ) as client:
             jobs = BulkJobs(client)
-            job = await jobs.submit(
-                items,
-                ItemsFile("ndjson", ITEMS, bulk.digest_of(items)),
-                check=devscheme.FSM_CHECK,
-                purpose="free-school-meals-application",
-                assurance="P2",
-            )
+            job = await submit_fsm(jobs, rows)
             progress = Progress(db, job["id"])
             at_30 = await progress.kill_at(broker, 0.30)
             await broker.start(url)

@@ -24,14 +24,13 @@ from broker.stores.consent_log import (
     SqliteLocation,
     open_consent_log,
 )
-from connectors.reference.population import subject_of
-from members.bulk import BulkJobs, ItemsFile
+from members.bulk import BulkJobs
 from members.council import EligibilityClient
 from members.errors import CheckFailed
+from tests.support.bulk import strangers, submit_fsm
 from tests.support.councils import blue_badge
 from tests.support.logdb import LOG_BACKENDS, log_backend
 from tests.support.servers import RunningBroker, StartBroker
-from trust import bulk
 
 
 @pytest.fixture
@@ -141,22 +140,12 @@ async def test_a_bulk_job_pauses_while_the_log_disk_is_full_and_resumes_with_exa
         consent_log=str(small_disk / "log.sqlite3"),
         bulk={"chunk_items": 5, "lease_s": 0.5, "poll_s": 0.05},
     )
-    rows = [
-        {"ref": f"r{i}", "subject": {**subject_of("fsm-no"), "family_name": f"Resident{i}"}}
-        for i in range(300)
-    ]
-    items = bulk.items_ndjson(rows)
+    rows = strangers(300)
     async with EligibilityClient.from_config(
         scheme.council_config(devscheme.COUNCIL_SCHOOLS)
     ) as client:
         jobs = BulkJobs(client)
-        job = await jobs.submit(
-            items,
-            ItemsFile("ndjson", len(rows), bulk.digest_of(items)),
-            check=devscheme.FSM_CHECK,
-            purpose="free-school-meals-application",
-            assurance="P2",
-        )
+        job = await submit_fsm(jobs, rows)
 
         async def under_way() -> bool:
             return bool((await jobs.status(job["id"]))["processed"] >= 40)
