@@ -48,6 +48,7 @@ from connectors.base import Connector
 from connectors.errors import ConnectorError
 from connectors.registry_source import RegistrySource
 from connectors.signed_http import SignedHttpConnector
+from connectors.tracing import accept as accept_traceparent
 from trust import jws
 from trust.errors import TrustError
 
@@ -62,6 +63,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     supplied = request.headers.get("X-Request-Id", "")
     request_id = supplied if 8 <= len(supplied) <= 64 and supplied.isalnum() else uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    trace = accept_traceparent(request.headers.get("traceparent"))
+    if trace is not None:  # a trace id is no personal data: it ties the line to the trace
+        structlog.contextvars.bind_contextvars(trace_id=trace.trace_id)
     started = time.perf_counter()
     slug: str | None = None
     reason: str | None = None

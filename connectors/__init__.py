@@ -15,4 +15,5 @@ General layout:
 - ``scheme_folder``   ``SchemeFolder``: the one type that owns a scheme folder's layout
 - ``registry_source`` the registry in force, re-read from its file without a restart
 - ``reference``       reference DWP-, HMRC- and DVLA-style providers on synthetic data
+- ``tracing``         W3C ``traceparent``: taken from a check, passed on to its providers
 """

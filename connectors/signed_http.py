@@ -17,6 +17,7 @@ import aiohttp
 
 from connectors.base import ItemResult, fetch_each, read_limited
 from connectors.errors import ProviderFault
+from connectors.tracing import outgoing_headers
 from trust import jws
 from trust.batch import batch_of, batch_request_claims, parse_batch_response
 from trust.errors import InvalidMessage, VerificationError
@@ -100,7 +101,11 @@ class SignedHttpConnector:
             async with self._session.post(
                 endpoint,
                 data=token,
-                headers={"Content-Type": JWT_MEDIA_TYPE, "Accept": JWT_MEDIA_TYPE},
+                headers={
+                    "Content-Type": JWT_MEDIA_TYPE,
+                    "Accept": JWT_MEDIA_TYPE,
+                    **outgoing_headers(),
+                },
                 allow_redirects=False,
             ) as response:
                 if 400 <= response.status < 500 and response.status not in (408, 429):

@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import re
 import signal
 import socket
 import ssl
+import sys
 import tomllib
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import click
 from aiohttp import web
@@ -153,6 +156,17 @@ async def until_stopped() -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def exit_after_orderly_stop() -> NoReturn:
+    """Exit 0 at once, once a server has stopped in order (requests answered, the log
+    committed and checkpointed, stores closed): the interpreter's own teardown would then
+    garbage-collect the whole heap, which took 1.5 s of a 2 s stop, time a container stop
+    or a rolling restart waits for and nothing needs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:

@@ -20,6 +20,7 @@ from broker.cli.common import (
     LISTEN_FD,
     PORT,
     SCHEME_DIR,
+    exit_after_orderly_stop,
     inherited_socket,
     read_json_object,
     read_toml_document,
@@ -76,6 +77,7 @@ def _serve_one(
     with contextlib.suppress(KeyboardInterrupt):
         endpoint = at if listen_fd is None else inherited_socket(listen_fd)
         asyncio.run(serve_forever([(app, endpoint)], tls=tls))
+    exit_after_orderly_stop()
 
 
 @provider.command("conformance")

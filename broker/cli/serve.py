@@ -20,6 +20,7 @@ from broker.cli.common import (
     PORT,
     Endpoint,
     connection_limits,
+    exit_after_orderly_stop,
     inherited_socket,
     serve_forever,
     use_uvloop,
@@ -146,6 +147,7 @@ def serve(
     use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(apps, connection_limits(settings)))
+    exit_after_orderly_stop()
 
 
 @click.command()

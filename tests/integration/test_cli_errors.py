@@ -33,6 +33,9 @@ GARBAGE = bytes(range(256)) * 8  # not UTF-8, so not TOML, JSON or a PEM either
 COUNCIL = devscheme.COUNCIL_BLUE_BADGE
 PROVIDER = devscheme.DWP
 STEP_TIMEOUT_S = 30
+# the module's attacks run once, in the first test's setup (about 100 processes, four at a
+# time): on a busy 2-core machine that took 180 s, past the suite's 120 s per test
+pytestmark = pytest.mark.timeout(400)
 UNREACHABLE = "Connect call failed"
 
 

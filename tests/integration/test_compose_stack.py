@@ -91,7 +91,7 @@ class Stack:
     def cleanup(self) -> None:
         names = self.names()
         if names:
-            podman("rm", "--force", "--time", "1", *names, check=False)
+            podman("rm", "--force", "--volumes", "--time", "1", *names, check=False)
         podman("volume", "rm", "--force", f"{self.project}_pg-data", check=False)
         podman("network", "rm", "--force", f"{self.project}_default", check=False)
 

@@ -116,7 +116,7 @@ async def test_a_check_through_the_container_then_podman_stop_exits_0_in_under_2
         assert stopped_in < 2.0, f"podman stop took {stopped_in:.2f} s"
         assert "Traceback" not in container_logs(name)
     finally:
-        podman("rm", "--force", name, check=False)
+        podman("rm", "--force", "--volumes", name, check=False)
         if process.poll() is None:
             process.kill()
     with sqlite3.connect(state / "consent-log.sqlite3") as db:

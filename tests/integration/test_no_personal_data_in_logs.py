@@ -21,13 +21,15 @@ import dataclasses
 import itertools
 import json
 import re
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -55,8 +57,11 @@ from members.council import EligibilityClient
 from members.errors import CheckFailed
 from tests.support import credentials as cred
 from tests.support.councils import CouncilKey, blue_badge_answer_token
+from tests.support.logdb import log_backend
+from tests.support.processes import start_workers, tail, until_answers, workers_config
 from tests.support.residents import rows, sign_in
 from tests.support.servers import RunningBroker, RunningProvider, serve_on
+from tests.support.services import REDIS_URL
 from tests.support.tokens import PIN, SoftToken
 from tests.support.witnesses import serve_scheme_witnesses
 from trust import bulk
@@ -816,3 +821,40 @@ async def test_a_token_that_goes_away_logs_which_key_but_no_personal_data_nor_th
     assert SCANNER.scan_events(events) == []
     assert SCANNER.findings(out + err + caplog.text) == []
     assert PIN not in repr(events) + out + err + caplog.text
+
+@pytest.mark.redis
+@pytest.mark.postgres
+async def test_no_personal_data_in_the_logs_of_serve_workers(
+    scheme: devscheme.DevScheme,
+    listeners: devscheme.Listeners,
+    providers: dict[str, RunningProvider],
+    council_key: CouncilKey,
+    tmp_path: Path,
+) -> None:
+    """``axb serve --workers 2``: the supervisor's lines and both workers' JSON lines."""
+    log = tmp_path / "workers.log"
+    async with log_backend("postgres") as overrides:
+        dsn, schema = str(overrides["consent_log"]), str(overrides["consent_log_schema"])
+        config = workers_config(scheme.broker_config, dsn, schema)
+        supervisor = start_workers(config, listeners.broker.fileno(), log, REDIS_URL)
+        listeners.broker.close()
+        try:
+            await until_answers(scheme.broker_url + "/readyz", supervisor, log)
+            bb_config = scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+            fsm_config = scheme.council_config(devscheme.COUNCIL_SCHOOLS)
+            async with (
+                EligibilityClient.from_config(bb_config) as bb,
+                EligibilityClient.from_config(fsm_config) as fsm,
+            ):
+                at = cast(RunningBroker, SimpleNamespace(url=scheme.broker_url))
+                sent = await exercise(at, providers, bb, fsm, council_key)
+            supervisor.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(supervisor.wait, 15) == 0, tail(log)
+        finally:
+            if supervisor.poll() is None:
+                supervisor.kill()
+    text = log.read_text()
+    assert len(sent) >= 2 * len(EXPECTED_OUTCOMES)
+    assert text.count('"event": "check"') >= len(sent) // 2, "the workers' lines are in the log"
+    assert "supervising 2 workers" in text
+    assert SCANNER.findings(text) == []

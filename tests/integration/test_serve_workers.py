@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,12 +20,11 @@ from broker.scheme import dev as devscheme
 from members.council import EligibilityClient
 from tests.support.councils import blue_badge
 from tests.support.logdb import log_backend
-from tests.support.processes import tail, until_answers
+from tests.support.processes import start_workers, tail, until_answers, workers_config
 from tests.support.servers import RunningProvider
 from tests.support.services import REDIS_URL
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def workers_of(supervisor: subprocess.Popen[bytes]) -> set[int]:
@@ -39,38 +37,7 @@ async def shared_log_config(scheme: devscheme.DevScheme) -> AsyncIterator[tuple[
     """The scheme's broker config on a PostgreSQL log of the test's own; the DSN and schema."""
     async with log_backend("postgres") as overrides:
         dsn, schema = str(overrides["consent_log"]), str(overrides["consent_log_schema"])
-        text = scheme.broker_config.read_text().replace(
-            'consent_log = "log/consent-log.sqlite3"\n',
-            f'consent_log = "{dsn}"\nconsent_log_schema = "{schema}"\nshutdown_timeout_s = 8\n',
-        )
-        config = scheme.root / "broker-workers.toml"
-        config.write_text(text)
-        yield config, dsn, schema
-
-
-def start_supervisor(config: Path, fd: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "broker.cli",
-                "serve",
-                "--config",
-                str(config),
-                "--workers",
-                "2",
-                "--redis-url",
-                REDIS_URL,
-                "--listen-fd",
-                str(fd),
-            ],
-            stdout=out,
-            stderr=out,
-            pass_fds=[fd],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        yield workers_config(scheme.broker_config, dsn, schema), dsn, schema
 
 
 async def test_two_workers_share_one_gap_free_log_a_killed_worker_is_restarted_and_sigterm_exits_0(
@@ -82,7 +49,7 @@ async def test_two_workers_share_one_gap_free_log_a_killed_worker_is_restarted_a
 ) -> None:
     config, dsn, schema = shared_log_config
     log = tmp_path / "supervisor.log"
-    supervisor = start_supervisor(config, listeners.broker.fileno(), log)
+    supervisor = start_workers(config, listeners.broker.fileno(), log, REDIS_URL)
     listeners.broker.close()
     try:
         await until_answers(scheme.broker_url + "/readyz", supervisor, log)
