@@ -352,7 +352,6 @@ class EligibilityClient:
         for result in results:
             yield result
 
-
     async def _post_signed(
         self, path: str, claims: Mapping[str, Any], profile: jws.Profile
     ) -> dict[str, Any]:

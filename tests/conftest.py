@@ -190,6 +190,7 @@ async def identity_provider(
     await runner.cleanup()
 
 
+@pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     """A throwaway ``redis-server`` of the test's own, killed after it."""
     server = PrivateRedis(tmp_path / "redis")

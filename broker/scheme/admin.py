@@ -262,7 +262,9 @@ def review_source(scheme_dir: Path, source: dict[str, Any]) -> list[str]:
     registry = SchemeFolder(scheme_dir).registry
     try:
         token = registry.read_bytes().strip()
-        claims = jws.parse_json_object(jws.decode_compact(token, max_bytes=jws.MAX_REGISTRY_BYTES).payload)
+        claims = jws.parse_json_object(
+            jws.decode_compact(token, max_bytes=jws.MAX_REGISTRY_BYTES).payload
+        )
         published = parse_checks(claims.get("checks", []))
     except OSError:
         published = []  # nothing published yet: everything is new

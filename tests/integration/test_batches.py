@@ -92,7 +92,9 @@ async def test_concurrent_checks_go_as_batches_and_each_gets_its_own_answer_and_
 
 
 def claims_of(token: str | bytes) -> dict[str, Any]:
-    return jws.parse_json_object(jws.decode_compact(token, max_bytes=jws.MAX_BATCH_TOKEN_BYTES).payload)
+    return jws.parse_json_object(
+        jws.decode_compact(token, max_bytes=jws.MAX_BATCH_TOKEN_BYTES).payload
+    )
 
 
 async def test_a_partial_failure_makes_only_those_checks_undetermined(

@@ -78,6 +78,7 @@ WORDS = {
     " --out {out} --public-key",
     "conform": f"http://127.0.0.1:9 --provider-id {PROVIDER} --scheme",
     "council": COUNCIL,
+    "bulk": f"--check {devscheme.FSM_CHECK} --purpose free-school-meals-application",
     "log_export": "{garbage} --log-key {log_key}",
 }
 NO_LINK = "Cannot connect"  # what aiohttp says of a port that refuses connections
@@ -249,6 +250,33 @@ ATTACKS: tuple[Attack, ...] = (
         "in use",
         "--config {auditor_config} --port {taken_port}",
     ),
+    *config_attacks("bulk submit", "{broker_config}", "{bulk} {items}"),
+    Attack(
+        "bulk submit",
+        "items file missing",
+        2,
+        "missing",
+        "--config {council_config} {bulk} {missing}",
+    ),
+    Attack(
+        "bulk submit", "broker unreachable", 1, NO_LINK, "--config {council_no_link} {bulk} {items}"
+    ),
+    *[
+        attack
+        for command in ("bulk status", "bulk cancel")
+        for attack in (
+            *config_attacks(command, "{broker_config}", "job-1"),
+            Attack(command, "broker unreachable", 1, NO_LINK, "--config {council_no_link} job-1"),
+        )
+    ],
+    *config_attacks("bulk results", "{broker_config}", "--out {out} job-1"),
+    Attack(
+        "bulk results",
+        "broker unreachable",
+        1,
+        NO_LINK,
+        "--config {council_no_link} --out {out} job-1",
+    ),
     *config_attacks("witness serve", "{council_config}"),
     Attack("witness serve", "key file missing", 2, "nobody.skey", "--config {witness_no_key}"),
     Attack("witness serve", "port in use", 1, "in use", "--config {witness_port_taken}"),
@@ -350,6 +378,12 @@ def ground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         "out": str(root / "written.json"),
         "answer_token": write(root / "answer.jwt", "not-an-answer-token\n"),
         "taken_port": taken_port,
+        "items": write(
+            root / "items.ndjson",
+            json.dumps(
+                {"ref": "r1", "subject": {"family_name": "S", "date_of_birth": "1961-07-02"}}
+            ),
+        ),
         "scheme": str(scheme.root),
         "log_key": str(folder.log_verifier_key),
         "public_jwk": str(folder.public_key(devscheme.AUDITOR)),

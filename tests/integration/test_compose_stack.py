@@ -25,6 +25,7 @@ import pytest
 
 from broker.cli.demo import CASES, DOWN_CASE, run_case
 from broker.scheme import dev as devscheme
+from connectors.reference.identity import ReferenceIdentityProvider
 from members.council import EligibilityClient
 from tests.support.cli import run_axb
 from tests.support.containers import (
@@ -178,12 +179,15 @@ async def test_the_compose_stack_answers_every_outcome_through_nginx_survives_a_
         member: EligibilityClient.from_config(compose_scheme / "councils" / f"{member}.toml")
         for member in devscheme.COUNCILS
     }
+    idp = ReferenceIdentityProvider.from_pem(
+        (compose_scheme / "keys" / f"{devscheme.IDP}.pem").read_bytes()
+    )
     outcomes: list[str] = []
     try:
         for client in clients.values():
             await client.__aenter__()
         for case in CASES:
-            outcome, _, _, answer = await run_case(clients[case.council], case)
+            outcome, _, _, answer = await run_case(clients[case.council], case, idp)
             assert answer is not None, f"{case.label}: {outcome}"
             outcomes.append(outcome)
         assert {"yes", "no", "no-match"} <= set(outcomes)
@@ -197,11 +201,11 @@ async def test_the_compose_stack_answers_every_outcome_through_nginx_survives_a_
 
         podman("kill", stack.container("broker-1"))
         for case in CASES[:4]:
-            outcome, _, _, answer = await run_case(clients[case.council], case)
+            outcome, _, _, answer = await run_case(clients[case.council], case, idp)
             assert answer is not None, f"with broker-1 killed, {case.label}: {outcome}"
 
         podman("stop", "--time", "5", stack.container("dwp-reference"))
-        outcome, _, _, answer = await run_case(clients[DOWN_CASE.council], DOWN_CASE)
+        outcome, _, _, answer = await run_case(clients[DOWN_CASE.council], DOWN_CASE, idp)
         assert answer is not None
         assert outcome == "undetermined"
     finally:

@@ -27,7 +27,9 @@ from trust.registry import Registry
 
 
 def claims_of(token: str | bytes) -> dict[str, Any]:
-    return jws.parse_json_object(jws.decode_compact(token, max_bytes=jws.MAX_BATCH_TOKEN_BYTES).payload)
+    return jws.parse_json_object(
+        jws.decode_compact(token, max_bytes=jws.MAX_BATCH_TOKEN_BYTES).payload
+    )
 
 
 class TamperingBatches(ProviderKit):

@@ -228,8 +228,14 @@ def fuzz_operation(
 
 def modes(described: dict[str, Any]) -> tuple[GenerationMode, ...]:
     """Valid cases for every operation; invalid ones too where there is something to make
-    invalid (an operation without parameters or body has no negative case)."""
-    if described.get("parameters") or described.get("requestBody") or described.get("security"):
+    invalid (an operation without a body, security or a constrained parameter has no negative
+    case: any string is a valid member id in a path)."""
+    constrained = [
+        p
+        for p in described.get("parameters", [])
+        if p.get("in") != "path" or p.get("schema") != {"type": "string"}
+    ]
+    if constrained or described.get("requestBody") or described.get("security"):
         return (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
     return (GenerationMode.POSITIVE,)
 
