@@ -469,7 +469,7 @@ def outcomes(ground: dict[str, str], request: pytest.FixtureRequest) -> dict[str
         for item in request.session.items
         if isinstance(item, pytest.Function)
         and hasattr(item, "callspec")
-        and "attack" in item.callspec.params
+        and isinstance(item.callspec.params.get("attack"), Attack)  # not another module's
     ]
 
     async def run_all() -> list[Outcome]:
