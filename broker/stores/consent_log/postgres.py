@@ -82,10 +82,20 @@ async def create_tables(
             await bootstrap.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             await bootstrap.execute(f"SET LOCAL search_path TO {schema}")
             await bootstrap.execute(ddl)
-            for name, kind in record_columns:
-                await bootstrap.execute(
-                    f"ALTER TABLE records ADD COLUMN IF NOT EXISTS {name} {kind}"
+            # ALTER TABLE takes an ACCESS EXCLUSIVE lock even when the column is there: a
+            # broker restarting beside live ones deadlocked with their appends. Alter only
+            # an older table that lacks the column.
+            present = {
+                row["column_name"]
+                for row in await bootstrap.fetch(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_schema = $1 AND table_name = 'records'",
+                    schema,
                 )
+            }
+            for name, kind in record_columns:
+                if name not in present:
+                    await bootstrap.execute(f"ALTER TABLE records ADD COLUMN {name} {kind}")
     finally:
         await bootstrap.close()
 
