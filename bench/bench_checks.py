@@ -555,21 +555,40 @@ async def busy_cores(seconds: float) -> float:
     return (after[1] - before[1]) / total * (os.cpu_count() or 1) if total else 0.0
 
 
-async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    background = await busy_cores(1.0)
-    if background > 0.2:
-        print(
-            f"warning: the machine is already {background:.2f} cores busy; "
-            "throughput and latency will suffer (CPU per check much less so)",
-            file=sys.stderr,
-        )
-    logs = root / "logs"
+@dataclass
+class BrokerRun:
+    """One broker configuration under load: its scheme, queries and what was measured."""
+
+    label: str
+    window_ms: float
+    redis_url: str | None
+    scheme: devscheme.DevScheme
+    tokens: Tokens
+    load: LoadResult
+    batches: int  # batch requests the DWP-style provider answered in the run
+
+
+async def broker_run(
+    args: argparse.Namespace,
+    root: Path,
+    label: str,
+    *,
+    window_ms: float,
+    redis_url: str | None,
+    profile: Path | None = None,
+) -> BrokerRun:
+    """A fresh scheme, the two reference providers and the broker with ``window_ms``
+    coalescing and ``redis_url`` admission, driven at ``args.concurrency``."""
+    logs = root / f"logs-{label}"
     logs.mkdir()
     listeners = devscheme.Listeners()
-    scheme = devscheme.generate(root / "scheme", ports=listeners.ports)
+    scheme = devscheme.generate(root / f"scheme-{label}", ports=listeners.ports)
     config = scheme.broker_config
     config.write_text(
-        config.read_text().replace("rate_limit_per_second = 50", "rate_limit_per_second = 1000000")
+        config.read_text().replace(
+            "rate_limit_per_second = 50",
+            f"rate_limit_per_second = 1000000\ncoalesce_window_ms = {window_ms}",
+        )
     )
     assert "rate_limit_per_second = 1000000" in config.read_text()
     services: list[Service] = []
@@ -594,10 +613,10 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 )
             )
         serve = ["serve", "--config", str(config), "--listen-fd", str(listeners.broker.fileno())]
-        if args.redis_url:
-            serve += ["--redis-url", args.redis_url]
-        if args.profile is not None:  # cProfile the broker's main thread (slows it down)
-            command = [sys.executable, "-c", PROFILER, str(args.profile.resolve()), *serve]
+        if redis_url:
+            serve += ["--redis-url", redis_url]
+        if profile is not None:  # cProfile the broker's main thread (slows it down)
+            command = [sys.executable, "-c", PROFILER, str(profile), *serve]
         else:
             command = [*axb_command(), *serve]
         broker = spawn("broker", command, listeners.broker, logs)
@@ -611,7 +630,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         signing_s = time.perf_counter() - signing_started
 
         print(
-            f"broker pid {broker.process.pid}; {args.presign} queries pre-signed in "
+            f"[{label}] broker pid {broker.process.pid}; {args.presign} queries pre-signed in "
             f"{signing_s:.1f}s; warm-up {args.warmup}s, then {args.seconds}s "
             f"at concurrency {args.concurrency}",
             file=sys.stderr,
@@ -627,11 +646,53 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             other_pids=providers,
             keep_bodies=True,
         )
+        batches = await provider_batches(services[0].url)
     finally:
         for service in reversed(services):
             service.stop()
         listeners.close()
+    return BrokerRun(label, window_ms, redis_url, scheme, tokens, load, batches)
 
+
+async def provider_batches(url: str) -> int:
+    """How many batch requests a reference provider answered (``answered`` counts items)."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/v1/status") as response:
+        return int((await response.json()).get("batches_answered", 0))
+
+
+def configurations(args: argparse.Namespace) -> list[tuple[str, float, str | None]]:
+    """(label, coalescing window, Redis URL) of each broker run; the last is the main one."""
+    main = ("main", args.coalesce_window_ms, args.redis_url)
+    if not args.compare:
+        return [main]
+    window = args.coalesce_window_ms or 1.0
+    runs: list[tuple[str, float, str | None]] = [
+        ("memory-off", 0.0, None),
+        ("memory-on", window, None),
+    ]
+    if args.redis_url:
+        runs += [("redis-off", 0.0, args.redis_url), ("redis-on", window, args.redis_url)]
+    return runs
+
+
+async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    background = await busy_cores(1.0)
+    if background > 0.2:
+        print(
+            f"warning: the machine is already {background:.2f} cores busy; "
+            "throughput and latency will suffer (CPU per check much less so)",
+            file=sys.stderr,
+        )
+    logs = root / "logs"
+    logs.mkdir()
+    runs = [
+        await broker_run(
+            args, root, label, window_ms=window, redis_url=redis_url, profile=args.profile
+        )
+        for label, window, redis_url in configurations(args)
+    ]
+    main = runs[-1]
+    scheme, tokens, load = main.scheme, main.tokens, main.load
     answers = [outcome_of(body) for body in load.bodies]
     outcomes = Counter(outcome for outcome, _ in answers)
     wrong = sum(
@@ -673,7 +734,45 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     )
     result["machine"]["busy_cores_before_start"] = background
     result["checks"]["outcomes_not_as_documented"] = wrong
+    result["settings"]["coalesce_window_ms"] = main.window_ms
+    result["checks"]["provider_batch_requests"] = main.batches
+    if len(runs) > 1:
+        result["comparison"] = compare(runs, floor)
     return result
+
+
+def compare(runs: list[BrokerRun], floor_s: float) -> dict[str, Any]:
+    """The same load through each configuration: CPU per check (and ÷ the four bare P-256
+    operations), throughput, latency, batches; Redis ÷ memory admission at equal coalescing."""
+    rows: dict[str, Any] = {}
+    for broker in runs:
+        load = broker.load
+        cpu = load.target_cpu_s / load.ok if load.ok else float("nan")
+        rows[broker.label] = {
+            "coalesce_window_ms": broker.window_ms,
+            "admission_store": "redis" if broker.redis_url else "memory",
+            "answered": load.ok,
+            "statuses": dict(load.statuses),
+            "per_second": load.ok / load.seconds,
+            "latency_ms_p50": percentile(load.latencies_ms, 50),
+            "latency_ms_p99": percentile(load.latencies_ms, 99),
+            "broker_cpu_ms_per_check": cpu * 1000,
+            "broker_cpu_per_check_over_four_primitive_ops": cpu / floor_s,
+            "provider_batch_requests": broker.batches,
+            "wrong_outcomes": sum(
+                1
+                for body in load.bodies
+                for outcome, jti in [outcome_of(body)]
+                if EXPECTED[broker.tokens.identity_of.get(jti, "?")] != outcome
+            ),
+        }
+    for window in ("off", "on"):
+        redis, memory = rows.get(f"redis-{window}"), rows.get(f"memory-{window}")
+        if redis and memory:
+            rows[f"redis_over_memory_cpu_coalescing_{window}"] = (
+                redis["broker_cpu_ms_per_check"] / memory["broker_cpu_ms_per_check"]
+            )
+    return rows
 
 
 def report(
@@ -795,6 +894,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"| broker CPU per check ÷ four bare P-256 ops | "
             f"{result['broker_cpu_per_check_over_four_primitive_ops']:.1f} × |",
         ]
+    for label, row in result.get("comparison", {}).items():
+        if isinstance(row, dict):
+            lines.append(
+                f"| {label} ({row['admission_store']}, coalescing "
+                f"{row['coalesce_window_ms']:g} ms): checks/s, p50/p99, CPU per check, "
+                f"÷ four bare P-256 ops, batch requests | {row['per_second']:.0f}, "
+                f"{row['latency_ms_p50']:.1f}/{row['latency_ms_p99']:.1f} ms, "
+                f"{row['broker_cpu_ms_per_check']:.3f} ms, "
+                f"**{row['broker_cpu_per_check_over_four_primitive_ops']:.1f} ×**, "
+                f"{row['provider_batch_requests']} |"
+            )
+        else:
+            lines.append(f"| **{label.replace('_', ' ')}** | **{row:.2f} ×** |")
     hello = result.get("hello_world")
     if hello:
         lines += [
@@ -828,11 +940,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, default=None, help="run the broker under cProfile, stats here"
     )
+    parser.add_argument(
+        "--coalesce-window-ms",
+        type=float,
+        default=1.0,
+        help="the broker's coalesce_window_ms (0 = off, at most 2)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the broker with coalescing off and on (and with Redis, given --redis-url)",
+    )
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 90 or args.warmup + args.seconds > 100:
         parser.error("queries live 120 s: keep --warmup + --seconds under 100")
     if args.redis_url and not args.redis_url.startswith("redis://127.0.0.1:"):
         parser.error("--redis-url must be on 127.0.0.1 (redis://127.0.0.1:PORT/DB)")
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+    if not 0 <= args.coalesce_window_ms <= 2:
+        parser.error("--coalesce-window-ms must be 0..2")
     if not 1 <= args.concurrency <= 512:
         parser.error("--concurrency must be 1..512")
     if args.presign is None:

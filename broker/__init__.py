@@ -10,9 +10,15 @@ General layout:
 - ``gate``         every signed member message passes here: verify, admit its jti, authorise
 - ``pipeline``     one check end to end: gate, decide, fan out, record, answer
 - ``fanout``       parallel provider calls under one deadline, short-circuiting
+- ``discovery``    which checks a council may ask, with versions, from the registry in force
+- ``coalesce``     concurrent checks' calls to one provider sent as one signed batch
 - ``resilience``   per-provider concurrency limits, circuit breakers and latency tracking
 - ``transparency`` the tamper-evident log: appends, the Merkle tree, checkpoints, proofs
+- ``cosigning``    the log as a witness client: each new checkpoint to the registry's witnesses
+- ``witness``      ``axb witness serve``: a witness that cosigns checkpoints (a separate service)
 - ``audit``        the audit API and the public log endpoints
+- ``resident``     "who checked my data": the resident's page, signed in with an identity provider
+- ``bulk``         bulk jobs: a signed job of many subjects, run durably, signed results
 - ``stores``       admission (replay and rate limits: memory or Redis) and the consent log
 - ``problems``     the one place where errors become RFC 9457 problem+json responses
 - ``errors``       the broker's exception root, ``BrokerError``, and its kinds

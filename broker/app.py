@@ -28,6 +28,9 @@ from broker.app_keys import (
     TRANSPARENCY,
     Stores,
 )
+from broker.bulk.service import install as install_bulk
+from broker.coalesce import Coalescer
+from broker.cosigning import WitnessClient
 from broker.errors import BrokerError, ClientGone
 from broker.gate import Gate
 from broker.metrics import Metrics
@@ -45,6 +48,7 @@ from connectors.base import Connector
 from connectors.errors import ConnectorError
 from connectors.registry_source import RegistrySource
 from connectors.signed_http import SignedHttpConnector
+from connectors.tracing import accept as accept_traceparent
 from trust import jws
 from trust.errors import TrustError
 
@@ -59,6 +63,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     supplied = request.headers.get("X-Request-Id", "")
     request_id = supplied if 8 <= len(supplied) <= 64 and supplied.isalnum() else uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    trace = accept_traceparent(request.headers.get("traceparent"))
+    if trace is not None:  # a trace id is no personal data: it ties the line to the trace
+        structlog.contextvars.bind_contextvars(trace_id=trace.trace_id)
     started = time.perf_counter()
     slug: str | None = None
     reason: str | None = None
@@ -144,6 +151,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     )
     app[TRANSPARENCY] = transparency
     app[GUARDS] = ProviderGuards()
+    window_s = settings.coalesce_window_ms / 1000
+    coalescer = Coalescer(window_s=window_s, guards=app[GUARDS]) if window_s > 0 else None
     app[CLOCK] = clock
     app[GATE] = Gate(
         broker_id=settings.broker_id,
@@ -169,6 +178,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         transparency=transparency,
         guards=app[GUARDS],
         clock=clock,
+        coalescer=coalescer,
     )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -179,13 +189,17 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             connector=aiohttp.TCPConnector(limit=256, limit_per_host=128),
             timeout=aiohttp.ClientTimeout(total=30),
         )
+        witnesses = WitnessClient(transparency, registry.current, lambda: app[HTTP], clock=clock)
+        cosigner = asyncio.create_task(witnesses.run(settings.checkpoint_every_seconds))
         watcher = asyncio.create_task(registry.watch(settings.registry_poll_s))
         lag = asyncio.create_task(app[SHEDDER].watch_loop())
         yield
-        for task in (watcher, checkpointer, lag):
+        for task in (watcher, checkpointer, lag, cosigner):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if coalescer is not None:
+            await coalescer.close()
         await app[HTTP].close()
         await stores.admission.close()
         await stores.consent_log.drain()
@@ -196,5 +210,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         await stores.consent_log.close()
 
     app.cleanup_ctx.append(resources)
+    install_bulk(app, connector=connector)  # after the log's resources: stops before they do
     add_routes(app)
+    if settings.resident is not None:
+        from broker.resident.page import add_resident_routes
+
+        add_resident_routes(app)
     return app

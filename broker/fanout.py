@@ -2,7 +2,8 @@
 
 Each provider answers for some attributes. As answers arrive the rule is re-evaluated; once
 it is decided (an ``any`` met a ``yes``, an ``all`` met a ``no``) the calls still running are
-cancelled. At the deadline whatever has not answered counts as ``undetermined``.
+cancelled. At the deadline whatever has not answered counts as ``undetermined``. Calls to a
+provider that takes batches may be coalesced with other checks' calls (:mod:`broker.coalesce`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.coalesce import Coalescer
 from broker.resilience import Permit, ProviderGuards
 from connectors.base import Connector
 from connectors.errors import ProviderFault
@@ -21,10 +23,11 @@ from trust.messages import (
     EligibilityQuery,
     Outcome,
     Subject,
+    Verdict,
     new_jti,
 )
 from trust.policy import Decision, PlannedCall
-from trust.rules import AttributeRef, evaluate, finalise
+from trust.rules import AttributeRef, final_verdict, verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +41,25 @@ class ProviderReport:
 
 @dataclass(frozen=True, slots=True)
 class FanOutResult:
-    outcome: Outcome
+    outcome: Verdict
     reports: tuple[ProviderReport, ...]
 
 
 def _outcomes(call: PlannedCall, answer: AttributeAnswer | None) -> dict[AttributeRef, Outcome]:
     refs = [AttributeRef(call.provider, name) for name in call.attributes]
+    bound = [AttributeRef(call.provider, p.attribute, p.parameters) for p in call.predicates]
     if answer is None or answer.result == "unavailable":
-        return dict.fromkeys(refs, "undetermined")
+        return dict.fromkeys([*refs, *bound], "undetermined")
     if answer.result == "no-match":
-        return dict.fromkeys(refs, "no-match")
-    return {ref: "yes" if answer.attributes[ref.attribute] else "no" for ref in refs}
+        return dict.fromkeys([*refs, *bound], "no-match")
+    outcomes: dict[AttributeRef, Outcome] = {
+        ref: "yes" if answer.attributes[ref.attribute] else "no" for ref in refs
+    }
+    if len(answer.predicates) != len(bound):  # verified answers never differ; fakes might
+        return {**outcomes, **dict.fromkeys(bound, "undetermined")}
+    for ref, holds in zip(bound, answer.predicates, strict=True):
+        outcomes[ref] = "yes" if holds is True else "no" if holds is False else "undetermined"
+    return outcomes
 
 
 async def fan_out(
@@ -59,12 +70,21 @@ async def fan_out(
     connector: Callable[[str], Connector],
     deadline_s: float,
     guards: ProviderGuards,
+    coalescer: Coalescer | None = None,
 ) -> FanOutResult:
+    """With a ``coalescer``, calls to providers that take batches go through it: it holds
+    their concurrency slot and circuit-breaker permit per batch, so they are not taken here."""
     known: dict[AttributeRef, Outcome] = dict.fromkeys(decision.unavailable, "undetermined")
-    rule = decision.version.rule
+    version = decision.version
     reports = [ProviderReport(p, reason, 0.0) for p, reason in decision.skipped.items()]
     started = time.perf_counter()
     guard_of = {c.provider: guards.guard(c.provider, c.max_concurrency) for c in decision.calls}
+    # a batch carries no predicates: a call that asks any goes on its own (docs/providers.md)
+    batched = frozenset(
+        c.provider
+        for c in decision.calls
+        if coalescer is not None and c.max_batch > 1 and not c.predicates
+    )
 
     async def call(planned: PlannedCall) -> AttributeAnswer:
         request = AttributeRequest(
@@ -75,7 +95,15 @@ async def fan_out(
             attributes=planned.attributes,
             as_of=query.as_of,
             subject=Subject(query.subject.select(planned.fields)),
+            predicates=planned.predicates,
         )
+        if coalescer is not None and planned.provider in batched:
+            return await coalescer.fetch(
+                connector(planned.provider),
+                planned,
+                request,
+                on_sent=lambda: sent.add(planned.provider),
+            )
         guard = guard_of[planned.provider]
         # Waiting for one of the provider's concurrency slots is the broker's queue, not the
         # provider's latency: its timeout starts once the call is sent.
@@ -92,6 +120,9 @@ async def fan_out(
     permits: dict[str, Permit] = {}
     allowed = []
     for planned in decision.calls:
+        if planned.provider in batched:  # the coalescer asks the breaker, once per batch
+            allowed.append(planned)
+            continue
         permit = guard_of[planned.provider].breaker.allow(guards.now())
         if permit is not None:
             permits[planned.provider] = permit
@@ -101,7 +132,7 @@ async def fan_out(
             reports.append(ProviderReport(planned.provider, "circuit-open", 0.0))
     tasks = {asyncio.create_task(call(planned)): planned for planned in allowed}
     pending = set(tasks)
-    outcome = evaluate(rule, known.get)
+    outcome = verdict(version, known.get)
     try:
         while pending and outcome is None:
             remaining = deadline_s - (time.perf_counter() - started)
@@ -126,10 +157,11 @@ async def fan_out(
                     status = f"connector-bug:{type(exc).__name__}"
                 known.update(_outcomes(planned, answer))
                 reports.append(ProviderReport(planned.provider, status, round(elapsed, 1)))
-                guard_of[planned.provider].observe(
-                    status, elapsed, guards.now(), permits[planned.provider]
-                )
-            outcome = evaluate(rule, known.get)
+                if planned.provider not in batched:
+                    guard_of[planned.provider].observe(
+                        status, elapsed, guards.now(), permits[planned.provider]
+                    )
+            outcome = verdict(version, known.get)
     finally:
         for task in pending:
             task.cancel()
@@ -140,7 +172,8 @@ async def fan_out(
                 late = "deadline" if provider in sent else "queued"
             elapsed = (time.perf_counter() - started) * 1000
             reports.append(ProviderReport(provider, late, round(elapsed, 1)))
-            guard_of[provider].observe(late, elapsed, guards.now(), permits[provider])
+            if provider not in batched:
+                guard_of[provider].observe(late, elapsed, guards.now(), permits[provider])
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-    return FanOutResult(outcome or finalise(rule, known), tuple(reports))
+    return FanOutResult(outcome or final_verdict(version, known), tuple(reports))

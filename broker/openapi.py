@@ -9,7 +9,7 @@ from typing import Any
 
 from broker.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, TYPE_PREFIX
 from broker.routes import Route
-from trust.messages import ASSURANCE_LEVELS, OUTCOMES, SUBJECT_FIELDS
+from trust.messages import ASSURANCE_LEVELS, BAND_PATTERN, OUTCOMES, SUBJECT_FIELDS
 from trust.registry import LAWFUL_BASES
 
 STATUS_DESCRIPTIONS = {
@@ -19,6 +19,7 @@ STATUS_DESCRIPTIONS = {
     404: "No such resource.",
     405: "Method not allowed.",
     408: "The request body did not arrive within the body timeout.",
+    409: "Not yet: the bulk job has not ended.",
     413: "Body too large.",
     415: "Wrong media type or Content-Encoding.",
     422: "Subject fields missing for this check.",
@@ -51,7 +52,7 @@ def operation(route: Route) -> dict[str, Any]:
         "summary": route.summary,
         **route.details,
         "responses": {
-            "200": dict(route.ok),
+            route.ok_status: dict(route.ok),
             **route.other_responses,
             **problem_responses(route.all_problems),
         },
@@ -120,8 +121,18 @@ QUERY_CLAIMS: dict[str, Any] = {
         "subject": {
             "type": "object",
             "required": ["family_name", "date_of_birth"],
+            "description": "with a credential, family_name and date_of_birth may be left out: "
+            "the credential supplies them (and given_names), and a field given here must agree",
             "additionalProperties": False,
             "properties": {name: SUBJECT_FIELD_SCHEMAS[name] for name in SUBJECT_FIELDS},
+        },
+        "credential": {
+            "type": "string",
+            "maxLength": 8192,
+            "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$",
+            "description": "the resident's core identity credential (GOV.UK One Login's "
+            "coreIdentityJWT shape), issued to the council's client id at a registered "
+            "identity provider; required by purposes whose identity is 'credential'",
         },
     },
 }
@@ -167,7 +178,14 @@ ANSWER_CLAIMS: dict[str, Any] = {
         "check": {"type": "string"},
         "check_version": {"type": "integer"},
         "as_of": {"type": "string", "format": "date"},
-        "outcome": {"type": "string", "enum": list(OUTCOMES)},
+        "outcome": {
+            "description": "one of the four outcomes or, for a check that declares bands, the "
+            "name of the one band that applies (in place of yes)",
+            "anyOf": [
+                {"type": "string", "enum": list(OUTCOMES)},
+                {"type": "string", "pattern": BAND_PATTERN},
+            ],
+        },
         "log_index": {"type": "integer", "description": "the consent record's index: a receipt"},
         "record_digest": {
             "type": "string",
@@ -200,7 +218,12 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWS, typ audit-request+jwt, claims htm/htu/body_sha256",
-                }
+                },
+                "bulkRequest": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWS, typ bulk-request+jwt, claims htm/htu/body_sha256",
+                },
             },
             "schemas": {
                 "Problem": {
@@ -216,6 +239,8 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
                         "detail": {"type": "string"},
                         "log_index": {"type": "integer"},
                         "retry_after": {"type": "integer"},
+                        "row": {"type": "integer", "description": "invalid-items: 0 = file"},
+                        "field": {"type": ["string", "null"]},
                     },
                 },
                 "JWKS": {

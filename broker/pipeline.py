@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from broker.coalesce import Coalescer
 from broker.errors import Refused
 from broker.fanout import ProviderReport, fan_out
 from broker.gate import Gate
@@ -24,11 +25,12 @@ from broker.stores.consent_log import ConsentLog
 from broker.transparency import TransparencyLog
 from connectors.base import Connector
 from trust import jws
+from trust.credential import CoreIdentity, CredentialRefused
 from trust.errors import PolicyRefusal
 from trust.messages import (
     EligibilityAnswer,
     EligibilityQuery,
-    Outcome,
+    Verdict,
     answer_claims,
     new_jti,
     parse_query,
@@ -40,7 +42,7 @@ from trust.records import record_for
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     token: str
-    outcome: Outcome
+    outcome: Verdict
     log_index: int
     reports: tuple[ProviderReport, ...]
 
@@ -64,6 +66,7 @@ class CheckPipeline:
         transparency: TransparencyLog,
         guards: ProviderGuards,
         clock: Callable[[], float],
+        coalescer: Coalescer | None = None,
     ) -> None:
         self._settings = settings
         self._gate = gate
@@ -72,6 +75,7 @@ class CheckPipeline:
         self._transparency = transparency
         self._guards = guards
         self._clock = clock
+        self.coalescer = coalescer  # None: coalescing is off
 
     async def run(self, body: bytes) -> CheckResult:
         passed = await self._gate.admit(
@@ -87,16 +91,22 @@ class CheckPipeline:
         try:
             decision = decide(registry, query, withdrawn=withdrawn, now=int(now))
         except PolicyRefusal as refusal:
+            identity = refusal.identity if isinstance(refusal.identity, CoreIdentity) else None
             record = record_for(
                 query,
                 key=key,
                 now_ms=int(self._clock() * 1000),
                 outcome="refused",
                 refusal=refusal.code,
+                identity=identity,
             )
             appended = await self._transparency.append(record)
             structlog.contextvars.bind_contextvars(log_index=appended.index, outcome="refused")
+            if isinstance(refusal, CredentialRefused):  # which check failed: for the log only
+                structlog.contextvars.bind_contextvars(credential_reason=refusal.reason)
             raise Refused(refusal, appended.index) from None
+        if decision.query is not None:  # the subject as the credential proved it
+            query = decision.query
 
         result = await fan_out(
             decision,
@@ -105,6 +115,7 @@ class CheckPipeline:
             connector=self._connector,
             deadline_s=self._settings.check_deadline_ms / 1000,
             guards=self._guards,
+            coalescer=self.coalescer,
         )
         record = record_for(
             query,
@@ -113,6 +124,7 @@ class CheckPipeline:
             outcome=result.outcome,
             check_version=decision.version.version,
             providers=tuple(call.provider for call in decision.calls),
+            identity=decision.identity,
         )
         appended = await self._transparency.append(record)
         structlog.contextvars.bind_contextvars(log_index=appended.index, outcome=result.outcome)

@@ -23,9 +23,11 @@ from broker.errors import (
     StoreUnavailable,
 )
 from connectors.errors import RequestRefused
-from trust import policy
+from trust import credential, policy
+from trust.bulk import InvalidItems
 from trust.errors import (
     InvalidMessage,
+    KeyUnavailable,
     PolicyRefusal,
     ProofRequestError,
     RegistryError,
@@ -62,10 +64,14 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType("store-unavailable", 503, "The replay store is unavailable"),
         ProblemType("log-unavailable", 503, "The consent log cannot commit"),
         ProblemType("registry-unavailable", 503, "No trust registry is in force"),
+        ProblemType("key-unavailable", 503, "The broker's signing key cannot be reached"),
         ProblemType("internal-error", 500, "Internal error"),
         ProblemType(policy.MEMBER_SUSPENDED, 403, "The member is not active"),
         ProblemType(policy.ROLE_NOT_PERMITTED, 403, "The member's role does not allow this"),
         ProblemType(policy.UNKNOWN_CHECK, 403, "No such check in the registry"),
+        ProblemType(
+            policy.LOCAL_CHECK_OF_ANOTHER_COUNCIL, 403, "The check is another council's local one"
+        ),
         ProblemType(policy.PURPOSE_NOT_PERMITTED, 403, "Purpose not permitted"),
         ProblemType(policy.CHECK_NOT_PERMITTED, 403, "Check not permitted for this purpose"),
         ProblemType(policy.CHECK_NOT_IN_FORCE, 403, "No version of the check is in force"),
@@ -78,6 +84,14 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ProblemType(policy.NOT_AN_AUDITOR, 403, "Only auditors may read the consent log"),
         ProblemType(policy.SUBJECT_ACCESS_NOT_GRANTED, 403, "Subject access not granted"),
         ProblemType("invalid-proof-request", 400, "The proof request is out of range"),
+        ProblemType(credential.CREDENTIAL_REQUIRED, 403, "An identity credential is required"),
+        ProblemType(credential.CREDENTIAL_INVALID, 403, "The identity credential was refused"),
+        ProblemType(credential.CREDENTIAL_VOT_TOO_LOW, 403, "The credential's vot is too low"),
+        ProblemType(
+            credential.SUBJECT_CONTRADICTS_CREDENTIAL, 403, "The query contradicts the credential"
+        ),
+        ProblemType("invalid-items", 400, "A bulk job's items file is refused: see row, field"),
+        ProblemType("bulk-job-unfinished", 409, "The bulk job has not ended yet"),
     )
 }
 
@@ -113,6 +127,8 @@ def problem_for(error: Exception) -> tuple[web.Response, str]:
     match error:
         case VerificationError() | Replayed():
             return problem("invalid-token"), "invalid-token"
+        case InvalidItems(row=row, field=name):
+            return problem("invalid-items", str(error), row=row, field=name), "invalid-items"
         case InvalidMessage():
             return problem("invalid-query", str(error)), "invalid-query"
         case Refused(refusal=refusal, log_index=index):
@@ -131,6 +147,8 @@ def problem_for(error: Exception) -> tuple[web.Response, str]:
             return problem("store-unavailable"), "store-unavailable"
         case LogUnavailable():
             return problem("log-unavailable"), "log-unavailable"
+        case KeyUnavailable():
+            return problem("key-unavailable"), "key-unavailable"
         case RegistryError():
             return problem("registry-unavailable"), "registry-unavailable"
         case TrustError():

@@ -24,7 +24,7 @@ Verdict = Literal["success", "failure", "neutral"]
 # sent (cancelled because the rule was decided, waiting for a concurrency slot, the circuit
 # open, a scheduled outage) or a request the provider rightly refused as malformed (4xx: the
 # broker's fault) says nothing about the provider's health.
-SUCCESSES = frozenset({"match", "no-match"})
+SUCCESSES = frozenset({"match", "no-match", "batch-answered"})
 NEUTRAL = frozenset({"cancelled", "queued", "circuit-open", "scheduled-outage"})
 
 

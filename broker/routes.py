@@ -13,9 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from broker import handlers
+from broker import discovery, handlers
 from broker.audit import api, public
 from broker.audit.api import MAX_PAGE
+from broker.bulk import handlers as bulk
+from broker.resident import api as resident_api
 from trust import policy
 from trust.jws import JWT_MEDIA_TYPE
 
@@ -33,7 +35,8 @@ GATE = (
 )
 JWT_BODY = ("unsupported-media-type", "too-large", "request-timeout")
 AUDIT_REQUEST = ("invalid-token", "rate-limited", "store-unavailable", "registry-unavailable")
-LOG_READ = ("log-unavailable",)
+# Reading the log may sign a checkpoint; a check signs its answer: both need the signing keys.
+LOG_READ = ("log-unavailable", "key-unavailable")
 
 JWS_SCHEMA: dict[str, Any] = {
     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"}
@@ -128,6 +131,36 @@ SUBJECT_ACCESS_ENTRY: dict[str, Any] = object_schema(
     *("pruned", "when", "who", "who_name", "purpose", "check", "lawful_basis", "outcome"),
 )
 
+CHECK_VERSION: dict[str, Any] = object_schema(
+    {
+        "version": {"type": "integer", "minimum": 1},
+        "effective_from": {"type": "string", "format": "date"},
+        "effective_to": {"type": ["string", "null"], "format": "date"},
+        "scope": {"enum": ["local", "national"]},
+        "min_assurance": {"type": ["string", "null"]},
+        "bands": {"type": ["array", "null"], "items": {"type": "string"}},
+    }
+)
+MEMBER_CHECKS: dict[str, Any] = object_schema(
+    {
+        "member": {"type": "string"},
+        "active": {"type": "boolean"},
+        "registry_seq": {"type": "integer"},
+        "checks": {
+            "type": "array",
+            "items": object_schema(
+                {
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "owner": {"type": ["string", "null"]},
+                    "purposes": {"type": "array", "items": {"type": "string"}},
+                    "versions": {"type": "array", "items": CHECK_VERSION},
+                }
+            ),
+        },
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -142,6 +175,7 @@ class Route:
     problems: tuple[str, ...] = ()  # on top of ANY_ROUTE
     details: Mapping[str, Any] = field(default_factory=dict)  # parameters, requestBody, ...
     other_responses: Mapping[str, Any] = field(default_factory=dict)  # non-problem answers
+    ok_status: str = "200"  # the status of ``ok`` (202 for a job accepted to run later)
 
     @property
     def all_problems(self) -> tuple[str, ...]:
@@ -185,6 +219,40 @@ ROUTES: tuple[Route, ...] = (
         details={"requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}}},
     ),
     Route(
+        "POST",
+        "/v1/resident/checks",
+        resident_api.post_resident_checks,
+        "residentChecks",
+        "Who checked this resident's data (signed resident-access+jwt from a council portal, "
+        "carrying the resident's core identity credential issued to that council)",
+        json_response(
+            "Every check of the person the credential names, newest first",
+            object_schema(
+                {
+                    "records": {
+                        "type": "array",
+                        "items": object_schema(
+                            {
+                                "log_index": COUNT,
+                                "when": {"type": "string"},
+                                "who": {"type": "string"},
+                                "who_name": {"type": ["string", "null"]},
+                                "purpose": {"type": "string"},
+                                "purpose_description": {"type": ["string", "null"]},
+                                "check": {"type": "string"},
+                                "check_description": {"type": ["string", "null"]},
+                                "lawful_basis": {"type": ["string", "null"]},
+                                "outcome": {"type": "string"},
+                            }
+                        ),
+                    }
+                }
+            ),
+        ),
+        problems=(*JWT_BODY, *GATE, *policy.RESIDENT_ACCESS_REFUSALS, *LOG_READ),
+        details={"requestBody": {"required": True, "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}}},
+    ),
+    Route(
         "GET",
         "/.well-known/jwks.json",
         handlers.get_jwks,
@@ -203,6 +271,16 @@ ROUTES: tuple[Route, ...] = (
         "The latest signed checkpoint (C2SP tlog-checkpoint signed note)",
         text_response("signed note"),
         problems=LOG_READ,
+    ),
+    Route(
+        "GET",
+        "/v1/log/checkpoint/cosigned",
+        public.get_cosigned_checkpoint,
+        "cosignedCheckpoint",
+        "The largest checkpoint the witnesses cosigned, with their cosignature lines "
+        "(C2SP tlog-cosignature); 404 until a witness has cosigned one",
+        text_response("signed note with cosignatures"),
+        problems=("not-found", *LOG_READ),
     ),
     Route(
         "GET",
@@ -274,12 +352,50 @@ ROUTES: tuple[Route, ...] = (
                 query_parameter("until", required=False, schema=MOMENT),
                 *(
                     query_parameter(n, required=False)
-                    for n in ("requester", "purpose", "check", "outcome", "lawful_basis", "kind")
+                    for n in (
+                        "requester",
+                        "purpose",
+                        "check",
+                        "outcome",
+                        "lawful_basis",
+                        "kind",
+                        "identity_provider",
+                    )
                 ),
                 query_parameter("after", required=False, schema=COUNT),
                 query_parameter(
                     "limit", required=False, schema={**COUNT, "minimum": 1, "maximum": MAX_PAGE}
                 ),
+            ],
+        },
+    ),
+    Route(
+        "GET",
+        "/v1/audit/identity-sources",
+        api.get_identity_sources,
+        "auditIdentitySources",
+        "How many checks in a period had their identity from a verified credential, by "
+        "identity provider, and their share of all checks (auditors)",
+        json_response(
+            "Counts of check records",
+            object_schema(
+                {
+                    "checks": COUNT,
+                    "credential_backed": COUNT,
+                    "share_credential_backed": {"type": ["number", "null"]},
+                    "by_identity_provider": {
+                        "type": "object",
+                        "additionalProperties": COUNT,
+                    },
+                }
+            ),
+        ),
+        problems=("bad-request", *AUDIT_REQUEST, *policy.AUDIT_REFUSALS, *LOG_READ),
+        details={
+            **AUDIT_SECURITY,
+            "parameters": [
+                query_parameter("since", required=False, schema=MOMENT),
+                query_parameter("until", required=False, schema=MOMENT),
             ],
         },
     ),
@@ -382,6 +498,21 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v1/members/{member}/checks",
+        discovery.get_member_checks,
+        "memberChecks",
+        "The checks a council may ask, from the registry in force: per check its purposes and "
+        "the versions that answer this council (local or national, dates, assurance, bands)",
+        json_response("the council's checks", MEMBER_CHECKS),
+        problems=("not-found",),
+        details={
+            "parameters": [
+                {"name": "member", "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
+        },
+    ),
+    Route(
+        "GET",
         "/v1/providers",
         handlers.get_providers,
         "providers",
@@ -433,6 +564,140 @@ ROUTES: tuple[Route, ...] = (
         text_response("Prometheus text exposition"),
     ),
 )
+
+
+# A council's signed request about one of its bulk jobs (bulk-request+jwt, Bearer).
+BULK_SECURITY: dict[str, Any] = {"security": [{"bulkRequest": []}]}
+BULK_REQUEST = (
+    "invalid-token",
+    "rate-limited",
+    "store-unavailable",
+    "registry-unavailable",
+    policy.MEMBER_SUSPENDED,
+    policy.ROLE_NOT_PERMITTED,
+    "not-found",
+    *LOG_READ,
+)
+BULK_ENDED = ("bulk-job-unfinished",)
+JOB_ID: dict[str, Any] = {
+    "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+}
+COUNTS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": {"type": "integer", "minimum": 0},
+}
+BULK_JOB: dict[str, Any] = object_schema(
+    {
+        "id": {"type": "string"},
+        "status": {"enum": ["queued", "running", "completed", "failed", "cancelled"]},
+        "reason": {"type": ["string", "null"]},
+        "check": {"type": "string"},
+        "purpose": {"type": "string"},
+        "as_of": {"type": "string", "format": "date"},
+        "items": {"type": "integer"},
+        "processed": {"type": "integer"},
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "counts": COUNTS,
+        "subjects": {"type": "integer"},
+        "records": {"type": "integer"},
+        "log_index_range": {"type": ["array", "null"], "items": {"type": "integer"}},
+        "created_at": {"type": "string"},
+        "finished_at": {"type": ["string", "null"]},
+        "results_deleted": {"type": "boolean"},
+        "links": {"type": "object", "additionalProperties": {"type": "string"}},
+    }
+)
+ITEMS_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "The items file the manifest's items_sha256 names: NDJSON, one "
+    '{"ref", "subject", "consent"?} a line, or CSV with a header row (ref, subject fields, '
+    "consent_id, consent_given_at, consent_method, consent_notice_url, consent_notice_digest)",
+    "content": {"application/x-ndjson": {}, "text/csv": {}},
+}
+BULK_ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/v1/bulk/jobs",
+        bulk.post_job,
+        "bulkSubmit",
+        "Submit a bulk job: a signed bulk-manifest+jwt in the Bulk-Manifest header, the items "
+        "file as the body; every row is checked before the job is accepted",
+        json_response("Accepted: the job, to poll at links.self", BULK_JOB),
+        problems=(
+            "invalid-items",
+            "unsupported-media-type",
+            "too-large",
+            "request-timeout",
+            *GATE,
+            *policy.CHECK_REFUSALS,
+            *LOG_READ,
+        ),
+        details={
+            "parameters": [
+                {
+                    "name": "Bulk-Manifest",
+                    "in": "header",
+                    "required": True,
+                    "schema": JWS_SCHEMA["schema"],
+                }
+            ],
+            "requestBody": ITEMS_BODY,
+        },
+        ok_status="202",
+    ),
+    Route(
+        "GET",
+        "/v1/bulk/jobs/{job_id}",
+        bulk.get_job,
+        "bulkStatus",
+        "A job's status: counts per outcome and progress (the council's own jobs only)",
+        json_response("The job", BULK_JOB),
+        problems=BULK_REQUEST,
+        details={**BULK_SECURITY, **JOB_ID},
+    ),
+    Route(
+        "DELETE",
+        "/v1/bulk/jobs/{job_id}",
+        bulk.delete_job,
+        "bulkCancel",
+        "Cancel a job: at once if queued, at its next chunk if running",
+        json_response("The job", BULK_JOB),
+        problems=BULK_REQUEST,
+        details={**BULK_SECURITY, **JOB_ID},
+    ),
+    Route(
+        "GET",
+        "/v1/bulk/jobs/{job_id}/results",
+        bulk.get_results,
+        "bulkResults",
+        "An ended job's results as NDJSON: one {ref, outcome} a row, in row order",
+        text_response("results", "application/x-ndjson"),
+        problems=(*BULK_REQUEST, *BULK_ENDED),
+        details={**BULK_SECURITY, **JOB_ID},
+    ),
+    Route(
+        "GET",
+        "/v1/bulk/jobs/{job_id}/results.csv",
+        bulk.get_results_csv,
+        "bulkResultsCsv",
+        "An ended job's results as CSV (ref,outcome), safe to open in a spreadsheet",
+        text_response("results", "text/csv"),
+        problems=(*BULK_REQUEST, *BULK_ENDED),
+        details={**BULK_SECURITY, **JOB_ID},
+    ),
+    Route(
+        "GET",
+        "/v1/bulk/jobs/{job_id}/manifest",
+        bulk.get_results_manifest,
+        "bulkResultsManifest",
+        "The signed results manifest (bulk-results+jwt): job, both files' SHA-256, the log "
+        "index range of the job's consent records",
+        {"description": "compact JWS", "content": {JWT_MEDIA_TYPE: JWS_SCHEMA}},
+        problems=(*BULK_REQUEST, *BULK_ENDED),
+        details={**BULK_SECURITY, **JOB_ID},
+    ),
+)
+ROUTES += BULK_ROUTES
 
 
 def add_routes(app: web.Application, routes: tuple[Route, ...] = ROUTES) -> None:

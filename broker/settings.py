@@ -16,7 +16,8 @@ from broker.stores.consent_log.location import (
 )
 from connectors.config import (
     SchemeFiles,
-    load_signing_key,
+    configured_note_signer,
+    configured_signer,
     read_toml,
     require_str,
     resolve,
@@ -24,10 +25,33 @@ from connectors.config import (
 )
 from connectors.errors import ConfigError
 from trust.checkpoint import NoteSigner
-from trust.errors import CheckpointError, KeyFormatError
 from trust.jws import MAX_LEEWAY_SECONDS
-from trust.keys import SigningKey
+from trust.keys import Signer
 from trust.pseudonym import PseudonymKey
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentPageSettings:
+    """The "who checked my data" page (``[resident]``): the identity provider residents sign
+    in with (its member id; the broker's client id there is in the registry), where its
+    sign-in and token endpoints are, and the page's own public URL (its redirect URI)."""
+
+    identity_provider: str
+    authorize_url: str
+    token_url: str
+    public_url: str
+
+
+def _resident(table: object) -> ResidentPageSettings | None:
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise SettingsError("[resident] must be a table")
+    urls = {name: require_str(table, name) for name in ("authorize_url", "token_url", "public_url")}
+    for name, url in urls.items():
+        if not url.startswith(("https://", "http://127.", "http://localhost")):
+            raise SettingsError(f"resident.{name} must be https (or loopback http)")
+    return ResidentPageSettings(require_str(table, "identity_provider"), **urls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +59,7 @@ class Settings:
     broker_id: str
     host: str
     port: int
-    signing_key: SigningKey
+    signing_key: Signer
     scheme: SchemeFiles
     pseudonym_key: PseudonymKey
     consent_log: LogLocation
@@ -60,6 +84,21 @@ class Settings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 10.0
     max_connections: int = 1000
+    resident: ResidentPageSettings | None = None
+    # bulk jobs (broker.bulk): items per job, bytes per items file, items checked at once,
+    # how long a process holds a job without renewing, how long results are kept
+    bulk_max_items: int = 100_000
+    bulk_max_bytes: int = 64 * 1024 * 1024
+    bulk_chunk_items: int = 500
+    bulk_items_in_flight: int = 32
+    bulk_lease_s: float = 30.0
+    bulk_poll_s: float = 1.0
+    bulk_retention_days: int = 30
+    bulk_run_jobs: bool = True
+    # `axb serve --workers N`: how long the supervisor waits for its workers' orderly stop
+    shutdown_timeout_s: float = 10.0
+    # broker.coalesce: concurrent calls to one provider within this window go as one batch
+    coalesce_window_ms: float = 1.0
 
     @property
     def consent_log_path(self) -> Path:
@@ -95,13 +134,6 @@ def load_pseudonym_key(path: Path, key_id: str) -> PseudonymKey:
         return PseudonymKey(key_id, secret)
     except (OSError, ValueError) as exc:
         raise SettingsError(f"cannot read pseudonym key {path}: {exc}") from exc
-
-
-def load_log_signer(path: Path) -> NoteSigner:
-    try:
-        return NoteSigner(path.read_text().strip())
-    except (OSError, UnicodeDecodeError, CheckpointError, KeyFormatError) as exc:
-        raise SettingsError(f"cannot read log signing key {path}: {exc}") from exc
 
 
 # What broker.stores.admission.redis_client connects to: one server, a Cluster, or Sentinels.
@@ -144,7 +176,7 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         broker_id=require_str(table, "broker_id"),
         host=str(table.get("host", "127.0.0.1")),
         port=_int(table, "port", 8080, 0, 65535),
-        signing_key=load_signing_key(resolve(base, table.get("signing_key"), "signing_key")),
+        signing_key=configured_signer(base, table.get("signing_key"), "signing_key"),
         scheme=scheme_files(base, table),
         pseudonym_key=load_pseudonym_key(
             resolve(base, pseudonym.get("key_file"), "pseudonym.key_file"),
@@ -165,7 +197,9 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         leeway_s=_int(table, "leeway_s", 30, 0, MAX_LEEWAY_SECONDS),
         registry_poll_s=_float(table, "registry_poll_s", 2.0, 0.01, 3600),
         registry_url=table.get("registry_url") or None,
-        log_signer=load_log_signer(resolve(base, log_table.get("signing_key"), "log.signing_key")),
+        log_signer=configured_note_signer(
+            base, log_table.get("signing_key"), "log.signing_key", log_table.get("origin")
+        ),
         checkpoint_every_records=_int(log_table, "checkpoint_every_records", 1000, 1, 10**7),
         checkpoint_every_seconds=_float(log_table, "checkpoint_every_seconds", 5.0, 0.01, 86400),
         # GET /v1/log/checkpoint signs a fresh checkpoint at most this often
@@ -185,4 +219,31 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         header_timeout_s=_float(table, "header_timeout_s", 10.0, 0.1, 3600),
         body_timeout_s=_float(table, "body_timeout_s", 10.0, 0.1, 3600),
         max_connections=_int(table, "max_connections", 1000, 1, 1_000_000),
+        resident=_resident(table.get("resident")),
+        **_bulk_settings(table),
+        shutdown_timeout_s=_float(table, "shutdown_timeout_s", 10.0, 0.1, 3600),
+        coalesce_window_ms=_float(table, "coalesce_window_ms", 1.0, 0, 2),
     )
+
+
+def _bulk_settings(table: dict[str, Any]) -> dict[str, Any]:
+    bulk = table.get("bulk", {})
+    if not isinstance(bulk, dict):
+        raise SettingsError("[bulk] must be a table")
+    return {
+        "bulk_max_items": _int(bulk, "max_items", 100_000, 1, 1_000_000),
+        "bulk_max_bytes": _int(bulk, "max_bytes", 64 * 1024 * 1024, 1024, 2**34),
+        "bulk_chunk_items": _int(bulk, "chunk_items", 500, 1, 10_000),
+        "bulk_items_in_flight": _int(bulk, "items_in_flight", 32, 1, 10_000),
+        "bulk_lease_s": _float(bulk, "lease_s", 30.0, 0.5, 3600),
+        "bulk_poll_s": _float(bulk, "poll_s", 1.0, 0.01, 60),
+        "bulk_retention_days": _int(bulk, "retention_days", 30, 0, 3650),
+        "bulk_run_jobs": _bool(bulk, "run_jobs", True),
+    }
+
+
+def _bool(table: dict[str, Any], name: str, default: bool) -> bool:
+    value = table.get(name, default)
+    if type(value) is not bool:
+        raise SettingsError(f"{name} must be true or false")
+    return value

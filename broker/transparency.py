@@ -56,6 +56,8 @@ class TransparencyLog:
         self._since_checkpoint = 0
         self._due = asyncio.Event()
         self.latest: tuple[int, str] | None = None
+        self.signed = asyncio.Event()  # set at each new checkpoint (the witness client waits)
+        self._cosigned_size = 0  # the largest checkpoint size with a cosignature, as last read
 
     async def sync(self) -> int:
         """Bring the tree up to every record committed so far (by any process)."""
@@ -84,6 +86,7 @@ class TransparencyLog:
             self.latest = (size, note)
             self._latest_at = self._clock()
             self._since_checkpoint = 0
+            self.signed.set()
             log.info("checkpoint", size=size)
         return self.latest
 
@@ -118,8 +121,34 @@ class TransparencyLog:
         return await self._store.entries(start, stop)
 
     async def checkpoints(self) -> list[tuple[int, str]]:
-        """Every checkpoint note stored, by size."""
-        return await self._store.checkpoints()
+        """Every checkpoint note stored, by size, with the witnesses' cosignature lines."""
+        lines: dict[int, str] = {}
+        for size, _, line in await self._store.cosignatures():
+            lines[size] = lines.get(size, "") + line
+        return [
+            (size, note + lines.get(size, "")) for size, note in await self._store.checkpoints()
+        ]
+
+    async def add_cosignature(self, size: int, witness: str, line: str) -> None:
+        """Keep a witness's verified cosignature line on the checkpoint of ``size``."""
+        await self._store.add_cosignature(size, witness, line)
+        self._cosigned_size = max(self._cosigned_size, size)
+
+    async def latest_cosigned(self) -> tuple[int, str] | None:
+        """The largest checkpoint any witness cosigned, with every cosignature line kept for it
+        (by any process), or ``None``."""
+        rows = await self._store.cosignatures(self._cosigned_size)
+        if not rows:
+            return None
+        size = rows[-1][0]
+        self._cosigned_size = size
+        if self.latest is not None and self.latest[0] == size:
+            note = self.latest[1]
+        else:  # signed by another process: notes never change once stored
+            note = dict(await self._store.checkpoints()).get(size, "")
+        if not note:
+            return None
+        return size, note + "".join(line for s, _, line in rows if s == size)
 
     async def run(self) -> None:
         while True:

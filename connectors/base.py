@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import StreamReader, web
 
-from connectors.errors import RequestRefused
+from connectors.errors import ProviderFault, RequestRefused
 from trust.jws import JWT_MEDIA_TYPE, MAX_TOKEN_BYTES
 from trust.messages import AttributeAnswer, AttributeRequest
+
+# One item of a batch: its verified answer, or why it has none (its check is undetermined).
+ItemResult = AttributeAnswer | ProviderFault
 
 
 class Connector(Protocol):
@@ -17,6 +23,28 @@ class Connector(Protocol):
     caller bounds the time with its own deadline (cancellation)."""
 
     async def fetch(self, request: AttributeRequest) -> AttributeAnswer: ...
+
+    async def fetch_batch(self, requests: Sequence[AttributeRequest]) -> list[ItemResult]:
+        """One result per request, in order, for requests that share a
+        :func:`trust.batch.batch_key`. A fault of the whole batch raises ``ProviderFault``.
+        By default: the single fetches, concurrently."""
+        return await fetch_each(self, requests)
+
+
+async def fetch_each(
+    connector: Connector, requests: Sequence[AttributeRequest]
+) -> list[ItemResult]:
+    """A batch as single fetches, concurrently: what a provider without batches gets."""
+    results = await asyncio.gather(*(connector.fetch(r) for r in requests), return_exceptions=True)
+    out: list[ItemResult] = []
+    for result in results:
+        if isinstance(result, AttributeAnswer | ProviderFault):
+            out.append(result)
+        elif isinstance(result, Exception):  # a connector bug must not break the others
+            out.append(ProviderFault(f"connector-bug:{type(result).__name__}"))
+        else:
+            raise result
+    return out
 
 
 async def read_limited(stream: StreamReader, limit: int) -> bytes:
@@ -53,3 +81,20 @@ async def read_jwt_body(request: web.Request, limit: int = MAX_TOKEN_BYTES) -> b
     if len(body) > limit:
         raise too_large
     return body.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer of a provider's own HTTP API, as its adapter reads it: the status, the JSON
+    body (``None`` if empty or not JSON) and the ``Retry-After`` header. Never logged."""
+
+    status: int
+    payload: Any
+    retry_after: str | None
+
+
+def retry_after_seconds(value: str | None, default: float) -> float:
+    """A ``Retry-After`` in delta-seconds, else ``default`` (an HTTP-date is not trusted)."""
+    if value is not None and value.strip().isdigit():
+        return float(int(value.strip()))
+    return default

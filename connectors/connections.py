@@ -34,6 +34,7 @@ import asyncio
 import json
 import resource
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -135,13 +136,19 @@ class ConnectionGuard:
         self._headless.pop(connection, None)
 
 
-async def serve(app: web.Application, sock: socket.socket, guard: ConnectionGuard) -> web.AppRunner:
-    """Serve ``app`` on the bound socket ``sock`` under ``guard``; returns the runner (its
-    ``cleanup`` stops accepting, finishes requests in flight and cleans up)."""
+async def serve(
+    app: web.Application,
+    sock: socket.socket,
+    guard: ConnectionGuard,
+    tls: ssl.SSLContext | None = None,
+) -> web.AppRunner:
+    """Serve ``app`` on the bound socket ``sock`` under ``guard`` (over TLS with ``tls``);
+    returns the runner (its ``cleanup`` stops accepting, finishes requests in flight and
+    cleans up)."""
     runner = guard.runner(app)
     await runner.setup()
     try:
-        await GuardedSockSite(runner, sock, guard).start()
+        await GuardedSockSite(runner, sock, guard, tls).start()
     except BaseException:
         await runner.cleanup()
         raise
@@ -153,8 +160,14 @@ class GuardedSockSite(web.SockSite):
 
     __slots__ = ("_guard",)
 
-    def __init__(self, runner: web.AppRunner, sock: socket.socket, guard: ConnectionGuard) -> None:
-        super().__init__(runner, sock)
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        sock: socket.socket,
+        guard: ConnectionGuard,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(runner, sock, ssl_context=tls)
         self._guard = guard
 
     async def start(self) -> None:
@@ -162,7 +175,10 @@ class GuardedSockSite(web.SockSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(
-            self._guard.protocol_factory(server), sock=self._sock, backlog=self._backlog
+            self._guard.protocol_factory(server),
+            sock=self._sock,
+            backlog=self._backlog,
+            ssl=self._ssl_context,
         )
 
 

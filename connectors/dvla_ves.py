@@ -56,6 +56,7 @@ from typing import Any, Final, Literal, get_args
 import aiohttp
 import structlog
 
+from connectors.base import Reply, retry_after_seconds
 from connectors.errors import ProviderFault
 from connectors.provider_kit import Lookup, LookupRequest
 
@@ -216,19 +217,10 @@ def _is_error_body(payload: Any) -> bool:
 
 
 def _retry_after(value: str | None) -> float:
-    if value is not None and value.strip().isdigit():
-        return float(int(value.strip()))
-    return DEFAULT_RETRY_AFTER_S
+    return retry_after_seconds(value, DEFAULT_RETRY_AFTER_S)
 
 
 # --- the client ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    payload: Any
-    retry_after: str | None
 
 
 class DvlaVesClient:
@@ -295,7 +287,7 @@ class DvlaVesClient:
 
     async def _post(
         self, body: bytes, headers: Mapping[str, str], deadline: float, correlation_id: str
-    ) -> _Reply:
+    ) -> Reply:
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise VesUnavailable("ves-deadline-passed")
@@ -321,9 +313,9 @@ class DvlaVesClient:
             payload = json.loads(raw) if raw else None
         except ValueError:
             payload = None
-        return _Reply(status, payload, retry_after)
+        return Reply(status, payload, retry_after)
 
-    def _interpret(self, reply: _Reply, vrn: str, correlation_id: str) -> VesVehicle | None:
+    def _interpret(self, reply: Reply, vrn: str, correlation_id: str) -> VesVehicle | None:
         status = reply.status
         if status == 200:
             try:

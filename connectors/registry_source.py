@@ -23,11 +23,10 @@ from connectors.base import read_limited
 from connectors.config import SchemeFiles
 from connectors.errors import ConfigError
 from trust.errors import RegistryError
-from trust.jws import MAX_TOKEN_BYTES
+from trust.jws import MAX_REGISTRY_BYTES
 from trust.registry import Registry, verify_registry
 
 log = structlog.get_logger("connectors.registry")
-MAX_REGISTRY_BYTES = 64 * MAX_TOKEN_BYTES
 
 
 class RegistrySource:

@@ -5,10 +5,12 @@ scheme operator's tools, the conformance checker and the command line read it.
       registry.jwt                     the signed registry in force
       anchors/<operator>-N.jwk.json    the operator's pinned public keys
       operator/operator.pem            the operator's signing key (the operator's machine only)
+      operator/operator.toml           or, instead, ``signing_key = "pkcs11:..."``: it is in a token
       operator/registry-source.json    the unsigned source the operator edits and publishes
       keys/<member>.pem                each member's signing key (development only)
-      public/<member>.jwk.json         each member's public key; public/log.vkey, the log's key
-      secrets/                         pseudonym key, log signing key, API keys
+      public/<member>.jwk.json         each member's public key; public/log.vkey, the log's key;
+                                       public/dev-ca.pem, a compose scheme's TLS CA
+      secrets/                         pseudonym key, log signing key, API keys; tls/ (compose)
       broker.toml                      the broker's config
       providers/<provider>.toml        each reference provider's config
       stubs/<stub>.toml                stand-ins for outside services (DVLA's VES)
@@ -44,6 +46,10 @@ class SchemeFolder:
         return self.root / "operator" / "operator.pem"
 
     @property
+    def operator_config(self) -> Path:
+        return self.root / "operator" / "operator.toml"
+
+    @property
     def registry_source(self) -> Path:
         return self.root / "operator" / "registry-source.json"
 
@@ -53,9 +59,18 @@ class SchemeFolder:
     def public_key(self, member_id: str) -> Path:
         return self.root / "public" / f"{member_id}.jwk.json"
 
+    def did_document(self, member_id: str) -> Path:
+        """An identity provider's DID document, as the operator fetched it."""
+        return self.root / "public" / f"{member_id}.did.json"
+
     @property
     def log_verifier_key(self) -> Path:
         return self.root / "public" / "log.vkey"
+
+    @property
+    def dev_ca(self) -> Path:
+        """A compose scheme's development CA: the brokers trust it for the providers' TLS."""
+        return self.root / "public" / "dev-ca.pem"
 
     def secret(self, name: str) -> Path:
         return self.root / "secrets" / name

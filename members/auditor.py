@@ -15,16 +15,17 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from connectors.config import member_identity
+from connectors.config import member_identity, member_witness_policy
 from members.council import fetch_broker_keys
 from members.errors import CheckFailed, NotOpen
 from trust import jws
 from trust.checkpoint import NoteVerifier
 from trust.errors import InvalidMessage, KeyFormatError, VerificationError
-from trust.keys import SigningKey
+from trust.keys import Signer
 from trust.log_verify import verify_record
 from trust.messages import EligibilityAnswer, audit_request_claims, parse_answer
 from trust.receipts import compare_with_record
+from trust.witness_policy import WitnessPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +46,14 @@ class AuditClient:
         self,
         *,
         member_id: str,
-        key: SigningKey,
+        key: Signer,
         broker_url: str,
         broker_id: str,
+        witness_policy: WitnessPolicy | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.member_id = member_id
+        self.witness_policy = witness_policy  # the scheme's, when the config pins the registry
         self._key = key
         self._url = broker_url.rstrip("/")
         self._broker_id = broker_id
@@ -59,7 +62,8 @@ class AuditClient:
 
     @classmethod
     def from_config(cls, path: Path) -> AuditClient:
-        return cls(**member_identity(path))
+        policy = member_witness_policy(path, now=int(time.time()))
+        return cls(**member_identity(path), witness_policy=policy)
 
     async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
@@ -107,6 +111,13 @@ class AuditClient:
             result: dict[str, Any] = await response.json()
             return result
 
+    async def identity_sources(self, **period: Any) -> dict[str, Any]:
+        """How many checks were credential-backed, by identity provider (``since``/``until``)."""
+        query = {k: v for k, v in period.items() if v is not None}
+        async with await self._request("GET", "/v1/audit/identity-sources", query) as response:
+            result: dict[str, Any] = await response.json()
+            return result
+
     async def record(self, index: int) -> dict[str, Any]:
         async with await self._request("GET", f"/v1/audit/records/{index}") as response:
             result: dict[str, Any] = await response.json()
@@ -147,7 +158,12 @@ class AuditClient:
         if verifier is None:
             return ReceiptAudit(answer, ["no log key is pinned: set log_key in your config"])
         report = verify_record(
-            found["record"], found["checkpoint"], found["inclusion_proof"], verifier
+            found["record"],
+            found["checkpoint"],
+            found["inclusion_proof"],
+            verifier,
+            policy=self.witness_policy,
+            now=int(self._clock()),
         )
         problems = report.problems + compare_with_record(answer, found["record"])
         return ReceiptAudit(answer, problems, report.verified_size)

@@ -8,6 +8,11 @@
         answer.outcome   # "yes" | "no" | "no-match" | "undetermined"
         receipt = await client.prove_receipt(answer)  # its consent record is in the log
 
+For a check that declares bands (a council tax reduction scheme) ``answer.outcome`` names the one
+band that applies in place of ``yes`` (``answer.band`` is that name, or ``None`` for the four
+outcomes). ``await client.available_checks()`` lists the checks this council may ask, with the
+versions that answer it (local or national, dates, bands), from the registry in force.
+
 An answer is returned only after its signature (a broker key from the broker's JWKS, or keys
 you pin), ``typ``, ``aud`` (your member id), lifetime and binding to your query are verified.
 ``prove_receipt`` checks, against a checkpoint signed by the log key you pin (``log_key`` in
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import date
 from pathlib import Path
 from types import TracebackType
@@ -27,18 +32,20 @@ from typing import Any, Self
 import aiohttp
 import orjson
 
-from connectors.config import member_identity, member_log_key
+from connectors.config import member_identity, member_log_key, member_witness_policy
+from members.bulk import BulkResult, Progress, run_bulk
 from members.errors import AnswerNotTrusted, CheckFailed, NotOpen
 from trust import jws
 from trust.checkpoint import NoteVerifier
-from trust.errors import InvalidMessage, KeyFormatError, VerificationError
+from trust.errors import InvalidMessage, KeyFormatError, TrustError, VerificationError
 from trust.jws import JWT_MEDIA_TYPE
-from trust.keys import SigningKey, VerifyingKey, b64_decode, load_jwks
+from trust.keys import Signer, VerifyingKey, b64_decode, load_jwks
 from trust.messages import (
     ConsentReference,
     EligibilityAnswer,
     parse_answer,
     query_claims,
+    resident_access_claims,
     withdrawal_claims,
 )
 from trust.receipts import (
@@ -47,6 +54,7 @@ from trust.receipts import (
     open_log_checkpoint,
     prove_receipt,
 )
+from trust.witness_policy import WitnessPolicy, open_witnessed_checkpoint
 
 
 async def fetch_broker_keys(
@@ -65,16 +73,18 @@ class EligibilityClient:
         self,
         *,
         member_id: str,
-        key: SigningKey,
+        key: Signer,
         broker_url: str,
         broker_id: str,
         broker_keys: tuple[VerifyingKey, ...] | None = None,
         log_key: NoteVerifier | None = None,
+        witness_policy: WitnessPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.member_id = member_id
         self._log_key = log_key
+        self._witness_policy = witness_policy
         self._key = key
         self._url = broker_url.rstrip("/")
         self._broker_id = broker_id
@@ -84,9 +94,16 @@ class EligibilityClient:
         self._owns_session = session is None
         self._clock = clock
 
+    @property
+    def witness_policy(self) -> WitnessPolicy | None:
+        """The witness policy receipts are proven under (``None``: the log key alone)."""
+        return self._witness_policy
+
     @classmethod
     def from_config(cls, path: Path, **kwargs: Any) -> EligibilityClient:
         kwargs.setdefault("log_key", member_log_key(path))
+        clock = kwargs.get("clock", time.time)
+        kwargs.setdefault("witness_policy", member_witness_policy(path, now=int(clock())))
         return cls(**member_identity(path), **kwargs)
 
     async def __aenter__(self) -> Self:
@@ -100,6 +117,21 @@ class EligibilityClient:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+    @property
+    def broker_id(self) -> str:
+        return self._broker_id
+
+    @property
+    def broker_url(self) -> str:
+        return self._url
+
+    @property
+    def signing_key(self) -> Signer:
+        return self._key
+
+    def clock(self) -> float:
+        return self._clock()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -134,21 +166,19 @@ class EligibilityClient:
         key = self._keys.get(kid)
         return None if key is None else jws.TrustedKey(self._broker_id, key)
 
-    async def verify_answer(self, token: bytes, query_jti: str) -> EligibilityAnswer:
-        try:
-            kid = jws.decode_compact(token).header.get("kid")
-        except VerificationError as exc:
-            raise AnswerNotTrusted(exc.reason) from exc
+    async def verify_broker_token(self, token: bytes, profile: jws.Profile) -> jws.Verified:
+        """A message the broker signed for this council, verified against its keys (fetched
+        from its JWKS on an unknown ``kid``, unless pinned). Raises ``VerificationError``."""
+        kid = jws.decode_compact(token).header.get("kid")
         if kid not in self._keys:
             await self._refresh_keys()
+        return jws.verify(
+            token, profile, keys=self._lookup, audience=self.member_id, now=int(self._clock())
+        )
+
+    async def verify_answer(self, token: bytes, query_jti: str) -> EligibilityAnswer:
         try:
-            verified = jws.verify(
-                token,
-                jws.ELIGIBILITY_RESPONSE,
-                keys=self._lookup,
-                audience=self.member_id,
-                now=int(self._clock()),
-            )
+            verified = await self.verify_broker_token(token, jws.ELIGIBILITY_RESPONSE)
             answer = parse_answer(verified, requester=self.member_id)
         except (VerificationError, InvalidMessage) as exc:
             raise AnswerNotTrusted(str(getattr(exc, "reason", exc))) from exc
@@ -166,7 +196,11 @@ class EligibilityClient:
         consent: ConsentReference | None = None,
         as_of: date | None = None,
         assurance: str | None = None,
+        credential: str | None = None,
     ) -> EligibilityAnswer:
+        """``credential``: the resident's core identity credential (One Login's
+        ``coreIdentityJWT``, issued to your client id); the broker then takes the name and
+        birth date from it, and ``subject`` need carry only what it lacks."""
         token, jti = self.sign_query(
             check,
             purpose=purpose,
@@ -175,6 +209,7 @@ class EligibilityClient:
             consent=consent,
             as_of=as_of,
             assurance=assurance,
+            credential=credential,
         )
         return await self.send(token, jti)
 
@@ -212,8 +247,10 @@ class EligibilityClient:
             raise ReceiptNotProven("no log key is pinned: set log_key in the council config")
         give_up = time.monotonic() + wait_s
         while True:
-            note = await self._log_text("/v1/log/checkpoint")
+            note = await self._log_text("/v1/log/checkpoint")  # a fresh one, cosigned soon
             size = open_log_checkpoint(note, self._log_key).size
+            if self._witness_policy is not None:
+                note, size = await self._witnessed(note, size)
             if size > answer.log_index or time.monotonic() >= give_up:
                 break
             await asyncio.sleep(poll_s)
@@ -226,8 +263,32 @@ class EligibilityClient:
             except (TypeError, KeyError, ValueError) as exc:
                 raise ReceiptNotProven(f"malformed inclusion proof: {exc!r}") from exc
         return prove_receipt(
-            answer.log_index, answer.record_digest, note=note, verifier=self._log_key, proof=proof
+            answer.log_index,
+            answer.record_digest,
+            note=note,
+            verifier=self._log_key,
+            proof=proof,
+            policy=self._witness_policy,
+            now=int(self._clock()),
         )
+
+    async def _witnessed(self, fresh: str, fresh_size: int) -> tuple[str, int]:
+        """The largest checkpoint the witnesses cosigned with a quorum, or the fresh one if
+        none has a quorum yet (``prove_receipt`` then says it is not witnessed)."""
+        if self._witness_policy is None or self._log_key is None:
+            return fresh, fresh_size
+        async with self.session.get(f"{self._url}/v1/log/checkpoint/cosigned") as response:
+            body = await response.read()
+            if response.status != 200:
+                return fresh, -1
+        try:
+            note = body.decode("utf-8")
+            witnessed = open_witnessed_checkpoint(
+                note, self._log_key, self._witness_policy, now=int(self._clock())
+            )
+        except (UnicodeDecodeError, TrustError):
+            return fresh, -1
+        return (note, witnessed.size) if witnessed.quorum else (fresh, -1)
 
     async def _log_text(self, target: str) -> str:
         async with self.session.get(f"{self._url}{target}") as response:
@@ -239,6 +300,73 @@ class EligibilityClient:
         except UnicodeDecodeError as exc:
             raise ReceiptNotProven(f"the broker's {target} is not UTF-8") from exc
 
+    async def resident_checks(self, credential: str) -> list[dict[str, Any]]:
+        """Who checked the data of the resident signed in to your portal: pass the core
+        identity credential you just received for them (issued to your client id)."""
+        claims = resident_access_claims(
+            requester=self.member_id,
+            broker=self._broker_id,
+            now=int(self._clock()),
+            credential=credential,
+        )
+        body = await self._post_signed("/v1/resident/checks", claims, jws.RESIDENT_ACCESS)
+        records: list[dict[str, Any]] = body["records"]
+        return records
+
+    async def available_checks(self) -> list[dict[str, Any]]:
+        """The checks this council may ask, each with its purposes and the versions that answer
+        it (``GET /v1/members/{id}/checks``)."""
+        async with self.session.get(f"{self._url}/v1/members/{self.member_id}/checks") as response:
+            body = await response.json(content_type=None)
+            if response.status != 200:
+                raise CheckFailed(response.status, body)
+        checks: list[dict[str, Any]] = body["checks"]
+        return checks
+
+    async def bulk(
+        self,
+        check: str,
+        *,
+        purpose: str,
+        rows: Iterable[Mapping[str, Any]],
+        lawful_basis: str = "public-task",
+        as_of: date | None = None,
+        assurance: str | None = None,
+        poll_s: float = 0.5,
+        on_progress: Progress | None = None,
+    ) -> AsyncIterator[BulkResult]:
+        """Check many residents as one signed bulk job (rows ``{"ref", "subject",
+        "consent"?}``); yields each row's result once the job has ended and its signed results
+        manifest verified (:mod:`members.bulk`). ``BulkJobs(client)`` does each step apart."""
+        _, results = await run_bulk(
+            self,
+            check,
+            purpose=purpose,
+            rows=list(rows),
+            poll_s=poll_s,
+            on_progress=on_progress,
+            lawful_basis=lawful_basis,
+            as_of=as_of,
+            assurance=assurance,
+        )
+        for result in results:
+            yield result
+
+    async def _post_signed(
+        self, path: str, claims: Mapping[str, Any], profile: jws.Profile
+    ) -> dict[str, Any]:
+        """Sign ``claims`` as ``profile``, POST them to ``path``; the JSON answer, or
+        CheckFailed with the problem document."""
+        async with self.session.post(
+            f"{self._url}{path}",
+            data=jws.sign(claims, self._key, profile),
+            headers={"Content-Type": JWT_MEDIA_TYPE},
+        ) as response:
+            body: dict[str, Any] = await response.json(content_type=None)
+            if response.status != 200:
+                raise CheckFailed(response.status, body)
+        return body
+
     async def withdraw_consent(self, consent_id: str, *, withdrawn_at: str) -> int:
         """Record that the resident withdrew ``consent_id``; returns the record's log index.
         Later checks citing that consent are refused (403 consent-withdrawn)."""
@@ -249,13 +377,5 @@ class EligibilityClient:
             consent_id=consent_id,
             withdrawn_at=withdrawn_at,
         )
-        token = jws.sign(claims, self._key, jws.CONSENT_WITHDRAWAL)
-        async with self.session.post(
-            f"{self._url}/v1/consents/withdrawals",
-            data=token,
-            headers={"Content-Type": JWT_MEDIA_TYPE},
-        ) as response:
-            body = await response.json(content_type=None)
-            if response.status != 200:
-                raise CheckFailed(response.status, body)
+        body = await self._post_signed("/v1/consents/withdrawals", claims, jws.CONSENT_WITHDRAWAL)
         return int(body["log_index"])

@@ -17,12 +17,16 @@ import pytest
 from broker.app import create_app
 from broker.scheme import dev as devscheme
 from broker.settings import load_settings
+from connectors import pkcs11
+from connectors.reference.identity import ReferenceIdentityProvider, identity_app
 from connectors.reference.providers import build_reference_provider, build_ves_stub
 from members.council import EligibilityClient
 from tests.support.councils import CouncilKey
 from tests.support.logdb import LOG_BACKENDS, log_backend
+from tests.support.redis_server import PrivateRedis
 from tests.support.servers import RunningBroker, RunningProvider, StartBroker, serve_on
 from tests.support.services import PG_ADMIN_DSN, pg_admin
+from tests.support.tokens import SoftToken, make_token
 from trust.keys import SigningKey
 
 
@@ -59,8 +63,27 @@ def listeners() -> Iterator[devscheme.Listeners]:
 
 
 @pytest.fixture
-def scheme(tmp_path: Path, listeners: devscheme.Listeners) -> devscheme.DevScheme:
-    return devscheme.generate(tmp_path / "scheme", ports=listeners.ports)
+def soft_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoftToken]:
+    """A SoftHSM2 token of the test's own (its store in tmp_path), found by this process."""
+    made = make_token(tmp_path / "hsm")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(made.conf))
+    monkeypatch.delenv(pkcs11.PIN_ENV, raising=False)
+    monkeypatch.setattr(pkcs11, "RESCAN_EVERY_S", 0.0)  # a token put back is found at once
+    pkcs11.reset()  # the module reads SOFTHSM2_CONF when (re)initialised
+    yield made
+    pkcs11.reset()
+
+
+@pytest.fixture
+def scheme(
+    tmp_path: Path, listeners: devscheme.Listeners, request: pytest.FixtureRequest
+) -> devscheme.DevScheme:
+    """The development scheme; with ``@pytest.mark.keys_in_token``, every signing key in it is
+    generated in ``soft_token``."""
+    token = None
+    if request.node.get_closest_marker("keys_in_token") is not None:
+        token = request.getfixturevalue("soft_token").base()
+    return devscheme.generate(tmp_path / "scheme", ports=listeners.ports, token=token)
 
 
 @pytest.fixture
@@ -151,3 +174,26 @@ async def schools_client(
         scheme.council_config(devscheme.COUNCIL_SCHOOLS)
     ) as client:
         yield client
+
+
+@pytest.fixture
+async def identity_provider(
+    scheme: devscheme.DevScheme, listeners: devscheme.Listeners
+) -> AsyncIterator[str]:
+    """The reference identity provider serving its sign-in on the scheme's port; its URL."""
+    provider = ReferenceIdentityProvider.from_pem(scheme.key_path(devscheme.IDP).read_bytes())
+    callback = f"{scheme.broker_url}/resident/callback"
+    app = identity_app(provider, redirect_uris={devscheme.RESIDENT_PAGE_CLIENT_ID: callback})
+    runner = await serve_on(app, listeners.identity)  # its sign-in, for the resident page
+    assert scheme.identity_url is not None
+    yield scheme.identity_url
+    await runner.cleanup()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A throwaway ``redis-server`` of the test's own, killed after it."""
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()

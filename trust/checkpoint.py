@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from trust.errors import CheckpointError, KeyFormatError
-from trust.keys import b64_decode_or_none, b64_encode
+from trust.keys import Ed25519Signer, b64_decode_or_none, b64_encode
 from trust.merkle import HASH_SIZE
 
 __all__ = [
@@ -39,11 +39,14 @@ __all__ = [
     "NoteVerifier",
     "format_checkpoint",
     "generate_signer",
+    "is_key_name",
     "key_hash",
+    "note_signatures",
     "open_checkpoint",
     "open_note",
     "parse_checkpoint",
     "sign_checkpoint",
+    "split_key",
     "verifier_key",
     "verify_ed25519",
 ]
@@ -72,7 +75,7 @@ def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:
     return True
 
 
-def _is_valid_name(name: str) -> bool:
+def is_key_name(name: str) -> bool:
     return (
         name != ""
         and "+" not in name
@@ -100,7 +103,7 @@ def key_hash(name: str, key: bytes) -> int:
 
 def verifier_key(name: str, public_key: bytes) -> str:
     """The verifier key string ``<name>+<hash>+<base64(0x01 || key)>`` of an Ed25519 key."""
-    if not _is_valid_name(name):
+    if not is_key_name(name):
         raise KeyFormatError(f"invalid note key name {name!r}")
     if len(public_key) != 32:
         raise KeyFormatError(f"an Ed25519 public key is 32 bytes, got {len(public_key)}")
@@ -110,7 +113,7 @@ def verifier_key(name: str, public_key: bytes) -> str:
 
 def generate_signer(name: str) -> tuple[str, str]:
     """A fresh Ed25519 note key named ``name``: ``(signer key, verifier key)`` strings."""
-    if not _is_valid_name(name):
+    if not is_key_name(name):
         raise KeyFormatError(f"invalid note key name {name!r}")
     private = Ed25519PrivateKey.generate()
     seed = private.private_bytes(
@@ -127,11 +130,11 @@ def generate_signer(name: str) -> tuple[str, str]:
     return skey, vkey
 
 
-def _split_key(text: str, what: str) -> tuple[str, int, bytes]:
+def split_key(text: str, what: str) -> tuple[str, int, bytes]:
     """``<name>+<8 hex>+<base64>`` into (name, key hash, decoded key bytes)."""
     name, sep1, rest = text.partition("+")
     hash_hex, sep2, key64 = rest.partition("+")
-    if not (sep1 and sep2) or not _is_valid_name(name):
+    if not (sep1 and sep2) or not is_key_name(name):
         raise KeyFormatError(f"malformed {what}")
     if not _HEX8.fullmatch(hash_hex):
         raise KeyFormatError(f"malformed {what}: the key hash is not 8 hex digits")
@@ -147,7 +150,7 @@ class NoteVerifier:
     __slots__ = ("_key_hash", "_name", "_public_key")
 
     def __init__(self, vkey: str) -> None:
-        name, expected_hash, key = _split_key(vkey, "note verifier key")
+        name, expected_hash, key = split_key(vkey, "note verifier key")
         if key_hash(name, key) != expected_hash:
             raise KeyFormatError("note verifier key hash does not match its name and key")
         if key[0] != ALG_ED25519:
@@ -181,29 +184,56 @@ class NoteVerifier:
         return f"NoteVerifier({self.vkey!r})"
 
 
-class NoteSigner:
-    """Signs notes with one Ed25519 key, from its ``PRIVATE+KEY+...`` signer key string."""
+class _InProcessEd25519:
+    """An Ed25519 private key held in this process (from a ``PRIVATE+KEY+...`` string)."""
 
-    __slots__ = ("_key_hash", "_name", "_private_key", "_public_key")
+    __slots__ = ("_private_key", "public_key")
+
+    def __init__(self, seed: bytes) -> None:
+        self._private_key = Ed25519PrivateKey.from_private_bytes(seed)
+        self.public_key = self._private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private_key.sign(message)
+
+
+class NoteSigner:
+    """Signs notes with one Ed25519 key named ``name``: from its ``PRIVATE+KEY+...`` signer
+    key string, or (:meth:`from_signer`) a key whose private half lives in a token."""
+
+    __slots__ = ("_key_hash", "_name", "_public_key", "_signer")
 
     def __init__(self, skey: str) -> None:
         if not skey.startswith(_PRIVATE_PREFIX):
             raise KeyFormatError("malformed note signer key")
-        name, expected_hash, key = _split_key(skey[len(_PRIVATE_PREFIX) :], "note signer key")
+        name, expected_hash, key = split_key(skey[len(_PRIVATE_PREFIX) :], "note signer key")
         if key[0] != ALG_ED25519:
             raise KeyFormatError(f"unknown note signature algorithm {key[0]:#04x}")
         if len(key) != 33:
             raise KeyFormatError(f"an Ed25519 seed is 32 bytes, got {len(key) - 1}")
-        private = Ed25519PrivateKey.from_private_bytes(key[1:])
-        public = private.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        if key_hash(name, bytes([ALG_ED25519]) + public) != expected_hash:
+        signer = _InProcessEd25519(key[1:])
+        if key_hash(name, bytes([ALG_ED25519]) + signer.public_key) != expected_hash:
             raise KeyFormatError("note signer key hash does not match its name and key")
+        self._set(name, signer)
+
+    def _set(self, name: str, signer: Ed25519Signer) -> None:
         self._name = name
-        self._key_hash = expected_hash
-        self._private_key = private
-        self._public_key = public
+        self._signer = signer
+        self._public_key = signer.public_key
+        self._key_hash = key_hash(name, bytes([ALG_ED25519]) + self._public_key)
+
+    @classmethod
+    def from_signer(cls, name: str, signer: Ed25519Signer) -> NoteSigner:
+        """A note key named ``name`` that signs through ``signer`` (a token's Ed25519 key)."""
+        if not is_key_name(name):
+            raise KeyFormatError(f"invalid note key name {name!r}")
+        if len(signer.public_key) != 32:
+            raise KeyFormatError("an Ed25519 public key is 32 bytes")
+        note_signer = cls.__new__(cls)
+        note_signer._set(name, signer)
+        return note_signer
 
     @property
     def name(self) -> str:
@@ -220,7 +250,10 @@ class NoteSigner:
 
     def sign(self, message: bytes) -> bytes:
         """The raw 64-byte Ed25519 signature of ``message``."""
-        return self._private_key.sign(message)
+        signature = self._signer.sign(message)
+        if len(signature) != 64:  # a token that breaks the contract must not emit a bad note
+            raise CheckpointError("the Ed25519 signer returned a malformed signature")
+        return signature
 
     def signature_line(self, text: str) -> str:
         """``— <name> <base64(key hash || signature)>\n`` over the note text.
@@ -243,13 +276,9 @@ class NoteSigner:
         return f"NoteSigner(name={self._name!r}, key_hash={self._key_hash:08x})"
 
 
-def open_note(note: str, verifier: NoteVerifier) -> str:
-    """Check a signed note and return its text (ending in a newline).
-
-    Follows Go's ``note.Open`` with a single known key: the note must parse; a signature line
-    by that key (name and key hash) must verify, or the note is refused; lines by other keys
-    are skipped unread; at least one signature by that key is required.
-    """
+def note_signatures(note: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """Split a signed note into its text (ending in a newline) and its signature lines, each as
+    ``(key name, key hash || signature)``, checking only the note's syntax (Go's rules)."""
     if not isinstance(note, str) or not _is_note_text(note):
         raise CheckpointError("malformed note: not UTF-8 text, or holds control characters")
     split = note.rfind("\n\n")
@@ -261,15 +290,28 @@ def open_note(note: str, verifier: NoteVerifier) -> str:
     lines = block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise CheckpointError(f"malformed note: more than {MAX_SIGNATURES} signatures")
-
-    verified = False
+    signatures = []
     for line in lines:
         if not line.startswith(_SIG_PREFIX):
             raise CheckpointError("malformed note: a signature line must start with an em dash")
         name, _, encoded = line[len(_SIG_PREFIX) :].partition(" ")
         raw = b64_decode_or_none(encoded)
-        if not _is_valid_name(name) or raw is None or len(raw) < 5:
+        if not is_key_name(name) or raw is None or len(raw) < 5:
             raise CheckpointError("malformed note: bad signature line")
+        signatures.append((name, raw))
+    return text, signatures
+
+
+def open_note(note: str, verifier: NoteVerifier) -> str:
+    """Check a signed note and return its text (ending in a newline).
+
+    Follows Go's ``note.Open`` with a single known key: the note must parse; a signature line
+    by that key (name and key hash) must verify, or the note is refused; lines by other keys
+    are skipped unread; at least one signature by that key is required.
+    """
+    text, signatures = note_signatures(note)
+    verified = False
+    for name, raw in signatures:
         if name != verifier.name or int.from_bytes(raw[:4], "big") != verifier.key_hash:
             continue  # another key's signature (a witness, say): not ours to judge
         if verified:

@@ -23,6 +23,13 @@ class KeyFormatError(TrustError):
     """A key (JWK, JWKS, PEM) is malformed or not of the one kind we accept."""
 
 
+class KeyUnavailable(TrustError):
+    """A signing key cannot be used now: its token went away, refused the PIN, lost the object.
+
+    Raised by a :class:`~trust.keys.Signer` that lives outside the process (a PKCS#11 token);
+    the broker answers 503 and never falls back to another key."""
+
+
 class RegistryError(TrustError):
     """A trust registry document is invalid, stale, rolled back or wrongly signed."""
 
@@ -38,6 +45,8 @@ class PolicyRefusal(TrustError):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        # the verified identity credential the refused query carried, if any (recorded)
+        self.identity: object | None = None
 
 
 class LogProofError(TrustError):

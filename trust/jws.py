@@ -1,12 +1,13 @@
 """The JWS profile of every ax-broker message, and the only module that touches PyJWT.
 
-One profile for all: compact serialisation of at most 16 KiB, a protected header of exactly
-``alg`` (ES256), ``kid`` and ``typ`` (exact, one per message type, RFC 8725 section 3.11), JSON
-objects with no duplicate members, and claims with a string ``iss`` that owns the key, an exact
-string ``aud``, integer ``iat``/``exp``, a bounded lifetime, a small leeway and a ``jti`` of at
-least 128 bits. PyJWT on its own accepts duplicate keys, ``aud`` lists, any ``typ``, float
-``exp`` and huge tokens; so parsing and every claim check live here, and PyJWT is used only for
-the ES256 primitive. Swapping in a faster implementation means changing this module alone.
+One profile for all: compact serialisation of at most 16 KiB (the registry: 1 MiB), a protected
+header of exactly ``alg`` (ES256), ``kid`` and ``typ`` (exact, one per message type, RFC 8725
+section 3.11), JSON objects with no duplicate members, and claims with a string ``iss`` that
+owns the key, an exact string ``aud``, integer ``iat``/``exp``, a bounded lifetime, a small
+leeway and a ``jti`` of at least 128 bits. PyJWT on its own accepts duplicate keys, ``aud``
+lists, any ``typ``, float ``exp`` and huge tokens; so parsing and every claim check live here,
+and PyJWT is used only for the ES256 primitive. Swapping in a faster implementation means
+changing this module alone.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 import orjson
 from jwt.algorithms import ECAlgorithm
 
-from trust.errors import VerificationError
-from trust.keys import SigningKey, VerifyingKey, b64url_decode, b64url_encode
+from trust.errors import KeyUnavailable, VerificationError
+from trust.keys import Signer, VerifyingKey, b64url_decode, b64url_encode
 
 JWT_MEDIA_TYPE = "application/jwt"  # RFC 7519 §10.3.1: every message travels as one
 MAX_TOKEN_BYTES = 16 * 1024
@@ -36,10 +37,13 @@ _ES256 = ECAlgorithm(ECAlgorithm.SHA256)
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """What one message type requires: its ``typ`` and the longest lifetime it may claim."""
+    """What one message type requires: its ``typ``, the longest lifetime it may claim and its
+    largest compact size (16 KiB for every message; the registry, a document a scheme of
+    hundreds of members outgrows, may be larger)."""
 
     typ: str
     max_lifetime: int
+    max_bytes: int = MAX_TOKEN_BYTES
 
 
 ELIGIBILITY_QUERY = Profile("eligibility-query+jwt", 300)
@@ -48,11 +52,17 @@ ATTRIBUTE_REQUEST = Profile("attribute-request+jwt", 300)
 ATTRIBUTE_RESPONSE = Profile("attribute-response+jwt", 300)
 AUDIT_REQUEST = Profile("audit-request+jwt", 300)
 CONSENT_WITHDRAWAL = Profile("consent-withdrawal+jwt", 300)
+RESIDENT_ACCESS = Profile("resident-access+jwt", 300)  # a council portal: who checked me?
 # The longest lifetime any message a member sends to the broker may claim.
 MAX_LIFETIME_SECONDS = max(
     p.max_lifetime for p in (ELIGIBILITY_QUERY, AUDIT_REQUEST, CONSENT_WITHDRAWAL)
 )
-TRUST_REGISTRY = Profile("trust-registry+jwt", 400 * 24 * 3600)
+MAX_REGISTRY_BYTES = 64 * MAX_TOKEN_BYTES
+TRUST_REGISTRY = Profile("trust-registry+jwt", 400 * 24 * 3600, MAX_REGISTRY_BYTES)
+# One signature over up to 1,000 items (trust.batch); each item is a few hundred bytes.
+MAX_BATCH_TOKEN_BYTES = 1024 * 1024
+ATTRIBUTE_BATCH_REQUEST = Profile("attribute-batch-request+jwt", 300, MAX_BATCH_TOKEN_BYTES)
+ATTRIBUTE_BATCH_RESPONSE = Profile("attribute-batch-response+jwt", 300, MAX_BATCH_TOKEN_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +148,11 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
-def decode_compact(token: str | bytes) -> Compact:
+def decode_compact(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> Compact:
     """Split and strictly decode a compact JWS; no signature or claim is checked yet."""
     raw = token.encode("ascii", "replace") if isinstance(token, str) else token
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise VerificationError("token larger than 16 KiB")
+    if len(raw) > max_bytes:
+        raise VerificationError(f"token larger than {max_bytes // 1024} KiB")
     parts = raw.split(b".")
     if len(parts) != 3:
         raise VerificationError("not a compact JWS of three parts")
@@ -216,7 +226,7 @@ def verify(
     """
     if not 0 <= leeway <= MAX_LEEWAY_SECONDS:
         raise ValueError("leeway must be between 0 and 30 seconds")
-    compact = decode_compact(token)
+    compact = decode_compact(token, max_bytes=profile.max_bytes)
     kid = check_header(compact.header, profile.typ)
     trusted = keys(kid)
     if trusted is None:
@@ -256,7 +266,7 @@ def verify_as_issued(token: str | bytes, profile: Profile, *, keys: KeyLookup) -
     auditor has long expired. Every check of :func:`verify` runs, with ``now`` its own ``iat``
     and the audience its own ``aud``: the signature, the key's owner and validity window at
     that time, the profile and the lifetime."""
-    compact = decode_compact(token)
+    compact = decode_compact(token, max_bytes=profile.max_bytes)
     try:
         claims = parse_json_object(compact.payload)
     except ValueError as exc:
@@ -273,9 +283,13 @@ def _encoded_header(kid: str, typ: str) -> bytes:
     return b64url_encode(header).encode("ascii")
 
 
-def sign(claims: Mapping[str, Any], key: SigningKey, profile: Profile) -> str:
-    """Sign ``claims`` as a message of ``profile``. The caller supplies iss/aud/iat/exp/jti."""
+def sign(claims: Mapping[str, Any], key: Signer, profile: Profile) -> str:
+    """Sign ``claims`` as a message of ``profile``. The caller supplies iss/aud/iat/exp/jti.
+
+    ``key`` may live in a token: it raises :class:`~trust.errors.KeyUnavailable` if gone."""
     payload = b64url_encode(orjson.dumps(claims)).encode("ascii")
     signing_input = _encoded_header(key.kid, profile.typ) + b"." + payload
-    signature = _ES256.sign(signing_input, key.private_key)
+    signature = key.sign(signing_input)
+    if len(signature) != 64:  # a signer that breaks the contract must not emit a bad token
+        raise KeyUnavailable("the signer returned a signature that is not raw r||s")
     return (signing_input + b"." + b64url_encode(signature).encode("ascii")).decode("ascii")

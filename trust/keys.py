@@ -1,6 +1,9 @@
 """ES256 keys: P-256 signing and verifying keys, JWK/JWKS, RFC 7638 thumbprints.
 
 Keys are parsed once into these objects and passed around; nothing re-parses a JWK per message.
+Whatever signs does so through :class:`Signer` (ES256) or :class:`Ed25519Signer` (checkpoints):
+a :class:`SigningKey` in process, or a key in a PKCS#11 token (``connectors.pkcs11``) whose
+private half never leaves it.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from trust.errors import KeyFormatError
 
@@ -178,6 +182,33 @@ class VerifyingKey:
         return cls.from_public_key(loaded)
 
 
+class Signer(Protocol):
+    """An ES256 signing key, wherever its private half lives.
+
+    ``sign`` returns the raw 64-byte ``r || s`` (as JWS carries it) of ECDSA P-256 over the
+    SHA-256 digest of ``data``; a key that cannot be reached now raises
+    :class:`~trust.errors.KeyUnavailable`, never signs with anything else."""
+
+    @property
+    def kid(self) -> KeyId: ...
+
+    @property
+    def verifying_key(self) -> VerifyingKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class Ed25519Signer(Protocol):
+    """An Ed25519 key (RFC 8032), wherever its private half lives: the log's checkpoint key.
+
+    ``sign`` returns the 64-byte signature of ``message``; ``public_key`` is the 32-byte key."""
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     """A P-256 private key with its ``kid`` (the thumbprint of its public half)."""
@@ -208,6 +239,11 @@ class SigningKey:
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):
             raise KeyFormatError("only EC P-256 keys are accepted")
         return cls.from_private_key(loaded)
+
+    def sign(self, data: bytes) -> bytes:
+        """ES256 over ``data``: raw ``r || s``, 32 bytes each (the :class:`Signer` contract)."""
+        r, s = decode_dss_signature(self.private_key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(_COORD_BYTES, "big") + s.to_bytes(_COORD_BYTES, "big")
 
     def to_pem(self) -> bytes:
         return self.private_key.private_bytes(

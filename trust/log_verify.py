@@ -21,6 +21,7 @@ from trust.errors import CheckpointError, LogProofError
 from trust.keys import b64_decode_or_none
 from trust.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from trust.records import canonical_json, leaf_input, record_digest
+from trust.witness_policy import WitnessPolicy, open_witnessed_checkpoint, require_quorum
 
 
 @dataclass
@@ -30,6 +31,8 @@ class VerifyReport:
     checkpoints: int = 0
     verified_size: int = 0
     problems: list[str] = field(default_factory=list)
+    # under a witness policy: checkpoints that verify but lack a quorum (not yet proven)
+    unwitnessed: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -76,10 +79,17 @@ def _check_record(line_no: int, item: dict[str, Any], report: VerifyReport) -> b
 
 
 def verify_export(
-    lines: Iterable[bytes], verifier: NoteVerifier, *, held: Iterable[str] = ()
+    lines: Iterable[bytes],
+    verifier: NoteVerifier,
+    *,
+    held: Iterable[str] = (),
+    policy: WitnessPolicy | None = None,
+    now: int = 0,
 ) -> VerifyReport:
     """Verify an export. ``held`` are checkpoint notes the auditor kept from earlier: the
-    export must extend each of them, or the log was rolled back or forked."""
+    export must extend each of them, or the log was rolled back or forked. Under a witness
+    ``policy`` a checkpoint without a quorum of cosignatures proves nothing yet: it is listed
+    in ``unwitnessed`` and ``verified_size`` stops at the largest witnessed one."""
     report = VerifyReport()
     digests: dict[int, bytes] = {}
     notes: list[tuple[int, str]] = []
@@ -138,7 +148,8 @@ def verify_export(
         if index not in digests:
             break
         tree.append(leaf_hash(leaf_input(digests[index])))
-    _verify_checkpoints(notes, proofs, verifier, origin, tree, size, report)
+    witnessing = None if policy is None else (policy, now)
+    _verify_checkpoints(notes, proofs, verifier, origin, tree, size, report, witnessing)
     for note in held:
         try:
             kept = open_checkpoint(note, verifier, origin)
@@ -164,6 +175,7 @@ def _verify_checkpoints(
     tree: MerkleTree,
     size: int,
     report: VerifyReport,
+    witnessing: tuple[WitnessPolicy, int] | None = None,
 ) -> None:
     opened: list[Checkpoint] = []
     for line_no, note in notes:
@@ -201,7 +213,7 @@ def _verify_checkpoints(
                 f"line {line_no}: checkpoint of size {checkpoint.size} does not match the "
                 "records (a record before it was modified, inserted, deleted or reordered)"
             )
-        else:
+        elif _witnessed(line_no, note, verifier, witnessing, report):
             report.verified_size = max(report.verified_size, checkpoint.size)
     # Consecutive checkpoints must be consistent by the log's own proofs, which depend only on
     # the signed roots: a log rewritten between two checkpoints cannot produce one.
@@ -230,8 +242,35 @@ def _verify_checkpoints(
         report.problem("the export carries no checkpoint signed by the log's key")
 
 
+def _witnessed(
+    line_no: int,
+    note: str,
+    verifier: NoteVerifier,
+    witnessing: tuple[WitnessPolicy, int] | None,
+    report: VerifyReport,
+) -> bool:
+    """Whether a checkpoint that verifies also has the policy's quorum (no policy: yes)."""
+    if witnessing is None:
+        return True
+    policy, now = witnessing
+    try:
+        witnessed = open_witnessed_checkpoint(note, verifier, policy, now=now)
+    except CheckpointError as exc:
+        report.problem(f"line {line_no}: a cosignature does not verify (forged): {exc}")
+        return False
+    if not witnessed.quorum:
+        report.unwitnessed.append(witnessed.size)
+    return witnessed.quorum
+
+
 def verify_record(
-    item: dict[str, Any], note: str, proof: Iterable[Any], verifier: NoteVerifier
+    item: dict[str, Any],
+    note: str,
+    proof: Iterable[Any],
+    verifier: NoteVerifier,
+    *,
+    policy: WitnessPolicy | None = None,
+    now: int = 0,
 ) -> VerifyReport:
     """Verify one record as the audit API serves it (``GET /v1/audit/records/{i}``): its body
     against its digest, the checkpoint's signature by the pinned log key, and the inclusion
@@ -263,6 +302,11 @@ def verify_record(
         )
     except LogProofError as exc:
         report.problem(f"record {index} is not in the log's checkpoint: {exc}")
+    if policy is not None:
+        try:
+            require_quorum(note, verifier, policy, now=now)
+        except CheckpointError as exc:
+            report.problem(f"not yet proven: {exc}")
     if report.ok:
         report.verified_size = checkpoint.size
     return report

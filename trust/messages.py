@@ -12,7 +12,7 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, get_args
 
@@ -20,9 +20,13 @@ from trust.dates import parse_date, parse_date_time
 from trust.errors import DateFormatError, InvalidMessage
 from trust.jws import Verified
 from trust.keys import b64_decode_or_none, b64_encode, b64url_encode
+from trust.parameters import Predicate, parse_predicate
 
 Outcome = Literal["yes", "no", "no-match", "undetermined"]
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+# What an answer says: an outcome, or for a check with bands the name of the one band that
+# applies (in place of "yes"). A band is never named like an outcome, nor "refused".
+Verdict = str
 ProviderResult = Literal["match", "no-match", "unavailable"]
 PROVIDER_RESULTS: tuple[ProviderResult, ...] = get_args(ProviderResult)
 ASSURANCE_LEVELS = ("P0", "P1", "P2", "P3", "P4")
@@ -38,6 +42,7 @@ SUBJECT_FIELDS = (
 )
 
 _REGISTERED = frozenset({"iss", "aud", "iat", "exp", "jti", "nbf"})
+REGISTERED_CLAIMS = _REGISTERED
 _QUERY_MEMBERS = _REGISTERED | {
     "check",
     "purpose",
@@ -46,15 +51,24 @@ _QUERY_MEMBERS = _REGISTERED | {
     "as_of",
     "assurance",
     "subject",
+    "credential",
 }
+# A core identity credential travels in the query as a compact JWS (trust.credential verifies
+# it against the registry); its size is bounded there, its type here.
+_COMPACT = re.compile(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
 _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,100}")
 # control, format (zero-width, bidi), surrogate, private-use and unassigned characters
 _NOT_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _SLUG = re.compile(r"[a-z0-9][a-z0-9.\-]{0,63}")
+BAND_PATTERN = "^[a-z0-9][a-z0-9.\\-]{0,63}$"  # a band's name: a slug, never an outcome word
 _POSTCODE = re.compile(r"([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})")
 _NINO = re.compile(r"(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z][0-9]{6}[A-D]")
 _VRN = re.compile(r"[A-Z0-9]{1,7}")
 _CONSENT_MEMBERS = frozenset({"id", "given_at", "method", "notice_url", "notice_digest"})
+
+
+def is_band_name(name: str) -> bool:
+    return _SLUG.fullmatch(name) is not None and name not in (*OUTCOMES, "refused")
 
 
 def new_jti() -> str:
@@ -230,6 +244,7 @@ class EligibilityQuery:
     as_of: date
     assurance: str | None
     subject: Subject
+    credential: str | None = field(default=None, repr=False)
 
 
 def parse_query(verified: Verified, *, today: date) -> EligibilityQuery:
@@ -242,8 +257,19 @@ def parse_query(verified: Verified, *, today: date) -> EligibilityQuery:
     assurance = claims.get("assurance")
     _require(assurance is None or assurance in ASSURANCE_LEVELS, "assurance must be P0..P4")
     basis = claims.get("lawful_basis")
-    subject = parse_subject(claims.get("subject"))
-    _require(subject.date_of_birth <= today, "date_of_birth is in the future")
+    credential = claims.get("credential")
+    _require(
+        credential is None
+        or (isinstance(credential, str) and _COMPACT.fullmatch(credential) is not None),
+        "credential must be a compact JWS",
+    )
+    # with a credential, the name and birth date may come from it alone
+    required = () if credential is not None else ("family_name", "date_of_birth")
+    subject = parse_subject(claims.get("subject"), required=required)
+    _require(
+        "date_of_birth" not in subject.fields or subject.date_of_birth <= today,
+        "date_of_birth is in the future",
+    )
     return EligibilityQuery(
         requester=verified.issuer,
         jti=verified.jti,
@@ -256,6 +282,7 @@ def parse_query(verified: Verified, *, today: date) -> EligibilityQuery:
         as_of=as_of,
         assurance=assurance,
         subject=subject,
+        credential=credential,
     )
 
 
@@ -273,8 +300,10 @@ def query_claims(
     assurance: str | None = None,
     lifetime: int = 120,
     jti: str | None = None,
+    credential: str | None = None,
 ) -> dict[str, Any]:
-    """The claims a council signs for one check (used by the SDK and the CLI)."""
+    """The claims a council signs for one check (used by the SDK and the CLI); ``credential``
+    is the resident's core identity credential (compact JWS), if the council has one."""
     claims: dict[str, Any] = {
         "iss": requester,
         "aud": broker,
@@ -293,6 +322,8 @@ def query_claims(
         claims["as_of"] = as_of.isoformat()
     if assurance is not None:
         claims["assurance"] = assurance
+    if credential is not None:
+        claims["credential"] = credential
     return claims
 
 
@@ -312,9 +343,14 @@ class EligibilityAnswer:
     check: str
     check_version: int
     as_of: date
-    outcome: Outcome
+    outcome: Verdict
     log_index: int
     record_digest: bytes
+
+    @property
+    def band(self) -> str | None:
+        """The band a banded check answered, or ``None`` when the outcome is one of the four."""
+        return None if self.outcome in OUTCOMES else self.outcome
 
 
 def answer_claims(answer: EligibilityAnswer, *, now: int, lifetime: int = 300) -> dict[str, Any]:
@@ -337,7 +373,10 @@ def answer_claims(answer: EligibilityAnswer, *, now: int, lifetime: int = 300) -
 def parse_answer(verified: Verified, *, requester: str) -> EligibilityAnswer:
     claims = verified.claims
     outcome = claims.get("outcome")
-    _require(outcome in OUTCOMES, "outcome is not one of yes, no, no-match, undetermined")
+    _require(
+        outcome in OUTCOMES or (isinstance(outcome, str) and is_band_name(outcome)),
+        "outcome is not one of yes, no, no-match, undetermined, nor a band",
+    )
     log_index = _count(claims.get("log_index"), "log_index", minimum=0)
     version = _count(claims.get("check_version"), "check_version", minimum=1)
     record_digest = _digest(claims.get("record_digest"), "record_digest")
@@ -349,7 +388,7 @@ def parse_answer(verified: Verified, *, requester: str) -> EligibilityAnswer:
         check=_string(claims.get("check"), "check", _SLUG),
         check_version=version,
         as_of=_iso_date(claims.get("as_of"), "as_of"),
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=str(outcome),
         log_index=log_index,
         record_digest=record_digest,
     )
@@ -357,7 +396,8 @@ def parse_answer(verified: Verified, *, requester: str) -> EligibilityAnswer:
 
 @dataclass(frozen=True, slots=True)
 class AttributeRequest:
-    """The broker asks one provider for some attributes of one subject, as of a date."""
+    """The broker asks one provider for some attributes of one subject, as of a date, and
+    for each predicate (a parameterised attribute, bound) whether it holds."""
 
     broker: str
     provider: str
@@ -366,12 +406,13 @@ class AttributeRequest:
     attributes: tuple[str, ...]
     as_of: date
     subject: Subject
+    predicates: tuple[Predicate, ...] = ()
 
 
 def attribute_request_claims(
     request: AttributeRequest, *, now: int, lifetime: int = 60
 ) -> dict[str, Any]:
-    return {
+    claims = {
         "iss": request.broker,
         "aud": request.provider,
         "iat": now,
@@ -382,41 +423,79 @@ def attribute_request_claims(
         "as_of": request.as_of.isoformat(),
         "subject": dict(request.subject.fields),
     }
+    if request.predicates:  # absent otherwise: a yes/no request is what it always was
+        claims["predicates"] = [p.to_json() for p in request.predicates]
+    return claims
+
+
+def _predicates(value: Any) -> tuple[Predicate, ...]:
+    if value is None:
+        return ()
+    _require(isinstance(value, list) and 0 < len(value) <= 64, "predicates: a list of 1 to 64")
+    try:
+        predicates = tuple(parse_predicate(item) for item in value)
+    except ValueError as exc:
+        raise InvalidMessage(str(exc)) from None
+    _require(len(set(predicates)) == len(predicates), "predicates repeat")
+    return predicates
 
 
 def parse_attribute_request(verified: Verified, *, provider: str) -> AttributeRequest:
     claims = verified.claims
-    allowed = _REGISTERED | {"purpose", "attributes", "as_of", "subject"}
+    allowed = _REGISTERED | {"purpose", "attributes", "as_of", "subject", "predicates"}
     unknown = set(claims) - allowed
     _require(not unknown, f"request has unknown members: {sorted(unknown)}")
-    names = claims.get("attributes")
-    if not (
-        isinstance(names, list)
-        and 0 < len(names) <= 64
-        and all(isinstance(n, str) and _SLUG.fullmatch(n) for n in names)
-        and len(set(names)) == len(names)
-    ):
-        raise InvalidMessage("attributes must be a non-empty list of distinct names")
+    predicates = _predicates(claims.get("predicates"))
+    return replace(
+        parse_request_envelope(verified, provider=provider, predicates=predicates),
+        subject=parse_subject(claims.get("subject"), required=()),
+    )
+
+
+def parse_request_envelope(
+    verified: Verified, *, provider: str, predicates: tuple[Predicate, ...] = ()
+) -> AttributeRequest:
+    """What a single and a batch request share (all but the subject, left empty here); a
+    batch carries no predicates (calls with predicates are never batched)."""
+    claims = verified.claims
+    attributes = parse_attribute_names(claims.get("attributes"), predicates=bool(predicates))
     return AttributeRequest(
         broker=verified.issuer,
         provider=provider,
         jti=verified.jti,
         purpose=_string(claims.get("purpose"), "purpose", _SLUG),
-        attributes=tuple(names),
+        attributes=attributes,
         as_of=_iso_date(claims.get("as_of"), "as_of"),
-        subject=parse_subject(claims.get("subject"), required=()),
+        subject=Subject({}),
+        predicates=predicates,
     )
+
+
+def parse_attribute_names(names: Any, *, predicates: bool = False) -> tuple[str, ...]:
+    """The attributes a request asks: up to 64 distinct names, at least one unless the
+    request asks ``predicates``."""
+    if not (
+        isinstance(names, list)
+        and (len(names) > 0 or predicates)
+        and len(names) <= 64
+        and all(isinstance(n, str) and _SLUG.fullmatch(n) for n in names)
+        and len(set(names)) == len(names)
+    ):
+        raise InvalidMessage("attributes must be a non-empty list of distinct names")
+    return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)
 class AttributeAnswer:
-    """A provider's signed answer to one request: found or not, and one boolean per attribute."""
+    """A provider's signed answer to one request: found or not, one boolean per attribute and
+    one per predicate (in the request's order)."""
 
     provider: str
     jti: str
     request_jti: str
     result: ProviderResult
     attributes: Mapping[str, bool]
+    predicates: tuple[bool, ...] = ()
 
 
 def attribute_response_claims(
@@ -429,39 +508,68 @@ def attribute_response_claims(
         "exp": now + lifetime,
         "jti": answer.jti,
         "request": answer.request_jti,
-        "result": answer.result,
+        **provider_result_claims(answer),
     }
-    if answer.result == "match":
-        claims["attributes"] = dict(answer.attributes)
+    return claims
+
+
+def provider_result_claims(answer: AttributeAnswer) -> dict[str, Any]:
+    """``result``, and the attributes on a match only: as one answer and each batch item
+    carry them."""
+    if answer.result != "match":
+        return {"result": answer.result}
+    claims: dict[str, Any] = {"result": answer.result, "attributes": dict(answer.attributes)}
+    if answer.predicates:
+        claims["predicates"] = list(answer.predicates)
     return claims
 
 
 def parse_attribute_response(verified: Verified, *, request: AttributeRequest) -> AttributeAnswer:
     """Shape-check a provider's answer and bind it to ``request``: the same jti, exactly the
-    attributes asked (nothing beyond), booleans only."""
+    attributes asked (nothing beyond), booleans only: one per predicate asked, never an
+    amount or a band."""
     claims = verified.claims
-    unknown = set(claims) - (_REGISTERED | {"request", "result", "attributes"})
+    unknown = set(claims) - (_REGISTERED | {"request", "result", "attributes", "predicates"})
     _require(not unknown, f"answer has unknown members: {sorted(unknown)}")
     _require(claims.get("request") == request.jti, "answer is not bound to this request")
-    result = claims.get("result")
-    _require(result in PROVIDER_RESULTS, "result is not match, no-match or unavailable")
-    attributes: dict[str, bool] = {}
-    if result == "match":
-        values = claims.get("attributes")
-        if not isinstance(values, dict):
-            raise InvalidMessage("a match must carry attributes")
-        _require(set(values) == set(request.attributes), "attributes differ from those asked")
-        _require(all(type(v) is bool for v in values.values()), "attribute values must be bool")
-        attributes = values
-    else:
-        _require("attributes" not in claims, "only a match carries attributes")
+    result, attributes, predicates = parse_provider_result(
+        claims, request.attributes, len(request.predicates)
+    )
     return AttributeAnswer(
         provider=verified.issuer,
         jti=verified.jti,
         request_jti=request.jti,
-        result=result,  # type: ignore[arg-type]
+        result=result,
         attributes=attributes,
+        predicates=predicates,
     )
+
+
+def parse_provider_result(
+    claims: Mapping[str, Any], asked: Sequence[str], predicates_asked: int = 0
+) -> tuple[ProviderResult, dict[str, bool], tuple[bool, ...]]:
+    """``result`` and, on a match only, exactly the ``asked`` attributes as booleans and one
+    boolean per predicate asked."""
+    result = claims.get("result")
+    _require(result in PROVIDER_RESULTS, "result is not match, no-match or unavailable")
+    if result != "match":
+        _require(
+            "attributes" not in claims and "predicates" not in claims,
+            "only a match carries attributes",
+        )
+        return result, {}, ()  # type: ignore[return-value]
+    values = claims.get("attributes")
+    if not isinstance(values, dict):
+        raise InvalidMessage("a match must carry attributes")
+    _require(set(values) == set(asked), "attributes differ from those asked")
+    _require(all(type(v) is bool for v in values.values()), "attribute values must be bool")
+    held = claims.get("predicates", [])
+    _require(
+        isinstance(held, list) and len(held) == predicates_asked,
+        "predicates differ from those asked",
+    )
+    _require(all(type(v) is bool for v in held), "predicate values must be bool")
+    return "match", values, tuple(held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,6 +611,41 @@ def parse_audit_request(
     _require(claims.get("htu") == target, "audit request signed for another path or query")
     _require(claims.get("body_sha256") == body_digest(body), "audit request body altered")
     return AuditRequest(verified.issuer, verified.jti, verified.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentAccess:
+    """A council portal asks, for the resident signed in to it, who checked their data; the
+    resident's core identity credential (issued to that council) says who they are."""
+
+    requester: str
+    jti: str
+    credential: str = field(repr=False)
+
+
+def resident_access_claims(
+    *, requester: str, broker: str, now: int, credential: str
+) -> dict[str, Any]:
+    return {
+        "iss": requester,
+        "aud": broker,
+        "iat": now,
+        "exp": now + 60,
+        "jti": new_jti(),
+        "credential": credential,
+    }
+
+
+def parse_resident_access(verified: Verified) -> ResidentAccess:
+    claims = verified.claims
+    unknown = set(claims) - (_REGISTERED | {"credential"})
+    _require(not unknown, f"resident access request has unknown members: {sorted(unknown)}")
+    credential = claims.get("credential")
+    _require(
+        isinstance(credential, str) and _COMPACT.fullmatch(credential) is not None,
+        "credential must be a compact JWS",
+    )
+    return ResidentAccess(verified.issuer, verified.jti, str(credential))
 
 
 @dataclass(frozen=True, slots=True)

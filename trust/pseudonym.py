@@ -26,10 +26,12 @@ class PseudonymKey:
 
 @dataclass(frozen=True, slots=True)
 class SubjectPseudonyms:
-    """``person`` from family name and date of birth; ``nino`` when the query carried one."""
+    """``person`` from family name and date of birth; ``nino`` when the query carried one.
+    ``person`` is ``None`` only for a query that left the name to a credential that was then
+    refused: no name was ever established."""
 
     key_id: str
-    person: str
+    person: str | None
     nino: str | None
 
 
@@ -39,8 +41,10 @@ def _mac(key: PseudonymKey, label: str, *parts: str) -> str:
 
 
 def pseudonymise(subject: Subject, key: PseudonymKey) -> SubjectPseudonyms:
-    family = subject.family_name.casefold()
-    person = _mac(key, "axb-person-v1", family, subject.fields["date_of_birth"])
+    person = None
+    if "family_name" in subject.fields and "date_of_birth" in subject.fields:
+        family = subject.family_name.casefold()
+        person = _mac(key, "axb-person-v1", family, subject.fields["date_of_birth"])
     nino = subject.fields.get("nino")
     return SubjectPseudonyms(
         key_id=key.key_id,
@@ -60,3 +64,9 @@ def pseudonymise_identifiers(
     if nino is not None:
         fields["nino"] = normalise_subject_field("nino", nino)
     return pseudonymise(Subject(fields), key)
+
+
+def pseudonymise_credential_subject(provider: str, subject_id: str, key: PseudonymKey) -> str:
+    """A pseudonym of an identity provider's ``sub`` (pairwise per relying party), so the log
+    can tell two checks of one credential holder apart without holding the ``sub``."""
+    return _mac(key, "axb-idp-sub-v1", provider, subject_id)

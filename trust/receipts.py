@@ -22,6 +22,7 @@ from trust.errors import CheckpointError, LogProofError, TrustError
 from trust.merkle import leaf_hash, verify_inclusion
 from trust.messages import EligibilityAnswer, encode_digest
 from trust.records import leaf_input
+from trust.witness_policy import WitnessPolicy, require_quorum
 
 
 class ReceiptNotProven(TrustError):
@@ -31,6 +32,11 @@ class ReceiptNotProven(TrustError):
 
 class ReceiptNotCovered(ReceiptNotProven):
     """The checkpoint is older than the record: ask again after the next checkpoint."""
+
+
+class ReceiptNotWitnessed(ReceiptNotProven):
+    """The checkpoint lacks the cosignatures the scheme's witness policy requires: not yet
+    proven (the witnesses may still cosign it, or they refused a forked log)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +69,18 @@ def prove_receipt(
     note: str,
     verifier: NoteVerifier,
     proof: Sequence[bytes],
+    policy: WitnessPolicy | None = None,
+    now: int = 0,
 ) -> ProvenReceipt:
-    """Check an inclusion ``proof`` of the receipt in the signed checkpoint ``note``."""
+    """Check an inclusion ``proof`` of the receipt in the signed checkpoint ``note``; under a
+    witness ``policy``, the checkpoint must also carry a quorum of cosignatures (as of
+    ``now``, POSIX seconds)."""
     checkpoint = open_log_checkpoint(note, verifier)
+    if policy is not None:
+        try:
+            require_quorum(note, verifier, policy, now=now)
+        except CheckpointError as exc:
+            raise ReceiptNotWitnessed(f"checkpoint not witnessed: {exc}") from exc
     if checkpoint.size <= index:
         raise ReceiptNotCovered(
             f"the latest checkpoint covers {checkpoint.size} records, not yet record {index}"

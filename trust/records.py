@@ -17,10 +17,17 @@ from typing import Any, Literal
 
 import orjson
 
-from trust.messages import ConsentReference, EligibilityQuery, Outcome
-from trust.pseudonym import PseudonymKey, SubjectPseudonyms, pseudonymise
+from trust.credential import CoreIdentity, credential_digest, derived_fields
+from trust.messages import ConsentReference, EligibilityQuery, Subject, Verdict
+from trust.pseudonym import (
+    PseudonymKey,
+    SubjectPseudonyms,
+    pseudonymise,
+    pseudonymise_credential_subject,
+)
 
-RecordOutcome = Literal["yes", "no", "no-match", "undetermined", "refused"]
+# An outcome word, a band's name (a banded check's answer), or "refused".
+RecordOutcome = Verdict | Literal["refused"]
 LEAF_PREFIX = b"axb-consent-record-v1\n"
 SALT_BYTES = 32
 
@@ -35,6 +42,44 @@ def iso_ms(epoch_ms: int) -> str:
     records arrive in time order, so the formatted second is nearly always cached)."""
     seconds, millis = divmod(epoch_ms, 1000)
     return f"{_utc_second(seconds)}.{millis:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRecord:
+    """What the log keeps of the identity credential a query carried: which provider, the
+    ``vot`` and ``vtm``, a digest of the credential and a pseudonym of its ``sub`` -- never
+    the name or the birth date. A credential that failed verification leaves its digest only."""
+
+    credential_digest: str
+    provider: str | None = None
+    vot: str | None = None
+    vtm: str | None = None
+    subject: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "credential_digest": self.credential_digest,
+            "provider": self.provider,
+            "vot": self.vot,
+            "vtm": self.vtm,
+            "subject": self.subject,
+        }
+
+
+def identity_record(
+    credential: str | None, identity: CoreIdentity | None, key: PseudonymKey
+) -> IdentityRecord | None:
+    if credential is None:
+        return None
+    if identity is None:
+        return IdentityRecord(credential_digest(credential))
+    return IdentityRecord(
+        credential_digest=identity.digest,
+        provider=identity.provider,
+        vot=identity.vot,
+        vtm=identity.vtm,
+        subject=pseudonymise_credential_subject(identity.provider, identity.subject_id, key),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +100,7 @@ class ConsentRecord:
     as_of: str
     assurance: str | None
     providers: tuple[str, ...]
+    identity: IdentityRecord | None = None  # only for a query that carried a credential
 
     kind = "check"
 
@@ -84,6 +130,8 @@ class ConsentRecord:
             "as_of": self.as_of,
             "assurance": self.assurance,
             "providers": list(self.providers),
+            # absent (not null) for council-asserted identity: earlier records keep their form
+            **({} if self.identity is None else {"identity": self.identity.to_json()}),
         }
 
 
@@ -160,11 +208,14 @@ def record_for(
     *,
     key: PseudonymKey,
     now_ms: int,
-    outcome: Outcome | Literal["refused"],
+    outcome: RecordOutcome,
     check_version: int | None = None,
     refusal: str | None = None,
     providers: tuple[str, ...] = (),
+    identity: CoreIdentity | None = None,
 ) -> ConsentRecord:
+    """The record of ``query``: pass the query as decided (its subject derived from a verified
+    credential) and the ``identity`` verified, if any."""
     return ConsentRecord(
         recorded_at_ms=now_ms,
         requester=query.requester,
@@ -176,8 +227,15 @@ def record_for(
         outcome=outcome,
         refusal=refusal,
         query_jti=query.jti,
-        subject=pseudonymise(query.subject, key),
+        # the person the credential proved, whatever the council wrote (even if refused)
+        subject=pseudonymise(
+            query.subject
+            if identity is None
+            else Subject({**query.subject.fields, **derived_fields(identity)}),
+            key,
+        ),
         as_of=query.as_of.isoformat(),
         assurance=query.assurance,
         providers=providers,
+        identity=identity_record(query.credential, identity, key),
     )

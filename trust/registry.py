@@ -15,14 +15,23 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from trust import jws
+from trust.batch import MAX_BATCH_ITEMS
+from trust.credential import VOT_ORDER
 from trust.dates import parse_date_time
+from trust.did import is_did_web, key_belongs_to
 from trust.errors import DateFormatError, KeyFormatError, RegistryError, VerificationError
-from trust.keys import SigningKey, VerifyingKey
+from trust.keys import Signer, VerifyingKey
 from trust.messages import SUBJECT_FIELDS, new_jti
-from trust.rules import AttributeRef, Check, attributes_of, check_document, parse_check
+from trust.parameters import ParameterSpec, check_bindings, parse_parameter_schema
+from trust.rules import AttributeRef, Check, check_document, parse_check
+from trust.witness_policy import Witness, WitnessPolicy, parse_witness, parse_witness_policy
 
-Role = Literal["relying-party", "attribute-provider", "auditor", "broker"]
-ROLES: frozenset[str] = frozenset({"relying-party", "attribute-provider", "auditor", "broker"})
+Role = Literal[
+    "relying-party", "attribute-provider", "auditor", "broker", "witness", "identity-provider"
+]
+ROLES: frozenset[str] = frozenset(
+    {"relying-party", "attribute-provider", "auditor", "broker", "witness", "identity-provider"}
+)
 STATUSES: frozenset[str] = frozenset({"active", "suspended"})
 LAWFUL_BASES: frozenset[str] = frozenset(
     {"consent", "contract", "legal-obligation", "vital-interests", "public-task"}
@@ -44,6 +53,8 @@ class AttributeSpec:
     description: str
     required_fields: tuple[str, ...]
     optional_fields: tuple[str, ...]
+    # A parameterised attribute's schema (trust.parameters); empty for a plain yes/no one.
+    parameters: Mapping[str, ParameterSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +76,35 @@ class ProviderInfo:
     attributes: Mapping[str, AttributeSpec]
     max_concurrency: int = 32
     outages: tuple[Outage, ...] = ()
+    # how many items one batch request may carry (trust.batch), and where it goes; 1 = none
+    max_batch: int = 1
+    batch_endpoint: str | None = None
 
     def outage_at(self, now: int) -> Outage | None:
         return next((o for o in self.outages if o.covers(now)), None)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityProviderInfo:
+    """An identity provider: the exact ``iss`` of its credentials and the DID whose document
+    published its keys (each key's id is ``<did>#<fragment>``)."""
+
+    issuer: str
+    did: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRequirement:
+    """What identity a purpose needs: ``council-asserted`` (the council verified the resident
+    itself, e.g. face to face) or ``credential`` from an identity provider, proving at least
+    ``min_vot`` and issued no more than ``max_age_s`` ago."""
+
+    source: Literal["council-asserted", "credential"]
+    min_vot: str | None = None
+    max_age_s: int = 3600
+
+
+COUNCIL_ASSERTED = IdentityRequirement("council-asserted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +118,10 @@ class Member:
     permissions: frozenset[str]
     rate_limit_per_second: int | None
     provider: ProviderInfo | None
+    witness: Witness | None = None  # a witness's cosignature key and endpoint
+    identity_provider: IdentityProviderInfo | None = None
+    # a relying party's client id at each identity provider (by the provider's member id)
+    client_ids: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -94,6 +135,7 @@ class Purpose:
     checks: frozenset[str]
     lawful_bases: frozenset[str]
     consent_required: bool
+    identity: IdentityRequirement = COUNCIL_ASSERTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +152,17 @@ class Registry:
     purposes: Mapping[str, Purpose]
     checks: Mapping[str, Check]
     _keys: Mapping[str, jws.TrustedKey] = field(repr=False)
+    witness_policy: WitnessPolicy | None = None  # None: the log's signature alone proves
+    _credential_keys: Mapping[str, jws.TrustedKey] = field(repr=False, default_factory=dict)
 
     def key(self, kid: str) -> jws.TrustedKey | None:
         """A :data:`trust.jws.KeyLookup`: the key, its owner and validity, or ``None``."""
         return self._keys.get(kid)
+
+    def credential_key(self, kid: str) -> jws.TrustedKey | None:
+        """An identity provider's credential-signing key by its DID URL. Kept apart from
+        :meth:`key`: a member's message key never signs a credential, nor the reverse."""
+        return self._credential_keys.get(kid)
 
     def fresh_at(self, now: int) -> bool:
         return now < self.expires_at
@@ -146,12 +195,29 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
+def _endpoint(member_id: str, value: Any, name: str) -> str:
+    endpoint = _text(value, f"member {member_id}: provider.{name}")
+    if not endpoint.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
+        raise RegistryError(f"member {member_id}: {name} must be https (or loopback http)")
+    return endpoint
+
+
+def _batching(member_id: str, raw: dict[str, Any]) -> tuple[int, str | None]:
+    """``max_batch`` (1..1000, default 1) and the ``batch_endpoint`` it needs above 1."""
+    max_batch = raw.get("max_batch", 1)
+    if type(max_batch) is not int or not 1 <= max_batch <= MAX_BATCH_ITEMS:
+        raise RegistryError(f"member {member_id}: max_batch must be 1..{MAX_BATCH_ITEMS}")
+    if max_batch == 1:
+        if "batch_endpoint" in raw:
+            raise RegistryError(f"member {member_id}: a batch_endpoint needs max_batch > 1")
+        return 1, None
+    return max_batch, _endpoint(member_id, raw.get("batch_endpoint"), "batch_endpoint")
+
+
 def _parse_provider(member_id: str, raw: Any) -> ProviderInfo:
     if not isinstance(raw, dict):
         raise RegistryError(f"member {member_id}: provider must be an object")
-    endpoint = _text(raw.get("endpoint"), f"member {member_id}: provider.endpoint")
-    if not endpoint.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
-        raise RegistryError(f"member {member_id}: endpoint must be https (or loopback http)")
+    endpoint = _endpoint(member_id, raw.get("endpoint"), "endpoint")
     timeout_ms = raw.get("timeout_ms")
     if type(timeout_ms) is not int or not 50 <= timeout_ms <= 30_000:
         raise RegistryError(f"member {member_id}: timeout_ms must be 50..30000")
@@ -174,7 +240,13 @@ def _parse_provider(member_id: str, raw: Any) -> ProviderInfo:
         if name in attributes:
             raise RegistryError(f"member {member_id}: attribute {name} listed twice")
         description = _text(item.get("description"), f"{member_id}/{name} description")
-        attributes[name] = AttributeSpec(name, description, required, optional)
+        schema: Mapping[str, ParameterSpec] = {}
+        if "parameters" in item:
+            try:
+                schema = parse_parameter_schema(item["parameters"])
+            except ValueError as exc:
+                raise RegistryError(f"{member_id}/{name}: {exc}") from exc
+        attributes[name] = AttributeSpec(name, description, required, optional, schema)
     concurrency = raw.get("max_concurrency", 32)
     if type(concurrency) is not int or not 1 <= concurrency <= 10_000:
         raise RegistryError(f"member {member_id}: max_concurrency must be 1..10000")
@@ -188,8 +260,32 @@ def _parse_provider(member_id: str, raw: Any) -> ProviderInfo:
             raise RegistryError(f"member {member_id}: an outage needs from < to")
         outages.append(Outage(start, end, str(item.get("reason", "scheduled maintenance"))))
     return ProviderInfo(
-        endpoint, timeout_ms, MappingProxyType(attributes), concurrency, tuple(outages)
+        endpoint,
+        timeout_ms,
+        MappingProxyType(attributes),
+        concurrency,
+        tuple(outages),
+        *_batching(member_id, raw),
     )
+
+
+def _parse_identity_provider(member_id: str, raw: Any) -> IdentityProviderInfo:
+    if not isinstance(raw, dict) or set(raw) != {"issuer", "did"}:
+        raise RegistryError(f"member {member_id}: identity_provider needs exactly issuer, did")
+    issuer = _text(raw["issuer"], f"member {member_id}: identity_provider.issuer")
+    if not issuer.startswith("https://"):
+        raise RegistryError(f"member {member_id}: an identity provider's issuer is https")
+    if not is_did_web(raw["did"]):
+        raise RegistryError(f"member {member_id}: identity_provider.did is not a did:web DID")
+    return IdentityProviderInfo(issuer, raw["did"])
+
+
+def _client_ids(member_id: str, raw: Any) -> Mapping[str, str]:
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in raw.items()
+    ):
+        raise RegistryError(f"member {member_id}: client_ids maps identity providers to ids")
+    return MappingProxyType(dict(raw))
 
 
 def _parse_member(raw: Any) -> Member:
@@ -202,6 +298,10 @@ def _parse_member(raw: Any) -> Member:
     status = raw.get("status")
     if status not in STATUSES:
         raise RegistryError(f"member {member_id}: status must be active or suspended")
+    identity = raw.get("identity_provider")
+    if ("identity-provider" in roles) != (identity is not None):
+        raise RegistryError(f"member {member_id}: identity_provider iff identity-provider")
+    idp = None if identity is None else _parse_identity_provider(member_id, identity)
     keys: list[MemberKey] = []
     raw_keys = raw.get("keys")
     if not isinstance(raw_keys, list) or not raw_keys:
@@ -210,9 +310,12 @@ def _parse_member(raw: Any) -> Member:
         if not isinstance(entry, dict):
             raise RegistryError(f"member {member_id}: key entries are objects")
         try:
-            key = VerifyingKey.from_jwk(entry.get("jwk"))
+            # an identity provider's keys keep the ids its DID document published
+            key = VerifyingKey.from_jwk(entry.get("jwk"), require_thumbprint_kid=idp is None)
         except KeyFormatError as exc:
             raise RegistryError(f"member {member_id}: bad key: {exc}") from exc
+        if idp is not None and not key_belongs_to(key.kid, idp.did):
+            raise RegistryError(f"member {member_id}: a key id is not a fragment of its DID")
         start = _epoch(entry.get("not_before"), f"member {member_id}: not_before")
         end = _epoch(entry.get("not_after"), f"member {member_id}: not_after")
         keys.append(MemberKey(key, start, end))
@@ -225,6 +328,9 @@ def _parse_member(raw: Any) -> Member:
     provider = raw.get("provider")
     if ("attribute-provider" in roles) != (provider is not None):
         raise RegistryError(f"member {member_id}: provider metadata iff attribute-provider")
+    witness = raw.get("witness")
+    if ("witness" in roles) != (witness is not None):
+        raise RegistryError(f"member {member_id}: witness metadata iff witness")
     return Member(
         id=member_id,
         name=_text(raw.get("name"), f"member {member_id}: name"),
@@ -235,6 +341,11 @@ def _parse_member(raw: Any) -> Member:
         permissions=frozenset(_strings(permissions.get("grants", []), "permissions.grants")),
         rate_limit_per_second=rate,
         provider=None if provider is None else _parse_provider(member_id, provider),
+        witness=None
+        if witness is None
+        else parse_witness(member_id, witness, active=status == "active"),
+        identity_provider=idp,
+        client_ids=_client_ids(member_id, raw.get("client_ids", {})),
     )
 
 
@@ -254,7 +365,32 @@ def _parse_purpose(raw: Any) -> Purpose:
         checks=frozenset(_strings(raw.get("checks"), f"purpose {purpose_id}: checks")),
         lawful_bases=bases,
         consent_required=consent_required,
+        identity=_parse_identity_requirement(purpose_id, raw.get("identity")),
     )
+
+
+def _parse_identity_requirement(purpose_id: str, raw: Any) -> IdentityRequirement:
+    """``{"source": "council-asserted"}`` (also when absent: today's behaviour) or
+    ``{"source": "credential", "min_vot": "P2", "max_age_s": 3600}``."""
+    if raw is None:
+        return COUNCIL_ASSERTED
+    where = f"purpose {purpose_id}: identity"
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{where} must be an object")
+    source = raw.get("source")
+    if source == "council-asserted":
+        if set(raw) != {"source"}:
+            raise RegistryError(f"{where}: council-asserted takes no other member")
+        return COUNCIL_ASSERTED
+    if source != "credential" or not set(raw) <= {"source", "min_vot", "max_age_s"}:
+        raise RegistryError(f"{where}: source is council-asserted or credential")
+    min_vot = raw.get("min_vot")
+    if min_vot not in VOT_ORDER:
+        raise RegistryError(f"{where}: min_vot must be one of {list(VOT_ORDER)}")
+    max_age = raw.get("max_age_s", 3600)
+    if type(max_age) is not int or not 60 <= max_age <= 30 * 86400:
+        raise RegistryError(f"{where}: max_age_s must be 60..2592000")
+    return IdentityRequirement("credential", min_vot, max_age)
 
 
 def _unique(items: Iterable[Any], what: str) -> dict[str, Any]:
@@ -278,13 +414,29 @@ def _cross_check(
         missing = member.purposes - set(purposes)
         if missing:
             raise RegistryError(f"member {member.id} names unknown purposes {sorted(missing)}")
+        for idp in member.client_ids:
+            known = members.get(idp)
+            if known is None or known.identity_provider is None:
+                raise RegistryError(f"member {member.id}: client id at {idp}, no such provider")
     for check in checks.values():
+        for council in sorted({*check.councils, *([check.owner] if check.owner else [])}):
+            party = members.get(council)
+            if party is None or "relying-party" not in party.roles:
+                raise RegistryError(f"check {check.name} names {council}, not a relying party")
         for version in check.versions:
-            for ref in attributes_of(version.rule):
+            for ref in version.attributes:
                 provider = members.get(ref.provider)
                 info = provider.provider if provider is not None else None
                 if info is None or ref.attribute not in info.attributes:
                     raise RegistryError(f"check {check.name} uses unknown attribute {ref}")
+                try:
+                    check_bindings(
+                        info.attributes[ref.attribute].parameters,
+                        ref.parameters,
+                        f"check {check.name} v{version.version} {ref.provider}/{ref.attribute}",
+                    )
+                except ValueError as exc:
+                    raise RegistryError(str(exc)) from exc
 
 
 def parse_registry_claims(claims: Mapping[str, Any], *, digest: str) -> Registry:
@@ -302,12 +454,18 @@ def parse_registry_claims(claims: Mapping[str, Any], *, digest: str) -> Registry
     except (ValueError, KeyError, TypeError) as exc:
         raise RegistryError(f"bad check: {exc}") from exc
     _cross_check(members, purposes, checks)
+    witness_policy = None
+    if claims.get("witness_policy") is not None:
+        witnesses = {m.id: m.witness for m in members.values() if m.witness is not None}
+        witness_policy = parse_witness_policy(claims["witness_policy"], witnesses)
     keys: dict[str, jws.TrustedKey] = {}
+    credential_keys: dict[str, jws.TrustedKey] = {}
     for member in members.values():
         for entry in member.keys:
-            if entry.key.kid in keys:
+            if entry.key.kid in keys or entry.key.kid in credential_keys:
                 raise RegistryError(f"kid {entry.key.kid} is registered twice")
-            keys[entry.key.kid] = jws.TrustedKey(
+            into = keys if member.identity_provider is None else credential_keys
+            into[entry.key.kid] = jws.TrustedKey(
                 member.id, entry.key, entry.not_before, entry.not_after
             )
     return Registry(
@@ -321,6 +479,8 @@ def parse_registry_claims(claims: Mapping[str, Any], *, digest: str) -> Registry
         purposes=MappingProxyType(purposes),
         checks=MappingProxyType(checks),
         _keys=MappingProxyType(keys),
+        witness_policy=witness_policy,
+        _credential_keys=MappingProxyType(credential_keys),
     )
 
 
@@ -381,6 +541,9 @@ def member_document(
     status: str = "active",
     provider: Mapping[str, Any] | None = None,
     rate_limit_per_second: int | None = None,
+    witness: Mapping[str, Any] | None = None,
+    identity_provider: Mapping[str, str] | None = None,
+    client_ids: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
         "id": member_id,
@@ -394,6 +557,12 @@ def member_document(
         document["provider"] = dict(provider)
     if rate_limit_per_second is not None:
         document["rate_limit_per_second"] = rate_limit_per_second
+    if witness is not None:
+        document["witness"] = dict(witness)
+    if identity_provider is not None:
+        document["identity_provider"] = dict(identity_provider)
+    if client_ids:
+        document["client_ids"] = dict(client_ids)
     return document
 
 
@@ -405,9 +574,10 @@ def sign_registry(
     seq: int,
     scheme: str,
     operator: str,
-    key: SigningKey,
+    key: Signer,
     now: int,
     lifetime: int = 30 * 24 * 3600,
+    witness_policy: Mapping[str, Any] | None = None,
 ) -> str:
     """What the scheme operator runs to publish a registry (validated before it is signed)."""
     claims: dict[str, Any] = {
@@ -421,6 +591,8 @@ def sign_registry(
         "purposes": [dict(p) for p in purposes],
         "checks": [check_document(c) if isinstance(c, Check) else dict(c) for c in checks],
     }
+    if witness_policy is not None:
+        claims["witness_policy"] = dict(witness_policy)
     parse_registry_claims(claims, digest="")
     return jws.sign(claims, key, jws.TRUST_REGISTRY)
 

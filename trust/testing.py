@@ -20,9 +20,8 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from trust.keys import SigningKey, VerifyingKey, b64url_decode, b64url_encode
+from trust.keys import Signer, SigningKey, VerifyingKey, b64url_decode, b64url_encode
 
 P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
@@ -49,10 +48,9 @@ def raw_object(*members: tuple[str, Any]) -> bytes:
     return b"{" + b",".join(written) + b"}"
 
 
-def es256_signature(key: SigningKey, signing_input: bytes) -> bytes:
-    """ES256 as JWS carries it: raw r||s, 32 bytes each."""
-    r, s = decode_dss_signature(der_signature(key, signing_input))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+def es256_signature(key: Signer, signing_input: bytes) -> bytes:
+    """ES256 as JWS carries it: raw r||s, 32 bytes each (in process or from a token)."""
+    return key.sign(signing_input)
 
 
 def der_signature(key: SigningKey, signing_input: bytes) -> bytes:
@@ -74,7 +72,7 @@ def malleate(token: str) -> str:
 
 
 def forge(
-    header: Part, payload: Part, key: SigningKey | None, *, signature: bytes | None = None
+    header: Part, payload: Part, key: Signer | None, *, signature: bytes | None = None
 ) -> str:
     """A compact JWS of exactly these parts, ES256-signed by ``key`` over them unless
     ``signature`` is given; with neither, the signature is empty (as ``alg`` none has it)."""

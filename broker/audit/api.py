@@ -59,6 +59,7 @@ async def get_records(request: web.Request) -> web.Response:
         outcome=request.query.get("outcome"),
         lawful_basis=request.query.get("lawful_basis"),
         kind=request.query.get("kind"),
+        identity_provider=request.query.get("identity_provider"),
     )
     limit = int_param(request, "limit", 100)
     if not 1 <= limit <= MAX_PAGE:
@@ -71,6 +72,26 @@ async def get_records(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+async def get_identity_sources(request: web.Request) -> web.Response:
+    """Where the identity of the checks in a period came from: how many were backed by a
+    verified credential, from which identity provider, and their share of all checks."""
+    await authenticate_audit(request)
+    counts = await request.app[STORES].consent_log.identity_counts(
+        since_ms=time_param(request, "since"), until_ms=time_param(request, "until")
+    )
+    checks = sum(counts.values())
+    by_provider = {provider: n for provider, n in sorted(counts.items(), key=str) if provider}
+    backed = sum(by_provider.values())
+    return web.json_response(
+        {
+            "checks": checks,
+            "credential_backed": backed,
+            "share_credential_backed": round(backed / checks, 4) if checks else None,
+            "by_identity_provider": by_provider,
+        }
+    )
+
+
 async def get_record(request: web.Request) -> web.Response:
     await authenticate_audit(request)
     stored = await request.app[STORES].consent_log.get(
@@ -79,7 +100,11 @@ async def get_record(request: web.Request) -> web.Response:
     if stored is None:
         raise BadRequest("not-found", "no record at that index", 404)
     transparency = request.app[TRANSPARENCY]
-    size, note = await transparency.checkpoint()
+    cosigned = await transparency.latest_cosigned()  # a witnessed checkpoint, if one covers it
+    if cosigned is not None and cosigned[0] > stored.index:
+        size, note = cosigned
+    else:
+        size, note = await transparency.checkpoint()
     proof = await transparency.inclusion_proof(stored.index, size)
     return web.json_response(
         {
@@ -116,7 +141,8 @@ async def post_subject_access(request: web.Request) -> web.Response:
             )
         except InvalidMessage as exc:
             raise BadRequest("bad-request", str(exc)) from exc
-        persons.append(pseudonyms.person)
+        if pseudonyms.person is not None:
+            persons.append(pseudonyms.person)
         if pseudonyms.nino is not None:
             ninos.append(pseudonyms.nino)
     found = await request.app[STORES].consent_log.by_subject(persons, ninos)

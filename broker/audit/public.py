@@ -15,6 +15,13 @@ async def get_checkpoint(request: web.Request) -> web.Response:
     return web.Response(text=note, content_type="text/plain")
 
 
+async def get_cosigned_checkpoint(request: web.Request) -> web.Response:
+    cosigned = await request.app[TRANSPARENCY].latest_cosigned()
+    if cosigned is None:
+        raise web.HTTPNotFound()
+    return web.Response(text=cosigned[1], content_type="text/plain")
+
+
 async def get_log_key(request: web.Request) -> web.Response:
     return web.Response(
         text=request.app[SETTINGS].log_signer.vkey + "\n", content_type="text/plain"

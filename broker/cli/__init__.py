@@ -4,12 +4,16 @@ General layout:
 
 - ``common``    what every command shares: path and date types, input readers, the event loop,
                 serving until stopped
-- ``serve``     ``axb demo`` and ``axb serve``
+- ``serve``     ``axb demo``, ``axb serve`` and ``axb healthcheck``
+- ``workers``   ``axb serve --workers N``: a supervisor of N broker processes on one socket
 - ``demo``      the journey ``axb demo`` runs: a development scheme, providers, broker, checks
 - ``council``   ``axb check`` and ``axb consent withdraw``: what a council service runs
-- ``provider``  ``axb provider serve|conformance|keygen|registration``
+- ``bulk``      ``axb bulk submit|status|results|cancel``: a council's bulk jobs, CSV in and out
+- ``provider``  ``axb provider serve|stub|conformance|keygen|registration``
 - ``scheme``    ``axb scheme …``: the scheme operator's tools
 - ``audit``     ``axb audit …``: the auditor's tools, and the operator's prune
+- ``witness``   ``axb witness serve|keygen``: what a witness operator runs
+- ``identity``  ``axb identity issue``: credentials from the reference identity provider
 
 One error boundary: the ``main`` group turns every project error (the roots ``BrokerError``,
 ``TrustError``, ``ConnectorError``, ``MembersError``) and every failure of the environment a
@@ -39,7 +43,7 @@ from typing import IO, Any
 import aiohttp
 import click
 
-from broker.cli import audit, council, provider, scheme, serve
+from broker.cli import audit, bulk, council, identity, provider, scheme, serve, witness
 from broker.errors import BadInput, BrokerError, SettingsError
 from connectors.errors import ConfigError, ConnectorError
 from members.errors import AnswerNotTrusted, CheckFailed, MembersError
@@ -131,8 +135,12 @@ def main() -> None:
 
 main.add_command(serve.demo)
 main.add_command(serve.serve)
+main.add_command(serve.healthcheck)
 main.add_command(council.check)
 main.add_command(council.consent)
+main.add_command(bulk.bulk)
 main.add_command(provider.provider)
 main.add_command(scheme.scheme)
 main.add_command(audit.audit)
+main.add_command(witness.witness)
+main.add_command(identity.identity)

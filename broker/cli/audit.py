@@ -39,9 +39,20 @@ def audit() -> None:
     type=INPUT_FILE,
     help="A checkpoint note you kept earlier: the export must extend it.",
 )
-def audit_verify(export: Path, log_key: str, held: tuple[Path, ...]) -> None:
-    """Verify an export offline, trusting only the log's public key."""
+@click.option(
+    "--config",
+    "config",
+    type=CONFIG,
+    default=None,
+    help="auditors/X.toml pinning the scheme: enforce the registry's witness policy.",
+)
+def audit_verify(export: Path, log_key: str, held: tuple[Path, ...], config: Path | None) -> None:
+    """Verify an export offline, trusting only the log's public key (and, with --config,
+    only checkpoints a quorum of the scheme's witnesses cosigned)."""
+    import time
+
     from broker.errors import BadInput
+    from connectors.config import member_witness_policy
     from trust.checkpoint import NoteVerifier, split_notes
     from trust.errors import CheckpointError, KeyFormatError
     from trust.log_verify import verify_export
@@ -54,11 +65,18 @@ def audit_verify(export: Path, log_key: str, held: tuple[Path, ...]) -> None:
         raise BadInput(f"bad log key: {exc}") from exc
     notes = [note for path in held for note in split_notes(read_text_file(path, "held checkpoint"))]
     with open_binary_input(export, "export") as lines:
-        report = verify_export(lines, verifier, held=notes)
+        now = int(time.time())
+        policy = None if config is None else member_witness_policy(config, now=now)
+        report = verify_export(lines, verifier, held=notes, policy=policy, now=now)
     click.echo(
         f"records: {report.records}   checkpoints verified: {report.checkpoints}   "
         f"verified up to size: {report.verified_size}"
     )
+    if policy is not None:
+        click.echo(
+            f"witness policy: {policy.describe()}   "
+            f"checkpoints without a quorum (not yet proven): {len(report.unwitnessed)}"
+        )
     for start, end in report.pruned:
         click.echo(f"pruned (bodies deleted after retention, proofs intact): {start}-{end}")
     for problem in report.problems:

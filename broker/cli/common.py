@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import re
 import signal
 import socket
+import ssl
+import sys
 import tomllib
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import click
 from aiohttp import web
@@ -38,6 +42,21 @@ LISTEN_FD = click.option(
     default=None,
     help="Serve on this inherited socket (a file descriptor) instead of binding the "
     "config's port: a parent that bound the port first hands it down.",
+)
+
+HOST = click.option(
+    "--host",
+    envvar="AXB_HOST",
+    default=None,
+    help="Listen on this address instead of the config's host [env AXB_HOST; the image sets "
+    "0.0.0.0].",
+)
+PORT = click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    envvar="AXB_PORT",
+    default=None,
+    help="Listen on this port instead of the config's port [env AXB_PORT; the image sets 8080].",
 )
 
 Endpoint = tuple[str, int] | socket.socket
@@ -139,6 +158,17 @@ async def until_stopped() -> None:
             loop.remove_signal_handler(signum)
 
 
+def exit_after_orderly_stop() -> NoReturn:
+    """Exit 0 at once, once a server has stopped in order (requests answered, the log
+    committed and checkpointed, stores closed): the interpreter's own teardown would then
+    garbage-collect the whole heap, which took 1.5 s of a 2 s stop, time a container stop
+    or a rolling restart waits for and nothing needs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(0)
+
+
 def connection_limits(settings: Settings) -> ConnectionLimits:
     """The broker's connection timeouts and limit, from its settings."""
     return ConnectionLimits(
@@ -152,6 +182,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
 async def serve_forever(
     apps: Sequence[tuple[web.Application, Endpoint]],
     limits: ConnectionLimits | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Serve each app until cancelled; say where each listens, with the port actually bound
     (a config's port 0 lets the kernel choose one). Every port is bound before any app
@@ -169,10 +200,10 @@ async def serve_forever(
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
                 listening.append(socket.create_server((host, port), family=family))
         for (app, _), sock in zip(apps, listening, strict=True):
-            runner = await serve(app, sock, guard)
+            runner = await serve(app, sock, guard, tls)
             runners.append(runner)
             host, port = runner.addresses[0][:2]
-            click.echo(f"listening on http://{host}:{port}", err=True)
+            click.echo(f"listening on http{'s' if tls else ''}://{host}:{port}", err=True)
         await until_stopped()
     finally:
         for runner in reversed(runners):

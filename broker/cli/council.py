@@ -18,8 +18,8 @@ from broker.cli.common import CONFIG, DATE
 @click.option("--config", "config", type=CONFIG, required=True, help="councils/X.toml")
 @click.argument("check_name")
 @click.option("--purpose", required=True)
-@click.option("--family-name", required=True)
-@click.option("--date-of-birth", type=DATE, required=True)
+@click.option("--family-name", default=None, help="required unless --credential gives it")
+@click.option("--date-of-birth", type=DATE, default=None, help="required unless --credential")
 @click.option("--given-names", default=None)
 @click.option("--postcode", default=None)
 @click.option("--nino", default=None)
@@ -27,6 +27,14 @@ from broker.cli.common import CONFIG, DATE
 @click.option("--as-of", type=DATE, default=None, help="default: today")
 @click.option("--assurance", default=None, help="P0..P4")
 @click.option("--lawful-basis", default="public-task")
+@click.option(
+    "--credential",
+    "credential_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="a file holding the resident's core identity credential (compact JWS), e.g. from "
+    "'axb identity issue'",
+)
 @click.option(
     "--prove-receipt",
     is_flag=True,
@@ -36,8 +44,8 @@ def check(
     config: Path,
     check_name: str,
     purpose: str,
-    family_name: str,
-    date_of_birth: date,
+    family_name: str | None,
+    date_of_birth: date | None,
     given_names: str | None,
     postcode: str | None,
     nino: str | None,
@@ -45,16 +53,26 @@ def check(
     as_of: date | None,
     assurance: str | None,
     lawful_basis: str,
+    credential_file: Path | None,
     prove_receipt: bool,
 ) -> None:
     """Sign a query with a council key, send it, verify and print the answer."""
+    from broker.cli.common import read_text_file
+    from broker.errors import BadInput
     from members.council import EligibilityClient
     from members.errors import CheckFailed
     from trust.messages import encode_digest
     from trust.receipts import ReceiptNotProven
 
-    subject = {"family_name": family_name, "date_of_birth": date_of_birth.isoformat()}
+    credential = None
+    if credential_file is not None:
+        credential = read_text_file(credential_file, "credential").strip()
+    elif family_name is None or date_of_birth is None:
+        raise BadInput("give --family-name and --date-of-birth, or a --credential")
+    subject: dict[str, str] = {}
     optional = {
+        "family_name": family_name,
+        "date_of_birth": None if date_of_birth is None else date_of_birth.isoformat(),
         "given_names": given_names,
         "postcode": postcode,
         "nino": nino,
@@ -72,6 +90,7 @@ def check(
                     lawful_basis=lawful_basis,
                     as_of=as_of,
                     assurance=assurance,
+                    credential=credential,
                 )
                 answer, answer_token = await client.exchange(query, jti)
             except CheckFailed as failed:

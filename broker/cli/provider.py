@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from aiohttp import web
 
 from broker.cli.common import (
     CONFIG,
+    HOST,
     INPUT_FILE,
     LISTEN_FD,
+    PORT,
     SCHEME_DIR,
+    exit_after_orderly_stop,
     inherited_socket,
     read_json_object,
     read_toml_document,
@@ -32,17 +37,47 @@ def provider() -> None:
 
 @provider.command("serve")
 @click.option("--config", "config", type=CONFIG, required=True, help="providers/X.toml")
+@HOST
+@PORT
 @LISTEN_FD
-def provider_serve(config: Path, listen_fd: int | None) -> None:
+def provider_serve(config: Path, host: str | None, port: int | None, listen_fd: int | None) -> None:
     """Serve a reference provider (synthetic population) with the provider kit."""
+    from connectors.config import read_toml, server_tls
     from connectors.reference.providers import build_reference_provider
 
     configure_logging(json=True)
     service = build_reference_provider(config)
+    tls = server_tls(config.parent, read_toml(config))
+    at = (host or service.host, service.port if port is None else port)
+    _serve_one(service.app, at, listen_fd, tls)
+
+
+@provider.command("stub")
+@click.option("--config", "config", type=CONFIG, required=True, help="stubs/X.toml")
+@HOST
+@PORT
+@LISTEN_FD
+def provider_stub(config: Path, host: str | None, port: int | None, listen_fd: int | None) -> None:
+    """Serve a stand-in for an outside service a provider adapter calls (DVLA's VES test
+    environment), as `axb serve --with-providers` does, on its own."""
+    from connectors.reference.providers import build_ves_stub
+
+    configure_logging(json=True)
+    app, stub_host, stub_port = build_ves_stub(config)
+    _serve_one(app, (host or stub_host, stub_port if port is None else port), listen_fd)
+
+
+def _serve_one(
+    app: web.Application,
+    at: tuple[str, int],
+    listen_fd: int | None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     use_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
-        at = (service.host, service.port) if listen_fd is None else inherited_socket(listen_fd)
-        asyncio.run(serve_forever([(service.app, at)]))
+        endpoint = at if listen_fd is None else inherited_socket(listen_fd)
+        asyncio.run(serve_forever([(app, endpoint)], tls=tls))
+    exit_after_orderly_stop()
 
 
 @provider.command("conformance")
@@ -92,10 +127,32 @@ def provider_conformance(
 @provider.command("keygen")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--id", "member_id", required=True)
-def provider_keygen(out: Path, member_id: str) -> None:
-    """Generate an ES256 key pair: OUT/ID.pem (keep it secret) and OUT/ID.jwk.json (public)."""
+@click.option(
+    "--pkcs11",
+    "token_uri",
+    default=None,
+    metavar="URI",
+    help="Generate the key inside this PKCS#11 token (object= defaults to ID); only the "
+    "public key is written. The PIN comes from pin-source or AXB_PKCS11_PIN.",
+)
+@click.option(
+    "--log-origin",
+    default=None,
+    help="With --pkcs11: generate the consent log's Ed25519 checkpoint key named ORIGIN "
+    "instead, and write its verifier key OUT/ID.vkey.",
+)
+def provider_keygen(
+    out: Path, member_id: str, token_uri: str | None, log_origin: str | None
+) -> None:
+    """Generate an ES256 key pair: OUT/ID.pem (keep it secret) and OUT/ID.jwk.json (public);
+    with --pkcs11, inside the token, and only OUT/ID.jwk.json is written."""
     from trust.keys import SigningKey
 
+    if token_uri is not None:
+        _token_keygen(out, member_id, token_uri, log_origin)
+        return
+    if log_origin is not None:
+        raise click.UsageError("--log-origin needs --pkcs11 (axb demo writes file log keys)")
     key = SigningKey.generate()
     out.mkdir(parents=True, exist_ok=True)
     private = out / f"{member_id}.pem"
@@ -105,6 +162,33 @@ def provider_keygen(out: Path, member_id: str) -> None:
     click.echo(
         f"kid {key.kid}\nprivate key {private} (keep it secret)\n"
         f"public key  {out / (member_id + '.jwk.json')}"
+    )
+
+
+def _token_keygen(out: Path, member_id: str, token_uri: str, log_origin: str | None) -> None:
+    from connectors import pkcs11
+
+    uri = pkcs11.parse_pkcs11_uri(token_uri)
+    if uri.object is None and uri.id is None:
+        uri = uri.with_object(member_id)
+    kind: pkcs11.KeyKind = "es256" if log_origin is None else "ed25519"
+    named = pkcs11.generate_in_token(str(uri), kind)
+    out.mkdir(parents=True, exist_ok=True)
+    if log_origin is not None:
+        vkey = pkcs11.load_token_note_signer(named, log_origin).vkey
+        public = out / f"{member_id}.vkey"
+        public.write_text(vkey + "\n")
+        setting = f'[log]\nsigning_key = "{named}"\norigin = "{log_origin}"'
+        click.echo(f"verifier key {vkey}\n")
+    else:
+        key = pkcs11.load_token_signing_key(named)
+        public = out / f"{member_id}.jwk.json"
+        public.write_text(json.dumps(dict(key.verifying_key.jwk)))
+        setting = f'signing_key = "{named}"'
+        click.echo(f"kid {key.kid}")
+    click.echo(
+        f"private key in the token, never exported: {uri.shown}\n"
+        f"public key  {public}\nin your config:\n{setting}"
     )
 
 

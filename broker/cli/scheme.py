@@ -23,24 +23,70 @@ def _admin(action: str, scheme_dir: Path, change: object) -> None:
 
 
 @scheme.command("review")
-@click.argument("registration", type=INPUT_FILE)
-def scheme_review(registration: Path) -> None:
-    """Show what a registration asks for, refusing a bad one with the reason."""
+@click.argument("registration", type=INPUT_FILE, required=False)
+@click.option(
+    "--scheme",
+    "scheme_dir",
+    type=SCHEME_DIR,
+    default=None,
+    help="Instead: what publishing this scheme's source would change, for whom, from when",
+)
+def scheme_review(registration: Path | None, scheme_dir: Path | None) -> None:
+    """Show what a registration asks for, refusing a bad one with the reason; or, with
+    --scheme, what publishing the registry source would change in its checks."""
     from broker.scheme import admin as scheme_admin
 
-    lines = scheme_admin.review_registration(read_json_document(registration, "registration"))
+    if scheme_dir is not None and registration is None:
+        lines = scheme_admin.review_source(scheme_dir, scheme_admin.load_source(scheme_dir))
+    elif registration is not None and scheme_dir is None:
+        document = read_json_document(registration, "registration")
+        lines = scheme_admin.review_registration(document)
+    else:
+        raise click.UsageError("give a REGISTRATION file or --scheme DIR, not both")
     click.echo("\n".join(lines))
 
 
 @scheme.command("add-member")
 @click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.option(
+    "--did-document",
+    type=INPUT_FILE,
+    default=None,
+    help="An identity provider's DID document (did.json): its assertionMethod keys are "
+    "imported with their published ids",
+)
 @click.argument("registration", type=INPUT_FILE)
-def scheme_add_member(scheme_dir: Path, registration: Path) -> None:
+def scheme_add_member(scheme_dir: Path, registration: Path, did_document: Path | None) -> None:
     """Admit a member from its registration file."""
     from broker.scheme import admin as scheme_admin
 
     document = read_json_document(registration, "registration")
-    _admin("add-member", scheme_dir, lambda s: scheme_admin.add_member(s, document))
+    if did_document is None:
+        _admin("add-member", scheme_dir, lambda s: scheme_admin.add_member(s, document))
+        return
+    did = read_json_document(did_document, "DID document")
+    _admin(
+        "add-member",
+        scheme_dir,
+        lambda s: scheme_admin.add_identity_provider(s, document, did),
+    )
+
+
+@scheme.command("import-did-document")
+@click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.argument("member_id")
+@click.argument("did_document", type=INPUT_FILE)
+def scheme_import_did_document(scheme_dir: Path, member_id: str, did_document: Path) -> None:
+    """Rotate an identity provider's keys to its current DID document: keys it newly lists
+    are added, keys it no longer lists end their validity now."""
+    from broker.scheme import admin as scheme_admin
+
+    did = read_json_document(did_document, "DID document")
+    _admin(
+        "import-did-document",
+        scheme_dir,
+        lambda s: scheme_admin.import_did_document(s, member_id, did),
+    )
 
 
 @scheme.command("add-purpose")
@@ -56,13 +102,29 @@ def scheme_add_purpose(scheme_dir: Path, document: Path) -> None:
 
 @scheme.command("add-check")
 @click.option("--scheme", "scheme_dir", type=SCHEME_DIR, required=True)
+@click.option(
+    "--for",
+    "councils",
+    multiple=True,
+    metavar="COUNCIL",
+    help="Scope the document's versions to this council (repeatable); to an existing check, "
+    "they are added beside its versions",
+)
+@click.option("--owner", default=None, help="A new check that is this council's local scheme")
 @click.argument("document", type=INPUT_FILE)
-def scheme_add_check(scheme_dir: Path, document: Path) -> None:
-    """Add a named check (JSON: name, description, versions with rules)."""
+def scheme_add_check(
+    scheme_dir: Path, councils: tuple[str, ...], owner: str | None, document: Path
+) -> None:
+    """Add a named check (JSON: name, description, versions with rules, optional bands), or
+    local versions of one (--for)."""
     from broker.scheme import admin as scheme_admin
 
     body = read_json_document(document, "check")
-    _admin("add-check", scheme_dir, lambda s: scheme_admin.add_named(s, "checks", body))
+    _admin(
+        "add-check",
+        scheme_dir,
+        lambda s: scheme_admin.add_check(s, body, councils=councils, owner=owner),
+    )
 
 
 @scheme.command("permit")

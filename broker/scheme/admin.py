@@ -19,9 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from broker.errors import BrokerError
+from broker.scheme.changes import parse_checks, review_changes
+from connectors.config import operator_signing_key
+from connectors.errors import ConfigError
 from connectors.scheme_folder import SchemeFolder
-from trust.errors import KeyFormatError, RegistryError
-from trust.keys import SigningKey, VerifyingKey
+from trust import jws
+from trust.did import parse_did_document
+from trust.errors import KeyFormatError, KeyUnavailable, RegistryError, VerificationError
+from trust.keys import VerifyingKey
 from trust.registry import parse_registry_claims, sign_registry
 
 
@@ -96,6 +101,7 @@ def validate(source: dict[str, Any]) -> None:
         "members": source["members"],
         "purposes": source["purposes"],
         "checks": source["checks"],
+        "witness_policy": source.get("witness_policy"),
     }
     try:
         parse_registry_claims(claims, digest="")
@@ -119,9 +125,13 @@ def review_registration(registration: Any) -> list[str]:
     """What the operator should read before admitting a registration; raises if invalid."""
     if not isinstance(registration, dict):
         raise SchemeAdminError("a registration is a JSON object")
+    # an identity provider's keys keep the ids its DID document published (validate checks them)
+    roles = registration.get("roles")
+    thumbprints = not (isinstance(roles, list) and "identity-provider" in roles)
     for entry in registration.get("keys", []) if isinstance(registration.get("keys"), list) else ():
         try:
-            VerifyingKey.from_jwk(entry.get("jwk") if isinstance(entry, dict) else None)
+            jwk = entry.get("jwk") if isinstance(entry, dict) else None
+            VerifyingKey.from_jwk(jwk, require_thumbprint_kid=thumbprints)
         except KeyFormatError as exc:
             raise SchemeAdminError(f"bad key in registration: {exc}") from exc
     lines = [
@@ -150,6 +160,50 @@ def add_member(source: dict[str, Any], registration: dict[str, Any]) -> dict[str
     return changed
 
 
+def did_keys(document: Any, did: Any) -> list[dict[str, Any]]:
+    """The key entries of an identity provider's DID document, each under its published id;
+    the document must describe ``did`` (the registration's own)."""
+    try:
+        published = parse_did_document(document)
+    except KeyFormatError as exc:
+        raise SchemeAdminError(f"the DID document is refused: {exc}") from exc
+    if published.did != did:
+        raise SchemeAdminError("the DID document describes another DID than identity_provider.did")
+    return [{"jwk": dict(key.jwk), "not_before": None, "not_after": None} for key in published.keys]
+
+
+def add_identity_provider(
+    source: dict[str, Any], registration: dict[str, Any], did_document: Any
+) -> dict[str, Any]:
+    """Admit an identity provider, its keys imported from its DID document with their ids."""
+    _object(registration, "a registration")
+    info = _object(registration.get("identity_provider"), "the registration's identity_provider")
+    if "keys" in registration:
+        raise SchemeAdminError("an identity provider's keys come from its DID document only")
+    return add_member(source, {**registration, "keys": did_keys(did_document, info.get("did"))})
+
+
+def import_did_document(
+    source: dict[str, Any], member_id: str, did_document: Any, *, now: str | None = None
+) -> dict[str, Any]:
+    """Rotate an identity provider's keys to those its DID document now publishes: new ids are
+    added, ids the document no longer lists end their validity (``now`` by default)."""
+    member = _member(source, member_id)
+    info = _object(member.get("identity_provider"), f"{member_id}'s identity_provider")
+    published = {entry["jwk"]["kid"]: entry for entry in did_keys(did_document, info.get("did"))}
+    keys = _member_keys(member)
+    registered = {k["jwk"].get("kid") for k in keys if isinstance(k.get("jwk"), dict)}
+    ended = now or datetime.now(UTC).isoformat(timespec="seconds")
+    for entry in keys:
+        jwk = entry.get("jwk")
+        kid = jwk.get("kid") if isinstance(jwk, dict) else None
+        if kid not in published and entry.get("not_after") is None:
+            entry["not_after"] = ended
+    keys.extend(entry for kid, entry in published.items() if kid not in registered)
+    validate(source)
+    return source
+
+
 def add_named(source: dict[str, Any], kind: str, document: dict[str, Any]) -> dict[str, Any]:
     """Add a purpose or a check (``kind`` is ``purposes`` or ``checks``)."""
     key = "id" if kind == "purposes" else "name"
@@ -159,6 +213,67 @@ def add_named(source: dict[str, Any], kind: str, document: dict[str, Any]) -> di
     changed = {**source, kind: [*source[kind], document]}
     validate(changed)
     return changed
+
+
+def add_check(
+    source: dict[str, Any],
+    document: dict[str, Any],
+    *,
+    councils: tuple[str, ...] = (),
+    owner: str | None = None,
+) -> dict[str, Any]:
+    """Add a check, or, with ``councils``, versions scoped to those councils: to a new check,
+    or beside an existing check's versions (a local rule for those councils). ``owner`` makes
+    a new check one council's local scheme. Each council named must be an active relying
+    party: a rule for a suspended council is refused."""
+    _object(document, "a check")
+    for council in (*councils, *([owner] if owner else [])):
+        member = _member(source, council)
+        if "relying-party" not in _strings(member.get("roles", []), f"{council}'s roles"):
+            raise SchemeAdminError(f"{council} is not a relying party")
+        if member.get("status") != "active":
+            raise SchemeAdminError(f"{council} is suspended: no rule may be scoped to it")
+    versions = _objects(document.get("versions"), "the check's versions")
+    if councils:
+        versions = [{**v, "councils": sorted(councils)} for v in versions]
+    checks = checked_source(source)["checks"]
+    existing = next((c for c in checks if c.get("name") == document.get("name")), None)
+    if existing is None:
+        added = {**document, "versions": versions}
+        if owner is not None:
+            added["owner"] = owner
+        changed = {**source, "checks": [*checks, added]}
+    elif not councils or owner is not None:
+        raise SchemeAdminError(
+            f"check {document.get('name')!r} already exists (add versions with --for)"
+        )
+    else:
+        merged = {
+            **existing,
+            "versions": [*_objects(existing.get("versions"), "its versions"), *versions],
+        }
+        changed = {**source, "checks": [merged if c is existing else c for c in checks]}
+    validate(changed)
+    return changed
+
+
+def review_source(scheme_dir: Path, source: dict[str, Any]) -> list[str]:
+    """What publishing ``source`` would change in the checks of the registry in force."""
+    registry = SchemeFolder(scheme_dir).registry
+    try:
+        token = registry.read_bytes().strip()
+        claims = jws.parse_json_object(
+            jws.decode_compact(token, max_bytes=jws.MAX_REGISTRY_BYTES).payload
+        )
+        published = parse_checks(claims.get("checks", []))
+    except OSError:
+        published = []  # nothing published yet: everything is new
+    except (VerificationError, ValueError) as exc:
+        raise SchemeAdminError(f"the published registry {registry} cannot be read: {exc}") from exc
+    try:
+        return review_changes(published, parse_checks(checked_source(source)["checks"]))
+    except ValueError as exc:
+        raise SchemeAdminError(f"bad check in the source: {exc}") from exc
 
 
 def permit(source: dict[str, Any], member_id: str, purpose: str) -> dict[str, Any]:
@@ -218,24 +333,24 @@ def publish(
     seq: int = source["seq"] + 1
     folder = SchemeFolder(scheme_dir)
     try:
-        operator = SigningKey.from_pem(folder.operator_key.read_bytes())
-    except OSError as exc:
-        raise SchemeAdminError(
-            f"cannot read the operator key {folder.operator_key}: {exc}"
-        ) from exc
-    except KeyFormatError as exc:
-        raise SchemeAdminError(f"the operator key {folder.operator_key}: {exc}") from exc
-    token = sign_registry(
-        members=source["members"],
-        purposes=source["purposes"],
-        checks=source["checks"],
-        seq=seq,
-        scheme=source["scheme"],
-        operator=source["operator"],
-        key=operator,
-        now=int(time.time()) if now is None else now,
-        lifetime=lifetime,
-    )
+        operator = operator_signing_key(folder)
+    except ConfigError as exc:
+        raise SchemeAdminError(str(exc)) from exc
+    try:
+        token = sign_registry(
+            members=source["members"],
+            purposes=source["purposes"],
+            checks=source["checks"],
+            seq=seq,
+            scheme=source["scheme"],
+            operator=source["operator"],
+            key=operator,
+            now=int(time.time()) if now is None else now,
+            lifetime=lifetime,
+            witness_policy=source.get("witness_policy"),  # a scheme change keeps the policy
+        )
+    except KeyUnavailable as exc:  # the operator's token went away: nothing is published
+        raise SchemeAdminError(str(exc)) from exc
     registry = folder.registry
     tmp = registry.with_suffix(".tmp")
     tmp.write_text(token + "\n")

@@ -5,8 +5,11 @@ without counting against the member's rate; a query over the rate is refused *wi
 its ``jti`` (the council may send the same token again after ``Retry-After``); only an admitted
 query records its ``jti``. ``MemoryAdmissionStore`` serves one process. ``RedisAdmissionStore``
 makes one round trip per check (one Lua script, atomic) with both keys in one hash slot, so it
-runs on one server, on Redis Cluster and behind Sentinel (see :func:`redis_client`). If Redis
-cannot be reached it raises :class:`StoreUnavailable`: it never falls back to memory.
+runs on one server, on Redis Cluster and behind Sentinel (see :func:`redis_client`). The script
+travels once: it is run by its SHA1 (``EVALSHA``) and loaded with ``SCRIPT LOAD`` only when the
+server answers ``NOSCRIPT`` (first use, a restart, a failover, ``SCRIPT FLUSH``); ``hiredis``
+parses the replies in C. If Redis cannot be reached it raises :class:`StoreUnavailable`: it
+never falls back to memory.
 
 A store that forgets (a process restart for memory; Redis restarted without persistence or
 flushed, detected by a per-member epoch key that never expires) answers ``ok-unproven`` for one
@@ -178,6 +181,7 @@ class RedisAdmissionStore:
     ) -> None:
         self._redis, self._also_close = redis_client(url, timeout_s=timeout_s)
         self._prefix = prefix
+        # redis-py's Script: EVALSHA, and on NOSCRIPT one SCRIPT LOAD and the EVALSHA again
         self._script = self._redis.register_script(_ADMIT_SCRIPT)
         self._forget_window_s = forget_window_s
         self._policy_check_every_s = policy_check_every_s

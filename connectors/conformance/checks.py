@@ -2,7 +2,9 @@
 
 A valid request must get a signed answer bound to it, in time, with exactly the attributes
 asked; every malformed, misaddressed, replayed or foreign request must be refused with a 4xx
-problem document and no JWT. The hostile requests are forged with ``trust.testing``. A report
+problem document and no JWT. The hostile requests are forged with ``trust.testing``. A
+provider that declares ``max_batch`` is also sent batches: one valid (each item's answer
+must be bound to its item, none left out, none extra) and some malformed. A report
 can be compared run to run, and a test can name exactly the checks a provider breaks.
 """
 
@@ -22,6 +24,7 @@ from connectors.conformance.report import CheckResult, ConformanceReport, Group,
 from connectors.conformance.session import READ_LIMIT, Answer, ConformanceSession, Exchange
 from connectors.conformance.target import API_PATH, ConformanceTarget
 from trust import jws, testing
+from trust.batch import batch_request_claims
 from trust.errors import VerificationError
 from trust.jws import JWT_MEDIA_TYPE
 from trust.messages import PROVIDER_RESULTS, SUBJECT_FIELDS, new_jti
@@ -29,7 +32,7 @@ from trust.registry import provider_fields
 
 PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
 ANSWER_MEMBERS: Final = frozenset(
-    {"iss", "aud", "iat", "exp", "jti", "nbf", "request", "result", "attributes"}
+    {"iss", "aud", "iat", "exp", "jti", "nbf", "request", "result", "attributes", "predicates"}
 )
 MAX_LIFETIME: Final = jws.ATTRIBUTE_RESPONSE.max_lifetime
 CLOCK_SKEW: Final = jws.MAX_LEEWAY_SECONDS
@@ -244,6 +247,69 @@ async def answer_attributes(s: ConformanceSession) -> Verdict:
     return _each(known, test, f"match with exactly the {asked} attributes asked, booleans")
 
 
+@_check(
+    "answer-predicates",
+    "ANSWER",
+    "known person: one boolean per predicate asked, in order, and never an amount",
+)
+async def answer_predicates(s: ConformanceSession) -> Verdict:
+    asked = len(s.target.predicates)
+
+    def test(answer: Answer) -> str | None:
+        assert answer.claims is not None
+        values = answer.claims.get("predicates")
+        if not asked:
+            return "predicates on an answer to a request without any" if values else None
+        if not isinstance(values, list) or len(values) != asked:
+            return f"predicates {values!r}: expected a list of {asked} booleans"
+        wrong = [i for i, value in enumerate(values) if type(value) is not bool]
+        return f"predicates not boolean at {wrong}" if wrong else None
+
+    if not asked:
+        known = [await s.answer("known")]
+        return _each(known, test, "not applicable: no parameterised attributes offered")
+    known = [await s.answer("known"), await s.answer("second")]
+    return _each(known, test, f"{asked} predicates answered with booleans")
+
+
+def _broken_predicates(s: ConformanceSession, kind: str) -> list[dict[str, Any]] | None:
+    """The sample predicates with the first one broken: a value above its schema's maximum
+    (``kind`` "bounds") or a parameter the provider never declared ("undeclared")."""
+    if not s.target.predicates:
+        return None
+    first, *rest = s.target.predicates
+    spec = _offered(s.target)[first.attribute].parameters
+    bound = dict(first.parameters)
+    if kind == "bounds":
+        integers = [n for n, p in sorted(spec.items()) if p.type == "integer"]
+        if not integers:
+            return None
+        maximum = spec[integers[0]].maximum
+        bound[integers[0]] = (maximum or 0) + 1
+    else:
+        bound["conformance_undeclared"] = 1
+    return [{"attribute": first.attribute, "parameters": bound}, *(p.to_json() for p in rest)]
+
+
+async def _refuses_broken_predicate(s: ConformanceSession, kind: str, check_id: str) -> Verdict:
+    broken = _broken_predicates(s, kind)
+    if broken is None:
+        return True, "not applicable: no parameterised attribute to break"
+    claims = s.claims()
+    claims["predicates"] = broken
+    return _refused(await s.post(check_id, s.sign(claims)))
+
+
+@_check("refuses-parameter-out-of-bounds", "REFUSES", "a predicate outside its parameter schema")
+async def refuses_parameter_out_of_bounds(s: ConformanceSession) -> Verdict:
+    return await _refuses_broken_predicate(s, "bounds", "refuses-parameter-out-of-bounds")
+
+
+@_check("refuses-undeclared-parameter", "REFUSES", "a predicate with an undeclared parameter")
+async def refuses_undeclared_parameter(s: ConformanceSession) -> Verdict:
+    return await _refuses_broken_predicate(s, "undeclared", "refuses-undeclared-parameter")
+
+
 @_check("answer-claims", "ANSWER", "no claims beyond the allowed set; attributes only on a match")
 async def answer_claims(s: ConformanceSession) -> Verdict:
     def test(answer: Answer) -> str | None:
@@ -291,6 +357,91 @@ async def answer_distinct_jti(s: ConformanceSession) -> Verdict:
     if len(set(map(str, jtis))) != len(jtis):
         return False, "two answers share one jti"
     return True, f"{len(jtis)} answers, {len(jtis)} distinct jtis"
+
+
+# BATCHES (in the groups above: what a provider that declares max_batch must also do)
+
+
+def _no_batches(s: ConformanceSession) -> Verdict | None:
+    if s.target.max_batch == 1 or s.target.batch_endpoint is None:
+        return True, "not applicable: the registry declares no batches (max_batch 1)"
+    return None
+
+
+@_check("accepts-batch", "ACCEPTS", "a valid signed batch gets 200 application/jwt")
+async def accepts_batch(s: ConformanceSession) -> Verdict:
+    if (not_applicable := _no_batches(s)) is not None:
+        return not_applicable
+    exchange = (await s.batch_answer()).exchange
+    ok = exchange.status == 200 and exchange.content_type == JWT_MEDIA_TYPE
+    detail = f"HTTP {exchange.status} {exchange.content_type} in {exchange.elapsed_ms:.0f} ms"
+    return ok, detail if ok else f"{detail}; expected 200 {JWT_MEDIA_TYPE}"
+
+
+@_check(
+    "answer-batch-bound",
+    "ANSWER",
+    "a batch answer verifies as the broker verifies it: this provider's key, typ "
+    "attribute-batch-response+jwt, bound to the batch, each item to an id asked, once",
+)
+async def answer_batch_bound(s: ConformanceSession) -> Verdict:
+    if (not_applicable := _no_batches(s)) is not None:
+        return not_applicable
+    reply = await s.batch_answer()
+    if reply.answer is None:
+        return False, f"the broker would discard the whole batch: {reply.problem}"
+    return True, f"{len(reply.answer.answers)} items, each bound to its own item id"
+
+
+@_check(
+    "answer-batch-items",
+    "ANSWER",
+    "every batch item answered: known people match, nobody is no-match",
+)
+async def answer_batch_items(s: ConformanceSession) -> Verdict:
+    if (not_applicable := _no_batches(s)) is not None:
+        return not_applicable
+    reply = await s.batch_answer()
+    if reply.answer is None:
+        return False, f"no usable batch answer: {reply.problem}"
+    if reply.answer.missing:
+        return False, (
+            f"{len(reply.answer.missing)} of {len(reply.request.items)} items left out "
+            "(answer 'unavailable' for an item whose lookup failed; never drop it)"
+        )
+    expected = ("match", "no-match", "match")
+    got = tuple(reply.answer.answers[item.id].result for item in reply.request.items)
+    if got != expected:
+        return False, f"results {list(got)}, expected {list(expected)} (known, unknown, known)"
+    return True, "known, unknown, known: match, no-match, match"
+
+
+async def _batch_refused(s: ConformanceSession, label: str, body: bytes) -> Verdict:
+    if (not_applicable := _no_batches(s)) is not None:
+        return not_applicable
+    return _refused(await s.post_batch(label, body))
+
+
+@_check("refuses-batch-too-large", "REFUSES", "a batch of more items than the declared max_batch")
+async def refuses_batch_too_large(s: ConformanceSession) -> Verdict:
+    claims = batch_request_claims(s.batch(["known"]), now=int(time.time()))
+    item = claims["items"][0]
+    claims["items"] = [{**item, "id": new_jti()} for _ in range(s.target.max_batch + 1)]
+    return await _batch_refused(s, "refuses-batch-too-large", s.sign_batch(claims))
+
+
+@_check("refuses-batch-duplicate-items", "REFUSES", "a batch in which two items share an id")
+async def refuses_batch_duplicate_items(s: ConformanceSession) -> Verdict:
+    claims = batch_request_claims(s.batch(["known", "unknown"]), now=int(time.time()))
+    claims["items"][1]["id"] = claims["items"][0]["id"]
+    return await _batch_refused(s, "refuses-batch-duplicate-items", s.sign_batch(claims))
+
+
+@_check("refuses-batch-wrong-typ", "REFUSES", "a batch whose typ is not attribute-batch-request")
+async def refuses_batch_wrong_typ(s: ConformanceSession) -> Verdict:
+    claims = batch_request_claims(s.batch(["known"]), now=int(time.time()))
+    single = jws.sign(claims, s.target.broker_key, jws.ATTRIBUTE_REQUEST).encode("ascii")
+    return await _batch_refused(s, "refuses-batch-wrong-typ", single)
 
 
 # REFUSES
@@ -446,7 +597,8 @@ def _unoffered_attribute(target: ConformanceTarget) -> str:
 )
 async def refuses_undeclared_field(s: ConformanceSession) -> Verdict:
     offered = _offered(s.target)
-    asked = [name for name in s.target.attributes if name in offered]
+    asked = [n for n in s.target.attributes if n in offered]
+    asked += [p.attribute for p in s.target.predicates if p.attribute in offered]
     declared = {f for name in asked for f in provider_fields(offered[name])}
     spare = [name for name in SUBJECT_FIELDS if name not in declared]
     if not spare:

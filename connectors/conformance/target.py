@@ -17,16 +17,22 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from connectors.config import SchemeFiles, load_anchors, load_signing_key, read_toml
+from connectors.config import (
+    SchemeFiles,
+    configured_signer,
+    load_anchors,
+    load_signing_key,
+    read_toml,
+)
 from connectors.errors import ConfigError
 from connectors.reference.keepers import NO_MATCH_REGISTRATION, PARKING_TEST_CASES
 from connectors.reference.population import NO_MATCH_IDENTITY, TEST_IDENTITIES
 from connectors.scheme_folder import SchemeFolder
 from trust.errors import InvalidMessage, RegistryError
-from trust.keys import SigningKey
+from trust.keys import Signer
 from trust.messages import parse_subject
-from trust.registry import Registry, provider_fields, verify_registry
-from trust.rules import attributes_of
+from trust.parameters import ParameterSpec, Predicate, check_bindings, parse_predicate
+from trust.registry import ProviderInfo, Registry, provider_fields, verify_registry
 
 API_PATH: Final = "/v1/attributes"
 
@@ -36,24 +42,28 @@ class ConformanceTarget:
     """Everything the checker needs to play the broker against one provider.
 
     ``known`` is a subject the provider knows (its answer must be ``match``) and
-    ``attributes`` what to ask about them; ``unknown`` is a subject nobody matches. Both hold
-    only fields the provider declared for those attributes. ``timeout_ms`` is the latency the
-    registry declares for the provider.
+    ``attributes`` what to ask about them (and ``predicates``: its parameterised attributes,
+    bound); ``unknown`` is a subject nobody matches. Both hold only fields the provider declared
+    for those attributes. ``timeout_ms`` is the latency the registry declares for the provider.
     """
 
     provider_id: str
     endpoint: str
     registry: Registry = field(repr=False)
     broker_id: str
-    broker_key: SigningKey = field(repr=False)
+    broker_key: Signer = field(repr=False)
     other_member_id: str
-    other_member_key: SigningKey = field(repr=False)
+    other_member_key: Signer = field(repr=False)
     known: Mapping[str, str] = field(repr=False)
     attributes: tuple[str, ...]
     unknown: Mapping[str, str] = field(repr=False)
     timeout_ms: int
     purpose: str = "provider-conformance"
     as_of: date | None = None
+    predicates: tuple[Predicate, ...] = ()
+    # what the registry declares for batches: at most this many items, sent there
+    max_batch: int = 1
+    batch_endpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,23 @@ class Samples:
     known: Mapping[str, str] = field(repr=False)
     attributes: tuple[str, ...]
     unknown: Mapping[str, str] = field(repr=False)
+    predicates: tuple[Predicate, ...] = ()
+
+
+def _sample_value(spec: ParameterSpec) -> int | str:
+    return spec.maximum if spec.type == "integer" and spec.maximum is not None else spec.choices[0]
+
+
+def sample_predicates(registry: Registry, provider_id: str) -> tuple[Predicate, ...]:
+    """Each parameterised attribute the provider offers, every parameter bound to a value its
+    schema allows (an integer's maximum, a word's first choice)."""
+    member = registry.members[provider_id]
+    offered = member.provider.attributes if member.provider else {}
+    return tuple(
+        Predicate(name, tuple(sorted((p, _sample_value(spec)) for p, spec in a.parameters.items())))
+        for name, a in sorted(offered.items())
+        if a.parameters
+    )
 
 
 def _declared(registry: Registry, provider_id: str, attributes: Sequence[str]) -> set[str]:
@@ -94,9 +121,12 @@ def reference_samples(registry: Registry, provider_id: str) -> Samples:
     member = registry.members.get(provider_id)
     if member is None or member.provider is None:
         raise ConfigError(f"{provider_id} is not an attribute provider in the registry")
-    attributes = tuple(sorted(member.provider.attributes))[:64]
-    declared = _declared(registry, provider_id, attributes)
-    required = {f for n in attributes for f in member.provider.attributes[n].required_fields}
+    offered = member.provider.attributes
+    attributes = tuple(sorted(n for n, a in offered.items() if not a.parameters))[:64]
+    predicates = sample_predicates(registry, provider_id)[:64]
+    asked = [*attributes, *(p.attribute for p in predicates)]
+    declared = _declared(registry, provider_id, asked)
+    required = {f for n in asked for f in offered[n].required_fields}
     best: dict[str, str] | None = None
     for subject in _known_subjects():
         fields = {k: v for k, v in subject.items() if k in declared}
@@ -107,12 +137,13 @@ def reference_samples(registry: Registry, provider_id: str) -> Samples:
     unknown = {k: v for k, v in _unknown_subject().items() if k in declared}
     if not required <= set(unknown):
         raise ConfigError(f"the no-match identity lacks fields {provider_id} requires")
-    return Samples(best, attributes, unknown)
+    return Samples(best, attributes, unknown, predicates)
 
 
 def load_samples(path: Path, registry: Registry, provider_id: str) -> Samples:
-    """Samples from a JSON file: ``{"known": {...}, "unknown": {...}, "attributes": [...]}``
-    (``attributes`` defaults to every attribute the registry says the provider offers)."""
+    """Samples from a JSON file: ``{"known": {...}, "unknown": {...}, "attributes": [...],
+    "predicates": [...]}`` (``attributes`` defaults to every yes/no attribute the registry says
+    the provider offers, ``predicates`` to each parameterised one bound to sample values)."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -121,13 +152,25 @@ def load_samples(path: Path, registry: Registry, provider_id: str) -> Samples:
         raise ConfigError('the subjects file needs "known" and "unknown" objects')
     member = registry.members.get(provider_id)
     offered = member.provider.attributes if member is not None and member.provider else {}
-    attributes = document.get("attributes", sorted(offered))
+    attributes = document.get(
+        "attributes", sorted(n for n, a in offered.items() if not a.parameters)
+    )
     if not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes):
         raise ConfigError('"attributes" must be a list of attribute names')
     known, unknown = document["known"], document["unknown"]
     if not isinstance(known, dict) or not isinstance(unknown, dict):
         raise ConfigError('"known" and "unknown" must be objects of subject fields')
-    return Samples(known, tuple(attributes), unknown)
+    if "predicates" in document:
+        raw = document["predicates"]
+        try:
+            predicates = tuple(parse_predicate(p) for p in raw) if isinstance(raw, list) else None
+        except ValueError as exc:
+            raise ConfigError(f'"predicates": {exc}') from exc
+        if predicates is None:
+            raise ConfigError('"predicates" must be a list of {attribute, parameters}')
+    else:
+        predicates = sample_predicates(registry, provider_id) if member else ()
+    return Samples(known, tuple(attributes), unknown, predicates)
 
 
 def _default_member(registry: Registry, role: str, *, exclude: Sequence[str]) -> str:
@@ -141,9 +184,32 @@ def _default_member(registry: Registry, role: str, *, exclude: Sequence[str]) ->
     return candidates[0]
 
 
-def _member_key(folder: SchemeFolder, registry: Registry, member_id: str) -> SigningKey:
+def _member_key(folder: SchemeFolder, registry: Registry, member_id: str) -> Signer:
+    """The member's key file in the scheme folder or, where its keys are in a token (no key
+    file), the key the member's own config names."""
     path = folder.key(member_id)
-    key = load_signing_key(path)
+    key: Signer
+    if path.exists():
+        key = load_signing_key(path)
+    else:
+        configs = (
+            folder.broker_config,
+            folder.council_config(member_id),
+            folder.auditor_config(member_id),
+            folder.provider_config(member_id),
+        )
+        for config in configs:
+            table = read_toml(config) if config.exists() else {}
+            if member_id in (
+                table.get("broker_id"),
+                table.get("member_id"),
+                table.get("provider_id"),
+            ):
+                key = configured_signer(config.parent, table.get("signing_key"), "signing_key")
+                path = config
+                break
+        else:
+            raise ConfigError(f"no key file and no config for {member_id} in the scheme folder")
     trusted = registry.key(key.kid)
     if trusted is None or trusted.owner != member_id:
         shown = path.relative_to(folder.root).as_posix()
@@ -223,16 +289,41 @@ def target_from_scheme(
         unknown=samples.unknown,
         timeout_ms=member.provider.timeout_ms,
         purpose=_purpose_for(registry, provider_id),
+        predicates=samples.predicates,
+        max_batch=member.provider.max_batch,
+        batch_endpoint=_batch_endpoint(member.provider, endpoint),
     )
+
+
+def _batch_endpoint(provider: ProviderInfo, endpoint: str) -> str | None:
+    """The registry's batch endpoint, moved along with ``endpoint`` when the checker is
+    pointed elsewhere (a staging copy) and the batch endpoint sits below the registered one."""
+    batch = provider.batch_endpoint
+    if batch is not None and endpoint != provider.endpoint and batch.startswith(provider.endpoint):
+        return endpoint + batch[len(provider.endpoint) :]
+    return batch
 
 
 def _validate_samples(registry: Registry, provider_id: str, samples: Samples) -> None:
     member = registry.members[provider_id]
     assert member.provider is not None
-    unknown_names = [a for a in samples.attributes if a not in member.provider.attributes]
-    if not samples.attributes or unknown_names:
+    offered = member.provider.attributes
+    unknown_names = [a for a in samples.attributes if a not in offered]
+    if not (samples.attributes or samples.predicates) or unknown_names:
         raise ConfigError(f"attributes must be offered by {provider_id}: {unknown_names}")
-    declared = _declared(registry, provider_id, samples.attributes)
+    parameterised = [a for a in samples.attributes if offered[a].parameters]
+    if parameterised:
+        raise ConfigError(f"these take parameters: ask them as predicates: {parameterised}")
+    for predicate in samples.predicates:
+        spec = offered.get(predicate.attribute)
+        if spec is None:
+            raise ConfigError(f"predicate attribute not offered by {provider_id}: {predicate}")
+        try:
+            check_bindings(spec.parameters, predicate.parameters, str(predicate))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    asked = [*samples.attributes, *(p.attribute for p in samples.predicates)]
+    declared = _declared(registry, provider_id, asked)
     for label, subject in (("known", samples.known), ("unknown", samples.unknown)):
         try:
             parse_subject(dict(subject), required=())
@@ -251,6 +342,6 @@ def _purpose_for(registry: Registry, provider_id: str) -> str:
             if check is None:
                 continue
             for version in check.versions:
-                if any(ref.provider == provider_id for ref in attributes_of(version.rule)):
+                if any(ref.provider == provider_id for ref in version.attributes):
                     return purpose.id
     return "provider-conformance"

@@ -185,6 +185,10 @@ EXPECTED_ATTRIBUTES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         "hmrc-ctc-no-with-wtc": frozenset(),
         "fsm-no-award-ended": frozenset(),
         "fsm-no-uc-starts-2027": frozenset(),
+        "ctr-uc-pip-protected": frozenset(
+            {"universal-credit", "universal-credit-earnings-under-7400", "pip-moving-around-8-plus"}
+        ),
+        "ctr-uc-earnings-above-bands": frozenset({"universal-credit"}),
     }
 )
 """For each test identity, exactly the attributes it has on 2026-11-27."""
@@ -232,6 +236,8 @@ EXPECTED_OUTCOMES: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
         "hmrc-ctc-no-with-wtc": _outcomes("no", "no"),
         "fsm-no-award-ended": _outcomes("no", "no"),
         "fsm-no-uc-starts-2027": _outcomes("no", "no"),
+        "ctr-uc-pip-protected": _outcomes("yes", "yes"),
+        "ctr-uc-earnings-above-bands": _outcomes("no", "yes"),
     }
 )
 """For each test identity, the answer of each reference check on 2026-11-27.

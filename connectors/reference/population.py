@@ -381,6 +381,17 @@ TEST_IDENTITIES: Final[Mapping[str, Person]] = MappingProxyType(
             "T28", "Switchford", "Amy", _D(1998, 8, 18), "ZX100114B", "CV31 3NS",
             Award(_B.UNIVERSAL_CREDIT, _D(2027, 1, 4), annual_net_earnings=0),
         ),
+        # Council tax reduction (banded, local schemes): see connectors.reference.predicates
+        "ctr-uc-pip-protected": _person(
+            "T29", "Bandwell", "Rhiannon", _D(1978, 3, 9), "ZX100201A", "CV1 5FB",
+            Award(_B.UNIVERSAL_CREDIT, _D(2022, 9, 5), annual_net_earnings=0),
+            Award(_B.PIP, _D(2021, 3, 1), None,
+                  pip_moving_points=10, pip_journeys_descriptor="A"),
+        ),
+        "ctr-uc-earnings-above-bands": _person(
+            "T30", "Bandwell", "Owen", _D(1975, 10, 2), "ZX100202B", "CV1 5FB",
+            Award(_B.UNIVERSAL_CREDIT, _D(2023, 1, 9), annual_net_earnings=30000),
+        ),
     }
 )  # fmt: skip
 """Hand-written people with documented answers on ``REFERENCE_DATE``, keyed by label.

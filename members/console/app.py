@@ -25,6 +25,7 @@ import hmac
 import secrets
 import socket
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,12 +165,15 @@ async def records_page(request: web.Request) -> web.Response:
     next_url = None
     if "next" in found:
         next_url = "/?" + urlencode({**filters, "after": found["next"]})
+    # a banded check's records name a band as their outcome: offer the bands seen, to filter by
+    seen = {str(r["body"].get("outcome")) for r in found["records"] if r.get("body")}
+    bands = sorted((seen | {filters.get("outcome", "")}) - {*OUTCOMES, "", "None"})
     return console.page(
         "records.html",
         records=found["records"],
         filters=filters,
         fields=FILTERS,
-        outcomes=OUTCOMES,
+        outcomes=(*OUTCOMES, *bands),
         kinds=KINDS,
         next_url=next_url,
     )
@@ -198,7 +202,14 @@ async def record_page(request: web.Request) -> web.Response:
     if console.verifier is None:
         report = VerifyReport(problems=["no log key is pinned: set log_key in your config"])
     else:
-        report = verify_record(record, note, proof, console.verifier)
+        report = verify_record(
+            record,
+            note,
+            proof,
+            console.verifier,
+            policy=console.client.witness_policy,
+            now=int(time.time()),
+        )
     return console.page(
         "record.html",
         index=int(raw),
@@ -240,7 +251,14 @@ async def verify_page(request: web.Request) -> web.Response:
                 latest = orjson.loads(line)["note"]  # the newest one is worth keeping
         export.seek(0)
         # verifying a large export takes seconds of CPU: off the event loop
-        report = await asyncio.to_thread(verify_export, export, verifier, held=held)
+        report = await asyncio.to_thread(
+            verify_export,
+            export,
+            verifier,
+            held=held,
+            policy=console.client.witness_policy,
+            now=int(time.time()),
+        )
     return console.page("verify.html", report=report, held=held_text, latest=latest)
 
 
@@ -266,7 +284,7 @@ def build_console(config: Path, *, token: str | None = None) -> tuple[web.Applic
         undefined=jinja2.StrictUndefined,
     )
     console = Console(
-        client=AuditClient(**identity),
+        client=AuditClient.from_config(config),
         verifier=member_log_key(config),
         token=token or secrets.token_urlsafe(32),
         broker_url=identity["broker_url"],

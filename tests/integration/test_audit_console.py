@@ -21,6 +21,7 @@ from members.console import app as audit_console
 from members.console.app import COOKIE, Console, login_url, start_console
 from members.council import EligibilityClient
 from members.errors import CheckFailed
+from tests.support.browser import headless_chromium
 from tests.support.councils import blue_badge_answer_token
 from tests.support.logdb import edit_record, log_sql
 from tests.support.servers import RunningBroker
@@ -185,6 +186,26 @@ async def test_records_are_listed_filtered_and_paged(
     _, html = await page(browser, base(console) + following.group(1).replace("&amp;", "&"))
     assert re.findall(r'<a href="/records/(\d+)">', html) == ["3"]
     assert 'rel="next"' not in html
+
+
+async def test_banded_records_show_their_band_and_filter_by_it(
+    scheme: devscheme.DevScheme, open_console: Open, broker: RunningBroker
+) -> None:
+    config = scheme.council_config(devscheme.COUNCIL_TAX_WARWICK)
+    async with EligibilityClient.from_config(config) as council:
+        for who in ("fsm-yes-uc-low-earnings", "ctr-uc-pip-protected", "fsm-no"):
+            await ask(
+                council,
+                who,
+                check=devscheme.CTR_CHECK,
+                purpose="council-tax-reduction-application",
+            )
+    console, browser = await open_console()
+    _, html = await page(browser, f"{base(console)}/")
+    assert '<option value="protected-77">' in html  # the bands seen are offered as filters
+    _, html = await page(browser, f"{base(console)}/?outcome=protected-77")
+    assert re.findall(r'<a href="/records/(\d+)">', html) == ["1"]
+    assert "protected-77" in text_of(html)
 
 
 async def test_a_record_page_proves_the_record_and_shows_tampering(
@@ -352,21 +373,9 @@ async def test_axb_audit_console_prints_a_sign_in_link(scheme: devscheme.DevSche
 def browse_as_an_auditor(link: str, person: dict[str, str]) -> dict[str, Any]:
     """Headless Chromium through the console, as an auditor clicks through it (blocking: run
     it in a thread while the test's loop serves the broker and the console)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
-        pytest.fail("Chromium and ChromeDriver are needed: .ci/tools installs them")
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
-    # after a click the next page may still be loading: each element looked up below exists
-    # only on the page the click leads to, so waiting for it waits for that page
-    driver.implicitly_wait(15)
+    driver = headless_chromium()
     seen: dict[str, Any] = {}
     try:
         driver.get(link)  # signs in, lands on the records page

@@ -1336,12 +1336,14 @@ async def test_subject_access_survives_a_pseudonym_key_rotation(
     text = scheme.broker_config.read_text()
     old = f'[pseudonym]\nkey_id = "{devscheme.PSEUDONYM_KEY_ID}"\n'
     old += f'key_file = "secrets/{devscheme.PSEUDONYM_KEY_ID}.key"\n'
-    assert text.endswith(old)
+    assert old in text
     scheme.broker_config.write_text(
-        text.removesuffix(old)
-        + '[pseudonym]\nkey_id = "pk-dev-2"\nkey_file = "secrets/pk-dev-2.key"\n\n'
-        + f'[[pseudonym.previous]]\nkey_id = "{devscheme.PSEUDONYM_KEY_ID}"\n'
-        + f'key_file = "secrets/{devscheme.PSEUDONYM_KEY_ID}.key"\n'
+        text.replace(
+            old,
+            '[pseudonym]\nkey_id = "pk-dev-2"\nkey_file = "secrets/pk-dev-2.key"\n\n'
+            + f'[[pseudonym.previous]]\nkey_id = "{devscheme.PSEUDONYM_KEY_ID}"\n'
+            + f'key_file = "secrets/{devscheme.PSEUDONYM_KEY_ID}.key"\n',
+        )
     )
     broker = await start_broker()
     async with EligibilityClient.from_config(config) as client:

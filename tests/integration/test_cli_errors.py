@@ -27,11 +27,15 @@ from click.testing import CliRunner
 from broker.cli import main
 from broker.cli.common import DATE
 from broker.scheme import dev as devscheme
+from trust.cosignature import generate_cosigner
 
 GARBAGE = bytes(range(256)) * 8  # not UTF-8, so not TOML, JSON or a PEM either
 COUNCIL = devscheme.COUNCIL_BLUE_BADGE
 PROVIDER = devscheme.DWP
 STEP_TIMEOUT_S = 30
+# the module's attacks run once, in the first test's setup (about 100 processes, four at a
+# time): on a busy 2-core machine that took 180 s, past the suite's 120 s per test
+pytestmark = pytest.mark.timeout(400)
 UNREACHABLE = "Connect call failed"
 
 
@@ -74,6 +78,7 @@ WORDS = {
     " --out {out} --public-key",
     "conform": f"http://127.0.0.1:9 --provider-id {PROVIDER} --scheme",
     "council": COUNCIL,
+    "bulk": f"--check {devscheme.FSM_CHECK} --purpose free-school-meals-application",
     "log_export": "{garbage} --log-key {log_key}",
 }
 NO_LINK = "Cannot connect"  # what aiohttp says of a port that refuses connections
@@ -84,6 +89,14 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("serve", "key file missing", 2, "nobody.pem", "--config {broker_missing_key}"),
     Attack("serve", "wrong types", 2, "port", "--config {broker_wrong_types}"),
     Attack("serve", "port in use", 1, "in use", "--config {broker_port_taken}"),
+    Attack(
+        "serve",
+        "workers on the SQLite log",
+        2,
+        "PostgreSQL",
+        "--config {broker_config} --workers 2",
+    ),
+    Attack("healthcheck", "nothing listening", 1, NO_LINK, "--url http://127.0.0.1:9/healthz"),
     *config_attacks("check", "{broker_config}", "{check}"),
     Attack("check", "key file missing", 2, "nobody.pem", "--config {council_no_key} {check}"),
     Attack("check", "wrong types", 2, "member_id", "--config {council_wrong_types} {check}"),
@@ -93,6 +106,7 @@ ATTACKS: tuple[Attack, ...] = (
     *config_attacks("provider serve", "{council_config}"),
     Attack("provider serve", "key file missing", 2, "nobody.pem", "--config {provider_no_key}"),
     Attack("provider serve", "port in use", 1, "in use", "--config {provider_port_taken}"),
+    *config_attacks("provider stub", "{council_config}"),
     Attack("provider conformance", "no scheme folder", 2, "missing", "{conform} {missing}"),
     Attack(
         "provider conformance", "registry is garbage", 2, "registry", "{conform} {bad_registry}"
@@ -162,6 +176,41 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("scheme reinstate", "unknown member", 2, "nobody", "--scheme {scheme} nobody"),
     Attack("scheme retire-key", "no scheme folder", 2, "missing", "--scheme {missing} {council} k"),
     Attack("scheme retire-key", "unknown key", 2, "no-kid", "--scheme {scheme} {council} no-kid"),
+    Attack(
+        "scheme import-did-document",
+        "garbage",
+        2,
+        "not UTF-8",
+        f"--scheme {{scheme}} {devscheme.IDP} {{garbage}}",
+    ),
+    Attack(
+        "scheme import-did-document",
+        "a DID document that is a list",
+        2,
+        "JSON object",
+        f"--scheme {{scheme}} {devscheme.IDP} {{json_list}}",
+    ),
+    Attack(
+        "scheme import-did-document",
+        "a member that is no identity provider",
+        2,
+        "identity_provider",
+        "--scheme {scheme} {council} {json_list}",
+    ),
+    Attack(
+        "identity issue",
+        "unknown test identity",
+        2,
+        "no test identity",
+        "--scheme {scheme} --identity nobody --council {council}",
+    ),
+    Attack(
+        "identity issue",
+        "no scheme folder",
+        2,
+        "missing",
+        "--scheme {missing} --identity bb-no --council {council}",
+    ),
     Attack("scheme publish", "source is garbage", 2, "not JSON", "--scheme {bad_source}"),
     Attack("scheme publish", "no operator key", 2, "operator key", "--scheme {keyless}"),
     Attack("audit verify", "export missing", 2, "missing", "{missing} --log-key {log_key}"),
@@ -201,6 +250,39 @@ ATTACKS: tuple[Attack, ...] = (
         "in use",
         "--config {auditor_config} --port {taken_port}",
     ),
+    *config_attacks("bulk submit", "{broker_config}", "{bulk} {items}"),
+    Attack(
+        "bulk submit",
+        "items file missing",
+        2,
+        "missing",
+        "--config {council_config} {bulk} {missing}",
+    ),
+    Attack(
+        "bulk submit", "broker unreachable", 1, NO_LINK, "--config {council_no_link} {bulk} {items}"
+    ),
+    *[
+        attack
+        for command in ("bulk status", "bulk cancel")
+        for attack in (
+            *config_attacks(command, "{broker_config}", "job-1"),
+            Attack(command, "broker unreachable", 1, NO_LINK, "--config {council_no_link} job-1"),
+        )
+    ],
+    *config_attacks("bulk results", "{broker_config}", "--out {out} job-1"),
+    Attack(
+        "bulk results",
+        "broker unreachable",
+        1,
+        NO_LINK,
+        "--config {council_no_link} --out {out} job-1",
+    ),
+    *config_attacks("witness serve", "{council_config}"),
+    Attack("witness serve", "key file missing", 2, "nobody.skey", "--config {witness_no_key}"),
+    Attack("witness serve", "port in use", 1, "in use", "--config {witness_port_taken}"),
+    Attack("witness keygen", "out is under a file", 1, "garbage", "--out {under_a_file} --name w"),
+    Attack("witness keygen", "bad name", 2, "witness key name", "--out {out}.skey --name a+b"),
+    Attack("audit verify", "config missing", 2, "missing", "{log_export} --config {missing}"),
     *config_attacks("audit prune", "{council_config}", "--before 2020-01-01"),
     Attack(
         "audit prune",
@@ -296,6 +378,12 @@ def ground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         "out": str(root / "written.json"),
         "answer_token": write(root / "answer.jwt", "not-an-answer-token\n"),
         "taken_port": taken_port,
+        "items": write(
+            root / "items.ndjson",
+            json.dumps(
+                {"ref": "r1", "subject": {"family_name": "S", "date_of_birth": "1961-07-02"}}
+            ),
+        ),
         "scheme": str(scheme.root),
         "log_key": str(folder.log_verifier_key),
         "public_jwk": str(folder.public_key(devscheme.AUDITOR)),
@@ -327,6 +415,16 @@ def ground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
         "keyless": scheme_variant(bad / "keyless", json.dumps(source)),
         "bad_registry": scheme_variant(bad / "garbage-registry", GARBAGE, file="registry"),
     }
+    witness_key, _ = generate_cosigner("witness.test/cli")
+    write(root / "witnesses" / "w.skey", witness_key + "\n")
+    witness = (
+        f'port = {taken_port}\nkey_file = "w.skey"\nstate = "w/state.sqlite3"\n'
+        f'[[logs]]\nvkey_file = "{folder.log_verifier_key}"\n'
+    )
+    files["witness_port_taken"] = write(root / "witnesses" / "port-taken.toml", witness)
+    files["witness_no_key"] = write(
+        root / "witnesses" / "no-key.toml", witness.replace('"w.skey"', '"nobody.skey"')
+    )
     for name, (path, config, key, value) in variants.items():
         files[name] = write(path, with_line(config, key, value))
     try:
@@ -371,7 +469,7 @@ def outcomes(ground: dict[str, str], request: pytest.FixtureRequest) -> dict[str
         for item in request.session.items
         if isinstance(item, pytest.Function)
         and hasattr(item, "callspec")
-        and "attack" in item.callspec.params
+        and isinstance(item.callspec.params.get("attack"), Attack)  # not another module's
     ]
 
     async def run_all() -> list[Outcome]:

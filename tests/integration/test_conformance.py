@@ -65,7 +65,9 @@ async def test_every_reference_provider_passes_every_check_with_default_samples(
     assert target.other_member_id.startswith("council-")
     offered = scheme_registry(scheme).members[provider_id].provider
     assert offered is not None
-    assert set(target.attributes) == set(offered.attributes)
+    asked = {*target.attributes, *(p.attribute for p in target.predicates)}
+    assert asked == set(offered.attributes)  # the parameterised ones as predicates
+    assert not any(offered.attributes[name].parameters for name in target.attributes)
     report = await run_conformance(target)
     assert report.passed, report.render()
     assert report.failures == ()
@@ -232,6 +234,22 @@ class SaysNoForStrangers(TamperingKit):
         return claims
 
 
+class AnswersAmounts(TamperingKit):
+    """Answers each predicate with the amount behind it (what a provider must never do)."""
+
+    def tamper(self, claims: dict[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+        if claims["result"] == "match" and "predicates" in claims:
+            claims["predicates"] = [61_666 for _ in claims["predicates"]]
+        return claims
+
+
+class IgnoresParameterSchemas(ProviderKit):
+    """Answers any predicate, whatever its parameters: the schema it declared checks nothing."""
+
+    def _check_predicates(self, request: AttributeRequest, offered: Mapping[str, Any]) -> None:
+        return None
+
+
 class Slow(ProviderKit):
     async def answer(self, body: bytes) -> str:
         token = await super().answer(body)
@@ -293,6 +311,11 @@ BROKEN: Mapping[str, tuple[KitFactory, frozenset[str]]] = {
     "says-no-for-strangers": (SaysNoForStrangers, frozenset({"answer-unknown-no-match"})),
     "ignores-audience": (IgnoresAudience, frozenset({"refuses-wrong-aud"})),
     "plain-text-errors": (PlainTextErrors, frozenset({"hygiene-problem-json"})),
+    "answers-amounts": (AnswersAmounts, frozenset({"answer-predicates"})),
+    "ignores-parameter-schemas": (
+        IgnoresParameterSchemas,
+        frozenset({"refuses-parameter-out-of-bounds", "refuses-undeclared-parameter"}),
+    ),
 }
 
 

@@ -5,7 +5,6 @@ store: a query answered before must never be answered again, and its jti is reco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -21,14 +20,6 @@ from tests.support.servers import RunningBroker, RunningProvider, StartBroker
 
 BB, BB_PURPOSE = devscheme.BLUE_BADGE_CHECK, "blue-badge-application"
 WHO = ("bb-yes-dla", "bb-no", "no-match", "bb-yes-pip-moving")
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
 
 
 async def answered(client: EligibilityClient, count: int) -> list[tuple[str, str]]:

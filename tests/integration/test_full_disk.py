@@ -12,17 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
+from broker.app_keys import STORES
 from broker.scheme import dev as devscheme
 from broker.stores.consent_log import (
     LogLocation,
     PostgresLocation,
+    RecordFilter,
     SqliteLocation,
     open_consent_log,
 )
+from members.bulk import BulkJobs
 from members.council import EligibilityClient
 from members.errors import CheckFailed
+from tests.support.bulk import strangers, submit_fsm
 from tests.support.councils import blue_badge
 from tests.support.logdb import LOG_BACKENDS, log_backend
 from tests.support.servers import RunningBroker, StartBroker
@@ -126,3 +131,48 @@ def log_location_of(overrides: dict[str, object], sqlite_path: Path) -> LogLocat
     if "consent_log" in overrides:
         return PostgresLocation(str(overrides["consent_log"]), str(overrides["consent_log_schema"]))
     return SqliteLocation(sqlite_path)
+
+
+async def test_a_bulk_job_pauses_while_the_log_disk_is_full_and_resumes_with_exact_counts(
+    scheme: devscheme.DevScheme, small_disk: Path, start_broker: StartBroker, providers: object
+) -> None:
+    broker = await start_broker(
+        consent_log=str(small_disk / "log.sqlite3"),
+        bulk={"chunk_items": 5, "lease_s": 0.5, "poll_s": 0.05},
+    )
+    rows = strangers(300)
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_SCHOOLS)
+    ) as client:
+        jobs = BulkJobs(client)
+        job = await submit_fsm(jobs, rows)
+
+        async def under_way() -> bool:
+            return bool((await jobs.status(job["id"]))["processed"] >= 40)
+
+        await until(under_way)
+        filler = fill(small_disk)
+        await asyncio.sleep(1.5)  # chunks fail to commit: the job pauses, it does not end
+        paused = await jobs.status(job["id"])
+        assert paused["status"] == "running"
+        assert paused["processed"] < len(rows)
+        await asyncio.sleep(1.0)
+        assert (await jobs.status(job["id"]))["processed"] == paused["processed"]
+        with pytest.raises(CheckFailed) as unfinished:
+            await jobs.results(job["id"])
+        assert unfinished.value.status == 409
+        # nothing answered without its record: every item counted done has one
+        recorded = [
+            r
+            for r in await broker.app[STORES].consent_log.find(
+                RecordFilter(requester=devscheme.COUNCIL_SCHOOLS), after=-1, limit=1000
+            )
+            if r.body is not None and orjson.loads(r.body)["query_jti"].startswith(job["id"])
+        ]
+        assert len(recorded) >= paused["records"]
+        filler.unlink()
+        ended = await jobs.wait(job["id"], poll_s=0.1)
+        signed, body = await jobs.results(job["id"])
+    assert ended["status"] == "completed"
+    assert ended["processed"] == ended["records"] == signed.records == len(rows)
+    assert len(body.splitlines()) == len(rows)

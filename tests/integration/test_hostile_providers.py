@@ -105,6 +105,23 @@ HOSTILE: dict[str, tuple[Forge, str]] = {
 }
 
 
+async def serve_in_place(real: RunningProvider, handler: Any) -> Any:
+    """Stop the real provider and serve ``handler`` on the port it released."""
+    await real.stop()
+    app = web.Application()
+    app.router.add_post("/v1/attributes", handler)
+    return await start_app(app, real.service.port)
+
+
+def provider_status(events: list[Any]) -> str:
+    """The one provider report of the one canonical check line."""
+    (line,) = [e for e in events if e.get("event") == "check"]
+    (report,) = line["providers"]
+    assert report["provider"] == devscheme.DWP
+    status: str = report["status"]
+    return status
+
+
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 async def test_a_bad_provider_answer_becomes_undetermined_and_is_logged_safely(
     name: str,
@@ -116,16 +133,12 @@ async def test_a_bad_provider_answer_becomes_undetermined_and_is_logged_safely(
     forge, reason = HOSTILE[name]
     dwp_key = SigningKey.from_pem(scheme.key_path(devscheme.DWP).read_bytes())
     hmrc_key = SigningKey.from_pem(scheme.key_path(devscheme.HMRC).read_bytes())
-    real = providers[devscheme.DWP]
-    await real.stop()
 
     async def hostile(request: web.Request) -> web.StreamResponse:
         payload = jws.decode_compact(await request.read()).payload
         return await forge(jws.orjson.loads(payload), dwp_key, hmrc_key)
 
-    app = web.Application()
-    app.router.add_post("/v1/attributes", hostile)
-    runner = await start_app(app, real.service.port)  # the port the real one released
+    runner = await serve_in_place(providers[devscheme.DWP], hostile)
     subject = subject_of("bb-yes-dla")
     try:
         with structlog.testing.capture_logs() as events:
@@ -138,11 +151,67 @@ async def test_a_bad_provider_answer_becomes_undetermined_and_is_logged_safely(
     finally:
         await runner.cleanup()
     assert answer.outcome == "undetermined"  # never the forged "yes"
-    (line,) = [e for e in events if e.get("event") == "check"]
-    (report,) = line["providers"]
-    assert report["provider"] == devscheme.DWP
-    assert report["status"].startswith(reason)
+    assert provider_status(events).startswith(reason)
     logged = repr(events)
     for value in subject.values():
         assert value not in logged
     assert "eyJ" not in logged
+
+
+def _predicate_answer(values: Callable[[list[Any]], Any]) -> Forge:
+    """A DWP answer to a banded check's request whose ``predicates`` are ``values(asked)``."""
+
+    async def answer(request: dict[str, Any], dwp: SigningKey, other: SigningKey) -> web.Response:
+        claims = claims_for(request, predicates=values(request.get("predicates", [])))
+        return jwt(jws.sign(claims, dwp, jws.ATTRIBUTE_RESPONSE))
+
+    return answer
+
+
+HOSTILE_PREDICATE_ANSWERS: dict[str, Forge] = {
+    "an-amount-where-a-boolean-is-due": _predicate_answer(lambda asked: [61_666 for _ in asked]),
+    "a-band-where-a-boolean-is-due": _predicate_answer(
+        lambda asked: ["reduction-85" for _ in asked]
+    ),
+    "one-predicate-short": _predicate_answer(lambda asked: [True for _ in asked][1:]),
+    "no-predicates-at-all": _predicate_answer(lambda asked: None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_PREDICATE_ANSWERS))
+async def test_a_provider_answering_a_predicate_with_anything_but_a_boolean_is_undetermined(
+    name: str,
+    scheme: devscheme.DevScheme,
+    broker: RunningBroker,
+    providers: dict[str, RunningProvider],
+) -> None:
+    dwp_key = SigningKey.from_pem(scheme.key_path(devscheme.DWP).read_bytes())
+    asked: list[dict[str, Any]] = []
+
+    async def hostile(request: web.Request) -> web.StreamResponse:
+        claims = jws.orjson.loads(jws.decode_compact(await request.read()).payload)
+        asked.append(claims)
+        return await HOSTILE_PREDICATE_ANSWERS[name](claims, dwp_key, dwp_key)
+
+    runner = await serve_in_place(providers[devscheme.DWP], hostile)
+    subject = subject_of("fsm-yes-uc-low-earnings")
+    try:
+        async with EligibilityClient.from_config(
+            scheme.council_config(devscheme.COUNCIL_TAX_COVENTRY)
+        ) as client:
+            with structlog.testing.capture_logs() as events:
+                answer = await client.check(
+                    devscheme.CTR_CHECK,
+                    purpose="council-tax-reduction-application",
+                    subject=subject,
+                    assurance="P2",
+                )
+    finally:
+        await runner.cleanup()
+    assert answer.outcome == "undetermined"  # never a band, never "yes"
+    (request,) = asked
+    assert {p["attribute"] for p in request["predicates"]} == {"uc-take-home-pay-below"}
+    assert provider_status(events).startswith("answer-invalid")
+    logged = repr(events)
+    assert all(value not in logged for value in subject.values())
+    assert "61666" not in logged

@@ -445,7 +445,23 @@ def _two_tokens(lab: Lab) -> str:
 
 
 def _registry_document(lab: Lab) -> str:
-    return lab.scheme.registry_path.read_text().strip()
+    """A registry document signed by the operator's real key (typ trust-registry+jwt). The
+    development scheme's own registry is now larger than a query may be (a 413 before any
+    verification), so one that fits within 16 KiB tests the typ substitution."""
+    operator = SigningKey.from_pem(lab.scheme.operator_key_path.read_bytes())
+    now = int(time.time())
+    claims = {
+        "iss": devscheme.OPERATOR,
+        "aud": devscheme.SCHEME,
+        "iat": now,
+        "exp": now + 3600,
+        "jti": new_jti(),
+        "seq": 99,
+        "members": [],
+        "purposes": [],
+        "checks": [],
+    }
+    return jws.sign(claims, operator, jws.TRUST_REGISTRY)
 
 
 def _utf16(lab: Lab) -> bytes:

@@ -9,6 +9,7 @@ available, the ``jose`` package does the same from a small script written at tes
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import shutil
@@ -313,3 +314,78 @@ async def test_the_sdk_refuses_an_answer_that_is_not_the_brokers(
     for forged in (b"not a token", token.encode()):  # garbage, and the council's own query
         with pytest.raises(AnswerNotTrusted):
             await blue_badge_client.verify_answer(forged, jti)
+
+
+async def test_jwcrypto_submits_a_bulk_job_polls_it_and_verifies_the_results_manifest(
+    scheme: devscheme.DevScheme, broker: RunningBroker
+) -> None:
+    """Bulk jobs as an independent client sees them: a manifest it signs over the SHA-256 it
+    computes itself, a CSV body, signed polls (``bulk-request+jwt``), and a results manifest
+    it verifies against the JWKS before trusting the file whose digest it names."""
+    member = devscheme.COUNCIL_SCHOOLS
+    key = council_jwk(scheme, member)
+    people = [subject_of(who) for who in ("fsm-yes-income-support", "fsm-no", "no-match")]
+    csv = "ref,family_name,date_of_birth,nino\r\n" + "".join(
+        f"p{i},{p['family_name']},{p['date_of_birth']},{p['nino']}\r\n"
+        for i, p in enumerate(people)
+    )
+    items = csv.encode()
+
+    def signed(typ: str, claims: dict[str, Any]) -> str:
+        now = int(time.time())
+        envelope = {"iss": member, "aud": devscheme.BROKER, "iat": now, "exp": now + 60}
+        token = jwt.JWT(
+            header={"alg": "ES256", "kid": key.thumbprint(), "typ": typ},
+            claims={**envelope, "jti": secrets.token_urlsafe(24), **claims},
+        )
+        token.make_signed_token(key)
+        return str(token.serialize())
+
+    def request_token(method: str, path: str) -> str:
+        empty = base64url_encode(hashlib.sha256(b"").digest())
+        return signed("bulk-request+jwt", {"htm": method, "htu": path, "body_sha256": empty})
+
+    manifest = signed(
+        "bulk-manifest+jwt",
+        {
+            "check": devscheme.FSM_CHECK,
+            "purpose": "free-school-meals-application",
+            "lawful_basis": "public-task",
+            "assurance": "P2",
+            "items": 3,
+            "format": "csv",
+            "items_sha256": "sha256:" + hashlib.sha256(items).hexdigest(),
+        },
+    )
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            broker.url + "/v1/bulk/jobs",
+            data=items,
+            headers={"Content-Type": "text/csv", "Bulk-Manifest": manifest},
+        ) as response:
+            assert response.status == 202, await response.text()
+            job = await response.json()
+        path = job["links"]["self"]
+        while job["status"] not in ("completed", "failed", "cancelled"):
+            await asyncio.sleep(0.1)
+            headers = {"Authorization": "Bearer " + request_token("GET", path)}
+            async with session.get(broker.url + path, headers=headers) as response:
+                assert response.status == 200
+                job = await response.json()
+        fetched = {}
+        for link in ("manifest", "results_csv"):
+            target = job["links"][link]
+            headers = {"Authorization": "Bearer " + request_token("GET", target)}
+            async with session.get(broker.url + target, headers=headers) as response:
+                assert response.status == 200
+                fetched[link] = await response.read()
+        keys = await fetch_jwks(session, broker.url)
+
+    header, claims = jwcrypto_verify(fetched["manifest"].decode(), keys, member)
+    assert header["typ"] == "bulk-results+jwt"
+    assert (claims["job"], claims["status"], claims["results"]) == (job["id"], "completed", 3)
+    results = fetched["results_csv"]
+    assert claims["sha256"]["csv"] == "sha256:" + hashlib.sha256(results).hexdigest()
+    assert results.decode().splitlines() == ["ref,outcome", "p0,yes", "p1,no", "p2,no-match"]
+    first, last = claims["log_index_range"]
+    assert 0 <= first <= last

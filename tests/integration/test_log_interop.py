@@ -3,45 +3,13 @@ golang.org/x/mod/sumdb/note (C2SP signed notes) and sumdb/tlog (RFC 6962 trees).
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import aiohttp
-import pytest
 
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
+from tests.support.go import go_check
 from tests.support.servers import RunningBroker
-
-GOPATH = Path("/usr/share/gocode")
-PROGRAM = Path(__file__).resolve().parents[1] / "interop" / "logcheck"
-
-
-def go_check(payload: dict[str, object]) -> subprocess.CompletedProcess[str]:
-    go = shutil.which("go")
-    if go is None or not (GOPATH / "src/golang.org/x/mod/sumdb/note").is_dir():
-        pytest.fail("Go and golang-golang-x-mod-dev are needed: .ci/test installs them")
-    env = {
-        **os.environ,
-        "GOPATH": str(GOPATH),
-        "GO111MODULE": "off",
-        "GOFLAGS": "",
-        "GOCACHE": str(Path.home() / ".cache" / "axb-go-build"),
-    }
-    return subprocess.run(
-        [go, "run", "."],
-        cwd=PROGRAM,
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        check=False,
-    )
 
 
 async def test_checkpoints_and_proofs_verify_with_go_sumdb(
@@ -86,12 +54,13 @@ async def test_checkpoints_and_proofs_verify_with_go_sumdb(
         vkey = (await get_text("/v1/log/key")).strip()
     assert set(indices) <= set(range(size))
     result = go_check(
+        "logcheck",
         {
             "vkey": vkey,
             "checkpoints": [first, second],
             "inclusion": inclusion,
             "consistency": consistency,
-        }
+        },
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok inclusion") == size
@@ -99,6 +68,8 @@ async def test_checkpoints_and_proofs_verify_with_go_sumdb(
 
     # The independent verifier is not a rubber stamp: a forged root is refused.
     forged = second.replace(second.split("\n")[2], "A" * 43 + "=")
-    refused = go_check({"vkey": vkey, "checkpoints": [forged], "inclusion": [], "consistency": []})
+    refused = go_check(
+        "logcheck", {"vkey": vkey, "checkpoints": [forged], "inclusion": [], "consistency": []}
+    )
     assert refused.returncode == 1
     assert "FAIL checkpoint" in refused.stdout

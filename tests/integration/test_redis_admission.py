@@ -191,14 +191,6 @@ async def wait_ready(broker: BrokerProcess, timeout_s: float = 30.0) -> None:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture
 def shared_redis() -> Iterator[redis.Redis]:
     """Database 14 of the shared Redis, empty before and after the test."""
     client = redis.Redis.from_url(SHARED_URL, socket_timeout=2)

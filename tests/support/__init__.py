@@ -16,4 +16,6 @@ General layout:
 - ``redis_server.py``: ``PrivateRedis``, a throwaway ``redis-server`` a test may kill.
 - ``cli.py``: ``run_axb``, the ``axb`` command run as its own process.
 - ``processes.py``: servers run as their own processes (``until_answers``, ``tail``).
+- ``containers.py``: podman with the checkout's containers.conf (``podman``), the images
+  ``deploy/build-images`` makes, once per session (``built_images``), ``container_logs``.
 """

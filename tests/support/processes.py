@@ -1,11 +1,13 @@
 """Servers run as their own processes (``axb serve``, ``axb provider serve``): their log's
-tail, and waiting until one answers."""
+tail, waiting until one answers, and ``axb serve --workers`` on a shared log."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -28,3 +30,35 @@ async def until_answers(url: str, process: subprocess.Popen[bytes], log: Path) -
                         return
             await asyncio.sleep(0.05)
     pytest.fail(f"{url} never answered:\n{tail(log)}")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def workers_config(config: Path, dsn: str, schema: str) -> Path:
+    """``config`` (a development scheme's broker.toml) on the PostgreSQL log ``dsn``/``schema``,
+    with an 8 s shutdown bound, beside it."""
+    text = config.read_text()
+    line = 'consent_log = "log/consent-log.sqlite3"\n'
+    assert line in text
+    shared = f'consent_log = "{dsn}"\nconsent_log_schema = "{schema}"\nshutdown_timeout_s = 8\n'
+    path = config.with_name("broker-workers.toml")
+    path.write_text(text.replace(line, shared))
+    return path
+
+
+def start_workers(
+    config: Path, fd: int, log: Path, redis_url: str, workers: int = 2
+) -> subprocess.Popen[bytes]:
+    """``axb serve --workers N`` serving the bound socket ``fd``, its output in ``log``."""
+    argv = ["serve", "--config", str(config), "--workers", str(workers)]
+    argv += ["--redis-url", redis_url, "--listen-fd", str(fd)]
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "broker.cli", *argv],
+            stdout=out,
+            stderr=out,
+            pass_fds=[fd],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )

@@ -8,6 +8,7 @@ hopes to bind it later.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from broker.app_keys import REGISTRY
 from broker.scheme import dev as devscheme
 from broker.settings import Settings
 from connectors.reference.providers import ProviderService
@@ -30,6 +32,14 @@ class RunningBroker:
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+
+    async def wait_for_seq(self, seq: int) -> None:
+        """Until the broker has picked up the registry of ``seq`` (it polls the file)."""
+        for _ in range(200):
+            if self.app[REGISTRY].snapshot.seq >= seq:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"broker never reached registry seq {seq}")
 
 
 class StartBroker(Protocol):

@@ -10,10 +10,10 @@ import pytest
 
 from broker.scheme import dev as devscheme
 from trust import jws, policy
-from trust.errors import PolicyRefusal, RegistryError
+from trust.errors import PolicyRefusal, RegistryError, VerificationError
 from trust.keys import SigningKey
 from trust.messages import ConsentReference, EligibilityQuery, Subject
-from trust.registry import Anchors, Registry, sign_registry, verify_registry
+from trust.registry import Anchors, Registry, member_document, sign_registry, verify_registry
 
 NOW = 1_790_000_000
 KEYS = {m: SigningKey.generate() for m in devscheme.MEMBERS}
@@ -118,7 +118,7 @@ def test_refuses_check_naming_an_attribute_nobody_offers() -> None:
 
 
 def test_registry_token_has_the_registry_typ() -> None:
-    header = jws.decode_compact(publish()).header
+    header = jws.decode_compact(publish(), max_bytes=jws.MAX_REGISTRY_BYTES).header
     assert header["typ"] == "trust-registry+jwt"
 
 
@@ -230,3 +230,23 @@ def test_suspended_provider_is_not_called_and_counts_as_unavailable() -> None:
     )
     assert {c.provider for c in decision.calls} == {devscheme.DWP}
     assert {ref.provider for ref in decision.unavailable} == {devscheme.HMRC}
+
+
+def test_a_registry_larger_than_16_kib_verifies_while_messages_stay_bounded() -> None:
+    """The registry lists every member: dozens of councils outgrow the 16 KiB of a message."""
+    councils = [
+        member_document(
+            member_id=f"council-{n}",
+            name=f"Council number {n}",
+            roles=["relying-party"],
+            keys=[SigningKey.generate().verifying_key],
+        )
+        for n in range(40)
+    ]
+    token = publish(member_docs=[*members(), *councils])
+    assert len(token) > jws.MAX_TOKEN_BYTES
+    assert "council-39" in verify_registry(token, ANCHORS, now=NOW + 10).members
+    big_query = jws.sign({"pad": "x" * jws.MAX_TOKEN_BYTES}, OPERATOR, jws.ELIGIBILITY_QUERY)
+    with pytest.raises(VerificationError) as refused:
+        jws.verify(big_query, jws.ELIGIBILITY_QUERY, keys=ANCHORS.lookup, audience="x", now=NOW)
+    assert refused.value.reason == "token larger than 16 KiB"

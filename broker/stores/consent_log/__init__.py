@@ -9,6 +9,7 @@ General layout:
 - ``sqlite``    ``SqliteConsentLog``: the embedded default, one process
 - ``postgres``  ``PostgresConsentLog``: many processes, one log sequence
 - ``columns``   the record columns both backends index and filter on
+- ``jobs``      durable bulk jobs beside the records (either backend): items, outcomes, leases
 """
 
 from broker.stores.consent_log.base import Appended, ConsentLog, RecordFilter, StoredRecord

@@ -43,6 +43,7 @@ class RecordFilter:
     outcome: str | None = None
     lawful_basis: str | None = None
     kind: str | None = None
+    identity_provider: str | None = None
 
 
 class ConsentLog(Protocol):
@@ -75,6 +76,13 @@ class ConsentLog(Protocol):
 
     async def find(self, where: RecordFilter, *, after: int, limit: int) -> list[StoredRecord]: ...
 
+    async def identity_counts(
+        self, *, since_ms: int | None, until_ms: int | None
+    ) -> dict[str | None, int]:
+        """How many check records each identity provider's credential backed (``None``: the
+        council asserted the identity, or the credential was refused)."""
+        ...
+
     async def by_subject(
         self, persons: Sequence[str], ninos: Sequence[str]
     ) -> list[StoredRecord]: ...
@@ -92,6 +100,15 @@ class ConsentLog(Protocol):
 
     async def checkpoints(self) -> list[tuple[int, str]]:
         """Every checkpoint note stored, by size."""
+        ...
+
+    async def add_cosignature(self, size: int, witness: str, line: str) -> None:
+        """Keep a witness's verified cosignature line of the checkpoint of ``size``."""
+        ...
+
+    async def cosignatures(self, since_size: int = 0) -> list[tuple[int, str, str]]:
+        """``(size, witness member id, line)`` of every cosignature of checkpoints of at
+        least ``since_size``, by size."""
         ...
 
     async def prune(self, before_ms: int) -> int:

@@ -23,7 +23,10 @@ COLUMNS = (
     "digest",
     "salt",
     "body",
+    "identity_provider",
 )
+# Columns added after logs existed: each backend adds those an older log lacks when it opens.
+ADDED_COLUMNS = (("identity_provider", "TEXT"),)
 
 
 # Subject pseudonyms are indexed per block of 2**12 = 4,096 consecutive records, by
@@ -54,7 +57,8 @@ CREATE TABLE IF NOT EXISTS records (
     subject_nino   TEXT,
     digest         {binary} NOT NULL,
     salt           {binary},
-    body           {binary}
+    body           {binary},
+    identity_provider TEXT
 );
 CREATE INDEX IF NOT EXISTS records_time ON records (recorded_at_ms);
 DROP INDEX IF EXISTS records_person;
@@ -74,6 +78,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     size          {integer} PRIMARY KEY,
     note          TEXT NOT NULL,
     issued_at_ms  {integer} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size     {integer} NOT NULL,
+    witness  TEXT NOT NULL,
+    line     TEXT NOT NULL,
+    PRIMARY KEY (size, witness)
 );
 CREATE TABLE IF NOT EXISTS commit_probe (
     id     {integer} PRIMARY KEY,
@@ -107,6 +117,10 @@ def row(record: LogRecord, entry: LogEntry) -> tuple[Any, ...]:
         entry.digest,
         entry.salt,
         entry.body,
+        # the identity provider whose verified credential the check's identity came from
+        None
+        if not isinstance(record, ConsentRecord) or record.identity is None
+        else record.identity.provider,
     )
 
 
@@ -126,6 +140,7 @@ SEEN_QUERY_SQL = (
 PRUNE_SQL = (
     "UPDATE records SET body = NULL, salt = NULL, requester = '', purpose = NULL, "
     "check_name = NULL, outcome = NULL, lawful_basis = NULL, consent_id = NULL, "
-    "query_jti = NULL, subject_key_id = NULL, subject_person = NULL, subject_nino = NULL "
+    "query_jti = NULL, subject_key_id = NULL, subject_person = NULL, subject_nino = NULL, "
+    "identity_provider = NULL "
     "WHERE recorded_at_ms < $1 AND body IS NOT NULL"
 )

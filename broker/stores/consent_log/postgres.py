@@ -17,6 +17,7 @@ import asyncpg
 from broker.errors import LogUnavailable, SettingsError
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
 from broker.stores.consent_log.columns import (
+    ADDED_COLUMNS,
     COLUMNS,
     PROBE,
     PRUNE_SQL,
@@ -37,6 +38,7 @@ _FILTERS = {
     "outcome": "outcome",
     "lawful_basis": "lawful_basis",
     "kind": "kind",
+    "identity_provider": "identity_provider",
 }
 
 
@@ -67,6 +69,37 @@ def _stored(rows: Sequence[asyncpg.Record]) -> list[StoredRecord]:
     ]
 
 
+async def create_tables(
+    dsn: str, schema: str, ddl: str, record_columns: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Run ``ddl`` (``CREATE ... IF NOT EXISTS``) in ``schema``, creating it if need be, and
+    add ``record_columns`` (name, type) to an older ``records`` table."""
+    bootstrap = await asyncpg.connect(dsn)
+    try:
+        async with bootstrap.transaction():
+            # CREATE ... IF NOT EXISTS races between sessions: one process at a time
+            await bootstrap.execute("SELECT pg_advisory_xact_lock($1)", _SETUP_LOCK)
+            await bootstrap.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            await bootstrap.execute(f"SET LOCAL search_path TO {schema}")
+            await bootstrap.execute(ddl)
+            # ALTER TABLE takes an ACCESS EXCLUSIVE lock even when the column is there: a
+            # broker restarting beside live ones deadlocked with their appends. Alter only
+            # an older table that lacks the column.
+            present = {
+                row["column_name"]
+                for row in await bootstrap.fetch(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_schema = $1 AND table_name = 'records'",
+                    schema,
+                )
+            }
+            for name, kind in record_columns:
+                if name not in present:
+                    await bootstrap.execute(f"ALTER TABLE records ADD COLUMN {name} {kind}")
+    finally:
+        await bootstrap.close()
+
+
 class PostgresConsentLog(GroupCommitWriter):
     def __init__(self, dsn: str, *, schema: str = "axb", max_batch: int = 2048) -> None:
         super().__init__(max_batch=max_batch)
@@ -85,16 +118,7 @@ class PostgresConsentLog(GroupCommitWriter):
         return self._pool
 
     async def start(self) -> None:
-        bootstrap = await asyncpg.connect(self._dsn)
-        try:
-            async with bootstrap.transaction():
-                # CREATE ... IF NOT EXISTS races between sessions: one process at a time
-                await bootstrap.execute("SELECT pg_advisory_xact_lock($1)", _SETUP_LOCK)
-                await bootstrap.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
-                await bootstrap.execute(f"SET LOCAL search_path TO {self._schema}")
-                await bootstrap.execute(_SCHEMA)
-        finally:
-            await bootstrap.close()
+        await create_tables(self._dsn, self._schema, _SCHEMA, ADDED_COLUMNS)
         self._pool = await asyncpg.create_pool(
             self._dsn,
             min_size=1,
@@ -168,6 +192,17 @@ class PostgresConsentLog(GroupCommitWriter):
         found = await self.entries(index, index + 1)
         return found[0] if found else None
 
+    async def identity_counts(
+        self, *, since_ms: int | None, until_ms: int | None
+    ) -> dict[str | None, int]:
+        rows = await self.pool.fetch(
+            "SELECT identity_provider, COUNT(*) AS n FROM records WHERE kind = 'check' "
+            "AND recorded_at_ms >= $1 AND recorded_at_ms < $2 GROUP BY identity_provider",
+            since_ms or 0,
+            until_ms if until_ms is not None else 2**62,
+        )
+        return {r["identity_provider"]: int(r["n"]) for r in rows}
+
     async def find(self, where: RecordFilter, *, after: int, limit: int) -> list[StoredRecord]:
         clauses, params = ["log_index > $1"], [after]
         values: list[tuple[str, Any]] = [
@@ -224,6 +259,22 @@ class PostgresConsentLog(GroupCommitWriter):
     async def checkpoints(self) -> list[tuple[int, str]]:
         rows = await self.pool.fetch("SELECT size, note FROM checkpoints ORDER BY size")
         return [(int(r["size"]), str(r["note"])) for r in rows]
+
+    async def add_cosignature(self, size: int, witness: str, line: str) -> None:
+        await self.pool.execute(
+            "INSERT INTO cosignatures (size, witness, line) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING",
+            size,
+            witness,
+            line,
+        )
+
+    async def cosignatures(self, since_size: int = 0) -> list[tuple[int, str, str]]:
+        rows = await self.pool.fetch(
+            "SELECT size, witness, line FROM cosignatures WHERE size >= $1 ORDER BY size, witness",
+            since_size,
+        )
+        return [(int(r["size"]), str(r["witness"]), str(r["line"])) for r in rows]
 
     async def prune(self, before_ms: int) -> int:
         status = await self.pool.execute(

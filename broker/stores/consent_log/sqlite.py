@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from broker.errors import LogUnavailable
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
 from broker.stores.consent_log.columns import (
+    ADDED_COLUMNS,
     COLUMNS,
     PROBE,
     PRUNE_SQL,
@@ -38,6 +39,7 @@ _FILTERS = {
     "outcome": "outcome = ?",
     "lawful_basis": "lawful_basis = ?",
     "kind": "kind = ?",
+    "identity_provider": "identity_provider = ?",
     "since_ms": "recorded_at_ms >= ?",
     "until_ms": "recorded_at_ms < ?",
 }
@@ -87,6 +89,10 @@ class SqliteConsentLog(GroupCommitWriter):
         # larger checkpoints inside COMMIT (durability is the WAL's fsync either way).
         db.execute("PRAGMA wal_autocheckpoint=10000")
         db.executescript(_SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+        for name, kind in ADDED_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE records ADD COLUMN {name} {kind}")
         self._db = db
 
     async def start(self) -> None:
@@ -196,6 +202,16 @@ class SqliteConsentLog(GroupCommitWriter):
         )
         return _stored(await self._run(self._query, sql, (*params, limit)))
 
+    async def identity_counts(
+        self, *, since_ms: int | None, until_ms: int | None
+    ) -> dict[str | None, int]:
+        sql = (
+            "SELECT identity_provider, COUNT(*) FROM records WHERE kind = 'check' "
+            "AND recorded_at_ms >= ? AND recorded_at_ms < ? GROUP BY identity_provider"
+        )
+        bounds = (since_ms or 0, until_ms if until_ms is not None else 2**62)
+        return {provider: int(n) for provider, n in await self._run(self._query, sql, bounds)}
+
     async def by_subject(self, persons: Sequence[str], ninos: Sequence[str]) -> list[StoredRecord]:
         marks_p = ",".join("?" * len(persons)) or "NULL"
         marks_n = ",".join("?" * len(ninos)) or "NULL"
@@ -238,6 +254,21 @@ class SqliteConsentLog(GroupCommitWriter):
     async def checkpoints(self) -> list[tuple[int, str]]:
         rows = await self._run(self._query, "SELECT size, note FROM checkpoints ORDER BY size", ())
         return [(int(size), str(note)) for size, note in rows]
+
+    async def add_cosignature(self, size: int, witness: str, line: str) -> None:
+        await self._run(
+            self._execute,
+            "INSERT OR IGNORE INTO cosignatures (size, witness, line) VALUES (?, ?, ?)",
+            (size, witness, line),
+        )
+
+    async def cosignatures(self, since_size: int = 0) -> list[tuple[int, str, str]]:
+        rows = await self._run(
+            self._query,
+            "SELECT size, witness, line FROM cosignatures WHERE size >= ? ORDER BY size, witness",
+            (since_size,),
+        )
+        return [(int(size), str(witness), str(line)) for size, witness, line in rows]
 
     async def prune(self, before_ms: int) -> int:
         return await self._run(

@@ -1,0 +1,61 @@
+"""What the app holds for bulk jobs, and how it is installed: the job store beside the consent
+log and this process's runner, started and stopped in a cleanup context of their own (after
+the consent log starts, before it drains)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from broker.app_keys import CLOCK, GUARDS, REGISTRY, SETTINGS, STORES, TRANSPARENCY
+from broker.bulk.runner import BulkRunner
+from broker.stores.consent_log.jobs import JobStore, open_job_store
+from connectors.base import Connector
+
+
+@dataclass(frozen=True, slots=True)
+class BulkService:
+    store: JobStore
+    runner: BulkRunner
+
+
+BULK = web.AppKey("bulk", BulkService)
+
+
+def install(app: web.Application, *, connector: Callable[[str], Connector]) -> None:
+    """Give ``app`` bulk jobs: call after the app's own resources are in its cleanup contexts."""
+    settings = app[SETTINGS]
+    store = open_job_store(settings.consent_log)
+    runner = BulkRunner(
+        store=store,
+        settings=settings,
+        registry=app[REGISTRY],
+        consent_log=app[STORES].consent_log,
+        transparency=app[TRANSPARENCY],
+        connector=connector,
+        guards=app[GUARDS],
+        clock=app[CLOCK],
+    )
+    app[BULK] = BulkService(store, runner)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        await store.start()
+        # run_jobs = false: this process takes jobs and answers about them, and other broker
+        # processes on the same log (a worker that receives no traffic) run them
+        worker = (
+            asyncio.create_task(runner.run_forever(), name="bulk-runner")
+            if settings.bulk_run_jobs
+            else None
+        )
+        yield
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        await store.close()
+
+    app.cleanup_ctx.append(resources)

@@ -1,0 +1,116 @@
+"""``axb serve --workers N``: N broker processes on one port, under a supervisor.
+
+The supervisor binds the port once and hands the listening socket to each worker
+(``axb serve --listen-fd``): the kernel gives each connection to one of the processes waiting
+on that socket, so no port is shared by luck (``SO_REUSEPORT``) and a restarted worker takes
+the same socket. Workers share what must be shared through the engines built for it: the
+replay store and rate limits in Redis, the consent log in PostgreSQL (one log sequence,
+gap-free, each batch under an advisory lock). The embedded stores are per process: an SQLite
+log has one writer and the memory replay store would let a token be replayed on a second
+worker, so the supervisor refuses to start workers on them (fail closed) rather than run a
+log or a replay store that only looks shared.
+
+A worker that dies is restarted (after ``RESTART_DELAY_S``, so a worker that cannot start
+does not spin); while it is down, the other workers keep answering on the socket and their
+``/readyz`` is unchanged. On SIGTERM or SIGINT the supervisor stops accepting for every worker
+at once (each worker's own orderly stop: checks in flight answered, log committed and
+checkpointed), waits up to ``shutdown_timeout_s``, kills what is left, and exits 0 only if
+every worker did.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+import click
+
+from broker.errors import SettingsError
+from broker.settings import Settings
+from broker.stores.consent_log.location import PostgresLocation
+
+RESTART_DELAY_S = 1.0
+POLL_S = 0.1
+
+
+def require_shared_stores(settings: Settings, workers: int) -> None:
+    """Several workers need the shared engines; refuse the per-process embedded ones."""
+    if workers == 1:
+        return
+    if not isinstance(settings.consent_log, PostgresLocation):
+        raise SettingsError(
+            "--workers needs a consent_log on PostgreSQL: the SQLite log has one writer process"
+        )
+    if settings.redis_url is None:
+        raise SettingsError(
+            "--workers needs redis_url: the memory replay store is per process, so a token "
+            "could be answered once by each worker"
+        )
+
+
+class Supervisor:
+    """Runs and restarts ``workers`` copies of ``axb serve`` on one listening socket."""
+
+    def __init__(
+        self, argv: Sequence[str], sock: socket.socket, workers: int, shutdown_timeout_s: float
+    ) -> None:
+        self._argv = list(argv)
+        self._sock = sock
+        self._count = workers
+        self._timeout_s = shutdown_timeout_s
+        self._stopping = False
+        self._procs: list[subprocess.Popen[bytes] | None] = [None] * workers
+        self._down_since: list[float] = [0.0] * workers
+
+    def _start(self, slot: int) -> None:
+        fd = self._sock.fileno()
+        self._procs[slot] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "broker.cli", "serve", *self._argv, "--listen-fd", str(fd)],
+            pass_fds=[fd],
+        )
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        self._sock.listen(1024)
+        for slot in range(self._count):
+            self._start(slot)
+        click.echo(f"supervising {self._count} workers", err=True)
+        while not self._stopping:
+            now = time.monotonic()
+            for slot, proc in enumerate(self._procs):
+                if proc is not None and proc.poll() is not None:
+                    click.echo(f"worker {proc.pid} exited {proc.returncode}: restarting", err=True)
+                    self._procs[slot], self._down_since[slot] = None, now
+                elif proc is None and now - self._down_since[slot] >= RESTART_DELAY_S:
+                    self._start(slot)
+            time.sleep(POLL_S)
+        return self._shutdown()
+
+    def _shutdown(self) -> int:
+        running = [p for p in self._procs if p is not None and p.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._timeout_s
+        clean = True
+        for proc in running:
+            try:
+                code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            # killed by the SIGTERM itself: a worker still starting, that had not yet set its
+            # handler (set before it serves), so it had answered nothing
+            if code not in (0, -signal.SIGTERM):
+                click.echo(f"worker {proc.pid} stopped with exit code {code}", err=True)
+                clean = False
+        self._sock.close()
+        return 0 if clean else 1

@@ -1,0 +1,65 @@
+"""`axb demo --pkcs11`: the whole journey with every signing key of the scheme in a SoftHSM2
+token, and no private key of the scheme written anywhere under its folder. Two kinds of party
+in the demo stand for other organisations, whose keys are not the scheme's to hold: the
+reference identity provider (One Login's part) and the two witnesses (independent operators);
+their keys stay files, and are the only private keys on disk."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import load_der_private_key, load_pem_private_key
+
+from broker.scheme import dev as devscheme
+from connectors.pkcs11 import is_pkcs11_uri
+from tests.support.tokens import PIN, make_token
+
+
+def _holds_a_private_key(data: bytes) -> bool:
+    if b"PRIVATE KEY" in data or b"PRIVATE+KEY+" in data:
+        return True
+    for load in (load_pem_private_key, load_der_private_key):
+        try:
+            load(data, password=None)
+        except (ValueError, TypeError):
+            continue
+        return True
+    return False
+
+
+def test_demo_with_every_key_in_a_token_leaves_no_private_key_file(tmp_path: Path) -> None:
+    token = make_token(tmp_path / "hsm", label="axb-demo")
+    keep = tmp_path / "scheme"
+    demo = [sys.executable, "-m", "broker.cli", "demo", "--keep", str(keep)]
+    result = subprocess.run(
+        [*demo, "--pkcs11", str(token.base(pin_source=False))],  # the PIN from the environment
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=token.env(),
+    )
+    assert result.returncode == 0, result.stderr
+    for outcome in (" yes ", " no ", " no-match ", " undetermined "):
+        assert outcome in result.stdout
+    assert "19 of 19 receipts proven" in result.stdout
+
+    configs = [keep / "broker.toml", keep / "operator" / "operator.toml"]
+    configs += sorted(keep.glob("providers/*.toml")) + sorted(keep.glob("councils/*.toml"))
+    configs += sorted(keep.glob("auditors/*.toml"))
+    assert len(configs) == 2 + len(devscheme.PROVIDERS) + len(devscheme.COUNCILS) + 1
+    for config in configs:
+        assert is_pkcs11_uri(tomllib.loads(config.read_text())["signing_key"]), config
+    assert is_pkcs11_uri(tomllib.loads((keep / "broker.toml").read_text())["log"]["signing_key"])
+
+    files = [path for path in keep.rglob("*") if path.is_file()]
+    assert len(files) > 20  # the registry, configs, public keys, the log and its process logs
+    holding = [path for path in files if _holds_a_private_key(path.read_bytes())]
+    outside = [keep / "keys" / f"{devscheme.IDP}.pem"]
+    outside += [keep / "secrets" / f"{witness}.skey" for witness in devscheme.WITNESSES]
+    assert sorted(holding) == sorted(outside)
+    assert sorted((keep / "keys").iterdir()) == outside[:1]
+    assert not [path for path in files if PIN.encode() in path.read_bytes()]  # nor the PIN

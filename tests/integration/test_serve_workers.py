@@ -1,0 +1,96 @@
+"""``axb serve --workers 2``: two broker processes on one socket under a supervisor, sharing
+Redis and one PostgreSQL log. Checks are answered with one gap-free log sequence; a worker
+killed with SIGKILL is restarted while the other keeps answering; SIGTERM stops both in order
+and the supervisor exits 0 within the shutdown bound."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from broker.scheme import dev as devscheme
+from members.council import EligibilityClient
+from tests.support.councils import blue_badge
+from tests.support.logdb import log_backend
+from tests.support.processes import start_workers, tail, until_answers, workers_config
+from tests.support.servers import RunningProvider
+from tests.support.services import REDIS_URL
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+
+def workers_of(supervisor: subprocess.Popen[bytes]) -> set[int]:
+    children = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
+    return {int(pid) for pid in children.read_text().split()}
+
+
+@pytest.fixture
+async def shared_log_config(scheme: devscheme.DevScheme) -> AsyncIterator[tuple[Path, str, str]]:
+    """The scheme's broker config on a PostgreSQL log of the test's own; the DSN and schema."""
+    async with log_backend("postgres") as overrides:
+        dsn, schema = str(overrides["consent_log"]), str(overrides["consent_log_schema"])
+        yield workers_config(scheme.broker_config, dsn, schema), dsn, schema
+
+
+async def test_two_workers_share_one_gap_free_log_a_killed_worker_is_restarted_and_sigterm_exits_0(
+    scheme: devscheme.DevScheme,
+    listeners: devscheme.Listeners,
+    providers: dict[str, RunningProvider],
+    shared_log_config: tuple[Path, str, str],
+    tmp_path: Path,
+) -> None:
+    config, dsn, schema = shared_log_config
+    log = tmp_path / "supervisor.log"
+    supervisor = start_workers(config, listeners.broker.fileno(), log, REDIS_URL)
+    listeners.broker.close()
+    try:
+        await until_answers(scheme.broker_url + "/readyz", supervisor, log)
+        for _ in range(100):  # both workers up and ready
+            if len(workers_of(supervisor)) == 2:
+                break
+            await asyncio.sleep(0.1)
+        first = workers_of(supervisor)
+        assert len(first) == 2, tail(log)
+        council = scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+        async with EligibilityClient.from_config(council) as client:
+            outcomes = await asyncio.gather(*(blue_badge(client) for _ in range(16)))
+            assert outcomes == ["yes"] * 16
+        killed = sorted(first)[0]
+        os.kill(killed, signal.SIGKILL)  # its open connections die with it, as any crash's
+        async with EligibilityClient.from_config(council) as client:
+            # the other worker answers while the supervisor restarts the dead one
+            assert await asyncio.gather(*(blue_badge(client) for _ in range(8))) == ["yes"] * 8
+            for _ in range(100):
+                now = workers_of(supervisor)
+                if len(now) == 2 and killed not in now:
+                    break
+                await asyncio.sleep(0.1)
+            assert killed not in now
+            assert len(now) == 2, tail(log)
+            await until_answers(scheme.broker_url + "/readyz", supervisor, log)
+            assert await asyncio.gather(*(blue_badge(client) for _ in range(8))) == ["yes"] * 8
+        started = time.monotonic()
+        supervisor.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(supervisor.wait, 15)
+        took = time.monotonic() - started
+        assert code == 0, tail(log)
+        assert took < 8, f"the supervisor took {took:.1f} s to stop"
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+    db = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        indices = {row[0] for row in await db.fetch("SELECT log_index FROM records")}
+        latest = await db.fetchval("SELECT MAX(size) FROM checkpoints")
+    finally:
+        await db.close()
+    assert indices == set(range(32)), "one log sequence across the workers, without a gap"
+    assert latest == 32, "the final checkpoint covers every record"
