@@ -24,6 +24,7 @@ from broker.app_keys import (
     REGISTRY,
     SETTINGS,
     SHEDDER,
+    STEP,
     STORES,
     TRANSPARENCY,
     Stores,
@@ -36,7 +37,7 @@ from broker.gate import Gate
 from broker.metrics import Metrics
 from broker.openapi import openapi_document
 from broker.overload import LoadShedder
-from broker.pipeline import CheckPipeline
+from broker.pipeline import CheckPipeline, RecordedStep
 from broker.problems import problem, problem_for
 from broker.resilience import ProviderGuards
 from broker.routes import ROUTES, add_routes
@@ -170,15 +171,20 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         max_wait_s=settings.max_check_wait_ms / 1000,
         max_loop_lag_s=settings.max_loop_lag_ms / 1000,
     )
-    app[PIPELINE] = CheckPipeline(
+    app[STEP] = RecordedStep(
         settings=settings,
-        gate=app[GATE],
-        consent_log=stores.consent_log,
         connector=connector,
         transparency=transparency,
         guards=app[GUARDS],
         clock=clock,
         coalescer=coalescer,
+    )
+    app[PIPELINE] = CheckPipeline(
+        settings=settings,
+        gate=app[GATE],
+        consent_log=stores.consent_log,
+        step=app[STEP],
+        clock=clock,
     )
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -210,7 +216,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         await stores.consent_log.close()
 
     app.cleanup_ctx.append(resources)
-    install_bulk(app, connector=connector)  # after the log's resources: stops before they do
+    install_bulk(app)  # after the log's resources: stops before they do
     add_routes(app)
     if settings.resident is not None:
         from broker.resident.page import add_resident_routes

@@ -12,7 +12,7 @@ from aiohttp import web
 from broker.gate import Gate
 from broker.metrics import Metrics
 from broker.overload import LoadShedder
-from broker.pipeline import CheckPipeline
+from broker.pipeline import CheckPipeline, RecordedStep
 from broker.resilience import ProviderGuards
 from broker.settings import Settings
 from broker.stores.admission import AdmissionStore
@@ -31,6 +31,7 @@ SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", RegistrySource)
 STORES = web.AppKey("stores", Stores)
 PIPELINE = web.AppKey("pipeline", CheckPipeline)
+STEP = web.AppKey("step", RecordedStep)
 METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 TRANSPARENCY = web.AppKey("transparency", TransparencyLog)

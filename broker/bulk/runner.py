@@ -1,8 +1,9 @@
 """Each broker process's bulk worker: claim a job by lease, check its items chunk by chunk.
 
-A chunk's items run concurrently, each through ``broker.fanout.fan_out`` exactly as a single
-check does (one policy decision for the whole job; each provider sees only its declared
-fields). Each item's consent record is appended through the ``TransparencyLog`` (the chunk's
+A chunk's items run concurrently, each through ``broker.pipeline.RecordedStep`` exactly as a
+single check does (one policy decision for the whole job; each provider sees only its declared
+fields; concurrent items' calls to a provider that takes batches travel as signed batches
+through the coalescer). Each item's consent record is appended as it is answered (the chunk's
 appends share group commits); only once the records are durable are the items marked done, so
 no result is readable without its record. If the log cannot commit, the job pauses (its lease
 given up until a retry time) and ends ``failed`` after repeated failures; a process that takes
@@ -21,18 +22,14 @@ from collections.abc import Callable
 import structlog
 
 from broker.errors import LogUnavailable
-from broker.fanout import fan_out
-from broker.resilience import ProviderGuards
+from broker.pipeline import Recorded, RecordedStep
 from broker.settings import Settings
 from broker.stores.consent_log import ConsentLog
 from broker.stores.consent_log.jobs import Job, JobStore, LeaseLost, PendingItem
-from broker.transparency import TransparencyLog
-from connectors.base import Connector
 from connectors.registry_source import RegistrySource
 from trust import bulk, policy
 from trust.errors import PolicyRefusal, RegistryError
 from trust.messages import ConsentReference, EligibilityQuery, Subject
-from trust.records import ConsentRecord, record_for
 
 log = structlog.get_logger("broker.bulk")
 MAX_PAUSES = 8  # consecutive log failures before a job ends failed
@@ -47,18 +44,14 @@ class BulkRunner:
         settings: Settings,
         registry: RegistrySource,
         consent_log: ConsentLog,
-        transparency: TransparencyLog,
-        connector: Callable[[str], Connector],
-        guards: ProviderGuards,
+        step: RecordedStep,
         clock: Callable[[], float],
     ) -> None:
         self._store = store
         self._settings = settings
         self._registry = registry
         self._log = consent_log
-        self._transparency = transparency
-        self._connector = connector
-        self._guards = guards
+        self._step = step
         self._clock = clock
         self.owner = f"{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
@@ -181,46 +174,17 @@ class BulkRunner:
                 withdrawn[consent_id] = await self._log.is_withdrawn(job.requester, consent_id)
         slots = asyncio.Semaphore(self._settings.bulk_items_in_flight)
 
-        async def check(query: EligibilityQuery) -> ConsentRecord:
+        async def check(query: EligibilityQuery) -> Recorded:
             async with slots:  # a bounded burst: requests to the broker keep their turn
-                return await self._check(query, shared, withdrawn)
+                if query.consent is not None and withdrawn.get(query.consent.id):
+                    return await self._step.refused(query, policy.CONSENT_WITHDRAWN)
+                return await self._step.asked(shared.decision, query)
 
-        records = await asyncio.gather(*(check(q) for q in queries))
-        appended = await asyncio.gather(*(self._transparency.append(r) for r in records))
+        done = await asyncio.gather(*(check(q) for q in queries))
         return [
-            (item.seq, record.outcome, where.index)
-            for item, record, where in zip(items, records, appended, strict=True)
+            (item.seq, d.record.outcome, d.appended.index)
+            for item, d in zip(items, done, strict=True)
         ]
-
-    async def _check(
-        self, query: EligibilityQuery, shared: bulk.JobDecision, withdrawn: dict[str, bool]
-    ) -> ConsentRecord:
-        key = self._settings.pseudonym_key
-        if query.consent is not None and withdrawn.get(query.consent.id):
-            return record_for(
-                query,
-                key=key,
-                now_ms=self._now_ms(),
-                outcome="refused",
-                refusal=policy.CONSENT_WITHDRAWN,
-            )
-        decision = shared.decision
-        result = await fan_out(
-            decision,
-            query,
-            broker_id=self._settings.broker_id,
-            connector=self._connector,
-            deadline_s=self._settings.check_deadline_ms / 1000,
-            guards=self._guards,
-        )
-        return record_for(
-            query,
-            key=key,
-            now_ms=self._now_ms(),
-            outcome=result.outcome,
-            check_version=decision.version.version,
-            providers=tuple(call.provider for call in decision.calls),
-        )
 
     async def _end(self, job: Job, status: str, reason: str | None) -> None:
         """The job's terminal state, with the digests of its results files."""

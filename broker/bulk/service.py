@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from broker.app_keys import CLOCK, GUARDS, REGISTRY, SETTINGS, STORES, TRANSPARENCY
+from broker.app_keys import CLOCK, REGISTRY, SETTINGS, STEP, STORES
 from broker.bulk.runner import BulkRunner
 from broker.stores.consent_log.jobs import JobStore, open_job_store
-from connectors.base import Connector
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +25,7 @@ class BulkService:
 BULK = web.AppKey("bulk", BulkService)
 
 
-def install(app: web.Application, *, connector: Callable[[str], Connector]) -> None:
+def install(app: web.Application) -> None:
     """Give ``app`` bulk jobs: call after the app's own resources are in its cleanup contexts."""
     settings = app[SETTINGS]
     store = open_job_store(settings.consent_log)
@@ -35,9 +34,7 @@ def install(app: web.Application, *, connector: Callable[[str], Connector]) -> N
         settings=settings,
         registry=app[REGISTRY],
         consent_log=app[STORES].consent_log,
-        transparency=app[TRANSPARENCY],
-        connector=connector,
-        guards=app[GUARDS],
+        step=app[STEP],
         clock=app[CLOCK],
     )
     app[BULK] = BulkService(store, runner)

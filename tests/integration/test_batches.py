@@ -342,7 +342,7 @@ async def test_with_coalescing_off_every_check_sends_its_own_request(
     broker = await start_broker(
         coalesce_window_ms=0, rate_limit_per_second=100_000, max_checks_in_flight=1000
     )
-    assert broker.app[PIPELINE].coalescer is None
+    assert broker.app[PIPELINE].step.coalescer is None
     kit = providers[devscheme.DWP].service.kit
     async with EligibilityClient.from_config(
         scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)

@@ -25,7 +25,7 @@ from connectors.reference.population import subject_of
 from members.bulk import BulkJobs, ItemsFile
 from members.council import EligibilityClient
 from members.errors import CheckFailed
-from tests.support.bulk import strangers
+from tests.support.bulk import strangers, submit_fsm
 from tests.support.logdb import log_backend
 from tests.support.servers import RunningBroker, RunningProvider, StartBroker
 from trust import bulk, jws
@@ -116,6 +116,31 @@ async def test_a_job_answers_every_row_as_single_checks_do(council: Council) -> 
     for i, result in enumerate(results):
         assert result.outcome == single[IDENTITIES[i % len(IDENTITIES)]]
     assert progress[-1] == 1.0
+
+
+async def test_a_jobs_items_travel_to_providers_as_signed_batches(
+    scheme: devscheme.DevScheme, start_broker: StartBroker, providers: dict[str, RunningProvider]
+) -> None:
+    """Concurrent items share the single checks' path, coalescer included: fewer signed requests
+    reach each provider than there are items, and every item is still answered and recorded."""
+    broker = await start_broker(bulk={**BULK_SETTINGS, "chunk_items": 60})
+    kits = [providers[p].service.kit for p in (devscheme.DWP, devscheme.HMRC)]
+    before = [(kit.answered, kit.batches_answered) for kit in kits]
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_SCHOOLS)
+    ) as client:
+        jobs = BulkJobs(client)
+        job = await submit_fsm(jobs, strangers(60))
+        ended = await jobs.wait(job["id"], poll_s=0.05)
+        assert ended["status"] == "completed"
+        assert ended["counts"]["no-match"] == 60
+        records = await Council(broker, client).records_of(job["id"])
+    assert len(records) == 60
+    asked = [kit.answered - answered for kit, (answered, _) in zip(kits, before, strict=True)]
+    batches = [kit.batches_answered - n for kit, (_, n) in zip(kits, before, strict=True)]
+    assert max(asked) == 60  # a no-match from one provider ends an item: others may be spared
+    assert all(b >= 1 for b, a in zip(batches, asked, strict=True) if a > 1)
+    assert sum(batches) < sum(asked) / 4  # one signature in and out for many items
 
 
 async def test_duplicate_subjects_are_checked_once_and_answered_for_each_row(
