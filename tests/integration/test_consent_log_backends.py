@@ -282,6 +282,54 @@ async def test_by_subject_finds_records_in_every_block_of_the_index(backend: Bac
     assert all(r.body is not None for r in found)
 
 
+async def test_seen_query_finds_a_jti_in_any_block_of_its_window_and_only_its_own(
+    backend: Backend,
+) -> None:
+    """The replay check behind a forgetful admission store: query ids are indexed per block,
+    and a jti recorded in the first, a middle or the newest block of the window is found; one
+    recorded before the window, or by another member, is not."""
+    log = await backend.open()
+    records = [
+        check_record(n, requester="council-b" if n % 7 == 3 else "council-a") for n in range(9001)
+    ]
+    assert await gather_indices(*(log.append(r) for r in records)) == list(range(9001))
+
+    def jti(n: int) -> str:
+        return f"jti-{n:030d}"
+
+    for n in (1000, 4095, 4096, 8999, 9000):  # recorded_at_ms is n
+        assert await log.seen_query("council-a", jti(n), since_ms=1000), n
+    assert not await log.seen_query("council-a", jti(999), since_ms=1000)  # before the window
+    assert not await log.seen_query("council-b", jti(4096), since_ms=0)  # another member's
+    assert await log.seen_query("council-b", jti(4098), since_ms=0)  # 4098 = 7 x 585 + 3
+    assert not await log.seen_query("council-a", "jti-never", since_ms=0)
+    assert not await log.seen_query("council-a", jti(9000), since_ms=9001)  # nothing since
+    plan = await explain_seen_query(log)
+    assert "records_query_by_block" in plan
+    assert "records_requester" not in plan  # never the member's whole window of records
+
+
+async def explain_seen_query(log: Store) -> str:
+    """How the engine searches for a jti: the plan of the backend's own statement."""
+    if isinstance(log, SqliteConsentLog):
+        from broker.stores.consent_log import sqlite as module
+
+        db = sqlite3.connect(log._path)
+        try:
+            rows = db.execute("EXPLAIN QUERY PLAN " + module._SEEN_QUERY, ("a", "j", 0))
+            return " ".join(str(row) for row in rows.fetchall())
+        finally:
+            db.close()
+    from broker.stores.consent_log import postgres as pg
+
+    conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": log._schema})
+    try:
+        rows = await conn.fetch("EXPLAIN " + pg._SEEN_QUERY, "a", "j", 0)
+        return " ".join(row[0] for row in rows)
+    finally:
+        await conn.close()
+
+
 async def test_withdrawals_are_per_requester_and_idempotent(backend: Backend) -> None:
     log = await backend.open()
     await log.append(check_record(0, lawful_basis="consent", consent_ref=consent("c-1")))

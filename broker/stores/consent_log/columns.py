@@ -68,6 +68,8 @@ CREATE INDEX IF NOT EXISTS records_person_by_block
 CREATE INDEX IF NOT EXISTS records_nino_by_block
     ON records ((log_index >> {SUBJECT_BLOCK_BITS}), subject_nino);
 CREATE INDEX IF NOT EXISTS records_requester ON records (requester, log_index);
+CREATE INDEX IF NOT EXISTS records_query_by_block
+    ON records ((log_index >> {SUBJECT_BLOCK_BITS}), query_jti);
 CREATE TABLE IF NOT EXISTS withdrawals (
     requester   TEXT NOT NULL,
     consent_id  TEXT NOT NULL,
@@ -124,13 +126,24 @@ def row(record: LogRecord, entry: LogEntry) -> tuple[Any, ...]:
     )
 
 
-# The records of one member since a time, searched for one jti: a range of the requester index
-# from the first index recorded since then (records are appended in about time order, and
-# callers ask with a margin).
+# Was a query's jti recorded since a time (the replay check when admission has forgotten it)?
+# Query ids are indexed per block like the pseudonyms (random keys, appended in bulk), and only
+# the blocks from the first record since that time are searched: one index seek per block of
+# the window, whatever the member sent in it. (Searching the requester's index range instead
+# read every record of the member's in the window: 21 ms a check after a 200,000-item job.)
+# ``{start}`` is the first index recorded since ``{since}`` (records are appended in about
+# time order, and callers ask with a margin); with none since then, nothing can match.
+SEEN_WINDOW_START = (
+    "COALESCE((SELECT log_index FROM records WHERE recorded_at_ms >= {since} "
+    "ORDER BY recorded_at_ms LIMIT 1), (SELECT COALESCE(MAX(log_index), -1) + 1 FROM records))"
+)
+# {blocks}: the backend's "block number is one of the window's blocks". The requester is
+# compared outside the index search, so no planner takes the requester's index instead
+# ({records}: the table, with SQLite's INDEXED BY; {fence}: PostgreSQL's OFFSET 0, which keeps
+# the inner search from being merged into the outer one).
 SEEN_QUERY_SQL = (
-    "SELECT 1 FROM records WHERE requester = {0} AND query_jti = {1} AND log_index >= "
-    "COALESCE((SELECT log_index FROM records WHERE recorded_at_ms >= {2} "
-    "ORDER BY recorded_at_ms LIMIT 1), 0) LIMIT 1"
+    "SELECT 1 FROM (SELECT requester FROM {records} WHERE {blocks} AND query_jti = {jti} "
+    "AND log_index >= {start}{fence}) AS same_jti WHERE requester = {requester} LIMIT 1"
 )
 
 

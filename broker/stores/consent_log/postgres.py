@@ -22,6 +22,7 @@ from broker.stores.consent_log.columns import (
     PROBE,
     PRUNE_SQL,
     SEEN_QUERY_SQL,
+    SEEN_WINDOW_START,
     SUBJECT_BLOCK_BITS,
     row,
     schema,
@@ -54,6 +55,18 @@ _BY_SUBJECT = (  # built from constants only
     "AND subject_person = ANY($1::text[]) "
     f"UNION SELECT log_index, digest, salt, body FROM records WHERE {_BLOCKS} "
     "AND subject_nino = ANY($2::text[]) ORDER BY log_index"
+)
+
+_SEEN_START = SEEN_WINDOW_START.format(since="$3")
+_SEEN_QUERY = SEEN_QUERY_SQL.format(  # the window's blocks as one array, as for subjects
+    records="records",
+    fence=" OFFSET 0",
+    blocks=f"(log_index >> {SUBJECT_BLOCK_BITS}) = ANY(ARRAY(SELECT generate_series("  # noqa: S608
+    f"({_SEEN_START}) >> {SUBJECT_BLOCK_BITS}, "
+    f"(SELECT COALESCE(MAX(log_index), 0) >> {SUBJECT_BLOCK_BITS} FROM records))))",
+    jti="$2::text",
+    requester="$1::text",
+    start=f"({_SEEN_START})",
 )
 
 
@@ -241,9 +254,8 @@ class PostgresConsentLog(GroupCommitWriter):
         return found is not None
 
     async def seen_query(self, requester: str, jti: str, *, since_ms: int) -> bool:
-        sql = SEEN_QUERY_SQL.format("$1", "$2", "$3")
         try:
-            return await self.pool.fetchval(sql, requester, jti, since_ms) is not None
+            return await self.pool.fetchval(_SEEN_QUERY, requester, jti, since_ms) is not None
         except (asyncpg.PostgresError, OSError) as exc:  # the log cannot answer: 503
             raise LogUnavailable(f"consent log read failed: {type(exc).__name__}") from exc
 

@@ -21,6 +21,7 @@ from broker.stores.consent_log.columns import (
     PROBE,
     PRUNE_SQL,
     SEEN_QUERY_SQL,
+    SEEN_WINDOW_START,
     SUBJECT_BLOCK_BITS,
     row,
     schema,
@@ -62,6 +63,22 @@ def _set_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
             if "locked" not in str(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.05)
+
+
+_SEEN_START = SEEN_WINDOW_START.format(since="?3")
+_SEEN_BLOCKS = (  # the window's blocks as a recursive count, each an index seek (constants only)
+    f"WITH RECURSIVE block(n) AS (SELECT ({_SEEN_START}) >> {SUBJECT_BLOCK_BITS} "  # noqa: S608
+    "UNION ALL SELECT n + 1 FROM block WHERE n < "
+    f"(SELECT COALESCE(MAX(log_index), 0) >> {SUBJECT_BLOCK_BITS} FROM records)) "
+)
+_SEEN_QUERY = _SEEN_BLOCKS + SEEN_QUERY_SQL.format(
+    records="records INDEXED BY records_query_by_block",
+    fence="",
+    blocks=f"(log_index >> {SUBJECT_BLOCK_BITS}) IN (SELECT n FROM block)",  # noqa: S608
+    jti="?2",
+    requester="?1",
+    start=f"({_SEEN_START})",
+)
 
 
 class SqliteConsentLog(GroupCommitWriter):
@@ -237,8 +254,7 @@ class SqliteConsentLog(GroupCommitWriter):
         return bool(rows)
 
     async def seen_query(self, requester: str, jti: str, *, since_ms: int) -> bool:
-        sql = SEEN_QUERY_SQL.format("?", "?", "?")
-        return bool(await self._run(self._query, sql, (requester, jti, since_ms)))
+        return bool(await self._run(self._query, _SEEN_QUERY, (requester, jti, since_ms)))
 
     def _execute(self, sql: str, params: Sequence[Any]) -> int:
         cursor = self._connection().execute(sql, params)
