@@ -324,8 +324,8 @@ async def explain_seen_query(log: Store) -> str:
 
     conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": log._schema})
     try:
-        rows = await conn.fetch("EXPLAIN " + pg._SEEN_QUERY, "a", "j", 0)
-        return " ".join(row[0] for row in rows)
+        plan = await conn.fetch("EXPLAIN " + pg._SEEN_QUERY, "a", "j", 0)
+        return " ".join(row[0] for row in plan)
     finally:
         await conn.close()
 
