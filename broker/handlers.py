@@ -37,13 +37,15 @@ def _client_gone(request: web.Request) -> bool:
 
 
 async def post_check(request: web.Request) -> web.Response:
+    # The body first, then a place: a client sending its body a byte a second holds no place
+    # (its connection's body timer ends it), so slow clients cannot lock real checks out.
+    body = await read_jwt_body(request)
     app = request.app
     async with app[SHEDDER].place(lambda: _client_gone(request)):
-        return await _check(request)
+        return await _check(request, body)
 
 
-async def _check(request: web.Request) -> web.Response:
-    body = await read_jwt_body(request)
+async def _check(request: web.Request, body: bytes) -> web.Response:
     app = request.app
     started = time.perf_counter()
     result = await app[PIPELINE].run(body)
