@@ -65,14 +65,14 @@ def load_signing_key(path: Path) -> SigningKey:
         raise ConfigError(f"cannot read key {path}: {exc}") from exc
 
 
-def _names_a_token(value: Any) -> bool:
+def names_a_token(value: Any) -> bool:
     return isinstance(value, str) and value[:7].lower() == "pkcs11:"
 
 
 def configured_signer(base: Path, value: Any, name: str) -> Signer:
     """The ES256 key a config names: an RFC 7512 ``pkcs11:`` URI (a key in a token, see
     :mod:`connectors.pkcs11`) or the path of a PEM file, resolved beside the config."""
-    if _names_a_token(value):
+    if names_a_token(value):
         from connectors.pkcs11 import load_token_signing_key  # PKCS#11 only when used
 
         return load_token_signing_key(value, base)
@@ -98,7 +98,7 @@ def operator_signing_key(folder: SchemeFolder) -> Signer:
 def configured_note_signer(base: Path, value: Any, name: str, origin: Any) -> NoteSigner:
     """The log's checkpoint key a config names: a ``pkcs11:`` URI of an Ed25519 key in a token
     (then ``origin``, the log's name, is required) or a ``PRIVATE+KEY+...`` file."""
-    if _names_a_token(value):
+    if names_a_token(value):
         from connectors.pkcs11 import load_token_note_signer
 
         if not isinstance(origin, str) or not origin:

@@ -44,6 +44,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from connectors.errors import ConfigError
 from trust.checkpoint import NoteSigner
+from trust.cosignature import Cosigner
 from trust.errors import KeyUnavailable
 from trust.keys import KeyId, VerifyingKey
 
@@ -458,6 +459,11 @@ def load_token_signing_key(text: str, base: Path | None = None) -> TokenSigningK
 def load_token_note_signer(text: str, name: str, base: Path | None = None) -> NoteSigner:
     """The log's checkpoint key (a C2SP note key named ``name``) in a token."""
     return NoteSigner.from_signer(name, TokenEd25519Key(parse_pkcs11_uri(text), base=base))
+
+
+def load_token_cosigner(text: str, name: str, base: Path | None = None) -> Cosigner:
+    """A witness's cosigning key (C2SP ``cosignature/v1``, named ``name``) in a token."""
+    return Cosigner(name, TokenEd25519Key(parse_pkcs11_uri(text), base=base))
 
 
 @contextmanager

@@ -22,15 +22,29 @@ def witness() -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Where to write the private signer key (mode 0600).",
+    default=None,
+    help="Where to write the private signer key (mode 0600); not with --pkcs11.",
 )
-def witness_keygen(name: str, out: Path) -> None:
+@click.option(
+    "--pkcs11",
+    "token_uri",
+    default=None,
+    metavar="URI",
+    help="Generate the Ed25519 key inside this PKCS#11 token, under the URI's object= label; "
+    "nothing private is written. The PIN comes from pin-source or AXB_PKCS11_PIN.",
+)
+def witness_keygen(name: str, out: Path | None, token_uri: str | None) -> None:
     """Make a witness key; print its verifier key, for the scheme operator's registry."""
     from broker.errors import BadInput
     from trust.cosignature import generate_cosigner
     from trust.errors import KeyFormatError
 
+    if (out is None) == (token_uri is None):
+        raise click.UsageError("give one of --out (a key file) or --pkcs11 (a key in a token)")
+    if token_uri is not None:
+        _token_keygen(name, token_uri)
+        return
+    assert out is not None
     try:
         skey, vkey = generate_cosigner(name)
     except KeyFormatError as exc:
@@ -43,6 +57,25 @@ def witness_keygen(name: str, out: Path) -> None:
     except FileExistsError:
         raise BadInput(f"{out} exists: a witness key is never overwritten") from None
     click.echo(vkey)
+
+
+def _token_keygen(name: str, token_uri: str) -> None:
+    from broker.errors import BadInput
+    from connectors import pkcs11
+    from trust.checkpoint import is_key_name
+
+    if not is_key_name(name):
+        raise BadInput(f"invalid witness key name {name!r}")
+    if pkcs11.parse_pkcs11_uri(token_uri).object is None:
+        raise click.UsageError("--pkcs11: name the new key with object=")
+    named = pkcs11.generate_in_token(token_uri, "ed25519")
+    cosigner = pkcs11.load_token_cosigner(named, name)
+    click.echo(cosigner.vkey)
+    click.echo(
+        f"private key in the token, never exported\nin your witness config:\n"
+        f'key = "{named}"\nname = "{name}"',
+        err=True,
+    )
 
 
 @witness.command("serve")

@@ -3,8 +3,9 @@
 ``axb demo`` builds one in a temporary folder (or keeps it with ``--keep DIR``); tests build
 their own. Nothing here is for production: keys are unencrypted PEM files on disk, unless a
 PKCS#11 token is named (``axb demo --pkcs11 URI``): then every signing key — the operator's,
-each member's and the log's — is generated in that token, each config names its key by a
-``pkcs11:`` URI, and no private key is written anywhere.
+each member's, the log's and the witnesses' — is generated in that token, each config names its
+key by a ``pkcs11:`` URI, and no private key is written anywhere but the reference identity
+provider's (it stands for One Login, whose key is not the scheme's to hold).
 """
 
 from __future__ import annotations
@@ -979,13 +980,22 @@ def generate(
         log_vkey = load_token_note_signer(log_key, LOG_ORIGIN).vkey
     _write(folder.log_verifier_key, log_vkey + "\n")
     for wid, port in scheme.witness_ports.items():
-        w_skey, w_vkey = generate_cosigner(f"witness.dev/{wid.removeprefix('witness-')}")
-        _write(folder.secret(f"{wid}.skey"), w_skey + "\n", private=True)
+        w_name = f"witness.dev/{wid.removeprefix('witness-')}"
+        if token is None:
+            w_skey, w_vkey = generate_cosigner(w_name)
+            _write(folder.secret(f"{wid}.skey"), w_skey + "\n", private=True)
+            w_key = f'key_file = "../secrets/{wid}.skey"\n'
+        else:  # in production each witness's own token; here labels of the scheme's one
+            from connectors.pkcs11 import generate_in_token, load_token_cosigner
+
+            w_uri = generate_in_token(str(token.with_object(f"{wid}-cosigning")), "ed25519")
+            w_vkey = load_token_cosigner(w_uri, w_name).vkey
+            w_key = f'key = "{w_uri}"\nname = "{w_name}"\n'
         _write(scheme.witness_vkey(wid), w_vkey + "\n")
         _write(
             scheme.witness_config(wid),
             f'# A witness run by another operator than the log\nhost = "127.0.0.1"\nport = {port}\n'
-            f'key_file = "../secrets/{wid}.skey"\nstate = "{wid}/state.sqlite3"\n\n'
+            f'{w_key}state = "{wid}/state.sqlite3"\n\n'
             '[[logs]]\nvkey_file = "../public/log.vkey"\n',
         )
     publish_registry(scheme, seq=1)

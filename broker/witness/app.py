@@ -18,6 +18,7 @@ from aiohttp import web
 
 from broker.witness.settings import WitnessSettings
 from broker.witness.state import WitnessState
+from trust.errors import KeyUnavailable
 from trust.witnessing import MAX_BODY_BYTES, WitnessRefusal, parse_add_checkpoint
 
 log = structlog.get_logger("broker.witness")
@@ -59,6 +60,9 @@ def create_witness_app(
                     status=409, text=f"{refusal.latest_size}\n", content_type=SIZE_MEDIA_TYPE
                 )
             return web.Response(status=refusal.status, text=refusal.detail + "\n")
+        except KeyUnavailable:  # the token went away: no cosignature, the state unchanged
+            log.error("witness_key_unavailable", origin=submitted.origin)
+            return web.Response(status=503, text="the witness's key is unavailable\n")
         log.info("checkpoint_cosigned", origin=submitted.origin, old_size=submitted.old_size)
         return web.Response(text=cosignature.line, content_type="text/plain")
 

@@ -3,12 +3,18 @@
     host = "127.0.0.1"
     port = 8091
     key_file = "secrets/witness-a.skey"   # PRIVATE+KEY+<name>+<key id>+... (type 0x04)
+    # or the key in a PKCS#11 token (never read out of it), with the witness's key name:
+    # key = "pkcs11:token=w;object=witness-a?module-path=/usr/lib/softhsm/libsofthsm2.so"
+    # name = "witness.example/a"
     state = "witness-a/state.sqlite3"
     [[logs]]
     vkey_file = "public/log.vkey"          # or vkey = "<origin>+<hash>+<key>"
 
-The key is read through :class:`trust.cosignature.RawSigner`: a key held in a token plugs in
-there (``key = "pkcs11:..."`` is refused until the PKCS#11 signer lands, never read as a file).
+The key is used through :class:`trust.cosignature.RawSigner`: a file's key in memory, or an
+Ed25519 key in a PKCS#11 token (``CKM_EDDSA``; the PIN from the URI's ``pin-source`` or
+``AXB_PKCS11_PIN``, never from this file). A ``key`` that is not a ``pkcs11:`` URI is refused,
+never read as a file; a token that cannot be reached at start is an error, and later makes
+each add-checkpoint fail closed (no cosignature), never a fallback to a file.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from broker.errors import SettingsError
-from connectors.config import read_toml, resolve
+from connectors.config import names_a_token, read_toml, resolve
 from connectors.errors import ConfigError
 from trust.checkpoint import NoteVerifier
 from trust.cosignature import Cosigner, load_cosigner
@@ -54,12 +60,29 @@ def load_cosigner_file(path: Path) -> Cosigner:
         raise SettingsError(f"cannot read witness key {path}: {exc}") from exc
 
 
+def _cosigner(base: Path, table: dict[str, Any]) -> Cosigner:
+    if ("key" in table) == ("key_file" in table):
+        raise SettingsError("a witness names its key with one of key_file or key (pkcs11:)")
+    if "key_file" in table:
+        return load_cosigner_file(resolve(base, table["key_file"], "key_file"))
+    key, name = table["key"], table.get("name")
+    if not names_a_token(key):
+        raise SettingsError("key must be a pkcs11: URI (a key in a file is key_file)")
+    if not isinstance(name, str) or not name:
+        raise SettingsError("a witness key in a token needs its name beside it (name = ...)")
+    from connectors.pkcs11 import load_token_cosigner
+
+    try:
+        return load_token_cosigner(key, name, base)
+    except KeyFormatError as exc:
+        raise SettingsError(f"cannot use the witness key: {exc}") from exc
+
+
 def load_witness_settings(path: Path, *, port: int | None = None) -> WitnessSettings:
     try:
         table = read_toml(path)
         base = path.parent
-        if "key" in table:
-            raise SettingsError("key = 'pkcs11:...' is not supported yet: use key_file")
+        cosigner = _cosigner(base, table)
         logs = table.get("logs")
         if not isinstance(logs, list) or not logs:
             raise SettingsError("a witness needs at least one [[logs]] entry")
@@ -73,7 +96,7 @@ def load_witness_settings(path: Path, *, port: int | None = None) -> WitnessSett
         return WitnessSettings(
             host=str(table.get("host", "127.0.0.1")),
             port=chosen,
-            cosigner=load_cosigner_file(resolve(base, table.get("key_file"), "key_file")),
+            cosigner=cosigner,
             state_path=resolve(base, table.get("state"), "state"),
             log_keys=MappingProxyType(by_origin),
         )

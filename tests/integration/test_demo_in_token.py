@@ -1,8 +1,8 @@
 """`axb demo --pkcs11`: the whole journey with every signing key of the scheme in a SoftHSM2
-token, and no private key of the scheme written anywhere under its folder. Two kinds of party
-in the demo stand for other organisations, whose keys are not the scheme's to hold: the
-reference identity provider (One Login's part) and the two witnesses (independent operators);
-their keys stay files, and are the only private keys on disk."""
+token, and no private key of the scheme written anywhere under its folder — the two witnesses'
+cosigning keys too (in production each is another operator's token; here labels of the one).
+The reference identity provider stands for One Login, whose key is not the scheme's to hold:
+its key stays a file, and is the only private key on disk."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def test_demo_with_every_key_in_a_token_leaves_no_private_key_file(tmp_path: Pat
     for outcome in (" yes ", " no ", " no-match ", " undetermined "):
         assert outcome in result.stdout
     assert "19 of 19 receipts proven" in result.stdout
+    assert "cosigned by 2 of 2 witnesses" in result.stdout  # with their keys in the token
 
     configs = [keep / "broker.toml", keep / "operator" / "operator.toml"]
     configs += sorted(keep.glob("providers/*.toml")) + sorted(keep.glob("councils/*.toml"))
@@ -59,7 +60,10 @@ def test_demo_with_every_key_in_a_token_leaves_no_private_key_file(tmp_path: Pat
     assert len(files) > 20  # the registry, configs, public keys, the log and its process logs
     holding = [path for path in files if _holds_a_private_key(path.read_bytes())]
     outside = [keep / "keys" / f"{devscheme.IDP}.pem"]
-    outside += [keep / "secrets" / f"{witness}.skey" for witness in devscheme.WITNESSES]
-    assert sorted(holding) == sorted(outside)
-    assert sorted((keep / "keys").iterdir()) == outside[:1]
+    assert sorted(holding) == outside
+    assert sorted((keep / "keys").iterdir()) == outside
+    for witness in devscheme.WITNESSES:
+        config = tomllib.loads((keep / "witnesses" / f"{witness}.toml").read_text())
+        assert is_pkcs11_uri(config["key"]), witness
+        assert "key_file" not in config, witness
     assert not [path for path in files if PIN.encode() in path.read_bytes()]  # nor the PIN

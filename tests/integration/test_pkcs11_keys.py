@@ -20,8 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import Attribute, KeyType, Mechanism
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from broker.errors import SettingsError
 from broker.scheme import admin as scheme_admin
 from broker.scheme import dev as devscheme
+from broker.witness.settings import load_witness_settings
 from connectors import pkcs11
 from connectors.conformance import run_conformance, target_from_scheme
 from connectors.conformance.target import load_scheme_registry
@@ -29,14 +31,26 @@ from connectors.errors import ConfigError
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
 from members.errors import CheckFailed
+from tests.support.cli import run_axb
 from tests.support.councils import blue_badge
 from tests.support.servers import RunningBroker, RunningProvider
 from tests.support.tokens import PIN, SOFTHSM_MODULE, SoftToken
+from tests.support.witnesses import standalone_witness
 from trust import jws, testing
-from trust.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, sign_checkpoint
+from trust.checkpoint import (
+    Checkpoint,
+    NoteSigner,
+    NoteVerifier,
+    generate_signer,
+    open_checkpoint,
+    sign_checkpoint,
+)
+from trust.cosignature import CosignatureVerifier, verified_cosignatures
 from trust.errors import CheckpointError, KeyUnavailable, VerificationError
 from trust.keys import VerifyingKey
 from trust.messages import AttributeRequest, Subject, attribute_request_claims, new_jti
+
+LOG_VKEY = NoteSigner(generate_signer("example.test/log")[0]).vkey
 
 
 @pytest.fixture
@@ -265,3 +279,66 @@ def test_the_scheme_operator_publishes_with_the_registry_key_in_the_token(
     with pytest.raises(scheme_admin.SchemeAdminError, match="object=scheme-operator"):
         scheme_admin.publish(scheme.root, scheme_admin.load_source(scheme.root))
     assert load_scheme_registry(scheme.root).seq == 2  # nothing was published
+
+
+async def test_a_witness_cosigns_with_its_key_in_the_token_and_fails_closed_without_it(
+    token: SoftToken, tmp_path: Path
+) -> None:
+    """``axb witness keygen --pkcs11`` makes the cosigning key inside the token (nothing
+    private on disk); the witness cosigns with it; with the token gone it answers 503 and
+    its state is unchanged, so the same checkpoint is cosigned once the token is back."""
+    root = tmp_path / "witness"
+    status, printed, err = await run_axb(
+        "witness", "keygen", "--name", "w.test/hsm", "--pkcs11", token.uri("witness-hsm")
+    )
+    assert status == 0, err
+    assert PIN not in printed + err
+    vkey = CosignatureVerifier(printed.strip())
+    assert 'key = "pkcs11:' in err
+    assert 'name = "w.test/hsm"' in err
+    witness = standalone_witness(root, name="w.test/hsm")
+    (root / "witness.skey").unlink()  # the file the helper writes: this witness has none
+    witness.vkey = vkey.vkey
+    body = witness.config.read_text().replace('key_file = "witness.skey"\n', "")
+    witness.config.write_text(f'key = "{token.uri("witness-hsm")}"\nname = "w.test/hsm"\n{body}')
+    pkcs11.reset()  # the child made the key: read the token afresh
+    await witness.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            first = witness.log.request(0, 5)
+            status_code, _, lines = await witness.post(session, first)
+            assert status_code == 200
+            found = verified_cosignatures(first.note + lines, [vkey], now=2**40)
+            assert list(found) == ["w.test/hsm"]
+            token.remove(tmp_path / "pulled")
+            later = witness.log.request(5, 9)
+            status_code, _, text = await witness.post(session, later)
+            assert (status_code, text) == (503, "the witness's key is unavailable\n")
+            token.restore(tmp_path / "pulled")
+            status_code, _, lines = await witness.post(session, later)  # still from size 5
+            assert status_code == 200
+            assert list(verified_cosignatures(later.note + lines, [vkey], now=2**40))
+    finally:
+        await witness.stop()
+    assert not [p for p in root.rglob("*") if p.is_file() and b"PRIVATE+KEY" in p.read_bytes()]
+
+
+@pytest.mark.parametrize(
+    ("lines", "refusal"),
+    [
+        ('key = "secrets/w.skey"\nname = "w.test/x"\n', "must be a pkcs11: URI"),
+        ('key = "{uri}"\n', "needs its name"),
+        ('key = "{uri}"\nname = "w.test/x"\nkey_file = "w.skey"\n', "one of key_file or key"),
+        ('key = "{missing}"\nname = "w.test/x"\n', "witness-nowhere"),
+    ],
+    ids=["a-path-as-key", "no-name", "both", "no-such-object"],
+)
+def test_a_witness_key_setting_that_is_not_a_token_key_is_refused_by_name(
+    token: SoftToken, tmp_path: Path, lines: str, refusal: str
+) -> None:
+    pkcs11.generate_in_token(token.uri("witness-x"), "ed25519")
+    config = tmp_path / "witness.toml"
+    body = lines.format(uri=token.uri("witness-x"), missing=token.uri("witness-nowhere"))
+    config.write_text(body + 'state = "s.sqlite3"\n[[logs]]\nvkey = "' + LOG_VKEY + '"\n')
+    with pytest.raises(SettingsError, match=refusal):
+        load_witness_settings(config)
