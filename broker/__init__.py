@@ -22,6 +22,7 @@ General layout:
 - ``stores``       admission (replay and rate limits: memory or Redis) and the consent log
 - ``problems``     the one place where errors become RFC 9457 problem+json responses
 - ``errors``       the broker's exception root, ``BrokerError``, and its kinds
+- ``shutdown``     the orderly stop's one time budget: no teardown step waits past it
 - ``settings``     the broker's TOML config, read once into a frozen object
 - ``openapi``      the OpenAPI 3.1 document, built from the route table
 - ``logging``, ``metrics``   structlog set-up; Prometheus metrics

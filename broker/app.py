@@ -26,6 +26,7 @@ from broker.app_keys import (
     SHEDDER,
     STEP,
     STORES,
+    TEARDOWN,
     TRANSPARENCY,
     Stores,
 )
@@ -42,6 +43,7 @@ from broker.problems import problem, problem_for
 from broker.resilience import ProviderGuards
 from broker.routes import ROUTES, add_routes
 from broker.settings import Settings
+from broker.shutdown import Teardown
 from broker.stores.admission import AdmissionStore, MemoryAdmissionStore, RedisAdmissionStore
 from broker.stores.consent_log import open_consent_log
 from broker.transparency import TransparencyLog
@@ -139,6 +141,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         return connectors[provider_id]
 
     app[SETTINGS] = settings
+    # the teardown's half of the stop; aiohttp's runner spends the other half on requests
+    app[TEARDOWN] = Teardown(settings.shutdown_timeout_s / 2)
     app[REGISTRY] = registry
     app[STORES] = stores
     app[METRICS] = Metrics()
@@ -190,30 +194,34 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await stores.consent_log.start()
         await transparency.start()
-        checkpointer = asyncio.create_task(transparency.run())
+        checkpointer = asyncio.create_task(transparency.run(), name="checkpointer")
         app[HTTP] = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=256, limit_per_host=128),
             timeout=aiohttp.ClientTimeout(total=30),
         )
         witnesses = WitnessClient(transparency, registry.current, lambda: app[HTTP], clock=clock)
-        cosigner = asyncio.create_task(witnesses.run(settings.checkpoint_every_seconds))
-        watcher = asyncio.create_task(registry.watch(settings.registry_poll_s))
-        lag = asyncio.create_task(app[SHEDDER].watch_loop())
+        cosigner = asyncio.create_task(
+            witnesses.run(settings.checkpoint_every_seconds), name="cosigner"
+        )
+        watcher = asyncio.create_task(registry.watch(settings.registry_poll_s), name="registry")
+        lag = asyncio.create_task(app[SHEDDER].watch_loop(), name="loop-lag")
         yield
+        stop = app[TEARDOWN]
         for task in (watcher, checkpointer, lag, cosigner):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await stop.step(task.get_name(), task)
         if coalescer is not None:
-            await coalescer.close()
-        await app[HTTP].close()
-        await stores.admission.close()
-        await stores.consent_log.drain()
-        try:
-            await transparency.checkpoint()  # a checkpoint at shutdown covers every record
-        except Exception:
-            log.exception("final_checkpoint_failed")
-        await stores.consent_log.close()
+            await stop.step("coalescer", coalescer.close())
+        await stop.step("http-client", app[HTTP].close())
+        await stop.step("admission-store", stores.admission.close())
+        if await stop.step("consent-log-drain", stores.consent_log.drain()):
+            try:  # a checkpoint at shutdown covers every record
+                await stop.step("final-checkpoint", transparency.checkpoint())
+            except Exception:
+                log.exception("final_checkpoint_failed")
+        await stop.step("consent-log-close", stores.consent_log.close())
+        stop.check()
 
     app.cleanup_ctx.append(resources)
     install_bulk(app)  # after the log's resources: stops before they do

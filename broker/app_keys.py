@@ -15,6 +15,7 @@ from broker.overload import LoadShedder
 from broker.pipeline import CheckPipeline, RecordedStep
 from broker.resilience import ProviderGuards
 from broker.settings import Settings
+from broker.shutdown import Teardown
 from broker.stores.admission import AdmissionStore
 from broker.stores.consent_log import ConsentLog
 from broker.transparency import TransparencyLog
@@ -38,6 +39,7 @@ TRANSPARENCY = web.AppKey("transparency", TransparencyLog)
 GUARDS = web.AppKey("guards", ProviderGuards)
 GATE = web.AppKey("gate", Gate)
 SHEDDER = web.AppKey("shedder", LoadShedder)
+TEARDOWN = web.AppKey("teardown", Teardown)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 PROVIDER_REPORTS = web.RequestKey("provider_reports", list)

@@ -67,3 +67,12 @@ class Refused(BrokerError):
 class BadInput(BrokerError):
     """A file or value given to the ``axb`` command line is missing, unreadable or of the wrong
     shape; the message names the file and what is wrong with it."""
+
+
+class ShutdownIncomplete(BrokerError):
+    """The orderly stop abandoned steps that outlasted ``shutdown_timeout_s`` (named in
+    ``steps``): the process exits 1 rather than claiming a clean stop."""
+
+    def __init__(self, steps: list[str]) -> None:
+        super().__init__("abandoned after the shutdown timeout: " + ", ".join(steps))
+        self.steps = list(steps)

@@ -56,6 +56,7 @@ class ConnectionLimits:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 10.0
     max_connections: int = 1000
+    shutdown_timeout_s: float = 60.0  # how long a stop waits for requests in flight
 
 
 def connection_cap(max_connections: int, fd_limit: int) -> int:
@@ -107,7 +108,10 @@ class ConnectionGuard:
         """An app runner with the keep-alive timeout (no access log: the apps log their own
         lines, without personal data)."""
         return web.AppRunner(
-            app, access_log=None, keepalive_timeout=self.limits.keepalive_timeout_s
+            app,
+            access_log=None,
+            keepalive_timeout=self.limits.keepalive_timeout_s,
+            shutdown_timeout=self.limits.shutdown_timeout_s,
         )
 
     def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.Protocol]:

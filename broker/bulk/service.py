@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from broker.app_keys import CLOCK, REGISTRY, SETTINGS, STEP, STORES
+from broker.app_keys import CLOCK, REGISTRY, SETTINGS, STEP, STORES, TEARDOWN
 from broker.bulk.runner import BulkRunner
 from broker.stores.consent_log.jobs import JobStore, open_job_store
 
@@ -49,10 +49,11 @@ def install(app: web.Application) -> None:
             else None
         )
         yield
+        stop = app[TEARDOWN]
         if worker is not None:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        await store.close()
+                await stop.step("bulk-runner", worker)
+        await stop.step("job-store-close", store.close())
 
     app.cleanup_ctx.append(resources)

@@ -109,6 +109,7 @@ def serve(
 ) -> None:
     """Serve the broker."""
     from broker.app import create_app
+    from broker.errors import ShutdownIncomplete
     from broker.settings import load_settings
     from connectors.reference.providers import build_reference_provider, build_ves_stub
     from connectors.scheme_folder import SchemeFolder
@@ -145,8 +146,12 @@ def serve(
         if settings.resident is not None:  # the reference identity provider's sign-in
             apps.append(_reference_identity_provider(folder, settings.resident))
     use_uvloop()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(apps, connection_limits(settings)))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_forever(apps, connection_limits(settings)))
+    except ShutdownIncomplete as exc:  # steps abandoned at the shutdown timeout, logged
+        click.echo(f"axb: the stop was not orderly: {exc}", err=True)
+        exit_after_orderly_stop(1)
     exit_after_orderly_stop()
 
 

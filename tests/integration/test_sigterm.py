@@ -6,6 +6,7 @@ SIGTERM killed ``axb serve`` at once: 32 of 32 checks in flight were dropped.)""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -13,14 +14,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp import web
 
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
+from tests.support.logdb import log_backend
 from tests.support.processes import tail, until_answers
 from tests.support.servers import RunningProvider, start_app
+from tests.support.services import PG_ADMIN_DSN
 
 REPO = Path(__file__).resolve().parents[2]
 IN_FLIGHT = 32
@@ -142,3 +146,94 @@ async def test_sigterm_stops_a_provider_and_the_console_cleanly(
         for process in (provider, console):
             if process.poll() is None:
                 process.kill()
+
+
+def ports_to_postgres(pid: int) -> set[int]:
+    """The local ports of process ``pid``'s TCP connections to 5432 (its sockets, from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if inode in inodes and remote.endswith(":1538"):  # 5432
+            ports.add(int(local.split(":")[1], 16))
+    return ports
+
+
+async def postgres_sessions_of(pid: int) -> list[int]:
+    """The PostgreSQL backend processes serving process ``pid``'s connections."""
+    ports = ports_to_postgres(pid)
+    if not ports:
+        return []
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[])", sorted(ports)
+        )
+    finally:
+        await conn.close()
+    return [int(row[0]) for row in rows]
+
+
+@pytest.mark.postgres
+async def test_sigterm_stops_within_the_shutdown_timeout_when_postgresql_goes_silent(
+    scheme: devscheme.DevScheme,
+    listeners: devscheme.Listeners,
+    providers: dict[str, RunningProvider],
+    tmp_path: Path,
+) -> None:
+    """Stopping a whole stack at once (a machine shutdown, ``podman stop`` of every container)
+    can take the database away before the broker's orderly stop has closed its pools: every
+    step of that stop is bounded by ``shutdown_timeout_s``, so the process still exits, in
+    time, rather than waiting on a silent database until it is SIGKILLed. The database goes
+    silent here as a torn-down container does from the broker's side — no FIN, no RST, no
+    reply: the backends serving the broker are stopped (SIGSTOP), and resumed afterwards."""
+    stopped: list[int] = []
+    async with log_backend("postgres") as settings:
+        text = scheme.broker_config.read_text().replace(
+            'consent_log = "log/consent-log.sqlite3"\n',
+            f'consent_log = "{settings["consent_log"]}"\n'
+            f'consent_log_schema = "{settings["consent_log_schema"]}"\n'
+            "shutdown_timeout_s = 3.0\n",
+        )
+        assert "shutdown_timeout_s" in text
+        scheme.broker_config.write_text(text)
+        log = tmp_path / "broker.log"
+        args = ["serve", "--config", str(scheme.broker_config)]
+        broker = spawn(args, listeners.broker.fileno(), log)
+        listeners.broker.close()
+        try:
+            await until_answers(scheme.broker_url + "/healthz", broker, log)
+            async with EligibilityClient.from_config(
+                scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+            ) as client:
+                answer = await client.check(
+                    devscheme.BLUE_BADGE_CHECK,
+                    purpose="blue-badge-application",
+                    subject=subject_of("bb-yes-dla"),
+                    assurance="P2",
+                )
+            assert answer.outcome == "yes"
+            sessions = await postgres_sessions_of(broker.pid)
+            assert len(sessions) >= 2  # the consent log's pool and the bulk job store's
+            for backend in sessions:
+                os.kill(backend, signal.SIGSTOP)
+                stopped.append(backend)
+            started = asyncio.get_running_loop().time()
+            broker.send_signal(signal.SIGTERM)
+            code = await exit_code(broker, timeout_s=15)
+            took = asyncio.get_running_loop().time() - started
+        finally:
+            if broker.poll() is None:
+                broker.kill()
+            for backend in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(backend, signal.SIGCONT)
+    assert took < 3.0 + 2.0, f"stopped in {took:.1f} s: {tail(log)}"
+    assert code != 0  # the final checkpoint could not be written: not a clean stop, and said
+    assert "shutdown_step_timed_out" in log.read_text(errors="replace"), tail(log)
