@@ -8,7 +8,6 @@ consent log; nothing is mocked. The helpers these fixtures use, and that tests i
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tests.support.councils import CouncilKey
 from tests.support.logdb import LOG_BACKENDS, log_backend
 from tests.support.redis_server import PrivateRedis
 from tests.support.servers import RunningBroker, RunningProvider, StartBroker, serve_on
-from tests.support.services import PG_ADMIN_DSN, pg_admin
+from tests.support.services import database_of_its_own
 from tests.support.tokens import SoftToken, make_token
 from trust.keys import SigningKey
 
@@ -33,12 +32,8 @@ from trust.keys import SigningKey
 @pytest.fixture
 async def pg_database() -> AsyncIterator[str]:
     """A PostgreSQL database of the test's own (its consent log in schema 'axb'), dropped after."""
-    name = f"axb_test_{secrets.token_hex(6)}"
-    await pg_admin(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        await pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    async with database_of_its_own() as dsn:
+        yield dsn
 
 
 @pytest.fixture(params=LOG_BACKENDS)

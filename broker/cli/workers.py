@@ -4,11 +4,12 @@ The supervisor binds the port once and hands the listening socket to each worker
 (``axb serve --listen-fd``): the kernel gives each connection to one of the processes waiting
 on that socket, so no port is shared by luck (``SO_REUSEPORT``) and a restarted worker takes
 the same socket. Workers share what must be shared through the engines built for it: the
-replay store and rate limits in Redis, the consent log in PostgreSQL (one log sequence,
-gap-free, each batch under an advisory lock). The embedded stores are per process: an SQLite
-log has one writer and the memory replay store would let a token be replayed on a second
-worker, so the supervisor refuses to start workers on them (fail closed) rather than run a
-log or a replay store that only looks shared.
+replay store and rate limits in Redis; the consent log in PostgreSQL (each batch under an
+advisory lock) or in one SQLite file on this machine (each batch in a ``BEGIN IMMEDIATE``
+transaction, WAL): either way one log sequence, gap-free, the next index read inside the write
+lock. The memory replay store is per process and would let a token be replayed on a second
+worker, so the supervisor refuses to start workers without Redis (fail closed) rather than run
+a replay store that only looks shared.
 
 A worker that dies is restarted (after ``RESTART_DELAY_S``, so a worker that cannot start
 does not spin); while it is down, the other workers keep answering on the socket and their
@@ -32,20 +33,17 @@ import click
 
 from broker.errors import SettingsError
 from broker.settings import Settings
-from broker.stores.consent_log.location import PostgresLocation
 
 RESTART_DELAY_S = 1.0
 POLL_S = 0.1
 
 
 def require_shared_stores(settings: Settings, workers: int) -> None:
-    """Several workers need the shared engines; refuse the per-process embedded ones."""
+    """Several workers need a replay store they share: refuse the per-process memory one. The
+    consent log may be PostgreSQL or an SQLite file on this machine: both form one gap-free
+    sequence across processes (the next index is read inside the write lock)."""
     if workers == 1:
         return
-    if not isinstance(settings.consent_log, PostgresLocation):
-        raise SettingsError(
-            "--workers needs a consent_log on PostgreSQL: the SQLite log has one writer process"
-        )
     if settings.redis_url is None:
         raise SettingsError(
             "--workers needs redis_url: the memory replay store is per process, so a token "

@@ -91,9 +91,9 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("serve", "port in use", 1, "in use", "--config {broker_port_taken}"),
     Attack(
         "serve",
-        "workers on the SQLite log",
+        "workers without Redis",
         2,
-        "PostgreSQL",
+        "redis_url",
         "--config {broker_config} --workers 2",
     ),
     Attack("healthcheck", "nothing listening", 1, NO_LINK, "--url http://127.0.0.1:9/healthz"),

@@ -1,6 +1,7 @@
-"""Several broker processes on one PostgreSQL consent log, a load generator, and SIGKILL.
+"""Several broker processes on one consent log, a load generator, and SIGKILL.
 
-Three ``axb serve`` processes share one log (a database of its own, dropped afterwards). A
+Three ``axb serve`` processes share one log: a PostgreSQL database of its own (dropped
+afterwards), or one SQLite file (WAL, each batch under ``BEGIN IMMEDIATE``). A
 load generator sends checks to all of them at once; mid-load one broker is SIGKILLed and
 restarted, then another. Afterwards every answer a council actually received (verified, with
 its receipt) must have its record in the store at that index with that query's jti and outcome;
@@ -15,10 +16,12 @@ import contextlib
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -33,11 +36,12 @@ from members.auditor import AuditClient
 from members.council import EligibilityClient
 from members.errors import AnswerNotTrusted, CheckFailed
 from tests.support.servers import RunningProvider
+from tests.support.services import database_of_its_own
 from trust.checkpoint import NoteVerifier
 from trust.keys import SigningKey
 from trust.log_verify import verify_export
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.timeout(90)]
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ("bb-yes-dla", "bb-no", "no-match", "bb-yes-pip-moving", "bb-no-pip-ended")
@@ -173,28 +177,60 @@ async def worker(n: int, clients: list[EligibilityClient], load: Load) -> None:
         )
 
 
-def broker_config(scheme: devscheme.DevScheme, dsn: str) -> Path:
+def broker_config(scheme: devscheme.DevScheme, dsn: str | None) -> Path:
+    """The scheme's config for brokers sharing one log: PostgreSQL at ``dsn``, or (``None``)
+    the scheme's SQLite file."""
     text = scheme.broker_config.read_text()
+    log_line = 'consent_log = "log/consent-log.sqlite3"'
     for old, new in (
-        ('consent_log = "log/consent-log.sqlite3"', f'consent_log = "{dsn}"'),
+        (log_line, log_line if dsn is None else f'consent_log = "{dsn}"'),
         ("rate_limit_per_second = 50", "rate_limit_per_second = 1000000"),
         ("checkpoint_every_records = 1000", "checkpoint_every_records = 100"),
         ("checkpoint_every_seconds = 5.0", "checkpoint_every_seconds = 1.0"),
     ):
         assert old in text
         text = text.replace(old, new)
-    path = scheme.root / "broker-pg.toml"
+    path = scheme.root / "broker-shared.toml"
     path.write_text(text)
     return path
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def shared_log(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """The DSN of a PostgreSQL database of the test's own, or ``None``: the SQLite file."""
+    if request.param == "sqlite":
+        yield None
+        return
+    async with database_of_its_own() as dsn:
+        yield dsn
+
+
+async def stored_records(
+    scheme: devscheme.DevScheme, dsn: str | None
+) -> tuple[list[tuple[int, str, str, bytes]], int]:
+    """Every record's (index, jti, outcome, digest) and the number of checkpoints."""
+    if dsn is None:
+        with sqlite3.connect(scheme.root / "log" / "consent-log.sqlite3") as db:
+            rows = db.execute("SELECT log_index, query_jti, outcome, digest FROM records")
+            found = [(r[0], r[1], r[2], bytes(r[3])) for r in rows.fetchall()]
+            (checkpoints,) = db.execute("SELECT count(*) FROM checkpoints").fetchone()
+        return found, checkpoints
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": "axb"})
+    try:
+        rows = await conn.fetch("SELECT log_index, query_jti, outcome, digest FROM records")
+        checkpoints = await conn.fetchval("SELECT count(*) FROM checkpoints")
+    finally:
+        await conn.close()
+    return [(r[0], r[1], r[2], bytes(r[3])) for r in rows], checkpoints
+
+
 async def test_sigkilled_brokers_never_leave_an_answer_without_its_record(
-    pg_database: str,
+    shared_log: str | None,
     scheme: devscheme.DevScheme,
     providers: dict[str, RunningProvider],
     tmp_path: Path,
 ) -> None:
-    config = broker_config(scheme, pg_database)
+    config = broker_config(scheme, shared_log)
     brokers = [BrokerProcess(config, tmp_path / f"broker-{i}.log") for i in range(3)]
     broker_key = SigningKey.from_pem(scheme.key_path(devscheme.BROKER).read_bytes())
     council_key = SigningKey.from_pem(scheme.key_path(devscheme.COUNCIL_BLUE_BADGE).read_bytes())
@@ -252,13 +288,8 @@ async def test_sigkilled_brokers_never_leave_an_answer_without_its_record(
             for broker in brokers:
                 await broker.stop()
 
-    conn = await asyncpg.connect(pg_database, server_settings={"search_path": "axb"})
-    try:
-        rows = await conn.fetch("SELECT log_index, query_jti, outcome, digest FROM records")
-        checkpoints = await conn.fetchval("SELECT count(*) FROM checkpoints")
-    finally:
-        await conn.close()
-    stored = {r["log_index"]: (r["query_jti"], r["outcome"], bytes(r["digest"])) for r in rows}
+    rows, checkpoints = await stored_records(scheme, shared_log)
+    stored = {index: (jti, outcome, digest) for index, jti, outcome, digest in rows}
 
     # The load really ran on every broker, and the kills really cut requests short.
     assert len(load.receipts) >= 200, (len(load.receipts), load.failures)

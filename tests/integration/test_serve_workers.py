@@ -1,16 +1,18 @@
 """``axb serve --workers 2``: two broker processes on one socket under a supervisor, sharing
-Redis and one PostgreSQL log. Checks are answered with one gap-free log sequence; a worker
-killed with SIGKILL is restarted while the other keeps answering; SIGTERM stops both in order
-and the supervisor exits 0 within the shutdown bound."""
+Redis and one consent log — PostgreSQL, or one SQLite file on the machine. Checks are answered
+with one gap-free log sequence; a worker killed with SIGKILL is restarted while the other keeps
+answering; SIGTERM stops both in order and the supervisor exits 0 within the shutdown bound."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -19,12 +21,12 @@ import pytest
 from broker.scheme import dev as devscheme
 from members.council import EligibilityClient
 from tests.support.councils import blue_badge
-from tests.support.logdb import log_backend
+from tests.support.logdb import LOG_BACKENDS, log_backend
 from tests.support.processes import start_workers, tail, until_answers, workers_config
 from tests.support.servers import RunningProvider
 from tests.support.services import REDIS_URL
 
-pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+pytestmark = [pytest.mark.redis]
 
 
 def workers_of(supervisor: subprocess.Popen[bytes]) -> set[int]:
@@ -32,22 +34,51 @@ def workers_of(supervisor: subprocess.Popen[bytes]) -> set[int]:
     return {int(pid) for pid in children.read_text().split()}
 
 
-@pytest.fixture
-async def shared_log_config(scheme: devscheme.DevScheme) -> AsyncIterator[tuple[Path, str, str]]:
-    """The scheme's broker config on a PostgreSQL log of the test's own; the DSN and schema."""
+@dataclass(frozen=True)
+class SharedLog:
+    config: Path
+    dsn: str | None  # None: the scheme's SQLite file
+    schema: str | None
+    sqlite_path: Path
+
+    async def indices_and_latest_checkpoint(self) -> tuple[set[int], int | None]:
+        if self.dsn is None:
+            with sqlite3.connect(self.sqlite_path) as db:
+                indices = {row[0] for row in db.execute("SELECT log_index FROM records")}
+                (latest,) = db.execute("SELECT MAX(size) FROM checkpoints").fetchone()
+            return indices, latest
+        db = await asyncpg.connect(self.dsn, server_settings={"search_path": str(self.schema)})
+        try:
+            indices = {row[0] for row in await db.fetch("SELECT log_index FROM records")}
+            return indices, await db.fetchval("SELECT MAX(size) FROM checkpoints")
+        finally:
+            await db.close()
+
+
+@pytest.fixture(params=LOG_BACKENDS)
+async def shared_log_config(
+    scheme: devscheme.DevScheme, request: pytest.FixtureRequest
+) -> AsyncIterator[SharedLog]:
+    """The scheme's broker config on a log the workers share: a PostgreSQL schema of the
+    test's own, or the scheme's SQLite file."""
+    sqlite_path = scheme.root / "log" / "consent-log.sqlite3"
+    if request.param == "sqlite":
+        yield SharedLog(workers_config(scheme.broker_config, None, None), None, None, sqlite_path)
+        return
     async with log_backend("postgres") as overrides:
         dsn, schema = str(overrides["consent_log"]), str(overrides["consent_log_schema"])
-        yield workers_config(scheme.broker_config, dsn, schema), dsn, schema
+        config = workers_config(scheme.broker_config, dsn, schema)
+        yield SharedLog(config, dsn, schema, sqlite_path)
 
 
 async def test_two_workers_share_one_gap_free_log_a_killed_worker_is_restarted_and_sigterm_exits_0(
     scheme: devscheme.DevScheme,
     listeners: devscheme.Listeners,
     providers: dict[str, RunningProvider],
-    shared_log_config: tuple[Path, str, str],
+    shared_log_config: SharedLog,
     tmp_path: Path,
 ) -> None:
-    config, dsn, schema = shared_log_config
+    config = shared_log_config.config
     log = tmp_path / "supervisor.log"
     supervisor = start_workers(config, listeners.broker.fileno(), log, REDIS_URL)
     listeners.broker.close()
@@ -86,11 +117,6 @@ async def test_two_workers_share_one_gap_free_log_a_killed_worker_is_restarted_a
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
-    db = await asyncpg.connect(dsn, server_settings={"search_path": schema})
-    try:
-        indices = {row[0] for row in await db.fetch("SELECT log_index FROM records")}
-        latest = await db.fetchval("SELECT MAX(size) FROM checkpoints")
-    finally:
-        await db.close()
+    indices, latest = await shared_log_config.indices_and_latest_checkpoint()
     assert indices == set(range(32)), "one log sequence across the workers, without a gap"
     assert latest == 32, "the final checkpoint covers every record"

@@ -35,13 +35,14 @@ async def until_answers(url: str, process: subprocess.Popen[bytes], log: Path) -
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def workers_config(config: Path, dsn: str, schema: str) -> Path:
-    """``config`` (a development scheme's broker.toml) on the PostgreSQL log ``dsn``/``schema``,
-    with an 8 s shutdown bound, beside it."""
+def workers_config(config: Path, dsn: str | None, schema: str | None) -> Path:
+    """``config`` (a development scheme's broker.toml) on the PostgreSQL log ``dsn``/``schema``
+    (``None``: its own SQLite file), with an 8 s shutdown bound, beside it."""
     text = config.read_text()
     line = 'consent_log = "log/consent-log.sqlite3"\n'
     assert line in text
-    shared = f'consent_log = "{dsn}"\nconsent_log_schema = "{schema}"\nshutdown_timeout_s = 8\n'
+    on_pg = "" if dsn is None else f'consent_log = "{dsn}"\nconsent_log_schema = "{schema}"\n'
+    shared = (on_pg or line) + "shutdown_timeout_s = 8\n"
     path = config.with_name("broker-workers.toml")
     path.write_text(text.replace(line, shared))
     return path

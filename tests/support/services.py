@@ -5,7 +5,10 @@ Both addresses come from the environment so that concurrent runs on one machine 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -21,3 +24,14 @@ async def pg_admin(sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def database_of_its_own() -> AsyncIterator[str]:
+    """A PostgreSQL database made for one test, its DSN; dropped after (sessions and all)."""
+    name = f"axb_test_{secrets.token_hex(6)}"
+    await pg_admin(f"CREATE DATABASE {name}")
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
