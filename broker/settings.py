@@ -96,7 +96,8 @@ class Settings:
     bulk_retention_days: int = 30
     bulk_run_jobs: bool = True
     # `axb serve --workers N`: how long the supervisor waits for its workers' orderly stop
-    shutdown_timeout_s: float = 10.0
+    # under the 10 s Docker and podman give a container between SIGTERM and SIGKILL
+    shutdown_timeout_s: float = 8.0
     # broker.coalesce: concurrent calls to one provider within this window go as one batch
     coalesce_window_ms: float = 1.0
 
@@ -221,7 +222,7 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         max_connections=_int(table, "max_connections", 1000, 1, 1_000_000),
         resident=_resident(table.get("resident")),
         **_bulk_settings(table),
-        shutdown_timeout_s=_float(table, "shutdown_timeout_s", 10.0, 0.1, 3600),
+        shutdown_timeout_s=_float(table, "shutdown_timeout_s", 8.0, 0.1, 3600),
         coalesce_window_ms=_float(table, "coalesce_window_ms", 1.0, 0, 2),
     )
 

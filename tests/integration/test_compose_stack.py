@@ -228,11 +228,8 @@ async def test_the_compose_stack_answers_every_outcome_through_nginx_survives_a_
     podman("stop", "--time", "10", *stack.names(), timeout_s=30)
     stopped_in = time.monotonic() - started
     codes = stack.exit_codes()
-    if stopped_in > 10.0 and {codes["broker-1"], codes["broker-2"]} == {137}:
-        # known since the issue 10-15 branches were integrated (the ops branch alone stopped in
-        # time, and a broker outside a container stops at once on the same PostgreSQL log): in
-        # the stack both brokers outlast the 10 s and are killed; open in issue 14's note
-        pytest.xfail(f"the brokers did not stop within 10 s in the compose stack: {codes}")
+    # (the brokers once outlasted the 10 s here: aiohttp waited up to 60 s for requests and
+    # nothing bounded the teardown; now the whole stop is bounded by shutdown_timeout_s, 8 s)
     assert stopped_in <= 10.0, f"the stack took {stopped_in:.1f} s to stop: {codes}"
     axb_services = ["broker-2", *devscheme.PROVIDERS, devscheme.VES_STUB]
     assert {service: codes[service] for service in axb_services} == dict.fromkeys(axb_services, 0)
