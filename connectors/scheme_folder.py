@@ -59,6 +59,10 @@ class SchemeFolder:
     def public_key(self, member_id: str) -> Path:
         return self.root / "public" / f"{member_id}.jwk.json"
 
+    def identity_config(self, member_id: str) -> Path:
+        """A reference identity provider's key setting, when its key is not ``key(member_id)``."""
+        return self.root / "identity" / f"{member_id}.toml"
+
     def did_document(self, member_id: str) -> Path:
         """An identity provider's DID document, as the operator fetched it."""
         return self.root / "public" / f"{member_id}.did.json"

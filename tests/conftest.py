@@ -17,7 +17,7 @@ from broker.app import create_app
 from broker.scheme import dev as devscheme
 from broker.settings import load_settings
 from connectors import pkcs11
-from connectors.reference.identity import ReferenceIdentityProvider, identity_app
+from connectors.reference.identity import identity_app, load_reference_identity_provider
 from connectors.reference.providers import build_reference_provider, build_ves_stub
 from members.council import EligibilityClient
 from tests.support.councils import CouncilKey
@@ -176,7 +176,7 @@ async def identity_provider(
     scheme: devscheme.DevScheme, listeners: devscheme.Listeners
 ) -> AsyncIterator[str]:
     """The reference identity provider serving its sign-in on the scheme's port; its URL."""
-    provider = ReferenceIdentityProvider.from_pem(scheme.key_path(devscheme.IDP).read_bytes())
+    provider = load_reference_identity_provider(scheme.folder, devscheme.IDP)
     callback = f"{scheme.broker_url}/resident/callback"
     app = identity_app(provider, redirect_uris={devscheme.RESIDENT_PAGE_CLIENT_ID: callback})
     runner = await serve_on(app, listeners.identity)  # its sign-in, for the resident page

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from trust import jws
 from trust.errors import DateFormatError, InvalidMessage, PolicyRefusal, VerificationError
-from trust.keys import SigningKey, b64url_encode
+from trust.keys import Signer, b64url_encode
 from trust.messages import Subject, normalise_subject_field
 
 if TYPE_CHECKING:
@@ -374,6 +374,6 @@ def credential_claims(
     }
 
 
-def sign_credential(claims: Mapping[str, Any], key: SigningKey) -> str:
+def sign_credential(claims: Mapping[str, Any], key: Signer) -> str:
     """Sign a credential with an identity provider's key (its ``kid`` the DID URL)."""
     return jws.sign(claims, key, CORE_IDENTITY)

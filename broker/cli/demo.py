@@ -30,7 +30,10 @@ from broker.settings import load_settings
 from broker.witness.app import create_witness_app
 from broker.witness.settings import load_witness_settings
 from connectors.errors import ConfigError
-from connectors.reference.identity import ReferenceIdentityProvider
+from connectors.reference.identity import (
+    ReferenceIdentityProvider,
+    load_reference_identity_provider,
+)
 from connectors.reference.population import subject_of
 from connectors.reference.providers import build_ves_stub
 from members.council import EligibilityClient
@@ -306,7 +309,7 @@ async def _run_demo(
         seen: set[str] = set()
         answered: list[tuple[EligibilityClient, EligibilityAnswer]] = []
         number = 0
-        idp = ReferenceIdentityProvider.from_pem(scheme.key_path(devscheme.IDP).read_bytes())
+        idp = load_reference_identity_provider(scheme.folder, devscheme.IDP)
         for client in clients.values():
             await client.__aenter__()
         try:

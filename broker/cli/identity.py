@@ -51,7 +51,7 @@ def identity_issue(
     """Print a core identity credential of a test identity, signed by the scheme's reference
     identity provider (pass it to 'axb check --credential FILE')."""
     from broker.scheme import dev as devscheme
-    from connectors.reference.identity import ReferenceIdentityProvider
+    from connectors.reference.identity import load_reference_identity_provider
     from connectors.reference.population import TEST_IDENTITIES
     from connectors.scheme_folder import SchemeFolder
 
@@ -60,11 +60,12 @@ def identity_issue(
     if label not in TEST_IDENTITIES:
         raise BadInput(f"no test identity {label!r} (see docs/test-identities.md)")
     audience = client_id if client_id is not None else _client_id(scheme_dir, str(council))
-    key_path = SchemeFolder(scheme_dir).key(devscheme.IDP)
+    folder = SchemeFolder(scheme_dir)
     try:
-        provider = ReferenceIdentityProvider.from_pem(key_path.read_bytes())
+        provider = load_reference_identity_provider(folder, devscheme.IDP)
     except OSError as exc:
-        raise BadInput(f"cannot read the identity provider's key {key_path}") from exc
+        where = folder.key(devscheme.IDP)
+        raise BadInput(f"cannot read the identity provider's key {where}") from exc
     now = int(time.time())
     if show_claims:
         claims = provider.claims(label, client_id=audience, now=now, vot=vot, lifetime=lifetime)

@@ -192,13 +192,13 @@ def _reference_identity_provider(
 
     from broker.errors import BadInput
     from broker.scheme import dev as devscheme
-    from connectors.reference.identity import ReferenceIdentityProvider, identity_app
+    from connectors.reference.identity import identity_app, load_reference_identity_provider
 
     key = folder.key(devscheme.IDP)
-    if not key.exists():
+    if not key.exists() and not folder.identity_config(devscheme.IDP).exists():
         raise BadInput(f"[resident] is set but there is no reference identity provider key {key}")
     at = urlsplit(resident.authorize_url)
     callback = resident.public_url.rstrip("/") + "/resident/callback"
-    provider = ReferenceIdentityProvider.from_pem(key.read_bytes())
+    provider = load_reference_identity_provider(folder, devscheme.IDP)
     app = identity_app(provider, redirect_uris={devscheme.RESIDENT_PAGE_CLIENT_ID: callback})
     return app, (at.hostname or "127.0.0.1", at.port or 80)

@@ -3,9 +3,9 @@
 ``axb demo`` builds one in a temporary folder (or keeps it with ``--keep DIR``); tests build
 their own. Nothing here is for production: keys are unencrypted PEM files on disk, unless a
 PKCS#11 token is named (``axb demo --pkcs11 URI``): then every signing key — the operator's,
-each member's, the log's and the witnesses' — is generated in that token, each config names its
-key by a ``pkcs11:`` URI, and no private key is written anywhere but the reference identity
-provider's (it stands for One Login, whose key is not the scheme's to hold).
+each member's (the reference identity provider's too), the log's and the witnesses' — is
+generated in that token, each config names its key by a ``pkcs11:`` URI, and no private key is
+written anywhere.
 """
 
 from __future__ import annotations
@@ -954,9 +954,7 @@ def generate(
         _write(folder.operator_config, f'signing_key = "{token.with_object(OPERATOR)}"\n')
     _write(folder.anchor(OPERATOR), json.dumps(dict(operator.verifying_key.jwk)))
     for member in (*MEMBERS, *scheme.witness_ports):
-        # the reference identity provider stands for an outside party (One Login): its key is
-        # not the scheme's to hold, and stays a file even when every scheme key is in a token
-        if token is None or member == IDP:
+        if token is None:
             file_key = SigningKey.generate()
             _write(scheme.key_path(member), file_key.to_pem(), private=True)
             public = file_key.verifying_key
@@ -964,7 +962,13 @@ def generate(
             public = _token_key(token, member).verifying_key
             names[member] = str(token.with_object(member))
         _write(folder.public_key(member), json.dumps(dict(public.jwk)))
-    idp = reference_identity.ReferenceIdentityProvider.from_pem(scheme.key_path(IDP).read_bytes())
+    if token is not None:  # the identity provider's key too; its pairwise subs from a secret
+        _write(folder.secret(f"{IDP}-sub.key"), secrets.token_hex(32) + "\n", private=True)
+        _write(
+            folder.identity_config(IDP),
+            f'signing_key = "{names[IDP]}"\nsub_secret_file = "../secrets/{IDP}-sub.key"\n',
+        )
+    idp = reference_identity.load_reference_identity_provider(folder, IDP)
     _write(folder.did_document(IDP), json.dumps(idp.did_document(), indent=2))
     _write(folder.secret("dvla-ves-api.key"), secrets.token_urlsafe(24) + "\n", private=True)
     secret = base64.b64encode(secrets.token_bytes(32)).decode("ascii")

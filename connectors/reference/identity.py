@@ -4,7 +4,9 @@ It publishes a ``did:web`` document with its credential-signing key and issues c
 credentials (ES256 JWTs: ``vot``, ``vtm``, ``vc.credentialSubject.name[]`` and ``birthDate[]``)
 for the documented synthetic test identities, with a pairwise ``sub`` per relying party, as
 One Login does. Nothing here describes a real person, and nothing here is for production: the
-key is an unencrypted PEM file in the development scheme.
+key is an unencrypted PEM file in the development scheme, or (``axb demo --pkcs11``) a key in
+the scheme's PKCS#11 token, named with the secret its pairwise ``sub`` is derived from in
+``identity/<id>.toml`` (:func:`load_reference_identity_provider` reads either).
 
 ``axb identity issue`` prints one credential; ``identity_app`` serves the DID document and a
 small sign-in page for the demo and the resident page.
@@ -24,10 +26,13 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from connectors.config import configured_signer, read_toml, resolve
+from connectors.errors import ConfigError
 from connectors.reference.population import TEST_IDENTITIES
+from connectors.scheme_folder import SchemeFolder
 from trust.credential import credential_claims, sign_credential
 from trust.did import did_document, did_key
-from trust.keys import SigningKey, VerifyingKey, b64url_encode, thumbprint
+from trust.keys import KeyId, Signer, SigningKey, VerifyingKey, b64url_encode, thumbprint
 
 DID = "did:web:identity.reference.ax-broker.test"
 ISSUER = "https://identity.reference.ax-broker.test/"
@@ -49,14 +54,39 @@ def did_signing_key(key: SigningKey, did: str = DID) -> SigningKey:
     return SigningKey(key.private_key, did_verifying_key(key.verifying_key, did))
 
 
+@dataclass(frozen=True, slots=True)
+class _UnderDid:
+    """A signer wherever its key lives (a token), under the DID URL its document publishes."""
+
+    inner: Signer = field(repr=False)
+    verifying_key: VerifyingKey
+
+    @property
+    def kid(self) -> KeyId:
+        return self.verifying_key.kid
+
+    def sign(self, data: bytes) -> bytes:
+        return self.inner.sign(data)
+
+
+def did_signer(key: Signer, did: str = DID) -> Signer:
+    """Any ``key`` under its DID URL (see :func:`did_verifying_key`)."""
+    return _UnderDid(key, did_verifying_key(key.verifying_key, did))
+
+
+_SUB_PREFIX = b"axb-reference-idp-sub\x00"
+
+
 @dataclass(frozen=True)
 class ReferenceIdentityProvider:
     """Issues core identity credentials for the documented test identities."""
 
-    key: SigningKey = field(repr=False)  # its kid is the DID URL (see did_signing_key)
+    key: Signer = field(repr=False)  # its kid is the DID URL (see did_signer)
     did: str = DID
     issuer: str = ISSUER
     vtm: str = VTM
+    # what the pairwise sub is derived from; by default the key file's own bytes
+    sub_secret: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_pem(cls, pem: bytes) -> ReferenceIdentityProvider:
@@ -67,7 +97,11 @@ class ReferenceIdentityProvider:
 
     def pairwise_sub(self, client_id: str, identity: str) -> str:
         """One Login's ``sub`` is pairwise: the same resident has another at each client."""
-        secret = hashlib.sha256(b"axb-reference-idp-sub\x00" + self.key.to_pem()).digest()
+        secret = self.sub_secret
+        if secret is None:
+            if not isinstance(self.key, SigningKey):
+                raise ValueError("a reference identity provider in a token needs its sub_secret")
+            secret = hashlib.sha256(_SUB_PREFIX + self.key.to_pem()).digest()
         mac = hmac.new(secret, f"{client_id}\x00{identity}".encode(), hashlib.sha256)
         return "urn:fdc:gov.uk:2022:" + b64url_encode(mac.digest())
 
@@ -198,3 +232,21 @@ def identity_app(
     app.router.add_post("/authorize", authorize)
     app.router.add_post("/token", token)
     return app
+
+
+def load_reference_identity_provider(
+    folder: SchemeFolder, member_id: str
+) -> ReferenceIdentityProvider:
+    """The scheme's reference identity provider ``member_id``: its key in a token, as
+    ``identity/<id>.toml`` names it (``signing_key = "pkcs11:..."``, ``sub_secret_file``), or
+    else the PEM file ``keys/<id>.pem``. Raises ``ConfigError`` or ``OSError``."""
+    config = folder.identity_config(member_id)
+    if not config.exists():
+        return ReferenceIdentityProvider.from_pem(folder.key(member_id).read_bytes())
+    table = read_toml(config)
+    key = configured_signer(config.parent, table.get("signing_key"), "signing_key")
+    secret_file = resolve(config.parent, table.get("sub_secret_file"), "sub_secret_file")
+    secret = secret_file.read_bytes().strip()
+    if len(secret) < 32:
+        raise ConfigError(f"{secret_file}: the sub secret is shorter than 32 bytes")
+    return ReferenceIdentityProvider(did_signer(key), sub_secret=secret)

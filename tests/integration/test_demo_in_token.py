@@ -1,8 +1,7 @@
 """`axb demo --pkcs11`: the whole journey with every signing key of the scheme in a SoftHSM2
-token, and no private key of the scheme written anywhere under its folder — the two witnesses'
-cosigning keys too (in production each is another operator's token; here labels of the one).
-The reference identity provider stands for One Login, whose key is not the scheme's to hold:
-its key stays a file, and is the only private key on disk."""
+token, and no private key written anywhere under its folder: the two witnesses' cosigning keys
+and the reference identity provider's credential key are in the token too (in production each
+is another organisation's; here labels of the one token)."""
 
 from __future__ import annotations
 
@@ -59,9 +58,10 @@ def test_demo_with_every_key_in_a_token_leaves_no_private_key_file(tmp_path: Pat
     files = [path for path in keep.rglob("*") if path.is_file()]
     assert len(files) > 20  # the registry, configs, public keys, the log and its process logs
     holding = [path for path in files if _holds_a_private_key(path.read_bytes())]
-    outside = [keep / "keys" / f"{devscheme.IDP}.pem"]
-    assert sorted(holding) == outside
-    assert sorted((keep / "keys").iterdir()) == outside
+    assert holding == []
+    assert not (keep / "keys").exists() or list((keep / "keys").iterdir()) == []
+    idp = tomllib.loads((keep / "identity" / f"{devscheme.IDP}.toml").read_text())
+    assert is_pkcs11_uri(idp["signing_key"])
     for witness in devscheme.WITNESSES:
         config = tomllib.loads((keep / "witnesses" / f"{witness}.toml").read_text())
         assert is_pkcs11_uri(config["key"]), witness
