@@ -7,6 +7,7 @@ General layout:
 - ``signed_http``     the signed-HTTP connector: signs attribute requests, verifies answers
 - ``provider_kit``    what a provider runs: serves the provider API around one async lookup
 - ``connections``     connection hygiene for every server: head, body, keep-alive timeouts, a cap
+- ``govuk``           GOV.UK Frontend's vendored assets, served by our pages for people
 - ``dvla_ves``        the adapter for DVLA's Vehicle Enquiry Service, which speaks its own API
 - ``dwp_cis``         the adapter for DWP's Citizen Information API: OAuth2, match, claims
 - ``conformance``     the conformance checker: plays the broker against a provider endpoint

@@ -6,6 +6,6 @@ General layout:
 - ``api``    the same list for councils' own portals (``POST /v1/resident/checks``)
 
 Beside it, ``templates/`` holds the pages in the GOV.UK Design System's markup (no
-JavaScript), and ``static/`` GOV.UK Frontend's stylesheet, fonts and crest, vendored from npm
-by ``.ci/vendor-govuk-frontend``: nothing is fetched at run time.
+JavaScript); GOV.UK Frontend's stylesheet, fonts and crest come from :mod:`connectors.govuk`,
+which the auditor's console uses too.
 """

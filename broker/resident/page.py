@@ -38,6 +38,7 @@ from aiohttp import web
 
 from broker.app_keys import CLOCK, HTTP, REGISTRY, SETTINGS, STORES
 from broker.settings import ResidentPageSettings, Settings
+from connectors.govuk import add_asset_route
 from trust.credential import CoreIdentity, CredentialRefused, verify_credential
 from trust.pseudonym import pseudonymise_identifiers
 from trust.registry import Registry
@@ -45,7 +46,6 @@ from trust.registry import Registry
 log = structlog.get_logger("broker.resident")
 
 HERE = Path(__file__).parent
-STATIC = HERE / "static"
 SESSION_COOKIE = "axb_resident"
 STATE_COOKIE = "axb_resident_state"
 SESSION_SECONDS = 30 * 60
@@ -79,15 +79,6 @@ _ENV = jinja2.Environment(
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
-_ASSETS = {
-    "govuk-frontend.min.css": ("govuk-frontend.min.css", "text/css"),
-    **{
-        f"fonts/{p.name}": (f"fonts/{p.name}", f"font/{p.suffix[1:]}")
-        for p in (STATIC / "fonts").glob("*.woff*")
-    },
-    "images/govuk-crest.svg": ("images/govuk-crest.svg", "image/svg+xml"),
-    "images/favicon.ico": ("images/favicon.ico", "image/x-icon"),
-}
 
 
 @dataclass
@@ -340,18 +331,6 @@ async def sign_out(request: web.Request) -> web.Response:
     return response
 
 
-async def asset(request: web.Request) -> web.StreamResponse:
-    found = _ASSETS.get(request.match_info["name"])
-    if found is None:
-        raise web.HTTPNotFound()
-    path, media_type = found
-    return web.Response(
-        body=(STATIC / path).read_bytes(),
-        content_type=media_type,
-        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
-    )
-
-
 def add_resident_routes(app: web.Application) -> None:
     """The resident page's routes (HTML for people, so not in the API's route table)."""
     app[SESSIONS] = {}
@@ -360,4 +339,4 @@ def add_resident_routes(app: web.Application) -> None:
     app.router.add_get("/resident/callback", callback)
     app.router.add_get("/resident/checks", checks)
     app.router.add_post("/resident/sign-out", sign_out)
-    app.router.add_get("/resident/assets/{name:.+}", asset)
+    add_asset_route(app, "/resident/assets")

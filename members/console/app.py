@@ -39,6 +39,7 @@ from aiohttp import web
 
 from connectors.config import member_identity, member_log_key
 from connectors.connections import ConnectionGuard, ConnectionLimits, serve
+from connectors.govuk import add_asset_route
 from members.auditor import AuditClient
 from members.errors import CheckFailed
 from trust.checkpoint import NoteVerifier, split_notes
@@ -57,8 +58,8 @@ FILTERS = (
 OUTCOMES = ("yes", "no", "no-match", "undetermined", "refused")
 KINDS = ("check", "consent-withdrawal")
 HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; font-src 'self'; "
+    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     # same-origin, not no-referrer: under no-referrer Chromium sends "Origin: null" with the
     # console's own forms, which the Origin check must then refuse
@@ -305,6 +306,7 @@ def build_console(config: Path, *, token: str | None = None) -> tuple[web.Applic
         app.router.add_get(path, page)
         app.router.add_post(path, page)
     app.router.add_get("/static/console.css", stylesheet)
+    add_asset_route(app, "/assets")  # GOV.UK Frontend: the look of the resident's page too
 
     async def client_session(app: web.Application) -> Any:
         async with console.client:

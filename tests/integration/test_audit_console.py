@@ -170,21 +170,21 @@ async def test_records_are_listed_filtered_and_paged(
     assert indices == [0, 1, 2, 3]
     console, browser = await open_console()
     _, html = await page(browser, f"{base(console)}/")
-    rows = re.findall(r'<a href="/records/(\d+)">', html)
+    rows = re.findall(r'<a [^>]*href="/records/(\d+)"[^>]*>', html)
     assert rows == ["0", "1", "2", "3"]
     assert "council-warwickshire-blue-badge" in html
     _, html = await page(browser, f"{base(console)}/?outcome=refused")
-    assert re.findall(r'<a href="/records/(\d+)">', html) == ["3"]
+    assert re.findall(r'<a [^>]*href="/records/(\d+)"[^>]*>', html) == ["3"]
     _, html = await page(browser, f"{base(console)}/?outcome=undetermined")
     assert "No records match." in text_of(html)
 
     monkeypatch.setattr(audit_console, "PAGE_SIZE", 3)
     _, html = await page(browser, f"{base(console)}/")
-    assert re.findall(r'<a href="/records/(\d+)">', html) == ["0", "1", "2"]
-    following = re.search(r'<a href="([^"]+)" rel="next">', html)
+    assert re.findall(r'<a [^>]*href="/records/(\d+)"[^>]*>', html) == ["0", "1", "2"]
+    following = re.search(r'<a [^>]*href="([^"]+)" rel="next"', html)
     assert following is not None
     _, html = await page(browser, base(console) + following.group(1).replace("&amp;", "&"))
-    assert re.findall(r'<a href="/records/(\d+)">', html) == ["3"]
+    assert re.findall(r'<a [^>]*href="/records/(\d+)"[^>]*>', html) == ["3"]
     assert 'rel="next"' not in html
 
 
@@ -204,7 +204,7 @@ async def test_banded_records_show_their_band_and_filter_by_it(
     _, html = await page(browser, f"{base(console)}/")
     assert '<option value="protected-77">' in html  # the bands seen are offered as filters
     _, html = await page(browser, f"{base(console)}/?outcome=protected-77")
-    assert re.findall(r'<a href="/records/(\d+)">', html) == ["1"]
+    assert re.findall(r'<a [^>]*href="/records/(\d+)"[^>]*>', html) == ["1"]
     assert "protected-77" in text_of(html)
 
 
@@ -262,7 +262,7 @@ async def test_subject_access_lists_who_checked_a_person(
     )
     assert status == 200
     assert "2 records about this person" in text_of(html)
-    assert re.findall(r'<a href="/records/(\d+)">', html) == [str(mine[0]), str(mine[2])]
+    assert re.findall(r'<a [^>]*href="/records/(\d+)"[^>]*>', html) == [str(mine[0]), str(mine[2])]
     assert "Warwickshire County Council" in html  # who, by the registry's name
     # the identifiers typed are not echoed back into the page
     assert person["family_name"] not in html
@@ -315,7 +315,9 @@ async def test_a_council_answer_is_checked_against_the_log(
     token = csrf_of(html)
     _, html = await page(browser, url, csrf=token, token=kept[0])
     assert "Proven: record" in html
-    assert re.search(r'<a href="/records/0">0</a> is the record this answer was given on', html)
+    assert re.search(
+        r'<a [^>]*href="/records/0"[^>]*>0</a> is the record this answer was given on', html
+    )
     await edit_record(broker.settings, 1, outcome="yes")
     _, html = await page(browser, url, csrf=token, token=kept[1])
     assert "NOT proven" in html
@@ -381,8 +383,12 @@ def browse_as_an_auditor(link: str, person: dict[str, str]) -> dict[str, Any]:
         driver.get(link)  # signs in, lands on the records page
         seen["records_title"] = driver.title
         seen["rows"] = len(driver.find_elements(By.CSS_SELECTOR, "table.records tbody tr"))
-        header = driver.find_element(By.TAG_NAME, "header")
+        header = driver.find_element(By.CSS_SELECTOR, "header.govuk-header")
         seen["header_background"] = header.value_of_css_property("background-color")
+        seen["font"] = driver.find_element(By.TAG_NAME, "h1").value_of_css_property("font-family")
+        seen["fonts_loaded"] = driver.execute_script(
+            "return document.fonts.check('19px \"GDS Transport\"')"
+        )
 
         driver.find_element(By.LINK_TEXT, "Subject access").click()
         driver.find_element(By.NAME, "family_name").send_keys(person["family_name"])
@@ -416,6 +422,8 @@ async def test_an_auditor_uses_the_console_in_chromium(
     assert seen["records_title"].startswith("Records")
     assert seen["rows"] == 4
     assert seen["header_background"] == "rgba(11, 12, 12, 1)"  # the stylesheet loaded under CSP
+    assert "GDS Transport" in seen["font"]  # GOV.UK Frontend's look, as the resident's page
+    assert seen["fonts_loaded"] is True  # its fonts came through the console's CSP too
     assert seen["subject_access"] == "2 records about this person"
     assert seen["record_verdict"].startswith("Verified: the record matches its digest")
     assert seen["verify_verdict"].startswith("OK: the export verifies. 4 records")
