@@ -19,7 +19,7 @@ import socket
 import ssl
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
@@ -141,6 +141,18 @@ def use_uvloop() -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_server(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server's ``main`` to its end on a new event loop, then return at once — unlike
+    ``asyncio.run``, which then waits for every thread of the loop's default executor. A
+    thread may be stuck in ``getaddrinfo`` for a host that went away with the rest of a
+    stack being stopped (a compose service's name, once its DNS is gone): waiting for it
+    outlasted the container runtime's grace. Callers exit the process straight after
+    (:func:`exit_after_orderly_stop`), so nothing is left to clean up."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(main)
 
 
 async def until_stopped() -> None:

@@ -22,6 +22,7 @@ from broker.cli.common import (
     connection_limits,
     exit_after_orderly_stop,
     inherited_socket,
+    run_server,
     serve_forever,
     use_uvloop,
 )
@@ -148,7 +149,7 @@ def serve(
     use_uvloop()
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_forever(apps, connection_limits(settings)))
+            run_server(serve_forever(apps, connection_limits(settings)))
     except ShutdownIncomplete as exc:  # steps abandoned at the shutdown timeout, logged
         click.echo(f"axb: the stop was not orderly: {exc}", err=True)
         exit_after_orderly_stop(1)

@@ -33,7 +33,7 @@ import orjson
 
 from broker.errors import BrokerError, LogUnavailable
 from broker.stores.consent_log.location import LogLocation, PostgresLocation, SqliteLocation
-from broker.stores.consent_log.postgres import create_tables
+from broker.stores.consent_log.postgres import close_pool, create_tables
 
 T = TypeVar("T")
 
@@ -720,7 +720,7 @@ class PostgresJobStore(JobStore):
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            await close_pool(pool)
 
     @property
     def pool(self) -> asyncpg.Pool:

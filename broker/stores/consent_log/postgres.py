@@ -8,11 +8,13 @@ and a later batch is never visible before an earlier one.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import structlog
 
 from broker.errors import LogUnavailable, SettingsError
 from broker.stores.consent_log.base import GroupCommitWriter, RecordFilter, StoredRecord
@@ -28,6 +30,8 @@ from broker.stores.consent_log.columns import (
     schema,
 )
 from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
+
+log = structlog.get_logger("broker.stores.consent_log")
 
 _SETUP_LOCK = 0x6178_6200  # serialises schema creation by brokers starting together
 
@@ -80,6 +84,20 @@ def _stored(rows: Sequence[asyncpg.Record]) -> list[StoredRecord]:
         )
         for r in rows
     ]
+
+
+POOL_CLOSE_S = 1.0
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close ``pool`` gracefully if that takes at most ``POOL_CLOSE_S``, else terminate its
+    connections: at a stop everything is committed already, and a database being stopped
+    beside the broker (the same ``podman stop``) can leave the pool reconnecting for ever."""
+    try:
+        await asyncio.wait_for(pool.close(), POOL_CLOSE_S)
+    except TimeoutError:
+        log.warning("postgres_pool_terminated", after_s=POOL_CLOSE_S)
+        pool.terminate()
 
 
 async def create_tables(
@@ -145,7 +163,7 @@ class PostgresConsentLog(GroupCommitWriter):
         await self._stop_writer()
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            await close_pool(pool)
 
     async def _commit(
         self, records: Sequence[LogRecord], prepared: list[LogEntry] | None
