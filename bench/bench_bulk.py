@@ -3,7 +3,7 @@ single-check throughput measured in the same run; the broker's RSS; status laten
 job runs.
 
     .venv/bin/python bench/bench_bulk.py [--items 1000,100000] [--single-seconds 10]
-        [--chunk 500] [--in-flight 32] [--worker] [--postgres DSN] [--json PATH]
+        [--chunk 500] [--in-flight 250] [--worker] [--postgres DSN] [--json PATH]
 
 All on 127.0.0.1: a development scheme in a temporary folder (rate limit raised so the
 limiter never answers), the DWP- and HMRC-style reference providers and the broker
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", default="1000,100000", help="job sizes, comma-separated")
     parser.add_argument("--single-seconds", type=float, default=10.0)
     parser.add_argument("--chunk", type=int, default=500, help="the broker's bulk chunk_items")
-    parser.add_argument("--in-flight", type=int, default=32, help="[bulk] items_in_flight")
+    parser.add_argument("--in-flight", type=int, default=250, help="[bulk] items_in_flight")
     parser.add_argument(
         "--worker", action="store_true", help="jobs run by a second broker process (run_jobs)"
     )

@@ -25,6 +25,7 @@ from broker.app_keys import (
     SETTINGS,
     SHEDDER,
     STEP,
+    STOPPING,
     STORES,
     TEARDOWN,
     TRANSPARENCY,
@@ -33,9 +34,9 @@ from broker.app_keys import (
 from broker.bulk.service import install as install_bulk
 from broker.coalesce import Coalescer
 from broker.cosigning import WitnessClient
-from broker.errors import BrokerError, ClientGone
+from broker.errors import BrokerError, ClientGone, Refused, StoreUnavailable
 from broker.gate import Gate
-from broker.metrics import Metrics
+from broker.metrics import Metrics, ProviderState
 from broker.openapi import openapi_document
 from broker.overload import LoadShedder
 from broker.pipeline import CheckPipeline, RecordedStep
@@ -86,6 +87,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     except (BrokerError, TrustError, ConnectorError) as exc:
         response, slug = problem_for(exc)
         reason = getattr(exc, "reason", None) or type(exc).__name__
+        metrics = request.app[METRICS]
+        if isinstance(exc, Refused):
+            metrics.check_outcomes.labels(exc.check, exc.requester, "refused").inc()
+        elif isinstance(exc, StoreUnavailable):
+            metrics.admission_errors.inc()
     except Exception:
         log.exception("unhandled_error")
         response, slug = problem_for(RuntimeError())
@@ -143,9 +149,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app[SETTINGS] = settings
     # the teardown's half of the stop; aiohttp's runner spends the other half on requests
     app[TEARDOWN] = Teardown(settings.shutdown_timeout_s / 2)
+    app[STOPPING] = asyncio.Event()
     app[REGISTRY] = registry
     app[STORES] = stores
-    app[METRICS] = Metrics()
+    metrics = app[METRICS] = Metrics()
     transparency = TransparencyLog(
         stores.consent_log,
         settings.log_signer,
@@ -155,7 +162,16 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         clock=clock,
     )
     app[TRANSPARENCY] = transparency
+    transparency.observe_append = metrics.log_append_seconds.observe
+    stores.consent_log.observe_commit = metrics.observe_commit
     app[GUARDS] = ProviderGuards()
+    metrics.read_at_scrape(
+        providers=lambda: [
+            ProviderState(p, g.breaker.state, g.in_flight) for p, g in app[GUARDS].items()
+        ],
+        log_size=lambda: transparency.known_size,
+        checkpoint_age_s=transparency.checkpoint_age_s,
+    )
     window_s = settings.coalesce_window_ms / 1000
     coalescer = Coalescer(window_s=window_s, guards=app[GUARDS]) if window_s > 0 else None
     app[CLOCK] = clock

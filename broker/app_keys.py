@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -40,6 +42,11 @@ GUARDS = web.AppKey("guards", ProviderGuards)
 GATE = web.AppKey("gate", Gate)
 SHEDDER = web.AppKey("shedder", LoadShedder)
 TEARDOWN = web.AppKey("teardown", Teardown)
+# set on SIGTERM: /readyz answers 503 "stopping" while checks in flight (and, for drain_s,
+# new ones) are still answered, so load balancers stop sending first
+STOPPING = web.AppKey("stopping", asyncio.Event)
+# under ``axb serve --workers N``: the supervisor's status file (how many workers are alive)
+WORKERS_FILE: web.AppKey[Path] = web.AppKey("workers_file")
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 PROVIDER_REPORTS = web.RequestKey("provider_reports", list)

@@ -59,9 +59,12 @@ class LogGap(LogUnavailable):
 class Refused(BrokerError):
     """A policy refusal that has been recorded in the consent log at ``log_index``."""
 
-    def __init__(self, refusal: PolicyRefusal, log_index: int) -> None:
+    def __init__(
+        self, refusal: PolicyRefusal, log_index: int, *, check: str = "", requester: str = ""
+    ) -> None:
         super().__init__(refusal.detail)
         self.refusal, self.log_index = refusal, log_index
+        self.check, self.requester = check, requester  # for the metrics, as the query named
 
 
 class BadInput(BrokerError):

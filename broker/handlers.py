@@ -20,8 +20,10 @@ from broker.app_keys import (
     REGISTRY,
     SETTINGS,
     SHEDDER,
+    STOPPING,
     STORES,
     TRANSPARENCY,
+    WORKERS_FILE,
 )
 from broker.audit.export import b64
 from connectors.base import read_jwt_body
@@ -51,8 +53,11 @@ async def _check(request: web.Request, body: bytes) -> web.Response:
     result = await app[PIPELINE].run(body)
     metrics = app[METRICS]
     metrics.check_seconds.observe(time.perf_counter() - started)
+    metrics.check_outcomes.labels(result.check, result.requester, result.outcome).inc()
     for report in result.reports:
         metrics.provider_calls.labels(report.provider, report.status).inc()
+        if report.latency_ms > 0:  # a call made (not one skipped by its circuit or an outage)
+            metrics.provider_call_seconds.labels(report.provider).observe(report.latency_ms / 1000)
     request[PROVIDER_REPORTS] = [
         {"provider": r.provider, "status": r.status, "ms": r.latency_ms} for r in result.reports
     ]
@@ -75,6 +80,8 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 async def get_readyz(request: web.Request) -> web.Response:
     app = request.app
+    if app[STOPPING].is_set():  # first, so that load balancers stop sending new checks here
+        return web.json_response({"status": "stopping"}, status=503)
     registry = app[REGISTRY].snapshot
     checks = {
         "registry": registry.fresh_at(int(app[CLOCK]())),
@@ -83,7 +90,13 @@ async def get_readyz(request: web.Request) -> web.Response:
     }
     ready = all(checks.values())
     status = "ready" if ready else "not-ready"
-    body = {"status": status, "checks": checks, "registry_seq": registry.seq}
+    body: dict[str, object] = {"status": status, "checks": checks, "registry_seq": registry.seq}
+    workers = app.get(WORKERS_FILE)
+    if workers is not None:  # the port stays served while a worker restarts: still ready
+        try:
+            body["workers"] = orjson.loads(workers.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            body["workers"] = None  # the supervisor has not written it yet
     return web.json_response(body, status=200 if ready else 503)
 
 

@@ -1,10 +1,89 @@
-"""Prometheus metrics, in a registry of the app's own (several apps can share a process)."""
+"""Prometheus metrics, in a registry of the app's own (several apps can share a process).
+
+Named to Prometheus's conventions (base units, ``_total`` for counters) and checked with
+``promtool check metrics`` in the suite. What an operator reads:
+
+- checks: ``axb_checks_total{result}`` (answered, or the problem that ended the request),
+  ``axb_check_outcomes_total{check, requester, outcome}`` for answered and refused checks (the
+  members and checks of the registry: a bounded set), ``axb_check_seconds``;
+- providers: ``axb_provider_calls_total{provider, status}``,
+  ``axb_provider_call_seconds{provider}``, ``axb_provider_circuit_state{provider}`` (0 closed,
+  1 half-open, 2 open) and ``axb_provider_in_flight{provider}``, read at scrape time;
+- the consent log: ``axb_log_append_seconds`` (from a check's append to its record durable),
+  ``axb_log_batch_records`` and ``axb_log_commit_seconds`` per group commit,
+  ``axb_log_records`` (as far as this process knows) and ``axb_checkpoint_age_seconds``, read at scrape;
+- ``axb_admission_errors_total``: checks the replay store could not admit (Redis down);
+- the process: ``process_*`` (CPU, memory, open files) and ``python_*``, and
+  ``axb_worker_info{pid}``, so each worker of ``axb serve --workers N`` is told apart.
+"""
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderState:
+    provider: str
+    circuit: str
+    in_flight: int
+
+
+class _ScrapeTime(Collector):
+    """Gauges read from the broker's own state when Prometheus scrapes."""
+
+    def __init__(
+        self,
+        providers: Callable[[], list[ProviderState]],
+        log_size: Callable[[], int],
+        checkpoint_age_s: Callable[[], float],
+    ) -> None:
+        self._providers = providers
+        self._log_size = log_size
+        self._checkpoint_age_s = checkpoint_age_s
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        circuit = GaugeMetricFamily(
+            "axb_provider_circuit_state",
+            "Each provider's circuit breaker: 0 closed, 1 half-open, 2 open",
+            labels=["provider"],
+        )
+        in_flight = GaugeMetricFamily(
+            "axb_provider_in_flight", "Calls in flight to each provider", labels=["provider"]
+        )
+        for state in self._providers():
+            circuit.add_metric([state.provider], CIRCUIT_STATES[state.circuit])
+            in_flight.add_metric([state.provider], state.in_flight)
+        yield circuit
+        yield in_flight
+        yield GaugeMetricFamily(
+            "axb_log_records",
+            "Records in the consent log, as far as this process knows",
+            value=self._log_size(),
+        )
+        yield GaugeMetricFamily(
+            "axb_checkpoint_age_seconds",
+            "Seconds since the latest checkpoint this process knows of (NaN: none yet)",
+            value=self._checkpoint_age_s(),
+        )
 
 
 @dataclass
@@ -12,18 +91,69 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        self.checks = Counter(
-            "axb_checks_total", "Checks by result", ["result"], registry=self.registry
+        r = self.registry
+        self.checks = Counter("axb_checks_total", "Checks by result", ["result"], registry=r)
+        self.check_outcomes = Counter(
+            "axb_check_outcomes_total",
+            "Answered and refused checks by check, requester and outcome (or band)",
+            ["check", "requester", "outcome"],
+            registry=r,
         )
         self.check_seconds = Histogram(
-            "axb_check_seconds",
-            "Time to answer a check",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=self.registry,
+            "axb_check_seconds", "Time to answer a check", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.provider_calls = Counter(
             "axb_provider_calls_total",
             "Provider calls by status",
             ["provider", "status"],
-            registry=self.registry,
+            registry=r,
         )
+        self.provider_call_seconds = Histogram(
+            "axb_provider_call_seconds",
+            "Time a provider took to answer a call (or to fail it)",
+            ["provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.log_append_seconds = Histogram(
+            "axb_log_append_seconds",
+            "From a record's append to its being durable (group commit included)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.log_batch_records = Histogram(
+            "axb_log_batch_records",
+            "Records per group commit of the consent log",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+            registry=r,
+        )
+        self.log_commit_seconds = Histogram(
+            "axb_log_commit_seconds",
+            "Time one group commit of the consent log took",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.admission_errors = Counter(
+            "axb_admission_errors_total",
+            "Checks the replay store could not admit (it was unavailable)",
+            registry=r,
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Gauge("axb_worker_info", "This broker process", ["pid"], registry=r).labels(
+            str(os.getpid())
+        ).set(1)
+
+    def observe_commit(self, records: int, seconds: float) -> None:
+        self.log_batch_records.observe(records)
+        self.log_commit_seconds.observe(seconds)
+
+    def read_at_scrape(
+        self,
+        providers: Callable[[], list[ProviderState]],
+        log_size: Callable[[], int],
+        checkpoint_age_s: Callable[[], float] = lambda: math.nan,
+    ) -> None:
+        """Register the gauges read from the broker's state at each scrape."""
+        self.registry.register(_ScrapeTime(providers, log_size, checkpoint_age_s))

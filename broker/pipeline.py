@@ -49,6 +49,8 @@ class CheckResult:
     outcome: Verdict
     log_index: int
     reports: tuple[ProviderReport, ...]
+    check: str = ""
+    requester: str = ""
 
 
 def _parse_query(verified: jws.Verified, now: float) -> EligibilityQuery:
@@ -163,7 +165,7 @@ class CheckPipeline:
             structlog.contextvars.bind_contextvars(log_index=index, outcome="refused")
             if isinstance(refusal, CredentialRefused):  # which check failed: for the log only
                 structlog.contextvars.bind_contextvars(credential_reason=refusal.reason)
-            raise Refused(refusal, index) from None
+            raise Refused(refusal, index, check=query.check, requester=query.requester) from None
         if decision.query is not None:  # the subject as the credential proved it
             query = decision.query
 
@@ -184,4 +186,6 @@ class CheckPipeline:
         )
         claims = answer_claims(answer, now=int(self._clock()))
         token = jws.sign(claims, self._settings.signing_key, jws.ELIGIBILITY_RESPONSE)
-        return CheckResult(token, done.outcome, appended.index, done.reports)
+        return CheckResult(
+            token, done.outcome, appended.index, done.reports, query.check, query.requester
+        )

@@ -130,6 +130,10 @@ class ProviderGuards:
     def now(self) -> float:
         return self._clock()
 
+    def items(self) -> list[tuple[str, ProviderGuard]]:
+        """Every provider called so far, with its guard."""
+        return list(self._guards.items())
+
     def snapshot(self, provider_id: str) -> dict[str, Any] | None:
         guard = self._guards.get(provider_id)
         if guard is None:

@@ -90,7 +90,7 @@ class Settings:
     bulk_max_items: int = 100_000
     bulk_max_bytes: int = 64 * 1024 * 1024
     bulk_chunk_items: int = 500
-    bulk_items_in_flight: int = 32
+    bulk_items_in_flight: int = 250
     bulk_lease_s: float = 30.0
     bulk_poll_s: float = 1.0
     bulk_retention_days: int = 30
@@ -98,6 +98,8 @@ class Settings:
     # `axb serve --workers N`: how long the supervisor waits for its workers' orderly stop
     # under the 10 s Docker and podman give a container between SIGTERM and SIGKILL
     shutdown_timeout_s: float = 8.0
+    # after SIGTERM, /readyz answers 503 for this long before the broker stops accepting
+    drain_s: float = 0.0
     # broker.coalesce: concurrent calls to one provider within this window go as one batch
     coalesce_window_ms: float = 1.0
 
@@ -223,6 +225,7 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         resident=_resident(table.get("resident")),
         **_bulk_settings(table),
         shutdown_timeout_s=_float(table, "shutdown_timeout_s", 8.0, 0.1, 3600),
+        drain_s=_float(table, "drain_s", 0.0, 0, 600),
         coalesce_window_ms=_float(table, "coalesce_window_ms", 1.0, 0, 2),
     )
 
@@ -235,7 +238,7 @@ def _bulk_settings(table: dict[str, Any]) -> dict[str, Any]:
         "bulk_max_items": _int(bulk, "max_items", 100_000, 1, 1_000_000),
         "bulk_max_bytes": _int(bulk, "max_bytes", 64 * 1024 * 1024, 1024, 2**34),
         "bulk_chunk_items": _int(bulk, "chunk_items", 500, 1, 10_000),
-        "bulk_items_in_flight": _int(bulk, "items_in_flight", 32, 1, 10_000),
+        "bulk_items_in_flight": _int(bulk, "items_in_flight", 250, 1, 10_000),
         "bulk_lease_s": _float(bulk, "lease_s", 30.0, 0.5, 3600),
         "bulk_poll_s": _float(bulk, "poll_s", 1.0, 0.01, 60),
         "bulk_retention_days": _int(bulk, "retention_days", 30, 0, 3650),

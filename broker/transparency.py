@@ -58,6 +58,17 @@ class TransparencyLog:
         self.latest: tuple[int, str] | None = None
         self.signed = asyncio.Event()  # set at each new checkpoint (the witness client waits)
         self._cosigned_size = 0  # the largest checkpoint size with a cosignature, as last read
+        self.observe_append: Callable[[float], None] | None = None  # seconds, per append
+        self._appended_size = 0
+
+    @property
+    def known_size(self) -> int:
+        """Records in the log as far as this process knows: its tree, or its latest append."""
+        return max(self._tree.size, self._appended_size)
+
+    def checkpoint_age_s(self) -> float:
+        """Seconds since this process signed its latest checkpoint (NaN: not yet)."""
+        return self._clock() - self._latest_at if math.isfinite(self._latest_at) else math.nan
 
     async def sync(self) -> int:
         """Bring the tree up to every record committed so far (by any process)."""
@@ -101,7 +112,11 @@ class TransparencyLog:
     async def append(self, record: LogRecord) -> Appended:
         """Durably append ``record`` (raises ``LogUnavailable``); a checkpoint falls due every N
         records."""
+        started = time.perf_counter()
         appended = await self._store.append(record)
+        if self.observe_append is not None:
+            self.observe_append(time.perf_counter() - started)
+        self._appended_size = max(self._appended_size, appended.index + 1)
         self._since_checkpoint += 1
         if self._since_checkpoint >= self._every_records:
             self._due.set()

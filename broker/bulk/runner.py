@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -30,6 +30,7 @@ from connectors.registry_source import RegistrySource
 from trust import bulk, policy
 from trust.errors import PolicyRefusal, RegistryError
 from trust.messages import ConsentReference, EligibilityQuery, Subject
+from trust.policy import PlannedCall
 
 log = structlog.get_logger("broker.bulk")
 MAX_PAUSES = 8  # consecutive log failures before a job ends failed
@@ -172,7 +173,9 @@ class BulkRunner:
         for consent_id in {q.consent.id for q in queries if q.consent is not None}:
             if consent_id not in withdrawn:
                 withdrawn[consent_id] = await self._log.is_withdrawn(job.requester, consent_id)
-        slots = asyncio.Semaphore(self._settings.bulk_items_in_flight)
+        slots = asyncio.Semaphore(
+            items_in_flight(self._settings.bulk_items_in_flight, shared.decision.calls)
+        )
 
         async def check(query: EligibilityQuery) -> Recorded:
             async with slots:  # a bounded burst: requests to the broker keep their turn
@@ -205,6 +208,14 @@ class BulkRunner:
                 rows=ended.done_rows,
                 records=ended.done_subjects,
             )
+
+
+def items_in_flight(setting: int, calls: Sequence[PlannedCall]) -> int:
+    """How many of a chunk's items may be in their fan-out at once: the setting, but never more
+    than every provider of the job can take at once — ``max_batch`` calls per batch times its
+    ``max_concurrency`` batches — so that no item spends its check deadline queued for a
+    provider (a provider without batches takes ``max_concurrency`` items)."""
+    return min(setting, *(c.max_batch * c.max_concurrency for c in calls)) if calls else setting
 
 
 async def results_digests(store: JobStore, job_id: str) -> bulk.ResultsDigests:

@@ -19,7 +19,7 @@ import socket
 import ssl
 import sys
 import tomllib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
@@ -196,6 +196,9 @@ async def serve_forever(
     apps: Sequence[tuple[web.Application, Endpoint]],
     limits: ConnectionLimits | None = None,
     tls: ssl.SSLContext | None = None,
+    *,
+    on_stopping: Callable[[], None] | None = None,
+    drain_s: float = 0.0,
 ) -> None:
     """Serve each app until cancelled; say where each listens, with the port actually bound
     (a config's port 0 lets the kernel choose one). Every port is bound before any app
@@ -218,6 +221,10 @@ async def serve_forever(
             host, port = runner.addresses[0][:2]
             click.echo(f"listening on http{'s' if tls else ''}://{host}:{port}", err=True)
         await until_stopped()
+        if on_stopping is not None:  # e.g. /readyz 503, while requests are still served
+            on_stopping()
+        if drain_s > 0:
+            await asyncio.sleep(drain_s)
     finally:
         failed: BaseException | None = None
         for runner in reversed(runners):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import sys
 from pathlib import Path
@@ -110,6 +111,8 @@ def serve(
 ) -> None:
     """Serve the broker."""
     from broker.app import create_app
+    from broker.app_keys import STOPPING, WORKERS_FILE
+    from broker.cli.workers import WORKERS_STATUS_ENV
     from broker.errors import ShutdownIncomplete
     from broker.settings import load_settings
     from connectors.reference.providers import build_reference_provider, build_ves_stub
@@ -135,7 +138,10 @@ def serve(
         host_bound, port_bound = broker_at.getsockname()[:2]
         click.echo(f"listening on http://{host_bound}:{port_bound}", err=True)
         sys.exit(Supervisor(argv, broker_at, workers, settings.shutdown_timeout_s).run())
-    apps: list[tuple[web.Application, Endpoint]] = [(create_app(settings), broker_at)]
+    broker_app = create_app(settings)
+    if status_file := os.environ.get(WORKERS_STATUS_ENV):  # a worker of axb serve --workers
+        broker_app[WORKERS_FILE] = Path(status_file)
+    apps: list[tuple[web.Application, Endpoint]] = [(broker_app, broker_at)]
     if with_providers:
         folder = SchemeFolder.of_config(config)
         for provider_config in sorted(folder.providers_dir.glob("*.toml")):
@@ -149,7 +155,14 @@ def serve(
     use_uvloop()
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            run_server(serve_forever(apps, connection_limits(settings)))
+            run_server(
+                serve_forever(
+                    apps,
+                    connection_limits(settings),
+                    on_stopping=broker_app[STOPPING].set,
+                    drain_s=settings.drain_s,
+                )
+            )
     except ShutdownIncomplete as exc:  # steps abandoned at the shutdown timeout, logged
         click.echo(f"axb: the stop was not orderly: {exc}", err=True)
         exit_after_orderly_stop(1)

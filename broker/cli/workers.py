@@ -12,21 +12,28 @@ worker, so the supervisor refuses to start workers without Redis (fail closed) r
 a replay store that only looks shared.
 
 A worker that dies is restarted (after ``RESTART_DELAY_S``, so a worker that cannot start
-does not spin); while it is down, the other workers keep answering on the socket and their
-``/readyz`` is unchanged. On SIGTERM or SIGINT the supervisor stops accepting for every worker
-at once (each worker's own orderly stop: checks in flight answered, log committed and
-checkpointed), waits up to ``shutdown_timeout_s``, kills what is left, and exits 0 only if
-every worker did.
+does not spin); while it is down, the other workers keep answering on the socket, and their
+``/readyz`` says so: the supervisor keeps ``{"expected": N, "alive": k, "restarts": r}`` in a
+file of its own (named to the workers by ``AXB_WORKERS_STATUS``), which ``/readyz`` reports
+as ``workers`` (still 200: the port is served). On SIGTERM or SIGINT the supervisor stops
+accepting for every worker at once (each worker's own orderly stop: checks in flight answered,
+log committed and checkpointed), waits up to ``shutdown_timeout_s``, kills what is left, and
+exits 0 only if every worker did.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -35,6 +42,7 @@ from broker.errors import SettingsError
 from broker.settings import Settings
 
 RESTART_DELAY_S = 1.0
+WORKERS_STATUS_ENV = "AXB_WORKERS_STATUS"
 POLL_S = 0.1
 
 
@@ -64,12 +72,29 @@ class Supervisor:
         self._stopping = False
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * workers
         self._down_since: list[float] = [0.0] * workers
+        self._status_dir = Path(tempfile.mkdtemp(prefix="axb-workers-"))
+        self.status_file = self._status_dir / "workers.json"
+        self._restarts = 0
+        self._reported: tuple[int, int] | None = None
+
+    def _report(self) -> None:
+        """Write how many workers are alive, if that changed (atomically: readers never see
+        half a file)."""
+        alive = sum(1 for p in self._procs if p is not None and p.poll() is None)
+        if self._reported == (alive, self._restarts):
+            return
+        self._reported = (alive, self._restarts)
+        status = {"expected": self._count, "alive": alive, "restarts": self._restarts}
+        partial = self.status_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(status))
+        partial.replace(self.status_file)
 
     def _start(self, slot: int) -> None:
         fd = self._sock.fileno()
         self._procs[slot] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "broker.cli", "serve", *self._argv, "--listen-fd", str(fd)],
             pass_fds=[fd],
+            env={**os.environ, WORKERS_STATUS_ENV: str(self.status_file)},
         )
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
@@ -90,8 +115,13 @@ class Supervisor:
                     self._procs[slot], self._down_since[slot] = None, now
                 elif proc is None and now - self._down_since[slot] >= RESTART_DELAY_S:
                     self._start(slot)
+                    self._restarts += 1
+            self._report()
             time.sleep(POLL_S)
-        return self._shutdown()
+        try:
+            return self._shutdown()
+        finally:
+            shutil.rmtree(self._status_dir, ignore_errors=True)
 
     def _shutdown(self) -> int:
         running = [p for p in self._procs if p is not None and p.poll() is None]

@@ -8,6 +8,7 @@ exports (or Prometheus's own ``up``)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,7 +17,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from connectors.reference.population import subject_of
 from members.council import EligibilityClient
+from members.errors import CheckFailed
 from tests.support.councils import blue_badge
 from tests.support.servers import RunningBroker
 
@@ -100,3 +103,54 @@ async def test_the_metrics_page_passes_promtool_and_has_every_series_the_dashboa
     assert used, "the dashboard and the rules query the broker's metrics"
     counters = {name.removesuffix("_total") for name in used}
     assert counters <= {name.removesuffix("_total") for name in exported}, used - exported
+
+
+def sample(page: str, name: str, **labels: str) -> float:
+    """The value of the series ``name`` with exactly ``labels`` on a /metrics page."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in page.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        series, _, value = line.rpartition(" ")
+        head, _, rest = series.partition("{")
+        found = ",".join(sorted(rest.rstrip("}").split(","))) if rest else ""
+        if head == name and found == wanted:
+            return float(value)
+    raise AssertionError(f"no {name}{{{wanted}}} on the page")
+
+
+async def test_the_metrics_count_outcomes_by_check_and_requester_and_time_providers_and_the_log(
+    broker: RunningBroker, blue_badge_client: EligibilityClient
+) -> None:
+    """The issue's metric set, each series moved by the work that should move it: outcomes by
+    check and requester (a refusal too), provider call time, circuit state and calls in
+    flight, the log's append and group-commit times and batch sizes, its size and checkpoint
+    age, admission errors, and this process (with its pid, to tell workers apart)."""
+    assert await blue_badge(blue_badge_client) == "yes"
+    assert await blue_badge(blue_badge_client, "bb-no") == "no"
+    with pytest.raises(CheckFailed):
+        await blue_badge_client.check(
+            "free-school-meals",
+            purpose="free-school-meals-application",
+            subject=subject_of("fsm-no"),
+            assurance="P2",
+        )
+    async with aiohttp.ClientSession() as session, session.get(f"{broker.url}/metrics") as got:
+        page = await got.text()
+    council = blue_badge_client.member_id
+    outcome = "axb_check_outcomes_total"
+    assert sample(page, outcome, check="blue-badge-automatic", requester=council, outcome="yes")
+    assert sample(page, outcome, check="blue-badge-automatic", requester=council, outcome="no")
+    assert sample(page, outcome, check="free-school-meals", requester=council, outcome="refused")
+    assert sample(page, "axb_provider_call_seconds_count", provider="dwp-reference") >= 2
+    assert sample(page, "axb_provider_circuit_state", provider="dwp-reference") == 0  # closed
+    assert sample(page, "axb_provider_in_flight", provider="dwp-reference") == 0
+    assert sample(page, "axb_log_append_seconds_count") >= 3  # two answers and the refusal
+    assert sample(page, "axb_log_batch_records_count") >= 1
+    assert sample(page, "axb_log_batch_records_sum") >= 3
+    assert sample(page, "axb_log_commit_seconds_count") >= 1
+    assert sample(page, "axb_log_records") >= 3
+    assert sample(page, "axb_admission_errors_total") == 0
+    assert sample(page, "axb_worker_info", pid=str(os.getpid())) == 1  # the broker runs here
+    assert sample(page, "process_resident_memory_bytes") > 0
+    assert "axb_checkpoint_age_seconds " in page

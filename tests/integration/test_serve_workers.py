@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -32,6 +33,16 @@ pytestmark = [pytest.mark.redis]
 def workers_of(supervisor: subprocess.Popen[bytes]) -> set[int]:
     children = Path(f"/proc/{supervisor.pid}/task/{supervisor.pid}/children")
     return {int(pid) for pid in children.read_text().split()}
+
+
+async def workers_in_readyz(url: str) -> dict[str, int]:
+    """What a worker's /readyz says of the workers (a fresh connection: any worker answers);
+    waits 50 ms after asking, so that 20 asks span a second."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/readyz") as response:
+        assert response.status == 200  # a worker down leaves the port served: still ready
+        workers: dict[str, int] = (await response.json())["workers"]
+    await asyncio.sleep(0.05)
+    return workers
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,11 @@ async def test_two_workers_share_one_gap_free_log_a_killed_worker_is_restarted_a
         async with EligibilityClient.from_config(council) as client:
             outcomes = await asyncio.gather(*(blue_badge(client) for _ in range(16)))
             assert outcomes == ["yes"] * 16
+        assert (await workers_in_readyz(scheme.broker_url))["alive"] == 2
         killed = sorted(first)[0]
         os.kill(killed, signal.SIGKILL)  # its open connections die with it, as any crash's
+        seen = [await workers_in_readyz(scheme.broker_url) for _ in range(20)]  # over ~1 s
+        assert {"expected": 2, "alive": 1, "restarts": 0} in seen, seen  # /readyz reflects it
         async with EligibilityClient.from_config(council) as client:
             # the other worker answers while the supervisor restarts the dead one
             assert await asyncio.gather(*(blue_badge(client) for _ in range(8))) == ["yes"] * 8
@@ -107,6 +121,11 @@ async def test_two_workers_share_one_gap_free_log_a_killed_worker_is_restarted_a
             assert killed not in now
             assert len(now) == 2, tail(log)
             await until_answers(scheme.broker_url + "/readyz", supervisor, log)
+            assert await workers_in_readyz(scheme.broker_url) == {
+                "expected": 2,
+                "alive": 2,
+                "restarts": 1,
+            }
             assert await asyncio.gather(*(blue_badge(client) for _ in range(8))) == ["yes"] * 8
         started = time.monotonic()
         supervisor.send_signal(signal.SIGTERM)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
@@ -21,6 +22,7 @@ from aiohttp import web
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
 from members.council import EligibilityClient
+from tests.support.councils import blue_badge
 from tests.support.logdb import log_backend
 from tests.support.processes import tail, until_answers
 from tests.support.servers import RunningProvider, start_app
@@ -237,3 +239,39 @@ async def test_sigterm_stops_within_the_shutdown_timeout_when_postgresql_goes_si
     assert took < 3.0 + 2.0, f"stopped in {took:.1f} s: {tail(log)}"
     assert code != 0  # the final checkpoint could not be written: not a clean stop, and said
     assert "shutdown_step_timed_out" in log.read_text(errors="replace"), tail(log)
+
+
+async def test_on_sigterm_readyz_answers_503_first_while_checks_are_still_answered(
+    scheme: devscheme.DevScheme,
+    listeners: devscheme.Listeners,
+    providers: dict[str, RunningProvider],
+    tmp_path: Path,
+) -> None:
+    """``drain_s``: after SIGTERM the broker tells load balancers first (/readyz 503
+    ``stopping``) and keeps answering what still reaches it for that long, then stops in order
+    and exits 0."""
+    text = scheme.broker_config.read_text()
+    scheme.broker_config.write_text("drain_s = 1.5\n" + text)
+    log = tmp_path / "broker.log"
+    broker = spawn(["serve", "--config", str(scheme.broker_config)], listeners.broker.fileno(), log)
+    listeners.broker.close()
+    try:
+        await until_answers(scheme.broker_url + "/readyz", broker, log)
+        async with (
+            EligibilityClient.from_config(
+                scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+            ) as client,
+            aiohttp.ClientSession() as session,
+        ):
+            assert await blue_badge(client) == "yes"
+            broker.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with session.get(scheme.broker_url + "/readyz") as response:
+                assert response.status == 503
+                assert (await response.json())["status"] == "stopping"
+            assert broker.poll() is None  # still draining
+            assert await blue_badge(client) == "yes"  # what still comes is answered
+        assert await exit_code(broker) == 0, tail(log)
+    finally:
+        if broker.poll() is None:
+            broker.kill()

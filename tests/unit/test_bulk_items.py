@@ -208,3 +208,28 @@ def test_manifest_over_the_item_limit_is_refused() -> None:
     verified = jws.Verified("c", "k", claims["jti"], 0, 120, claims)
     with pytest.raises(InvalidMessage, match="at most 10"):
         bulk.parse_manifest(verified, today=TODAY, max_items=10)
+
+
+def test_a_jobs_items_in_flight_never_exceed_what_its_providers_take_at_once() -> None:
+    """Batches fill when many items are in flight, but a provider without batches takes only
+    ``max_concurrency`` calls: more items in flight would queue for it and spend their check
+    deadline there."""
+    from broker.bulk.runner import items_in_flight
+    from trust.policy import PlannedCall
+
+    def call(max_batch: int, max_concurrency: int = 32) -> PlannedCall:
+        return PlannedCall(
+            "p",
+            "https://p.test",
+            1000,
+            ("a",),
+            ("family_name",),
+            max_concurrency=max_concurrency,
+            max_batch=max_batch,
+        )
+
+    assert items_in_flight(250, [call(250), call(250)]) == 250
+    assert items_in_flight(250, [call(250), call(1)]) == 32  # the one without batches
+    assert items_in_flight(250, [call(4, max_concurrency=8)]) == 32
+    assert items_in_flight(10, [call(250)]) == 10
+    assert items_in_flight(250, []) == 250  # nothing to call (every provider skipped)

@@ -6,7 +6,7 @@ import abc
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,6 +47,8 @@ class RecordFilter:
 
 
 class ConsentLog(Protocol):
+    observe_commit: Callable[[int, float], None] | None  # (records, seconds) per group commit
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -132,6 +134,9 @@ class GroupCommitWriter(abc.ABC):
         self._writer: asyncio.Task[None] | None = None
         self._next_index: int | None = None  # the index after the last committed batch
         self.commits = 0
+        # told (records, seconds) of each group commit that went through (the app's metrics)
+        self.observe_commit: Callable[[int, float], None] | None = None
+        self._commit_started = 0.0
         self._committing = True  # did the last commit (or probe) go through?
         self._judged_at = -math.inf  # time.monotonic() of that last commit or probe
 
@@ -219,6 +224,7 @@ class GroupCommitWriter(abc.ABC):
                     batch += extra
             if batch:
                 records = [record for record, _ in batch]
+                self._commit_started = time.perf_counter()
                 in_flight = asyncio.create_task(self._commit(records, prepared))
                 flying = batch
             elif stopping:
@@ -235,6 +241,8 @@ class GroupCommitWriter(abc.ABC):
                     future.set_exception(LogUnavailable(f"commit failed: {exc}"))
             return
         self.commits += 1
+        if self.observe_commit is not None:
+            self.observe_commit(len(batch), time.perf_counter() - self._commit_started)
         self._committing, self._judged_at = True, time.monotonic()
         self._next_index = entries[-1].index + 1
         for entry, (_, future) in zip(entries, batch, strict=True):
