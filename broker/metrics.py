@@ -11,7 +11,8 @@ Named to Prometheus's conventions (base units, ``_total`` for counters) and chec
   1 half-open, 2 open) and ``axb_provider_in_flight{provider}``, read at scrape time;
 - the consent log: ``axb_log_append_seconds`` (from a check's append to its record durable),
   ``axb_log_batch_records`` and ``axb_log_commit_seconds`` per group commit,
-  ``axb_log_records`` (as far as this process knows) and ``axb_checkpoint_age_seconds``, read at scrape;
+  ``axb_log_records`` (as far as this process knows) and ``axb_checkpoint_age_seconds``,
+  read at scrape;
 - ``axb_admission_errors_total``: checks the replay store could not admit (Redis down);
 - the process: ``process_*`` (CPU, memory, open files) and ``python_*``, and
   ``axb_worker_info{pid}``, so each worker of ``axb serve --workers N`` is told apart.
