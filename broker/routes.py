@@ -586,26 +586,29 @@ COUNTS: dict[str, Any] = {
     "type": "object",
     "additionalProperties": {"type": "integer", "minimum": 0},
 }
+JOB_FIELDS: dict[str, Any] = {
+    "id": {"type": "string"},
+    "status": {"enum": ["queued", "running", "completed", "failed", "cancelled"]},
+    "reason": {"type": ["string", "null"]},
+    "check": {"type": "string"},
+    "purpose": {"type": "string"},
+    "as_of": {"type": "string", "format": "date"},
+    "items": {"type": "integer"},
+    "processed": {"type": "integer"},
+    "progress": {"type": "number", "minimum": 0, "maximum": 1},
+    "counts": COUNTS,
+    "subjects": {"type": "integer"},
+    "records": {"type": "integer"},
+    "log_index_range": {"type": ["array", "null"], "items": {"type": "integer"}},
+    "created_at": {"type": "string"},
+    "finished_at": {"type": ["string", "null"]},
+    "results_deleted": {"type": "boolean"},
+}
 BULK_JOB: dict[str, Any] = object_schema(
-    {
-        "id": {"type": "string"},
-        "status": {"enum": ["queued", "running", "completed", "failed", "cancelled"]},
-        "reason": {"type": ["string", "null"]},
-        "check": {"type": "string"},
-        "purpose": {"type": "string"},
-        "as_of": {"type": "string", "format": "date"},
-        "items": {"type": "integer"},
-        "processed": {"type": "integer"},
-        "progress": {"type": "number", "minimum": 0, "maximum": 1},
-        "counts": COUNTS,
-        "subjects": {"type": "integer"},
-        "records": {"type": "integer"},
-        "log_index_range": {"type": ["array", "null"], "items": {"type": "integer"}},
-        "created_at": {"type": "string"},
-        "finished_at": {"type": ["string", "null"]},
-        "results_deleted": {"type": "boolean"},
-        "links": {"type": "object", "additionalProperties": {"type": "string"}},
-    }
+    {**JOB_FIELDS, "links": {"type": "object", "additionalProperties": {"type": "string"}}}
+)
+AUDITED_JOB: dict[str, Any] = object_schema(
+    {**JOB_FIELDS, "requester": {"type": "string"}, "lawful_basis": {"type": ["string", "null"]}}
 )
 ITEMS_BODY: dict[str, Any] = {
     "required": True,
@@ -698,6 +701,27 @@ BULK_ROUTES: tuple[Route, ...] = (
     ),
 )
 ROUTES += BULK_ROUTES
+ROUTES += (
+    Route(
+        "GET",
+        "/v1/audit/jobs",
+        api.get_jobs,
+        "auditJobs",
+        "Bulk jobs of every council (or one requester's), newest first, each with its consent "
+        "records' log index range (auditors; no subjects, no results)",
+        json_response("Jobs", object_schema({"jobs": {"type": "array", "items": AUDITED_JOB}})),
+        problems=("bad-request", *AUDIT_REQUEST, *policy.AUDIT_REFUSALS, *LOG_READ),
+        details={
+            **AUDIT_SECURITY,
+            "parameters": [
+                query_parameter("requester", required=False),
+                query_parameter(
+                    "limit", required=False, schema={**COUNT, "minimum": 1, "maximum": 500}
+                ),
+            ],
+        },
+    ),
+)
 
 
 def add_routes(app: web.Application, routes: tuple[Route, ...] = ROUTES) -> None:

@@ -118,6 +118,13 @@ class AuditClient:
             result: dict[str, Any] = await response.json()
             return result
 
+    async def jobs(self, *, requester: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Bulk jobs, newest first, each with its consent records' log index range."""
+        query = {"limit": str(limit), **({"requester": requester} if requester else {})}
+        async with await self._request("GET", "/v1/audit/jobs", query) as response:
+            result: list[dict[str, Any]] = (await response.json())["jobs"]
+            return result
+
     async def record(self, index: int) -> dict[str, Any]:
         async with await self._request("GET", f"/v1/audit/records/{index}") as response:
             result: dict[str, Any] = await response.json()

@@ -13,6 +13,8 @@ from aiohttp import web
 from broker.app_keys import GATE, REGISTRY, SETTINGS, STORES, TRANSPARENCY
 from broker.audit.export import b64, export_lines, record_json
 from broker.audit.params import count, int_param, time_param
+from broker.bulk.handlers import audited_job
+from broker.bulk.service import BULK
 from broker.errors import BadRequest, Replayed
 from broker.stores.consent_log import RecordFilter
 from trust import jws, policy
@@ -22,6 +24,7 @@ from trust.pseudonym import pseudonymise_identifiers
 from trust.registry import Registry
 
 MAX_PAGE = 1000
+MAX_JOBS = 500
 
 
 async def authenticate_audit(
@@ -90,6 +93,19 @@ async def get_identity_sources(request: web.Request) -> web.Response:
             "by_identity_provider": by_provider,
         }
     )
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    """Bulk jobs, newest first, each with its consent records' log index range: what they
+    checked and under which purpose, never a subject or a result."""
+    await authenticate_audit(request)
+    limit = int_param(request, "limit", 100)
+    if not 1 <= limit <= MAX_JOBS:
+        raise BadRequest("bad-request", f"limit must be between 1 and {MAX_JOBS}")
+    jobs = await request.app[BULK].store.all_jobs(
+        requester=request.query.get("requester"), limit=limit
+    )
+    return web.json_response({"jobs": [audited_job(job) for job in jobs]})
 
 
 async def get_record(request: web.Request) -> web.Response:

@@ -101,6 +101,15 @@ def job_document(job: Job) -> dict[str, Any]:
     }
 
 
+def audited_job(job: Job) -> dict[str, Any]:
+    """A job as an auditor lists it: whose, what for, how far, and its records' range — no
+    links to the council's results."""
+    document = job_document(job)
+    del document["links"]
+    lawful_basis = job.manifest.get("lawful_basis")
+    return {**document, "requester": job.requester, "lawful_basis": lawful_basis}
+
+
 async def post_job(request: web.Request) -> web.Response:
     job = await receive_job(request)
     document = job_document(job)

@@ -180,6 +180,14 @@ async def records_page(request: web.Request) -> web.Response:
     )
 
 
+async def jobs_page(request: web.Request) -> web.Response:
+    """Bulk jobs, newest first: whose, for what, how far, and the range of their records."""
+    console = _console(request)
+    requester = request.query.get("requester") or None
+    jobs = await console.client.jobs(requester=requester, limit=PAGE_SIZE)
+    return console.page("jobs.html", jobs=jobs, requester=requester or "")
+
+
 def _fields(body: dict[str, Any]) -> list[tuple[str, str]]:
     """The record's fields as rows; nested values (consent, subject) flattened one level."""
     rows = []
@@ -297,6 +305,7 @@ def build_console(config: Path, *, token: str | None = None) -> tuple[web.Applic
     app.router.add_get("/login", login)
     app.router.add_get("/", records_page)
     app.router.add_get("/records/{index}", record_page)
+    app.router.add_get("/jobs", jobs_page)
     pages = (
         ("/subject-access", subject_access_page),
         ("/verify", verify_page),

@@ -17,11 +17,14 @@ import pytest
 
 from broker.scheme import dev as devscheme
 from connectors.reference.population import subject_of
+from members.auditor import AuditClient
+from members.bulk import BulkJobs
 from members.console import app as audit_console
 from members.console.app import COOKIE, Console, login_url, start_console
 from members.council import EligibilityClient
 from members.errors import CheckFailed
 from tests.support.browser import headless_chromium
+from tests.support.bulk import strangers, submit_fsm
 from tests.support.councils import blue_badge_answer_token
 from tests.support.logdb import edit_record, log_sql
 from tests.support.servers import RunningBroker
@@ -428,3 +431,36 @@ async def test_an_auditor_uses_the_console_in_chromium(
     assert seen["record_verdict"].startswith("Verified: the record matches its digest")
     assert seen["verify_verdict"].startswith("OK: the export verifies. 4 records")
     assert seen["severe"] == []  # no CSP violation, no script or resource error
+
+
+async def test_bulk_jobs_are_listed_with_the_range_of_their_records_and_only_to_auditors(
+    scheme: devscheme.DevScheme, open_console: Open, schools_client: EligibilityClient
+) -> None:
+    """The audit API's job list (``GET /v1/audit/jobs``) and the console's page of it: each
+    council's jobs with their consent records' log index range, linked to those records; no
+    subject, no result, no link to the council's results; a council's key may not list."""
+    jobs = BulkJobs(schools_client)
+    job = await submit_fsm(jobs, strangers(5))
+    ended = await jobs.wait(job["id"], poll_s=0.05)
+    assert ended["status"] == "completed"
+    first, last = ended["log_index_range"]
+    async with AuditClient.from_config(auditor_config(scheme)) as auditor:
+        listed = await auditor.jobs()
+        assert [j["id"] for j in listed] == [job["id"]]
+        assert listed[0]["requester"] == devscheme.COUNCIL_SCHOOLS
+        assert listed[0]["log_index_range"] == [first, last]
+        assert "links" not in listed[0]
+        assert "Resident" not in str(listed)  # the strangers' family names
+        assert await auditor.jobs(requester=devscheme.COUNCIL_BLUE_BADGE) == []
+    council = scheme.council_config(devscheme.COUNCIL_SCHOOLS)
+    async with AuditClient.from_config(council) as not_an_auditor:
+        with pytest.raises(CheckFailed) as refused:
+            await not_an_auditor.jobs()
+    assert refused.value.status == 403
+    console, browser = await open_console()
+    status, html = await page(browser, f"{base(console)}/jobs")
+    assert status == 200
+    assert job["id"] in html
+    assert f'href="/records/{first}"' in html
+    assert f'href="/records/{last}"' in html
+    assert "Resident" not in html

@@ -574,6 +574,17 @@ class JobStore(abc.ABC):
                 )
         return len(old)
 
+    async def all_jobs(self, *, requester: str | None = None, limit: int = 100) -> list[Job]:
+        """Every council's jobs (or ``requester``'s), newest first: what an auditor lists."""
+        if requester is not None:
+            return await self.jobs_of(requester, limit=limit)
+        rows = await self.read(
+            f"SELECT {_JOB_COLUMNS} FROM bulk_jobs WHERE status <> 'receiving' "  # noqa: S608
+            "ORDER BY created_ms DESC LIMIT ?",
+            limit,
+        )
+        return [_job(row) for row in rows]
+
     async def jobs_of(self, requester: str, *, limit: int = 100) -> list[Job]:
         rows = await self.read(
             f"SELECT {_JOB_COLUMNS} FROM bulk_jobs WHERE requester = ? "  # noqa: S608
