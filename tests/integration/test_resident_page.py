@@ -5,6 +5,7 @@ attacked over plain HTTP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from typing import Any
@@ -133,7 +134,9 @@ async def test_a_sign_in_code_works_once(
 
 def browse_as_a_resident(start: str, who: str) -> dict[str, Any]:
     """Headless Chromium: start page, sign in as ``who`` at the provider, the checks page."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     driver = headless_chromium()
     seen: dict[str, Any] = {}
@@ -154,6 +157,12 @@ def browse_as_a_resident(start: str, who: str) -> dict[str, Any]:
         seen["font"] = driver.find_element(By.TAG_NAME, "h1").value_of_css_property("font-family")
         driver.implicitly_wait(15)
         driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()  # sign out
+        # the click returns before the next page has loaded: wait for the start page's title
+        # (reading it at once read the checks page's, now and then)
+        with contextlib.suppress(TimeoutException):
+            WebDriverWait(driver, 15).until(
+                lambda d: d.title.startswith("Find out who checked your data")
+            )
         seen["after_sign_out"] = driver.title
         seen["severe"] = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     finally:
