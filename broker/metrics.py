@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector
 
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_LOG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)  # a commit's time
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,7 @@ class Metrics:
         self.log_append_seconds = Histogram(
             "axb_log_append_seconds",
             "From a record's append to its being durable (group commit included)",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            buckets=_LOG_BUCKETS,
             registry=r,
         )
         self.log_batch_records = Histogram(
@@ -131,7 +132,7 @@ class Metrics:
         self.log_commit_seconds = Histogram(
             "axb_log_commit_seconds",
             "Time one group commit of the consent log took",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            buckets=_LOG_BUCKETS,
             registry=r,
         )
         self.admission_errors = Counter(
