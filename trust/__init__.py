@@ -17,6 +17,7 @@ General layout:
 - ``pseudonym``  keyed HMAC subject pseudonyms for the consent log
 - ``records``    consent records, canonical (JCS) and committed through salted digests
 - ``merkle``     the RFC 6962/9162 Merkle tree, inclusion and consistency proofs
+- ``tiles``      the tree as C2SP tlog-tiles: hash tiles, paths, a tree holding only its edge
 - ``checkpoint`` C2SP tlog-checkpoints as Ed25519 signed notes
 - ``cosignature``    C2SP tlog-cosignature: witnesses' Ed25519 ``cosignature/v1`` lines
 - ``witnessing``     what a witness decides on ``add-checkpoint`` (C2SP tlog-witness), purely

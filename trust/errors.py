@@ -57,6 +57,11 @@ class ProofRequestError(LogProofError, ValueError):
     """A request to the log tree is out of range or malformed (a caller's error, HTTP 400)."""
 
 
+class TileMissing(TrustError):
+    """A tree computation needed a hash tile its caller did not read: the caller's fault (or
+    its store's), never the requester's."""
+
+
 class CheckpointError(TrustError):
     """A signed checkpoint is malformed, not signed by the log's key, or for another log."""
 

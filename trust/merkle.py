@@ -20,7 +20,7 @@ Hashes are stored packed, 32 bytes each, so a million leaves take about 64 MB.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from trust.errors import LogProofError, ProofRequestError
@@ -28,10 +28,14 @@ from trust.errors import LogProofError, ProofRequestError
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "BlockReader",
     "MerkleTree",
+    "consistency_path",
+    "inclusion_path",
     "leaf_hash",
     "node_hash",
     "root_from_leaves",
+    "tree_root",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -161,8 +165,33 @@ class MerkleTree:
         if set(map(type, items)) - {bytes} or set(map(len, items)) - {HASH_SIZE}:
             for position, value in enumerate(items):
                 _require_hash(value, f"leaf hash {position}", ProofRequestError)
+        self._levels[0] += b"".join(items)
+        self._hash_up()
+
+    @classmethod
+    def from_packed(cls, packed: bytes) -> MerkleTree:
+        """A tree of the leaf hashes packed in ``packed`` (32 bytes each), as a hash tile
+        holds them."""
+        tree = cls()
+        tree.extend_packed(packed)
+        return tree
+
+    def extend_packed(self, packed: bytes) -> None:
+        """Append the leaf hashes packed in ``packed`` (32 bytes each)."""
+        if len(packed) % HASH_SIZE:
+            raise ProofRequestError(f"packed leaf hashes must be a multiple of {HASH_SIZE} bytes")
+        self._levels[0] += packed
+        self._hash_up()
+
+    def copy(self) -> MerkleTree:
+        """An independent tree of the same leaves (no hashing: the levels are copied)."""
+        twin = MerkleTree()
+        twin._levels = [bytearray(level) for level in self._levels]
+        return twin
+
+    def _hash_up(self) -> None:
+        """Hash every block that the leaves appended last completed."""
         levels = self._levels
-        levels[0] += b"".join(items)
         step = 2 * HASH_SIZE
         level = 0
         while True:
@@ -184,34 +213,27 @@ class MerkleTree:
 
     def leaf(self, index: int) -> bytes:
         """The leaf hash at ``index``."""
-        self._check_index(index, self.size)
+        _check_index(index, self.size)
         return self._block(0, index)
+
+    def leaves(self) -> bytes:
+        """Every leaf hash, packed 32 bytes each, in order."""
+        return bytes(self._levels[0])
+
+    def node(self, level: int, position: int) -> bytes:
+        """The hash of the complete, aligned block of ``2**level`` leaves at ``position``
+        (leaves ``position * 2**level`` onwards), which must lie inside the tree."""
+        if (position + 1) << level > self.size:
+            raise ProofRequestError(f"block {position} of level {level} is not complete")
+        return self._block(level, position)
 
     def root(self, size: int | None = None) -> bytes:
         """MTH of the first ``size`` leaves (default: all of them)."""
-        if size is None:
-            size = self.size
-        self._check_size(size, "size")
-        if size == 0:
-            return EMPTY_ROOT
-        return self._range_hash(0, size)
+        return tree_root(self._block, self.size if size is None else size, self.size)
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """PATH(index, D[size]) of RFC 9162 §2.1.3.1, nearest sibling first."""
-        self._check_size(size, "size")
-        self._check_index(index, size)
-        path: list[bytes] = []
-        low, high = 0, size
-        while high - low > 1:
-            middle = low + _largest_power_of_two_below(high - low)
-            if index < middle:
-                path.append(self._range_hash(middle, high))
-                high = middle
-            else:
-                path.append(self._range_hash(low, middle))
-                low = middle
-        path.reverse()
-        return path
+        return inclusion_path(self._block, index, size, self.size)
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """PROOF(old_size, D[new_size]) of RFC 9162 §2.1.4.1, lowest subtree first.
@@ -219,70 +241,108 @@ class MerkleTree:
         Empty when ``old_size`` is 0 or equals ``new_size``: the empty tree and a tree itself
         are prefixes of every later tree with nothing to prove.
         """
-        self._check_size(old_size, "old_size")
-        self._check_size(new_size, "new_size")
-        if old_size > new_size:
-            raise ProofRequestError(
-                f"old_size {old_size} is larger than new_size {new_size}: "
-                "a consistency proof only runs forward"
-            )
-        proof: list[bytes] = []
-        if old_size == 0 or old_size == new_size:
-            return proof
-        # SUBPROOF(m, D[low:high], whole_old_tree_is_a_known_root), unrolled.
-        low, high, m, known = 0, new_size, old_size, True
-        while True:
-            n = high - low
-            if m == n:
-                if not known:
-                    proof.append(self._range_hash(low, high))
-                break
-            k = _largest_power_of_two_below(n)
-            if m <= k:
-                proof.append(self._range_hash(low + k, high))
-                high = low + k
-            else:
-                proof.append(self._range_hash(low, low + k))
-                low += k
-                m -= k
-                known = False
-        proof.reverse()
-        return proof
-
-    # internals
-
-    def _check_size(self, size: int, what: str) -> None:
-        _require_count(size, what, ProofRequestError)
-        if size > self.size:
-            raise ProofRequestError(f"{what} {size} is beyond the tree's size {self.size}")
-
-    @staticmethod
-    def _check_index(index: int, size: int) -> None:
-        _require_count(index, "index", ProofRequestError)
-        if index >= size:
-            raise ProofRequestError(f"index {index} is not below the tree size {size}")
+        return consistency_path(self._block, old_size, new_size, self.size)
 
     def _block(self, level: int, position: int) -> bytes:
         start = position * HASH_SIZE
         return bytes(self._levels[level][start : start + HASH_SIZE])
 
-    def _range_hash(self, start: int, end: int) -> bytes:
-        """MTH(D[start:end]) for ``start < end`` with ``start`` aligned to the largest block.
 
-        That alignment holds for every range RFC 9162's recursion visits: each begins at a
-        multiple of a power of two at least as large as itself.
-        """
-        width = end - start
-        blocks: list[bytes] = []
-        position = start
-        for level in range(width.bit_length() - 1, -1, -1):
-            if width >> level & 1:
-                blocks.append(self._block(level, position >> level))
-                position += 1 << level
-        result = blocks.pop()
-        while blocks:
-            result = _node(blocks.pop(), result)
-        return result
+# The proofs as functions of a block reader, ``block(level, position)``: the hash of the
+# complete, aligned block of ``2**level`` leaves at ``position``. :class:`MerkleTree` reads its
+# levels; ``trust.tiles`` reads hash tiles. Every range RFC 9162's recursion visits begins at a
+# multiple of a power of two at least as large as itself, so it is tiled by complete aligned
+# blocks, one per set bit of its width.
+
+BlockReader = Callable[[int, int], bytes]
+
+
+def _check_size(size: int, what: str, tree_size: int) -> None:
+    _require_count(size, what, ProofRequestError)
+    if size > tree_size:
+        raise ProofRequestError(f"{what} {size} is beyond the tree's size {tree_size}")
+
+
+def _check_index(index: int, size: int) -> None:
+    _require_count(index, "index", ProofRequestError)
+    if index >= size:
+        raise ProofRequestError(f"index {index} is not below the tree size {size}")
+
+
+def _range_hash(block: BlockReader, start: int, end: int) -> bytes:
+    """MTH(D[start:end]) for ``start < end`` with ``start`` aligned to the largest block."""
+    width = end - start
+    blocks: list[bytes] = []
+    position = start
+    for level in range(width.bit_length() - 1, -1, -1):
+        if width >> level & 1:
+            blocks.append(block(level, position >> level))
+            position += 1 << level
+    result = blocks.pop()
+    while blocks:
+        result = _node(blocks.pop(), result)
+    return result
+
+
+def tree_root(block: BlockReader, size: int, tree_size: int) -> bytes:
+    """MTH of the first ``size`` leaves of a tree of ``tree_size`` leaves read by ``block``."""
+    _check_size(size, "size", tree_size)
+    if size == 0:
+        return EMPTY_ROOT
+    return _range_hash(block, 0, size)
+
+
+def inclusion_path(block: BlockReader, index: int, size: int, tree_size: int) -> list[bytes]:
+    """PATH(index, D[size]) of RFC 9162 §2.1.3.1, nearest sibling first."""
+    _check_size(size, "size", tree_size)
+    _check_index(index, size)
+    path: list[bytes] = []
+    low, high = 0, size
+    while high - low > 1:
+        middle = low + _largest_power_of_two_below(high - low)
+        if index < middle:
+            path.append(_range_hash(block, middle, high))
+            high = middle
+        else:
+            path.append(_range_hash(block, low, middle))
+            low = middle
+    path.reverse()
+    return path
+
+
+def consistency_path(
+    block: BlockReader, old_size: int, new_size: int, tree_size: int
+) -> list[bytes]:
+    """PROOF(old_size, D[new_size]) of RFC 9162 §2.1.4.1, lowest subtree first."""
+    _check_size(old_size, "old_size", tree_size)
+    _check_size(new_size, "new_size", tree_size)
+    if old_size > new_size:
+        raise ProofRequestError(
+            f"old_size {old_size} is larger than new_size {new_size}: "
+            "a consistency proof only runs forward"
+        )
+    proof: list[bytes] = []
+    if old_size == 0 or old_size == new_size:
+        return proof
+    # SUBPROOF(m, D[low:high], whole_old_tree_is_a_known_root), unrolled.
+    low, high, m, known = 0, new_size, old_size, True
+    while True:
+        n = high - low
+        if m == n:
+            if not known:
+                proof.append(_range_hash(block, low, high))
+            break
+        k = _largest_power_of_two_below(n)
+        if m <= k:
+            proof.append(_range_hash(block, low + k, high))
+            high = low + k
+        else:
+            proof.append(_range_hash(block, low, low + k))
+            low += k
+            m -= k
+            known = False
+    proof.reverse()
+    return proof
 
 
 def _check_proof_hashes(proof: Sequence[bytes], what: str) -> None:
