@@ -209,7 +209,11 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await stores.consent_log.start()
-        await transparency.start()
+        try:
+            await transparency.start()
+        except BaseException:  # a log that fails its start check is closed, not left open
+            await stores.consent_log.close()
+            raise
         checkpointer = asyncio.create_task(transparency.run(), name="checkpointer")
         app[HTTP] = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=256, limit_per_host=128),

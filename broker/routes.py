@@ -176,6 +176,7 @@ class Route:
     details: Mapping[str, Any] = field(default_factory=dict)  # parameters, requestBody, ...
     other_responses: Mapping[str, Any] = field(default_factory=dict)  # non-problem answers
     ok_status: str = "200"  # the status of ``ok`` (202 for a job accepted to run later)
+    router_path: str | None = None  # the router's path where it needs a pattern OpenAPI lacks
 
     @property
     def all_problems(self) -> tuple[str, ...]:
@@ -332,6 +333,29 @@ ROUTES: tuple[Route, ...] = (
                 query_parameter("to", schema=COUNT),
             ]
         },
+    ),
+    Route(
+        "GET",
+        "/v1/log/tile/{tile}",
+        public.get_tile,
+        "logTile",
+        "The log's tree as C2SP tlog-tiles, read-only, for anyone to mirror: `tile` is "
+        "`<L>/<N>[.p/<W>]` (a hash tile) or `entries/<N>[.p/<W>]` (an entry bundle), with "
+        "`<N>` in x-prefixed groups of three digits; 404 until the tree has it",
+        {"description": "Tile bytes", "content": {"application/octet-stream": {}}},
+        problems=("not-found", "invalid-proof-request", *LOG_READ),
+        details={
+            "parameters": [
+                {
+                    "name": "tile",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "the tile path after tile/, slashes included",
+                }
+            ]
+        },
+        router_path="/v1/log/tile/{tile:.+}",
     ),
     Route(
         "GET",
@@ -726,4 +750,4 @@ ROUTES += (
 
 def add_routes(app: web.Application, routes: tuple[Route, ...] = ROUTES) -> None:
     for route in routes:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, route.router_path or route.path, route.handler)

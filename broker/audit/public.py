@@ -36,7 +36,7 @@ async def get_inclusion_proof(request: web.Request) -> web.Response:
         {
             "index": index,
             "tree_size": size,
-            "leaf_hash": b64(transparency.leaf(index)),
+            "leaf_hash": b64(await transparency.leaf(index)),
             "proof": [b64(h) for h in proof],
         }
     )
@@ -46,3 +46,22 @@ async def get_consistency_proof(request: web.Request) -> web.Response:
     old, new = int_param(request, "from"), int_param(request, "to")
     proof = await request.app[TRANSPARENCY].consistency_proof(old, new)
     return web.json_response({"from": old, "to": new, "proof": [b64(h) for h in proof]})
+
+
+# A tile's bytes never change once the tree has them (a partial tile of width W is the first W
+# hashes of its tile): mirrors and caches may keep them for ever.
+IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+
+
+async def get_tile(request: web.Request) -> web.Response:
+    """C2SP tlog-tiles: a hash tile ``tile/<L>/<N>[.p/<W>]`` or an entry bundle
+    ``tile/entries/<N>[.p/<W>]``, each only once the tree has it."""
+    path = "tile/" + request.match_info["tile"]
+    transparency = request.app[TRANSPARENCY]
+    if path.startswith("tile/entries/"):
+        data = await transparency.entry_bundle(path)
+    else:
+        data = await transparency.tile(path)
+    if data is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=data, content_type="application/octet-stream", headers=IMMUTABLE)

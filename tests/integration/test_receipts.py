@@ -126,7 +126,7 @@ async def test_a_log_rewritten_and_re_signed_with_the_real_key_is_caught(
     target = answers[1]
     real = broker.app[TRANSPARENCY]
     await real.sync()
-    leaves = [real.leaf(i) for i in range(real.size)]
+    leaves = [await real.leaf(i) for i in range(real.size)]
     leaves[target.log_index] = receipt_leaf(bytes(32))  # the operator swaps the record out
     forged = MerkleTree(leaves)
     signer = log_signer(scheme)

@@ -52,10 +52,16 @@ class StartBroker(Protocol):
 
 
 async def serve_on(app: web.Application, sock: socket.socket) -> web.AppRunner:
-    """Serve ``app`` on a socket bound already; stopping the runner closes it."""
+    """Serve ``app`` on a socket bound already; stopping the runner closes it (as does an app
+    that fails to start)."""
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
+    try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
     return runner
 
 

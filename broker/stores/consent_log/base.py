@@ -12,6 +12,7 @@ from typing import Protocol
 
 from broker.errors import LogUnavailable
 from trust.records import LogEntry, LogRecord, entry_for
+from trust.tiles import Tile, TileKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,24 @@ class ConsentLog(Protocol):
 
     async def prune(self, before_ms: int) -> int:
         """Delete bodies and salts of records older than ``before_ms``; returns how many."""
+        ...
+
+    async def add_tiles(self, tiles: Sequence[Tile]) -> None:
+        """Keep full hash tiles of the log's tree, all in one transaction; a tile already kept
+        stays as it is (tiles are a function of the records, so every process writes the
+        same)."""
+        ...
+
+    async def tiles(self, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
+        """The kept tiles of ``keys`` (``(level, index)``); a key not kept is absent."""
+        ...
+
+    async def tile_count(self, level: int) -> int:
+        """How many tiles of ``level`` are kept (they are kept in order: 0 up to this)."""
+        ...
+
+    async def drop_tiles(self) -> None:
+        """Delete every kept tile (they are written afresh from the records)."""
         ...
 
 

@@ -87,6 +87,12 @@ CREATE TABLE IF NOT EXISTS cosignatures (
     line     TEXT NOT NULL,
     PRIMARY KEY (size, witness)
 );
+CREATE TABLE IF NOT EXISTS log_tiles (
+    level   {integer} NOT NULL,
+    idx     {integer} NOT NULL,
+    hashes  {binary} NOT NULL,
+    PRIMARY KEY (level, idx)
+);
 CREATE TABLE IF NOT EXISTS commit_probe (
     id     {integer} PRIMARY KEY,
     at_ms  {integer} NOT NULL

@@ -30,6 +30,7 @@ from broker.stores.consent_log.columns import (
     schema,
 )
 from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
+from trust.tiles import Tile, TileKey
 
 log = structlog.get_logger("broker.stores.consent_log")
 
@@ -312,3 +313,35 @@ class PostgresConsentLog(GroupCommitWriter):
             before_ms,
         )
         return int(status.split()[-1])
+
+    async def add_tiles(self, tiles: Sequence[Tile]) -> None:
+        if not tiles:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO log_tiles (level, idx, hashes) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                [(t.level, t.index, t.hashes) for t in tiles],
+            )
+
+    async def tiles(self, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
+        try:
+            rows = await self.pool.fetch(
+                "SELECT t.level, t.idx, t.hashes FROM log_tiles t "
+                "JOIN unnest($1::bigint[], $2::bigint[]) AS k(level, idx) "
+                "ON t.level = k.level AND t.idx = k.idx",
+                [level for level, _ in keys],
+                [index for _, index in keys],
+            )
+        except (asyncpg.PostgresError, OSError) as exc:  # the log cannot answer: 503
+            raise LogUnavailable(f"consent log read failed: {type(exc).__name__}") from exc
+        return {(int(r["level"]), int(r["idx"])): bytes(r["hashes"]) for r in rows}
+
+    async def tile_count(self, level: int) -> int:
+        value = await self.pool.fetchval(
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM log_tiles WHERE level = $1", level
+        )
+        return int(value)
+
+    async def drop_tiles(self) -> None:
+        await self.pool.execute("DELETE FROM log_tiles")

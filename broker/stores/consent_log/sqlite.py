@@ -27,6 +27,7 @@ from broker.stores.consent_log.columns import (
     schema,
 )
 from trust.records import LogEntry, LogRecord, WithdrawalRecord, entry_for
+from trust.tiles import Tile, TileKey
 
 T = TypeVar("T")
 
@@ -292,3 +293,45 @@ class SqliteConsentLog(GroupCommitWriter):
             PRUNE_SQL.replace("$1", "?"),
             (before_ms,),
         )
+
+    def _add_tiles_sync(self, tiles: Sequence[Tile]) -> None:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT OR IGNORE INTO log_tiles (level, idx, hashes) VALUES (?, ?, ?)",
+                [(t.level, t.index, t.hashes) for t in tiles],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    async def add_tiles(self, tiles: Sequence[Tile]) -> None:
+        if tiles:
+            await self._run(self._add_tiles_sync, tiles)
+
+    async def tiles(self, keys: Sequence[TileKey]) -> dict[TileKey, bytes]:
+        found: dict[TileKey, bytes] = {}
+        for level in {level for level, _ in keys}:
+            wanted = sorted(index for lv, index in keys if lv == level)
+            marks = ",".join("?" * len(wanted))
+            rows = await self._run(
+                self._query,
+                f"SELECT idx, hashes FROM log_tiles WHERE level = ? AND idx IN ({marks})",  # noqa: S608
+                (level, *wanted),
+            )
+            found.update({(level, int(index)): bytes(hashes) for index, hashes in rows})
+        return found
+
+    async def tile_count(self, level: int) -> int:
+        rows = await self._run(
+            self._query,
+            "SELECT COALESCE(MAX(idx) + 1, 0) FROM log_tiles WHERE level = ?",
+            (level,),
+        )
+        return int(rows[0][0])
+
+    async def drop_tiles(self) -> None:
+        await self._run(self._execute, "DELETE FROM log_tiles", ())
