@@ -1,11 +1,13 @@
-"""Memory benchmark of the broker's in-memory Merkle tree: bytes per record, and 100 M records.
+"""Memory benchmark of an in-memory Merkle tree: bytes per record, and 100 M records.
 
     .venv/bin/python bench/bench_tree_memory.py [--records N ...] [--how extend|append]
                                                 [--json PATH]
 
-Issue 9 item 10 (measure only). ``broker.transparency.TransparencyLog`` holds one
-``trust.merkle.MerkleTree`` of every record's leaf hash for as long as the broker runs, and
-rebuilds it from the consent log at start-up. This measures what that tree costs.
+Issue 9 item 10 (measure only). Until the log's tree moved into tiles (issue 11,
+``bench_log_tiles.py`` measures the broker now), ``broker.transparency.TransparencyLog`` held
+one ``trust.merkle.MerkleTree`` of every record's leaf hash for as long as the broker ran. The
+offline verifier (``axb audit verify``, ``trust.log_verify``) still builds one over the export
+it checks. This measures what such a tree costs.
 
 For each N (default 100,000, 1,000,000 and 2,000,000) it starts two fresh interpreters, so
 one size's garbage or fragmentation never counts against another and ``tracemalloc`` never

@@ -44,7 +44,7 @@ from trust.records import LogRecord, leaf_input
 from trust.tiles import TILE_WIDTH, TiledTree, TileKey, parse_tile_path
 
 log = structlog.get_logger("broker.transparency")
-_SYNC_CHUNK = 50_000
+_SYNC_CHUNK = 16_384  # 64 level-0 tiles a read: bounds what one sync step holds
 TILE_CACHE = 256
 """Full tiles a process keeps in memory, most recently used first: 256 of them (each with its
 interior nodes, 16 KB) are 4 MB, and a proof reads at most a few tiles a level."""
