@@ -140,6 +140,13 @@ class Metrics:
             "Checks the replay store could not admit (it was unavailable)",
             registry=r,
         )
+        self.bulk_notices = Counter(
+            "axb_bulk_notices_total",
+            "Attempts to post a bulk job's end-of-job notice, by result "
+            "(delivered, retrying, gave-up)",
+            ["result"],
+            registry=r,
+        )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)

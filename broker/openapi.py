@@ -93,6 +93,14 @@ def member_envelope(issuer: str) -> dict[str, Any]:
     }
 
 
+BROKER_ENVELOPE: dict[str, Any] = {
+    "iss": {"type": "string"},
+    "aud": {"type": "string", "description": "the council's member id"},
+    "iat": {"type": "integer"},
+    "exp": {"type": "integer"},
+}
+"""The registered claims of a message the broker signs for a council (before its ``jti``)."""
+
 QUERY_CLAIMS: dict[str, Any] = {
     "type": "object",
     "description": "Payload of the eligibility query JWS (header: alg ES256, kid, "
@@ -169,10 +177,7 @@ ANSWER_CLAIMS: dict[str, Any] = {
         "record_digest",
     ],
     "properties": {
-        "iss": {"type": "string"},
-        "aud": {"type": "string", "description": "the council's member id"},
-        "iat": {"type": "integer"},
-        "exp": {"type": "integer"},
+        **BROKER_ENVELOPE,
         "jti": {"type": "string"},
         "query_jti": {"type": "string", "description": "binds the answer to the query"},
         "check": {"type": "string"},
@@ -198,6 +203,79 @@ ANSWER_CLAIMS: dict[str, Any] = {
 }
 
 
+BULK_NOTICE_CLAIMS: dict[str, Any] = {
+    "type": "object",
+    "description": "Payload of the end-of-job notice JWS (typ bulk-notice+jwt), signed by a "
+    "broker key published at /.well-known/jwks.json: the results manifest's claims, the counts "
+    "per outcome and why a job failed or was cancelled.",
+    "required": [
+        "iss",
+        "aud",
+        "iat",
+        "exp",
+        "jti",
+        "job",
+        "manifest_jti",
+        "status",
+        "items",
+        "results",
+        "records",
+        "sha256",
+        "log_index_range",
+        "counts",
+        "reason",
+    ],
+    "properties": {
+        **BROKER_ENVELOPE,
+        "jti": {
+            "type": "string",
+            "description": "the job id and '.notice': the same on every "
+            "attempt, so a repeat can be ignored",
+        },
+        "job": {"type": "string"},
+        "manifest_jti": {
+            "type": "string",
+            "description": "the jti of the manifest that submitted the job",
+        },
+        "status": {"enum": ["completed", "failed", "cancelled"]},
+        "items": {"type": "integer"},
+        "results": {"type": "integer"},
+        "records": {"type": "integer"},
+        "sha256": {
+            "type": "object",
+            "properties": {"ndjson": {"type": "string"}, "csv": {"type": "string"}},
+        },
+        "log_index_range": {"type": ["array", "null"], "items": {"type": "integer"}},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "reason": {"type": ["string", "null"]},
+    },
+}
+
+BULK_NOTICE_WEBHOOK: dict[str, Any] = {
+    "post": {
+        "operationId": "bulkNotice",
+        "summary": "The broker posts this to the bulk_callback the registry names for the "
+        "council, once a job submitted with notify: true has ended; retried with backoff "
+        "until a 2xx (redirects are not followed)",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/jwt": {
+                    "schema": {
+                        "type": "string",
+                        "description": "a compact JWS whose payload is a BulkNotice",
+                    }
+                }
+            },
+        },
+        "responses": {
+            "2XX": {"description": "Taken: the broker stops posting it"},
+            "default": {"description": "Not taken: the broker posts it again later"},
+        },
+    }
+}
+
+
 def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
     """The document of ``routes``, the same table the router is built from."""
     paths: dict[str, dict[str, Any]] = {}
@@ -212,6 +290,7 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
             "every query recorded in a consent log before it is answered.",
         },
         "paths": paths,
+        "webhooks": {"bulkNotice": BULK_NOTICE_WEBHOOK},
         "components": {
             "securitySchemes": {
                 "auditRequest": {
@@ -251,6 +330,7 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
                 "EligibilityQuery": QUERY_CLAIMS,
                 "ConsentWithdrawal": WITHDRAWAL_CLAIMS,
                 "EligibilityAnswer": ANSWER_CLAIMS,
+                "BulkNotice": BULK_NOTICE_CLAIMS,
             },
         },
     }

@@ -92,6 +92,9 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         ),
         ProblemType("invalid-items", 400, "A bulk job's items file is refused: see row, field"),
         ProblemType("bulk-job-unfinished", 409, "The bulk job has not ended yet"),
+        ProblemType(
+            "bulk-callback-missing", 422, "A notice was asked for: no callback is registered"
+        ),
     )
 }
 

@@ -627,6 +627,16 @@ JOB_FIELDS: dict[str, Any] = {
     "created_at": {"type": "string"},
     "finished_at": {"type": ["string", "null"]},
     "results_deleted": {"type": "boolean"},
+    "notify": {"type": "boolean"},
+    "notice": {
+        "type": ["object", "null"],
+        "description": "The end-of-job notice once the job has ended (null: none asked for, "
+        "or not ended yet)",
+        "properties": {
+            "state": {"enum": ["pending", "delivered", "gave-up"]},
+            "attempts": {"type": "integer"},
+        },
+    },
 }
 BULK_JOB: dict[str, Any] = object_schema(
     {**JOB_FIELDS, "links": {"type": "object", "additionalProperties": {"type": "string"}}}
@@ -652,6 +662,7 @@ BULK_ROUTES: tuple[Route, ...] = (
         json_response("Accepted: the job, to poll at links.self", BULK_JOB),
         problems=(
             "invalid-items",
+            "bulk-callback-missing",
             "unsupported-media-type",
             "too-large",
             "request-timeout",

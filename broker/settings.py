@@ -95,6 +95,11 @@ class Settings:
     bulk_poll_s: float = 1.0
     bulk_retention_days: int = 30
     bulk_run_jobs: bool = True
+    # end-of-job notices (broker.bulk.notices): attempts before giving up, the first retry's
+    # wait (doubling, at most an hour), and each POST's time limit
+    bulk_notice_attempts: int = 10
+    bulk_notice_backoff_s: float = 5.0
+    bulk_notice_timeout_s: float = 10.0
     # `axb serve --workers N`: how long the supervisor waits for its workers' orderly stop
     # under the 10 s Docker and podman give a container between SIGTERM and SIGKILL
     shutdown_timeout_s: float = 8.0
@@ -243,6 +248,9 @@ def _bulk_settings(table: dict[str, Any]) -> dict[str, Any]:
         "bulk_poll_s": _float(bulk, "poll_s", 1.0, 0.01, 60),
         "bulk_retention_days": _int(bulk, "retention_days", 30, 0, 3650),
         "bulk_run_jobs": _bool(bulk, "run_jobs", True),
+        "bulk_notice_attempts": _int(bulk, "notice_attempts", 10, 1, 100),
+        "bulk_notice_backoff_s": _float(bulk, "notice_backoff_s", 5.0, 0.01, 3600),
+        "bulk_notice_timeout_s": _float(bulk, "notice_timeout_s", 10.0, 0.1, 120),
     }
 
 

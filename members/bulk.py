@@ -12,6 +12,12 @@ items file (NDJSON or CSV, its SHA-256 and row count signed into the manifest), 
 job ends, ``results``: the results file *and* the signed results manifest, returned only once
 the manifest's signature, audience, job, binding to the submitted manifest and the file's
 digest and line count all verify.
+
+A job submitted with ``notify=True`` ends with the broker posting a signed ``bulk-notice+jwt``
+to the council's ``bulk_callback`` (named in the registry). :class:`NoticeReceiver` is an
+aiohttp handler for that address: it verifies each notice (``BulkJobs.verify_notice``), hands
+each job's notice to the council's code once (the broker retries until it gets a 2xx, with the
+same ``jti``) and answers 204; a notice that does not verify gets 400 and is not handed on.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 from members.errors import AnswerNotTrusted, CheckFailed
 from trust import bulk, jws
@@ -109,9 +116,12 @@ class BulkJobs:
         lawful_basis: str | None = "public-task",
         as_of: date | None = None,
         assurance: str | None = None,
+        notify: bool = False,
     ) -> dict[str, Any]:
         """Sign the manifest and send it with the items; the accepted job's status document.
-        A refused job raises ``CheckFailed`` (its problem names the row and field)."""
+        A refused job raises ``CheckFailed`` (its problem names the row and field).
+        ``notify``: the broker posts a signed notice to the council's registered callback when
+        the job ends."""
         client = self._client
         claims = bulk.manifest_claims(
             requester=client.member_id,
@@ -125,6 +135,7 @@ class BulkJobs:
             lawful_basis=lawful_basis,
             as_of=as_of,
             assurance=assurance,
+            notify=notify,
         )
         manifest = jws.sign(claims, client.signing_key, bulk.BULK_MANIFEST)
         headers = {
@@ -193,6 +204,52 @@ class BulkJobs:
         except (VerificationError, InvalidMessage) as exc:
             raise AnswerNotTrusted(str(getattr(exc, "reason", exc))) from exc
         return signed, body
+
+    async def verify_notice(self, token: bytes) -> bulk.BulkNotice:
+        """An end-of-job notice the broker posted to this council's callback, verified: the
+        broker's signature, ``typ``, this council as its audience, its times, its ``jti`` its
+        job's, its counts adding up. Raises ``AnswerNotTrusted``."""
+        try:
+            verified = await self._client.verify_broker_token(token, bulk.BULK_NOTICE)
+            return bulk.parse_notice(verified, requester=self._client.member_id)
+        except (VerificationError, InvalidMessage) as exc:
+            raise AnswerNotTrusted(str(getattr(exc, "reason", exc))) from exc
+
+
+NoticeHandler = Callable[[bulk.BulkNotice], Awaitable[None]]
+MAX_NOTICE_BYTES = 64 * 1024  # a notice is about 1 KB
+
+
+class NoticeReceiver:
+    """The council's end of the notices: ``app.router.add_post(path, receiver.handle)``.
+
+    Each verified notice reaches ``on_notice`` once per job (it remembers the last
+    ``remember`` jobs' notices, so the broker's retries are answered 204 without repeating the
+    work); ``on_notice`` raising answers 500, and the broker tries again later."""
+
+    def __init__(self, jobs: BulkJobs, on_notice: NoticeHandler, *, remember: int = 10_000):
+        self._jobs = jobs
+        self._on_notice = on_notice
+        self._seen: dict[str, None] = {}
+        self._remember = remember
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.content_type != jws.JWT_MEDIA_TYPE:
+            return web.Response(status=415)
+        if (request.content_length or 0) > MAX_NOTICE_BYTES:
+            return web.Response(status=413)
+        token = await request.read()
+        try:
+            notice = await self._jobs.verify_notice(token.strip())
+        except AnswerNotTrusted:
+            return web.Response(status=400)
+        jti = notice.results.jti
+        if jti not in self._seen:
+            await self._on_notice(notice)
+            self._seen[jti] = None
+            if len(self._seen) > self._remember:
+                del self._seen[next(iter(self._seen))]
+        return web.Response(status=204)
 
 
 async def run_bulk(

@@ -16,7 +16,9 @@ Results are the row reference and the outcome, nothing more; the CSV form is saf
 spreadsheet (no cell starts with ``= + - @``, tab or carriage return). The broker signs a
 **results manifest** (``bulk-results+jwt``) binding the job, the digests of both results files
 and the consent-log index range the job's records occupy; :func:`verify_results_file` checks a
-downloaded file against it.
+downloaded file against it. A job whose manifest says ``notify`` ends with a **notice**
+(``bulk-notice+jwt``): the same statement with the counts per outcome and the reason, which
+the broker posts to the council's registered callback (:func:`parse_notice` checks one).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from trust.registry import Registry
 
 BULK_MANIFEST = jws.Profile("bulk-manifest+jwt", 300)
 BULK_RESULTS = jws.Profile("bulk-results+jwt", 300)
+# The broker's signed notice that a job ended, posted to the council's registered callback.
+BULK_NOTICE = jws.Profile("bulk-notice+jwt", 300)
 # A council's signed request about one of its jobs: the audit request's claims (method,
 # path+query, body digest) under a ``typ`` of its own.
 BULK_REQUEST = jws.Profile("bulk-request+jwt", 300)
@@ -125,6 +129,7 @@ class BulkManifest:
     items: int
     items_sha256: str
     format: ItemsFormat
+    notify: bool = False  # post a signed notice to the council's registered callback at the end
 
 
 def manifest_claims(
@@ -140,6 +145,7 @@ def manifest_claims(
     lawful_basis: str | None = "public-task",
     as_of: date | None = None,
     assurance: str | None = None,
+    notify: bool = False,
     lifetime: int = 120,
 ) -> dict[str, Any]:
     """The claims a council signs for one bulk job (used by the SDK and the CLI)."""
@@ -161,12 +167,14 @@ def manifest_claims(
         claims["as_of"] = as_of.isoformat()
     if assurance is not None:
         claims["assurance"] = assurance
+    if notify:
+        claims["notify"] = True
     return claims
 
 
 _MANIFEST_MEMBERS = frozenset(
     {"iss", "aud", "iat", "exp", "jti", "nbf", "check", "purpose", "lawful_basis", "as_of"}
-    | {"assurance", "items", "items_sha256", "format"}
+    | {"assurance", "items", "items_sha256", "format", "notify"}
 )
 
 
@@ -185,6 +193,7 @@ def manifest_json(manifest: BulkManifest) -> dict[str, Any]:
         "items": manifest.items,
         "items_sha256": manifest.items_sha256,
         "format": manifest.format,
+        "notify": manifest.notify,
     }
 
 
@@ -211,6 +220,8 @@ def parse_manifest(verified: jws.Verified, *, today: date, max_items: int) -> Bu
     assurance = claims.get("assurance")
     _require(assurance is None or assurance in ASSURANCE_LEVELS, "assurance must be P0..P4")
     basis = claims.get("lawful_basis")
+    notify = claims.get("notify", False)
+    _require(isinstance(notify, bool), "notify must be true or false")
     return BulkManifest(
         requester=verified.issuer,
         jti=verified.jti,
@@ -224,6 +235,7 @@ def parse_manifest(verified: jws.Verified, *, today: date, max_items: int) -> Bu
         items=items,
         items_sha256=_hex_digest(claims.get("items_sha256"), "items_sha256"),
         format=fmt,  # type: ignore[arg-type]
+        notify=notify,
     )
 
 
@@ -646,3 +658,47 @@ def read_results_ndjson(body: bytes) -> Iterator[tuple[str, str]]:
     for line in body.splitlines():
         value = orjson.loads(line)
         yield str(value["ref"]), str(value["outcome"])
+
+
+@dataclass(frozen=True, slots=True)
+class BulkNotice:
+    """The broker's signed notice that a job ended: the results manifest's statement (which
+    job, how it ended, the results files' digests, the log index range), the counts per
+    outcome and, for a job that failed or was cancelled, why. Posted once the job is terminal,
+    retried until the council's callback takes it; its ``jti`` is the same on every attempt,
+    so a receiver that has seen it can ignore the repeat."""
+
+    results: BulkResults
+    counts: Mapping[str, int]
+    reason: str | None
+
+
+def notice_jti(job_id: str) -> str:
+    """The one ``jti`` of a job's notice (every delivery attempt carries it)."""
+    return f"{job_id}.notice"
+
+
+def notice_claims(notice: BulkNotice, *, now: int, lifetime: int = 300) -> dict[str, Any]:
+    claims = results_claims(notice.results, now=now, lifetime=lifetime)
+    claims["counts"] = {outcome: notice.counts.get(outcome, 0) for outcome in BULK_OUTCOMES}
+    claims["reason"] = notice.reason
+    return claims
+
+
+def parse_notice(verified: jws.Verified, *, requester: str) -> BulkNotice:
+    """Shape-check a verified notice (its signature, ``typ``, audience and times were checked by
+    ``jws.verify``). Raises ``InvalidMessage``."""
+    results = parse_results(verified, requester=requester)
+    _require(verified.jti == notice_jti(results.job), "the notice's jti is not its job's")
+    counts = verified.claims.get("counts")
+    _require(
+        isinstance(counts, dict)
+        and set(counts) == set(BULK_OUTCOMES)
+        and all(type(n) is int and n >= 0 for n in counts.values()),
+        "counts must hold an integer >= 0 per outcome",
+    )
+    assert isinstance(counts, dict)
+    _require(sum(counts.values()) == results.results, "the counts do not add up to the results")
+    reason = verified.claims.get("reason")
+    _require(reason is None or (isinstance(reason, str) and len(reason) <= 200), "reason")
+    return BulkNotice(results=results, counts=dict(counts), reason=reason)

@@ -122,6 +122,8 @@ class Member:
     identity_provider: IdentityProviderInfo | None = None
     # a relying party's client id at each identity provider (by the provider's member id)
     client_ids: Mapping[str, str] = field(default_factory=dict)
+    # where the broker posts a relying party's signed bulk-job notices (trust.bulk), if anywhere
+    bulk_callback: str | None = None
 
     @property
     def active(self) -> bool:
@@ -346,7 +348,22 @@ def _parse_member(raw: Any) -> Member:
         else parse_witness(member_id, witness, active=status == "active"),
         identity_provider=idp,
         client_ids=_client_ids(member_id, raw.get("client_ids", {})),
+        bulk_callback=_bulk_callback(member_id, roles, raw.get("bulk_callback")),
     )
+
+
+def _bulk_callback(member_id: str, roles: frozenset[str], value: Any) -> str | None:
+    """The one URL the broker may post a relying party's bulk notices to: named by the scheme
+    operator, never by a manifest (so the broker cannot be sent to any address of a caller's
+    choosing); https, or http on loopback."""
+    if value is None:
+        return None
+    if "relying-party" not in roles:
+        raise RegistryError(f"member {member_id}: only a relying party has a bulk_callback")
+    url = _text(value, f"member {member_id}: bulk_callback")
+    if not url.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
+        raise RegistryError(f"member {member_id}: bulk_callback must be https (or loopback http)")
+    return url
 
 
 def _parse_purpose(raw: Any) -> Purpose:
@@ -544,6 +561,7 @@ def member_document(
     witness: Mapping[str, Any] | None = None,
     identity_provider: Mapping[str, str] | None = None,
     client_ids: Mapping[str, str] | None = None,
+    bulk_callback: str | None = None,
 ) -> dict[str, Any]:
     document: dict[str, Any] = {
         "id": member_id,
@@ -563,6 +581,8 @@ def member_document(
         document["identity_provider"] = dict(identity_provider)
     if client_ids:
         document["client_ids"] = dict(client_ids)
+    if bulk_callback is not None:
+        document["bulk_callback"] = bulk_callback
     return document
 
 

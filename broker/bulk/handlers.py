@@ -17,10 +17,10 @@ from aiohttp import web
 
 from broker.app_keys import CLOCK, GATE, SETTINGS
 from broker.bulk.intake import receive_job
-from broker.bulk.runner import RESULTS_PAGE
+from broker.bulk.runner import RESULTS_PAGE, job_results
 from broker.bulk.service import BULK
 from broker.errors import BadRequest, Replayed
-from broker.stores.consent_log.jobs import Job
+from broker.stores.consent_log.jobs import Job, Notice
 from trust import bulk, jws, policy
 from trust.errors import InvalidMessage, PolicyRefusal, VerificationError
 from trust.jws import JWT_MEDIA_TYPE
@@ -71,7 +71,7 @@ async def _own_job(request: web.Request) -> Job:
     return job
 
 
-def job_document(job: Job) -> dict[str, Any]:
+def job_document(job: Job, notice: Notice | None = None) -> dict[str, Any]:
     """A job's status as the council reads it: no subject, only counts and links."""
     base = f"{BASE}/{job.job_id}"
     manifest = job.manifest
@@ -92,6 +92,8 @@ def job_document(job: Job) -> dict[str, Any]:
         "created_at": iso_ms(job.created_ms),
         "finished_at": None if job.finished_ms is None else iso_ms(job.finished_ms),
         "results_deleted": job.results_deleted,
+        "notify": bool(manifest.get("notify", False)),
+        "notice": None if notice is None else {"state": notice.state, "attempts": notice.attempts},
         "links": {
             "self": base,
             "results": f"{base}/results",
@@ -117,7 +119,11 @@ async def post_job(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    return web.json_response(job_document(await _own_job(request)))
+    job = await _own_job(request)
+    notice = None
+    if job.manifest.get("notify") and job.status in bulk.TERMINAL:
+        notice = await request.app[BULK].store.notice_of(job.job_id)
+    return web.json_response(job_document(job, notice))
 
 
 async def delete_job(request: web.Request) -> web.Response:
@@ -127,6 +133,7 @@ async def delete_job(request: web.Request) -> web.Response:
         now_ms=int(request.app[CLOCK]() * 1000),
         unstarted_sha256=bulk.ResultsDigests().digests(),  # a queued job has no results yet
     )
+    request.app[BULK].notifier.wake()
     return web.json_response(job_document(ended or job))
 
 
@@ -166,20 +173,7 @@ async def get_results_csv(request: web.Request) -> web.StreamResponse:
 async def get_results_manifest(request: web.Request) -> web.Response:
     job = _ended(await _own_job(request))
     settings = request.app[SETTINGS]
-    results = bulk.BulkResults(
-        broker=settings.broker_id,
-        requester=job.requester,
-        jti=new_jti(),
-        job=job.job_id,
-        manifest_jti=job.manifest_jti,
-        status=job.status,
-        items=job.items,
-        results=job.done_rows,
-        records=job.done_subjects,
-        sha256=job.sha256 or {},
-        first_index=job.first_index,
-        last_index=job.last_index,
-    )
+    results = job_results(job, broker=settings.broker_id, jti=new_jti())
     claims = bulk.results_claims(results, now=int(request.app[CLOCK]()))
     token = jws.sign(claims, settings.signing_key, bulk.BULK_RESULTS)
     return web.Response(text=token, content_type=JWT_MEDIA_TYPE)

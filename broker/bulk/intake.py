@@ -67,6 +67,13 @@ async def receive_job(request: web.Request) -> Job:
     if (request.content_length or 0) > settings.bulk_max_bytes:
         raise too_large
     shared = bulk.decide_job(passed.registry, manifest, now=int(now))  # 403 if refused
+    member = passed.registry.members.get(manifest.requester)
+    if manifest.notify and (member is None or member.bulk_callback is None):
+        raise BadRequest(
+            "bulk-callback-missing",
+            "the manifest asks for a notice, and the registry names no bulk_callback for you",
+            422,
+        )
     reader = bulk.ItemsReader(
         manifest,
         required_fields=shared.required_fields,

@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import structlog
 
@@ -33,6 +34,7 @@ from trust.messages import ConsentReference, EligibilityQuery, Subject
 from trust.policy import PlannedCall
 
 log = structlog.get_logger("broker.bulk")
+T = TypeVar("T")
 MAX_PAUSES = 8  # consecutive log failures before a job ends failed
 RESULTS_PAGE = 5000
 
@@ -47,8 +49,10 @@ class BulkRunner:
         consent_log: ConsentLog,
         step: RecordedStep,
         clock: Callable[[], float],
+        on_ended: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
+        self._on_ended = on_ended  # a job ended here (its notice may be due)
         self._settings = settings
         self._registry = registry
         self._log = consent_log
@@ -67,21 +71,15 @@ class BulkRunner:
         self._wake.set()
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                await self._housekeeping()
-                job = await self._store.claim(
-                    self.owner, now_ms=self._now_ms(), lease_ms=self._lease_ms
-                )
-            except LogUnavailable as exc:
-                log.warning("bulk_claim_failed", error=str(exc))
-                job = None
-            if job is not None:
-                await self.run_job(job)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.bulk_poll_s)
-            self._wake.clear()
+        async def claim() -> Job | None:
+            await self._housekeeping()
+            return await self._store.claim(
+                self.owner, now_ms=self._now_ms(), lease_ms=self._lease_ms
+            )
+
+        await claim_loop(
+            claim, self.run_job, self._wake, self._settings.bulk_poll_s, "bulk_claim_failed"
+        )
 
     async def _housekeeping(self) -> None:
         """Forget intakes that died; delete results past retention (at most once a minute)."""
@@ -201,6 +199,7 @@ class BulkRunner:
             now_ms=self._now_ms(),
         )
         if ended is not None:
+            self._on_ended()
             log.info(
                 "bulk_job_ended",
                 status=ended.status,
@@ -210,12 +209,54 @@ class BulkRunner:
             )
 
 
+async def claim_loop(
+    claim: Callable[[], Awaitable[T | None]],
+    work: Callable[[T], Awaitable[None]],
+    wake: asyncio.Event,
+    poll_s: float,
+    failed_event: str,
+) -> None:
+    """Claim and work until cancelled: at once again while there is work, else at the next
+    poll or ``wake``. A store that cannot answer is logged as ``failed_event`` and tried at the
+    next poll (what was claimed stays leased, and its lease lapses for another to take)."""
+    while True:
+        try:
+            claimed = await claim()
+        except LogUnavailable as exc:
+            log.warning(failed_event, error=str(exc))
+            claimed = None
+        if claimed is not None:
+            await work(claimed)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=poll_s)
+        wake.clear()
+
+
 def items_in_flight(setting: int, calls: Sequence[PlannedCall]) -> int:
     """How many of a chunk's items may be in their fan-out at once: the setting, but never more
     than every provider of the job can take at once — ``max_batch`` calls per batch times its
     ``max_concurrency`` batches — so that no item spends its check deadline queued for a
     provider (a provider without batches takes ``max_concurrency`` items)."""
     return min(setting, *(c.max_batch * c.max_concurrency for c in calls)) if calls else setting
+
+
+def job_results(job: Job, *, broker: str, jti: str) -> bulk.BulkResults:
+    """An ended job's signed statement (the results manifest's claims, and the notice's)."""
+    return bulk.BulkResults(
+        broker=broker,
+        requester=job.requester,
+        jti=jti,
+        job=job.job_id,
+        manifest_jti=job.manifest_jti,
+        status=job.status,
+        items=job.items,
+        results=job.done_rows,
+        records=job.done_subjects,
+        sha256=job.sha256 or {},
+        first_index=job.first_index,
+        last_index=job.last_index,
+    )
 
 
 async def results_digests(store: JobStore, job_id: str) -> bulk.ResultsDigests:

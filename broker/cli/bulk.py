@@ -110,6 +110,8 @@ def bulk() -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default=None,
               help="default: by the file's extension (.ndjson, .jsonl; else csv)")  # fmt: skip
 @click.option("--wait", is_flag=True, help="follow the job until it ends")
+@click.option("--notify", is_flag=True,
+              help="post a signed notice to your bulk_callback when it ends")  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="with --wait: write the verified results here (CSV unless .ndjson)")  # fmt: skip
 @click.argument("items", type=INPUT_FILE)
@@ -122,6 +124,7 @@ def submit(
     assurance: str | None,
     fmt: str | None,
     wait: bool,
+    notify: bool,
     out: Path | None,
     items: Path,
 ) -> None:
@@ -145,6 +148,7 @@ def submit(
                     lawful_basis=lawful_basis,
                     as_of=as_of,
                     assurance=assurance,
+                    notify=notify,
                 )
             except CheckFailed as failed:  # the problem names the row and the field
                 _echo(failed.problem)

@@ -671,9 +671,11 @@ def registry_members(
     *,
     suspended: Sequence[str],
     endpoints: Mapping[str, str] | None = None,
+    callbacks: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The registry's members; each provider's endpoint on loopback at its port, or as
-    ``endpoints`` names it (a compose scheme: service names)."""
+    ``endpoints`` names it (a compose scheme: service names); a council's bulk-notice callback
+    where ``callbacks`` names one."""
 
     def status(member_id: str) -> str:
         return "suspended" if member_id in suspended else "active"
@@ -692,6 +694,7 @@ def registry_members(
             purposes=purposes,
             status=status(member_id),
             client_ids={IDP: CLIENT_IDS[member_id]} if member_id in CLIENT_IDS else None,
+            bulk_callback=(callbacks or {}).get(member_id),
         )
 
     return [
@@ -848,15 +851,21 @@ def publish_registry(
     suspended: Sequence[str] = (),
     lifetime: int = 30 * 86400,
     now: int | None = None,
+    callbacks: Mapping[str, str] | None = None,
 ) -> str:
-    """Sign and write a registry for ``scheme`` (the scheme operator's job)."""
+    """Sign and write a registry for ``scheme`` (the scheme operator's job); ``callbacks``: the
+    bulk-notice URL of each council that has one."""
     operator = operator_signing_key(scheme.folder)
     keys = {
         m: _Registered(VerifyingKey.from_jwk(json.loads(p.read_text())))
         for m, p in ((m, scheme.folder.public_key(m)) for m in (*MEMBERS, *scheme.witness_ports))
     }
     members = registry_members(
-        keys, scheme.provider_ports, suspended=suspended, endpoints=scheme.provider_endpoints
+        keys,
+        scheme.provider_ports,
+        suspended=suspended,
+        endpoints=scheme.provider_endpoints,
+        callbacks=callbacks,
     )
     members += witness_members(scheme, keys)
     policy = witness_policy(scheme)

@@ -60,7 +60,14 @@ from tests.support.councils import CouncilKey, blue_badge_answer_token
 from tests.support.logdb import log_backend
 from tests.support.processes import start_workers, tail, until_answers, workers_config
 from tests.support.residents import rows, sign_in
-from tests.support.servers import RunningBroker, RunningProvider, serve_on
+from tests.support.servers import (
+    RunningBroker,
+    RunningProvider,
+    StartBroker,
+    serve_on,
+    start_app,
+    url_of,
+)
 from tests.support.services import REDIS_URL
 from tests.support.tokens import PIN, SoftToken
 from tests.support.witnesses import serve_scheme_witnesses
@@ -789,6 +796,69 @@ async def test_bulk_jobs_log_no_personal_data_and_no_tokens(
     assert SCANNER.scan_events(events) == []
     assert SCANNER.findings(out + err) == []
     assert SCANNER.findings(caplog.text) == []
+
+
+async def test_bulk_notices_log_no_personal_data_and_no_tokens(
+    scheme: devscheme.DevScheme,
+    start_broker: StartBroker,
+    providers: dict[str, RunningProvider],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job of every test identity that asks for an end-of-job notice, its callback failing
+    once and then taking it: the notice's retries and delivery log the job, never a subject,
+    the notice token or the callback's answer."""
+    answers = [500]
+    bodies: list[bytes] = []
+
+    async def callback(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        bodies.append(await request.read())
+        return aiohttp.web.Response(status=answers.pop(0) if answers else 204, text="secret")
+
+    app = aiohttp.web.Application()
+    app.router.add_post("/n", callback)
+    receiver = await start_app(app)
+    devscheme.publish_registry(
+        scheme, seq=2, callbacks={devscheme.COUNCIL_SCHOOLS: url_of(receiver) + "/n"}
+    )
+    await start_broker(bulk={"poll_s": 0.05, "notice_backoff_s": 0.05})
+    everyone = [*TEST_IDENTITIES, "no-match"]
+    rows = [{"ref": f"r{i}", "subject": subject_of(who)} for i, who in enumerate(everyone)]
+    items = bulk.items_ndjson(rows)
+    async with EligibilityClient.from_config(
+        scheme.council_config(devscheme.COUNCIL_SCHOOLS)
+    ) as client:
+        jobs = BulkJobs(client)
+        with capture_logs(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.format_exc_info,
+            ]
+        ) as events:
+            job = await jobs.submit(
+                items,
+                ItemsFile("ndjson", len(rows), bulk.digest_of(items)),
+                check=FSM,
+                purpose="free-school-meals-application",
+                assurance="P2",
+                notify=True,
+            )
+            for _ in range(200):
+                if ((await jobs.status(job["id"]))["notice"] or {}).get("state") == "delivered":
+                    break
+                await asyncio.sleep(0.05)
+    await receiver.cleanup()
+    out, err = capfd.readouterr()
+    assert len(bodies) == 2
+    assert [e["event"] for e in events if str(e.get("event")).startswith("bulk_notice_")] == [
+        "bulk_notice_retrying",
+        "bulk_notice_delivered",
+    ]
+    assert SCANNER.scan_events(events) == []
+    logged = repr(events) + out + err + caplog.text
+    assert SCANNER.findings(logged) == []
+    assert bodies[0].decode() not in logged
+    assert "secret" not in logged
 
 
 @pytest.mark.keys_in_token

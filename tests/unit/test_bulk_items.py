@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pytest
 
@@ -194,17 +195,23 @@ def test_results_manifest_round_trips_and_binds_the_file() -> None:
         bulk.verify_results_file(parsed, body.replace(b"yes", b"no"), "ndjson")
 
 
-def test_manifest_over_the_item_limit_is_refused() -> None:
-    claims = bulk.manifest_claims(
+def claims_of_manifest(**changes: Any) -> dict[str, Any]:
+    """A council's manifest claims: one CSV item unless ``changes`` say otherwise."""
+    options: dict[str, Any] = {"items": 1, **changes}
+    return bulk.manifest_claims(
         requester="c",
         broker="b",
         now=0,
         check="free-school-meals",
         purpose="p",
-        items=11,
         items_sha256=bulk.digest_of(b""),
         format="csv",
+        **options,
     )
+
+
+def test_manifest_over_the_item_limit_is_refused() -> None:
+    claims = claims_of_manifest(items=11)
     verified = jws.Verified("c", "k", claims["jti"], 0, 120, claims)
     with pytest.raises(InvalidMessage, match="at most 10"):
         bulk.parse_manifest(verified, today=TODAY, max_items=10)
@@ -233,3 +240,84 @@ def test_a_jobs_items_in_flight_never_exceed_what_its_providers_take_at_once() -
     assert items_in_flight(250, [call(4, max_concurrency=8)]) == 32
     assert items_in_flight(10, [call(250)]) == 10
     assert items_in_flight(250, []) == 250  # nothing to call (every provider skipped)
+
+
+def _results(**changes: object) -> bulk.BulkResults:
+    digests = bulk.ResultsDigests()
+    digests.add("r1", "yes")
+    digests.add("r2", "no")
+    fields: dict[str, object] = {
+        "broker": "broker",
+        "requester": "council-x",
+        "jti": bulk.notice_jti("J" * 32),
+        "job": "J" * 32,
+        "manifest_jti": "j" * 24,
+        "status": "completed",
+        "items": 2,
+        "results": 2,
+        "records": 2,
+        "sha256": digests.digests(),
+        "first_index": 4,
+        "last_index": 5,
+    }
+    return bulk.BulkResults(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def _verified_notice(claims: dict[str, object], key: SigningKey, now: int = 100) -> jws.Verified:
+    token = jws.sign(claims, key, bulk.BULK_NOTICE)
+    return jws.verify(
+        token,
+        bulk.BULK_NOTICE,
+        keys=lambda kid: jws.TrustedKey("broker", key.verifying_key),
+        audience="council-x",
+        now=now,
+    )
+
+
+def test_a_notice_round_trips_and_refuses_what_does_not_add_up() -> None:
+    key = SigningKey.generate()
+    counts = {"yes": 1, "no": 1, "no-match": 0, "undetermined": 0, "refused": 0}
+    notice = bulk.BulkNotice(results=_results(), counts=counts, reason=None)
+    claims = bulk.notice_claims(notice, now=100)
+    parsed = bulk.parse_notice(_verified_notice(claims, key), requester="council-x")
+    assert parsed == notice
+    refused = [
+        {**claims, "counts": {**counts, "yes": 2}},  # more rows than results
+        {**claims, "counts": {"yes": 2}},  # an outcome missing
+        {**claims, "counts": {**counts, "maybe": 0}},
+        {**claims, "jti": "k" * 24},  # not its job's notice
+        {**claims, "status": "running"},  # not an end
+        {**claims, "reason": "x" * 201},
+    ]
+    for bad in refused:
+        with pytest.raises(InvalidMessage):
+            bulk.parse_notice(_verified_notice(bad, key), requester="council-x")
+    with pytest.raises(VerificationError):  # a results manifest is not a notice
+        jws.verify(
+            jws.sign(claims, key, bulk.BULK_RESULTS),
+            bulk.BULK_NOTICE,
+            keys=lambda kid: jws.TrustedKey("broker", key.verifying_key),
+            audience="council-x",
+            now=100,
+        )
+
+
+def test_a_manifest_asks_for_a_notice_only_with_a_boolean() -> None:
+    base = claims_of_manifest(notify=True)
+    verified = jws.Verified("c", "k", base["jti"], 0, 120, base)
+    parsed = bulk.parse_manifest(verified, today=TODAY, max_items=10)
+    assert parsed.notify is True
+    assert bulk.manifest_from_json(bulk.manifest_json(parsed)) == parsed
+    kept_before = {k: v for k, v in bulk.manifest_json(parsed).items() if k != "notify"}
+    assert bulk.manifest_from_json(kept_before).notify is False  # a job stored before notices
+    for value in ("yes", 1, None):
+        claims = {**base, "notify": value}
+        with pytest.raises(InvalidMessage, match="notify"):
+            bulk.parse_manifest(
+                jws.Verified("c", "k", base["jti"], 0, 120, claims), today=TODAY, max_items=10
+            )
+    callback = {**base, "callback_url": "https://evil.example/"}  # the manifest names no URL
+    with pytest.raises(InvalidMessage, match="unknown"):
+        bulk.parse_manifest(
+            jws.Verified("c", "k", base["jti"], 0, 120, callback), today=TODAY, max_items=10
+        )

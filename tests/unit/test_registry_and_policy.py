@@ -250,3 +250,23 @@ def test_a_registry_larger_than_16_kib_verifies_while_messages_stay_bounded() ->
     with pytest.raises(VerificationError) as refused:
         jws.verify(big_query, jws.ELIGIBILITY_QUERY, keys=ANCHORS.lookup, audience="x", now=NOW)
     assert refused.value.reason == "token larger than 16 KiB"
+
+
+def test_a_councils_bulk_callback_is_the_operators_https_or_loopback_url_only() -> None:
+    callbacks = {devscheme.COUNCIL_SCHOOLS: "https://schools.example.gov.uk/axb/notices"}
+    docs = devscheme.registry_members(KEYS, PORTS, suspended=(), callbacks=callbacks)
+    found = verify_registry(publish(member_docs=docs), ANCHORS, now=NOW + 10)
+    assert (
+        found.members[devscheme.COUNCIL_SCHOOLS].bulk_callback
+        == callbacks[devscheme.COUNCIL_SCHOOLS]
+    )
+    assert found.members[devscheme.COUNCIL_BLUE_BADGE].bulk_callback is None
+    for url in ("http://schools.example.gov.uk/n", "ftp://x/y", "", 7):
+        bad = copy.deepcopy(docs)
+        next(d for d in bad if d["id"] == devscheme.COUNCIL_SCHOOLS)["bulk_callback"] = url
+        with pytest.raises(RegistryError, match="bulk_callback"):
+            publish(member_docs=bad)
+    provider = copy.deepcopy(docs)
+    next(d for d in provider if d["id"] == devscheme.DWP)["bulk_callback"] = "https://dwp/x"
+    with pytest.raises(RegistryError, match="only a relying party"):
+        publish(member_docs=provider)

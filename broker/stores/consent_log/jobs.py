@@ -1,9 +1,12 @@
 """Durable bulk jobs, in the consent log's own database (SQLite or PostgreSQL).
 
-Three tables beside the records: ``bulk_jobs`` (one row a job: its manifest's claims, status,
+Four tables beside the records: ``bulk_jobs`` (one row a job: its manifest's claims, status,
 counts per outcome, the lease of the process running it), ``bulk_rows`` (row number, the
-council's reference, which subject) and ``bulk_subjects`` (each distinct subject once, with its
-outcome and the log index of its consent record once checked).
+council's reference, which subject), ``bulk_subjects`` (each distinct subject once, with its
+outcome and the log index of its consent record once checked) and ``bulk_notices`` (the
+signed end-of-job notice a council asked for: written in the same transaction that ends the
+job, so none is lost, then ``pending`` until delivered or abandoned, under a lease so that one
+process posts it at a time).
 
 Exactly once, across crashes: an item's consent record carries ``query_jti`` = job id ``.``
 item number. A process that takes a job over (its lease expired: the owner died or stalled)
@@ -106,6 +109,17 @@ CREATE TABLE IF NOT EXISTS bulk_subjects (
     PRIMARY KEY (job_id, seq)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS bulk_subjects_key ON bulk_subjects (job_id, subject_key);
+CREATE TABLE IF NOT EXISTS bulk_notices (
+    job_id         TEXT PRIMARY KEY,
+    state          TEXT NOT NULL,
+    attempts       {integer} NOT NULL DEFAULT 0,
+    next_at_ms     {integer} NOT NULL,
+    last_error     TEXT,
+    delivered_ms   {integer},
+    lease_owner    TEXT,
+    lease_until_ms {integer}
+);
+CREATE INDEX IF NOT EXISTS bulk_notices_due ON bulk_notices (state, next_at_ms);
 """
 
 
@@ -185,6 +199,17 @@ def _job(row: Sequence[Any]) -> Job:
         sha256=None if sha_n is None else {"ndjson": sha_n, "csv": sha_c},
         results_deleted=bool(deleted),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A job's end-of-job notice: attempts so far, ``pending``, ``delivered`` or ``gave-up``,
+    and the last attempt's error (a status or exception name: never a response body)."""
+
+    job: Job
+    attempts: int
+    state: str
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,6 +526,13 @@ class JobStore(abc.ABC):
             await tx.execute(
                 "UPDATE bulk_subjects SET subject = NULL, consent = NULL WHERE job_id = ?", job_id
             )
+            if job.manifest.get("notify"):
+                await tx.execute(
+                    "INSERT INTO bulk_notices (job_id, state, next_at_ms) "
+                    "VALUES (?, 'pending', ?) ON CONFLICT DO NOTHING",
+                    job_id,
+                    now_ms,
+                )
             return await self._one(tx, job_id)
 
     async def pause(self, job_id: str, owner: str, *, reason: str, retry_at_ms: int) -> int:
@@ -569,10 +601,72 @@ class JobStore(abc.ABC):
             )
             for (job_id,) in old:
                 await self._delete_items(tx, job_id)
+                await tx.execute("DELETE FROM bulk_notices WHERE job_id = ?", job_id)
                 await tx.execute(
                     "UPDATE bulk_jobs SET results_deleted = 1 WHERE job_id = ?", job_id
                 )
         return len(old)
+
+    async def claim_notice(self, owner: str, *, now_ms: int, lease_ms: int) -> Notice | None:
+        """Take the notice longest due (pending, its retry time come, no live lease) for
+        ``lease_ms``: this process posts it, no other."""
+        async with self.transaction() as tx:
+            found = await tx.fetch(
+                "SELECT job_id, attempts FROM bulk_notices WHERE state = 'pending' "  # noqa: S608
+                "AND next_at_ms <= ? AND (lease_until_ms IS NULL OR lease_until_ms < ?) "
+                f"ORDER BY next_at_ms LIMIT 1{self.skip_locked}",
+                now_ms,
+                now_ms,
+            )
+            if not found:
+                return None
+            job_id, attempts = found[0]
+            await tx.execute(
+                "UPDATE bulk_notices SET lease_owner = ?, lease_until_ms = ? WHERE job_id = ?",
+                owner,
+                now_ms + lease_ms,
+                job_id,
+            )
+            job = await self._one(tx, job_id)
+        assert job is not None
+        return Notice(job, int(attempts), "pending", None)
+
+    async def notice_tried(
+        self,
+        job_id: str,
+        owner: str,
+        *,
+        now_ms: int,
+        error: str | None,
+        retry_at_ms: int | None,
+    ) -> None:
+        """Record one delivery attempt: delivered (``error`` None), to retry at
+        ``retry_at_ms``, or (``retry_at_ms`` None) abandoned. A lease another process holds now
+        is left alone."""
+        state = "delivered" if error is None else "gave-up" if retry_at_ms is None else "pending"
+        async with self.transaction() as tx:
+            await tx.execute(
+                "UPDATE bulk_notices SET state = ?, attempts = attempts + 1, last_error = ?, "
+                "next_at_ms = ?, delivered_ms = ?, lease_owner = NULL, lease_until_ms = NULL "
+                "WHERE job_id = ? AND lease_owner = ?",
+                state,
+                error,
+                retry_at_ms if retry_at_ms is not None else now_ms,
+                now_ms if error is None else None,
+                job_id,
+                owner,
+            )
+
+    async def notice_of(self, job_id: str) -> Notice | None:
+        """The job's notice as it stands (``None``: it asked for none, or not ended yet)."""
+        rows = await self.read(
+            "SELECT attempts, state, last_error FROM bulk_notices WHERE job_id = ?", job_id
+        )
+        job = await self.get(job_id) if rows else None
+        if job is None:
+            return None
+        attempts, state, error = rows[0]
+        return Notice(job, int(attempts), str(state), error)
 
     async def all_jobs(self, *, requester: str | None = None, limit: int = 100) -> list[Job]:
         """Every council's jobs (or ``requester``'s), newest first: what an auditor lists."""
