@@ -3,7 +3,8 @@ single-check throughput measured in the same run; the broker's RSS; status laten
 job runs.
 
     .venv/bin/python bench/bench_bulk.py [--items 1000,100000] [--single-seconds 10]
-        [--chunk 500] [--in-flight 250] [--worker] [--postgres DSN] [--json PATH]
+        [--chunk 500] [--in-flight 250] [--worker] [--postgres DSN] [--kill-at F,F]
+        [--json PATH]
 
 All on 127.0.0.1: a development scheme in a temporary folder (rate limit raised so the
 limiter never answers), the DWP- and HMRC-style reference providers and the broker
@@ -19,7 +20,14 @@ limiter never answers), the DWP- and HMRC-style reference providers and the brok
    100 ms (``/proc/<pid>/status`` VmRSS, peak kept).
 
 Items checked once each (no duplicates); the results manifest is verified and its count
-checked. Prints a markdown table; ``--json`` writes every number.
+checked.
+
+3. **a killed job** (``--kill-at 0.3,0.99``): the largest size once more, the broker SIGKILLed
+   each time the job's status says it has that share done and started again on the same socket;
+   the job must still end ``completed`` with exactly one signed result a row, and the log must
+   hold exactly one consent record for each item (counted in the log's database).
+
+Prints a markdown table; ``--json`` writes every number.
 """
 
 from __future__ import annotations
@@ -29,9 +37,12 @@ import asyncio
 import contextlib
 import json
 import secrets
+import signal
+import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +74,12 @@ PROVIDERS = (devscheme.DWP, devscheme.HMRC)
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """The process's resident set in MB (0 once it is gone: a broker killed mid-job)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0.0
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
@@ -100,8 +116,20 @@ class Tokens:
         return token
 
 
-async def run_job(client: EligibilityClient, n: int, broker_pid: int) -> dict[str, Any]:
+Restart = Callable[[], Awaitable[int]]  # SIGKILL the process running jobs, start it again
+
+
+async def run_job(
+    client: EligibilityClient,
+    n: int,
+    broker_pid: int,
+    *,
+    kill_at: Sequence[float] = (),
+    restart: Restart | None = None,
+) -> dict[str, Any]:
     jobs = BulkJobs(client)
+    kills = sorted(kill_at)
+    killed_at: list[int] = []
     rows = job_rows(n)
     items = bulk.items_ndjson(rows)
     del rows
@@ -129,7 +157,11 @@ async def run_job(client: EligibilityClient, n: int, broker_pid: int) -> dict[st
         status_ms.append((time.perf_counter() - asked) * 1000)
         if status["status"] in bulk.TERMINAL:
             break
-        await asyncio.sleep(0.05)
+        if kills and restart is not None and status["processed"] >= kills[0] * n:
+            kills.pop(0)
+            killed_at.append(status["processed"])
+            broker_pid = await restart()
+        await asyncio.sleep(0.005 if kills else 0.05)
     signed, body = await jobs.results(job["id"], manifest_jti=job["manifest_jti"])
     elapsed = time.perf_counter() - started
     done.set()
@@ -137,7 +169,10 @@ async def run_job(client: EligibilityClient, n: int, broker_pid: int) -> dict[st
     assert status["status"] == "completed", status
     assert signed.results == n == body.count(b"\n"), (signed.results, n)
     assert signed.records == status["subjects"] == n
+    assert len(killed_at) == len(kill_at), f"the job ended before every kill: {killed_at}"
     return {
+        "job_id": job["id"],
+        "killed_at_processed": killed_at,
         "items": n,
         "seconds": round(elapsed, 2),
         "accepted_after_s": round(accepted, 2),
@@ -181,8 +216,13 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             serve = ["provider", "serve", "--config", str(scheme.provider_config(provider))]
             argv = [*axb_command(), *serve, "--listen-fd", str(listener.fileno())]
             services.append(spawn(provider, argv, listener, logs))
-        serve = ["serve", "--config", str(config), "--listen-fd", str(listeners.broker.fileno())]
-        broker = spawn("broker", [*axb_command(), *serve], listeners.broker, logs)
+        kept = listeners.broker.dup()  # the broker's socket, for a restart after a kill
+
+        def serve_broker(listener: Any) -> Any:
+            serve = ["serve", "--config", str(config), "--listen-fd", str(listener.fileno())]
+            return spawn("broker", [*axb_command(), *serve], listener, logs)
+
+        broker = serve_broker(listeners.broker)
         services.append(broker)
         if args.worker:
             listener = devscheme.bind_loopback()
@@ -202,6 +242,25 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             single_per_s = single.ok / args.single_seconds
             runs_jobs = services[-1] if args.worker else broker  # whose RSS grows with a job
             jobs = [await run_job(client, n, runs_jobs.process.pid) for n in args.items]
+            if args.kill_at:
+
+                async def restart() -> int:
+                    """SIGKILL the broker mid-job and start it again on the same socket."""
+                    nonlocal broker
+                    broker.process.send_signal(signal.SIGKILL)
+                    broker.process.wait(10)
+                    services.remove(broker)
+                    broker = serve_broker(kept.dup())
+                    services.append(broker)
+                    await wait_up(broker, "/readyz")
+                    return int(broker.process.pid)
+
+                n = max(args.items)
+                killed = await run_job(
+                    client, n, broker.process.pid, kill_at=args.kill_at, restart=restart
+                )
+                killed["records_for_job"] = await job_records(args, config, schema, killed)
+                jobs.append(killed)
     finally:
         for service in services:
             service.stop()
@@ -226,6 +285,29 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     }
 
 
+async def job_records(
+    args: argparse.Namespace, config: Path, schema: str, job: dict[str, Any]
+) -> dict[str, int]:
+    """The consent records the log holds for ``job``: in all, and distinct items (each item's
+    record carries ``query_jti`` = job id ``.`` item)."""
+    sql = "SELECT COUNT(*), COUNT(DISTINCT query_jti) FROM records WHERE query_jti LIKE {}"
+    pattern = job["job_id"] + ".%"
+    if args.postgres:
+        conn = await asyncpg.connect(args.postgres, server_settings={"search_path": schema})
+        try:
+            row = await conn.fetchrow(sql.format("$1"), pattern)
+        finally:
+            await conn.close()
+        total, distinct = row[0], row[1]
+    else:
+        from broker.settings import load_settings
+
+        path = load_settings(config).consent_log_path
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            total, distinct = db.execute(sql.format("?"), (pattern,)).fetchone()
+    return {"records": int(total), "distinct_items": int(distinct)}
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"log: {result['log']}, chunk {result['chunk_items']}, "
@@ -239,12 +321,22 @@ def markdown(result: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for job in result["jobs"]:
+        killed = job.get("killed_at_processed")
+        kills = f" (SIGKILLed at {', '.join(f'{k:,}' for k in killed)} done)" if killed else ""
         lines.append(
-            f"| {job['items']:,} | {job['seconds']} | {job['items_per_s']:,} | "
+            f"| {job['items']:,}{kills} | {job['seconds']} | {job['items_per_s']:,} | "
             f"{job['times_single']} | {job['counts']['undetermined']:,} | "
             f"{job['rss_mb_before']} → {job['rss_mb_peak']} | "
             f"{job['status_ms_p50']} / {job['status_ms_p99']} / {job['status_ms_max']} |"
         )
+    for job in result["jobs"]:
+        if "records_for_job" in job:
+            found = job["records_for_job"]
+            lines.append(
+                f"\nkilled job {job['job_id']}: status completed, {job['items']:,} results "
+                f"signed, {found['records']:,} consent records for it in the log "
+                f"({found['distinct_items']:,} distinct items)"
+            )
     return "\n".join(lines)
 
 
@@ -258,9 +350,19 @@ def main(argv: list[str] | None = None) -> int:
         "--worker", action="store_true", help="jobs run by a second broker process (run_jobs)"
     )
     parser.add_argument("--postgres", default=None, help="a consent log DSN instead of SQLite")
+    parser.add_argument(
+        "--kill-at",
+        default="",
+        help="after the measured jobs, run the largest once more and SIGKILL the broker when "
+        "the job is this far (fractions, comma-separated, e.g. 0.3,0.99), restarting it each "
+        "time; then count the job's consent records in the log",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     args.items = [int(n) for n in args.items.split(",")]
+    args.kill_at = [float(f) for f in args.kill_at.split(",") if f]
+    if args.kill_at and args.worker:
+        parser.error("--kill-at kills the broker that runs jobs: not with --worker")
     with contextlib.suppress(ImportError):
         import uvloop
 
