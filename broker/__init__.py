@@ -26,6 +26,7 @@ General layout:
 - ``settings``     the broker's TOML config, read once into a frozen object
 - ``openapi``      the OpenAPI 3.1 document, built from the route table
 - ``logging``, ``metrics``   structlog set-up; Prometheus metrics
+- ``otel``         OpenTelemetry tracing (the optional extra): a tracer per app, spans by OTLP
 - ``scheme``       the scheme operator's tools and the development scheme
 - ``cli``          the ``axb`` command line, split by audience (and the demo)
 """

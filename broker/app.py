@@ -38,6 +38,7 @@ from broker.errors import BrokerError, ClientGone, Refused, StoreUnavailable
 from broker.gate import Gate
 from broker.metrics import Metrics, ProviderState
 from broker.openapi import openapi_document
+from broker.otel import TRACING, start_tracing
 from broker.overload import LoadShedder
 from broker.pipeline import CheckPipeline, RecordedStep
 from broker.problems import problem, problem_for
@@ -53,6 +54,7 @@ from connectors.errors import ConnectorError
 from connectors.registry_source import RegistrySource
 from connectors.signed_http import SignedHttpConnector
 from connectors.tracing import accept as accept_traceparent
+from connectors.tracing import server_span
 from trust import jws
 from trust.errors import TrustError
 
@@ -62,7 +64,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Binds a request id, renders every error as problem+json, writes the canonical line."""
+    """Binds a request id, renders every error as problem+json, writes the canonical line;
+    with tracing on, inside the request's SERVER span."""
+    tracing = request.app.get(TRACING)
+    if tracing is None:
+        return await _in_context(request, handler)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    attributes = {"http.request.method": request.method, "http.route": route}
+    with server_span(
+        tracing.tracer, f"{request.method} {route}", request.headers, attributes
+    ) as span:
+        response = await _in_context(request, handler)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
+
+
+async def _in_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.clear_contextvars()
     supplied = request.headers.get("X-Request-Id", "")
     request_id = supplied if 8 <= len(supplied) <= 64 and supplied.isalnum() else uuid.uuid4().hex
@@ -147,6 +165,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         return connectors[provider_id]
 
     app[SETTINGS] = settings
+    tracing = start_tracing(settings)
+    if tracing is not None:
+        app[TRACING] = tracing
     # the teardown's half of the stop; aiohttp's runner spends the other half on requests
     app[TEARDOWN] = Teardown(settings.shutdown_timeout_s / 2)
     app[STOPPING] = asyncio.Event()
@@ -241,6 +262,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             except Exception:
                 log.exception("final_checkpoint_failed")
         await stop.step("consent-log-close", stores.consent_log.close())
+        if tracing is not None:
+            await stop.step("tracing-flush", tracing.close())
         stop.check()
 
     app.cleanup_ctx.append(resources)

@@ -107,6 +107,9 @@ class Settings:
     drain_s: float = 0.0
     # broker.coalesce: concurrent calls to one provider within this window go as one batch
     coalesce_window_ms: float = 1.0
+    # OpenTelemetry (the optional extra ax-broker[otel]): spans exported by OTLP/HTTP here
+    tracing_otlp_endpoint: str | None = None
+    tracing_service_name: str = "ax-broker"
 
     @property
     def consent_log_path(self) -> Path:
@@ -232,7 +235,24 @@ def _load_settings(path: Path, overrides: dict[str, Any]) -> Settings:
         shutdown_timeout_s=_float(table, "shutdown_timeout_s", 8.0, 0.1, 3600),
         drain_s=_float(table, "drain_s", 0.0, 0, 600),
         coalesce_window_ms=_float(table, "coalesce_window_ms", 1.0, 0, 2),
+        **_tracing_settings(table),
     )
+
+
+def _tracing_settings(table: dict[str, Any]) -> dict[str, Any]:
+    """``[tracing] otlp_endpoint`` (an OTLP/HTTP traces URL) turns OpenTelemetry spans on."""
+    tracing = table.get("tracing", {})
+    if not isinstance(tracing, dict) or not set(tracing) <= {"otlp_endpoint", "service_name"}:
+        raise SettingsError("[tracing] holds otlp_endpoint and service_name only")
+    endpoint = tracing.get("otlp_endpoint")
+    if endpoint is not None and (
+        not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://"))
+    ):
+        raise SettingsError("[tracing] otlp_endpoint must be an http(s) URL")
+    name = tracing.get("service_name", "ax-broker")
+    if not isinstance(name, str) or not 1 <= len(name) <= 100:
+        raise SettingsError("[tracing] service_name must be a short string")
+    return {"tracing_otlp_endpoint": endpoint, "tracing_service_name": name}
 
 
 def _bulk_settings(table: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import aiohttp
 
 from connectors.base import ItemResult, fetch_each, read_limited
 from connectors.errors import ProviderFault
-from connectors.tracing import outgoing_headers
+from connectors.tracing import provider_span
 from trust import jws
 from trust.batch import batch_of, batch_request_claims, parse_batch_response
 from trust.errors import InvalidMessage, VerificationError
@@ -97,6 +97,12 @@ class SignedHttpConnector:
         return [answer.answers.get(r.jti, missing) for r in requests]
 
     async def _post(self, endpoint: str, token: str, limit: int) -> bytes:
+        with provider_span(endpoint) as trace_headers:
+            return await self._exchange(endpoint, token, limit, trace_headers)
+
+    async def _exchange(
+        self, endpoint: str, token: str, limit: int, trace_headers: dict[str, str]
+    ) -> bytes:
         try:
             async with self._session.post(
                 endpoint,
@@ -104,7 +110,7 @@ class SignedHttpConnector:
                 headers={
                     "Content-Type": JWT_MEDIA_TYPE,
                     "Accept": JWT_MEDIA_TYPE,
-                    **outgoing_headers(),
+                    **trace_headers,
                 },
                 allow_redirects=False,
             ) as response:

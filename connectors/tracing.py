@@ -6,14 +6,24 @@ The broker's middleware reads the caller's ``traceparent`` header once per reque
 flags. The value lives in a context variable, so the fan-out's tasks (copies of the request's
 context) see it without a parameter through every layer. A malformed header is ignored, as the
 specification asks: nothing is forwarded, and nothing is refused.
+
+With OpenTelemetry on (``[tracing] otlp_endpoint``, the optional extra ``ax-broker[otel]``,
+set up by :mod:`broker.otel`), :func:`server_span` opens a SERVER span for each request, a
+child of the caller's ``traceparent`` when it sent one, and :func:`provider_span` a CLIENT
+span for each provider call, whose context is the ``traceparent`` the provider is sent. Span
+attributes are the method, the route, the provider's endpoint and the status: never a subject,
+a token or a body. OpenTelemetry is imported only when it is on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 _SHAPE = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE, _ZERO_PARENT = "0" * 32, "0" * 16
@@ -62,3 +72,50 @@ def outgoing_headers() -> dict[str, str]:
     """The ``traceparent`` for a call made on behalf of the current request, if it has one."""
     current = _CURRENT.get()
     return {} if current is None else {"traceparent": current.child().header}
+
+
+# The request's OpenTelemetry tracer (``None``: tracing is off), set by :func:`server_span`.
+_TRACER: ContextVar[Any] = ContextVar("axb_tracer", default=None)
+
+
+@contextlib.contextmanager
+def server_span(
+    tracer: Any, name: str, headers: Mapping[str, str], attributes: Mapping[str, str]
+) -> Iterator[Any]:
+    """A SERVER span around one request (yields it, or ``None`` when ``tracer`` is)."""
+    if tracer is None:
+        yield None
+        return
+    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    parent = TraceContextTextMapPropagator().extract(
+        {"traceparent": headers["traceparent"]} if "traceparent" in headers else {}
+    )
+    token = _TRACER.set(tracer)
+    try:
+        with tracer.start_as_current_span(
+            name, context=parent, kind=SpanKind.SERVER, attributes=dict(attributes)
+        ) as span:
+            yield span
+    finally:
+        _TRACER.reset(token)
+
+
+@contextlib.contextmanager
+def provider_span(endpoint: str) -> Iterator[dict[str, str]]:
+    """Around one call to a provider: the headers to send it (its ``traceparent``). With
+    tracing on, a CLIENT span whose context that ``traceparent`` carries."""
+    tracer = _TRACER.get()
+    if tracer is None:
+        yield outgoing_headers()
+        return
+    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    with tracer.start_as_current_span(
+        "POST provider", kind=SpanKind.CLIENT, attributes={"url.full": endpoint}
+    ):
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier)
+        yield carrier

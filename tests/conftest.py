@@ -127,7 +127,11 @@ async def start_broker(
             port=sock.getsockname()[1],
             public_checkpoint_every_seconds=public_checkpoint_every_seconds,
         )
-        app = create_app(settings)
+        try:
+            app = create_app(settings)
+        except BaseException:  # refused at start: the socket is not left open
+            sock.close()
+            raise
         runner = await serve_on(app, sock)
         broker = RunningBroker(f"http://{settings.host}:{settings.port}", settings, app, runner)
         started.append(broker)
