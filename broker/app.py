@@ -129,6 +129,14 @@ async def _in_context(request: web.Request, handler: Handler) -> web.StreamRespo
     return response
 
 
+async def publish_metrics(metrics: Metrics, every_s: float = 1.0) -> None:
+    """Under ``axb serve --workers N``: write this worker's gauges each second, for the
+    scrapes the other workers answer (nothing to do for a process on its own)."""
+    while metrics.multiprocess:
+        metrics.publish()
+        await asyncio.sleep(every_s)
+
+
 def forget_window_s(settings: Settings) -> int:
     """How long a forgotten jti could still be presented: the longest token lifetime plus
     leeway."""
@@ -246,9 +254,10 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         )
         watcher = asyncio.create_task(registry.watch(settings.registry_poll_s), name="registry")
         lag = asyncio.create_task(app[SHEDDER].watch_loop(), name="loop-lag")
+        gauges = asyncio.create_task(publish_metrics(metrics), name="worker-gauges")
         yield
         stop = app[TEARDOWN]
-        for task in (watcher, checkpointer, lag, cosigner):
+        for task in (watcher, checkpointer, lag, cosigner, gauges):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stop.step(task.get_name(), task)

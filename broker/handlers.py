@@ -7,7 +7,7 @@ import time
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from broker.app_keys import (
     CLOCK,
@@ -105,7 +105,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    payload = generate_latest(request.app[METRICS].registry)
+    payload = request.app[METRICS].exposition()
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

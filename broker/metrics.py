@@ -16,6 +16,16 @@ Named to Prometheus's conventions (base units, ``_total`` for counters) and chec
 - ``axb_admission_errors_total``: checks the replay store could not admit (Redis down);
 - the process: ``process_*`` (CPU, memory, open files) and ``python_*``, and
   ``axb_worker_info{pid}``, so each worker of ``axb serve --workers N`` is told apart.
+
+Under ``axb serve --workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set by the supervisor) a scrape
+answers for every worker, whichever it reaches: prometheus-client's multiprocess mode sums
+the counters and histograms over the workers (a dead worker's counts kept), and the gauges are
+each live worker's, labelled ``pid``: ``axb_worker_info``, ``axb_provider_circuit_state`` and
+``process_*`` (memory, open files, start time; ``process_cpu_seconds_total`` is a counter of
+every worker's CPU). ``axb_provider_in_flight`` is summed over the workers,
+``axb_log_records`` is the largest any worker knows and ``axb_checkpoint_age_seconds`` the
+smallest (the freshest checkpoint). Each worker writes its gauges every second and at each
+scrape it answers. ``python_*`` series are not kept across processes.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -33,11 +44,22 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 CIRCUIT_STATES = {"closed": 0, "half-open": 1, "open": 2}
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_ALL: dict[str, Any] = {"multiprocess_mode": "liveall"}  # each live worker's, by pid
+_PROCESS_GAUGES = (
+    ("process_resident_memory_bytes", "Resident memory size in bytes"),
+    ("process_virtual_memory_bytes", "Virtual memory size in bytes"),
+    ("process_open_fds", "Number of open file descriptors"),
+    ("process_max_fds", "Maximum number of open file descriptors"),
+    ("process_start_time_seconds", "Start time of the process since unix epoch in seconds"),
+)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _LOG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)  # a commit's time
 
@@ -58,9 +80,9 @@ class _ScrapeTime(Collector):
         log_size: Callable[[], int],
         checkpoint_age_s: Callable[[], float],
     ) -> None:
-        self._providers = providers
-        self._log_size = log_size
-        self._checkpoint_age_s = checkpoint_age_s
+        self.providers = providers
+        self.log_size = log_size
+        self.checkpoint_age_s = checkpoint_age_s
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         circuit = GaugeMetricFamily(
@@ -71,7 +93,7 @@ class _ScrapeTime(Collector):
         in_flight = GaugeMetricFamily(
             "axb_provider_in_flight", "Calls in flight to each provider", labels=["provider"]
         )
-        for state in self._providers():
+        for state in self.providers():
             circuit.add_metric([state.provider], CIRCUIT_STATES[state.circuit])
             in_flight.add_metric([state.provider], state.in_flight)
         yield circuit
@@ -79,12 +101,12 @@ class _ScrapeTime(Collector):
         yield GaugeMetricFamily(
             "axb_log_records",
             "Records in the consent log, as far as this process knows",
-            value=self._log_size(),
+            value=self.log_size(),
         )
         yield GaugeMetricFamily(
             "axb_checkpoint_age_seconds",
             "Seconds since the latest checkpoint this process knows of (NaN: none yet)",
-            value=self._checkpoint_age_s(),
+            value=self.checkpoint_age_s(),
         )
 
 
@@ -147,6 +169,11 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.multiprocess = MULTIPROCESS_ENV in os.environ
+        self._state: _ScrapeTime | None = None
+        if self.multiprocess:
+            self._workers = _WorkerGauges(r)
+            return
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
@@ -164,5 +191,81 @@ class Metrics:
         log_size: Callable[[], int],
         checkpoint_age_s: Callable[[], float] = lambda: math.nan,
     ) -> None:
-        """Register the gauges read from the broker's state at each scrape."""
-        self.registry.register(_ScrapeTime(providers, log_size, checkpoint_age_s))
+        """Register the gauges read from the broker's state at each scrape (under
+        ``--workers``: written by :meth:`publish`)."""
+        self._state = _ScrapeTime(providers, log_size, checkpoint_age_s)
+        if not self.multiprocess:
+            self.registry.register(self._state)
+
+    def publish(self) -> None:
+        """Under ``--workers``: write this worker's gauges where the others' scrapes read them
+        (every second, and before each scrape this worker answers)."""
+        if self.multiprocess and self._state is not None:
+            self._workers.publish(self._state)
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: this process's metrics, or under ``--workers`` every
+        worker's."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        self.publish()
+        together = CollectorRegistry()
+        multiprocess.MultiProcessCollector(together)  # type: ignore[no-untyped-call]
+        return generate_latest(together)
+
+
+class _WorkerGauges:
+    """A worker's gauges in multiprocess mode (see the module doc)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        info = Gauge("axb_worker_info", "This broker process", registry=r, **_LIVE_ALL)
+        info.set(1)
+        self._circuit = Gauge(
+            "axb_provider_circuit_state",
+            "Each provider's circuit breaker: 0 closed, 1 half-open, 2 open",
+            ["provider"],
+            registry=r,
+            **_LIVE_ALL,
+        )
+        self._in_flight = Gauge(
+            "axb_provider_in_flight",
+            "Calls in flight to each provider",
+            ["provider"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self._log_records = Gauge(
+            "axb_log_records",
+            "Records in the consent log, as far as any worker knows",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self._checkpoint_age = Gauge(
+            "axb_checkpoint_age_seconds",
+            "Seconds since the latest checkpoint any worker signed (+Inf: none yet)",
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+        self._process = {
+            name: Gauge(name, doc, registry=r, **_LIVE_ALL) for name, doc in _PROCESS_GAUGES
+        }
+        self._cpu = Counter(
+            "process_cpu_seconds", "Total user and system CPU time spent in seconds", registry=r
+        )
+        self._cpu_seen = 0.0
+        self._reader = ProcessCollector(registry=None)
+
+    def publish(self, state: _ScrapeTime) -> None:
+        for provider in state.providers():
+            self._circuit.labels(provider.provider).set(CIRCUIT_STATES[provider.circuit])
+            self._in_flight.labels(provider.provider).set(provider.in_flight)
+        self._log_records.set(state.log_size())
+        age = state.checkpoint_age_s()
+        self._checkpoint_age.set(math.inf if math.isnan(age) else age)
+        for family in self._reader.collect():
+            for sample in family.samples:
+                if sample.name in self._process:
+                    self._process[sample.name].set(sample.value)
+                elif sample.name == "process_cpu_seconds_total" and sample.value > self._cpu_seen:
+                    self._cpu.inc(sample.value - self._cpu_seen)
+                    self._cpu_seen = sample.value

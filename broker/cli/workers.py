@@ -19,6 +19,12 @@ as ``workers`` (still 200: the port is served). On SIGTERM or SIGINT the supervi
 accepting for every worker at once (each worker's own orderly stop: checks in flight answered,
 log committed and checkpointed), waits up to ``shutdown_timeout_s``, kills what is left, and
 exits 0 only if every worker did.
+
+Metrics are the workers' together: each worker is started with ``PROMETHEUS_MULTIPROC_DIR``
+naming a folder of the supervisor's, where prometheus-client's multiprocess mode keeps each
+worker's counters and histograms (summed at a scrape, a dead worker's counts kept) and its
+gauges (each live worker's, labelled ``pid``); a worker that dies has its live gauges removed.
+Whichever worker a scrape reaches answers for all of them (:mod:`broker.metrics`).
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ from pathlib import Path
 from types import FrameType
 
 import click
+from prometheus_client import multiprocess
 
 from broker.errors import SettingsError
+from broker.metrics import MULTIPROCESS_ENV
 from broker.settings import Settings
 
 RESTART_DELAY_S = 1.0
@@ -74,6 +82,8 @@ class Supervisor:
         self._down_since: list[float] = [0.0] * workers
         self._status_dir = Path(tempfile.mkdtemp(prefix="axb-workers-"))
         self.status_file = self._status_dir / "workers.json"
+        self.metrics_dir = self._status_dir / "metrics"
+        self.metrics_dir.mkdir()
         self._restarts = 0
         self._reported: tuple[int, int] | None = None
 
@@ -94,7 +104,11 @@ class Supervisor:
         self._procs[slot] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "broker.cli", "serve", *self._argv, "--listen-fd", str(fd)],
             pass_fds=[fd],
-            env={**os.environ, WORKERS_STATUS_ENV: str(self.status_file)},
+            env={
+                **os.environ,
+                WORKERS_STATUS_ENV: str(self.status_file),
+                MULTIPROCESS_ENV: str(self.metrics_dir),
+            },
         )
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
@@ -112,6 +126,7 @@ class Supervisor:
             for slot, proc in enumerate(self._procs):
                 if proc is not None and proc.poll() is not None:
                     click.echo(f"worker {proc.pid} exited {proc.returncode}: restarting", err=True)
+                    multiprocess.mark_process_dead(proc.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
                     self._procs[slot], self._down_since[slot] = None, now
                 elif proc is None and now - self._down_since[slot] >= RESTART_DELAY_S:
                     self._start(slot)

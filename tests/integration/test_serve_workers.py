@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from broker.scheme import dev as devscheme
 from members.council import EligibilityClient
@@ -43,6 +44,37 @@ async def workers_in_readyz(url: str) -> dict[str, int]:
         workers: dict[str, int] = (await response.json())["workers"]
     await asyncio.sleep(0.05)
     return workers
+
+
+async def scrape(url: str) -> str:
+    """One scrape on a fresh connection (any worker may answer it)."""
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+        assert response.status == 200
+        return await response.text()
+
+
+def samples(text: str, name: str) -> dict[frozenset[tuple[str, str]], float]:
+    """Every sample of ``name`` on a metrics page, by its labels."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[frozenset(sample.labels.items())] = sample.value
+    return found
+
+
+async def every_scrape_counts_all_workers(url: str, answered: int, pids: set[int]) -> None:
+    """Whichever worker answers a scrape, it counts every worker's checks (a dead worker's
+    too) and shows each live worker's gauges, by pid."""
+    for _ in range(6):
+        text = await scrape(url)
+        assert samples(text, "axb_checks_total")[frozenset({("result", "answered")})] == answered
+        info = samples(text, "axb_worker_info")
+        assert {int(dict(labels)["pid"]) for labels in info} == pids
+        memory = samples(text, "process_resident_memory_bytes")
+        assert {int(dict(labels)["pid"]) for labels in memory} == pids
+        assert all(value > 10_000_000 for value in memory.values())
+        assert samples(text, "axb_log_records")[frozenset()] >= answered
 
 
 @dataclass(frozen=True)
@@ -106,6 +138,8 @@ async def test_two_workers_share_one_gap_free_log_a_killed_worker_is_restarted_a
             outcomes = await asyncio.gather(*(blue_badge(client) for _ in range(16)))
             assert outcomes == ["yes"] * 16
         assert (await workers_in_readyz(scheme.broker_url))["alive"] == 2
+        await asyncio.sleep(1.2)  # each worker writes its gauges every second
+        await every_scrape_counts_all_workers(scheme.broker_url, 16, first)
         killed = sorted(first)[0]
         os.kill(killed, signal.SIGKILL)  # its open connections die with it, as any crash's
         seen = [await workers_in_readyz(scheme.broker_url) for _ in range(20)]  # over ~1 s
@@ -127,6 +161,19 @@ async def test_two_workers_share_one_gap_free_log_a_killed_worker_is_restarted_a
                 "restarts": 1,
             }
             assert await asyncio.gather(*(blue_badge(client) for _ in range(8))) == ["yes"] * 8
+        await asyncio.sleep(1.2)
+        # the dead worker's answers still count; its gauges are gone, its successor's there
+        await every_scrape_counts_all_workers(scheme.broker_url, 32, now)
+        checked = await asyncio.to_thread(
+            subprocess.run,
+            ["promtool", "check", "metrics"],
+            input=await scrape(scheme.broker_url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
         started = time.monotonic()
         supervisor.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(supervisor.wait, 15)
