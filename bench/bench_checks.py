@@ -24,6 +24,15 @@ the identity its query named, and a sample of answers is verified as a council w
 ``--redis-url redis://127.0.0.1:6379/13`` puts admission in Redis (its keys expire by
 themselves); ``--profile PATH`` runs the broker under cProfile (thread CPU clock). It prints a
 markdown table and, with ``--json PATH``, writes every number as JSON.
+
+``--full`` measures every row of issue 11's targets in one run and prints them as a table of
+their own: ``--compare`` with Redis (memory and Redis admission, coalescing off and on); on the
+memory-admission broker with coalescing on, a closed-loop sweep over 1–64 concurrent clients
+(checks/s, p50, p99) and open-loop arrivals at half the best rate (p99 at half of max); then,
+each in its own processes, ``bench_log_tiles.py`` (broker RSS after 1 M and 10 M records,
+inclusion proof p99 at 10 M) and ``bench_log.py`` (``axb audit verify`` of 1 M records).
+``--plot PATH`` draws checks/s and p99 against concurrency as a PNG (the ``bench`` extra:
+matplotlib). About eight minutes.
 """
 
 from __future__ import annotations
@@ -566,6 +575,7 @@ class BrokerRun:
     tokens: Tokens
     load: LoadResult
     batches: int  # batch requests the DWP-style provider answered in the run
+    sweep: dict[str, Any] | None = None  # --full: load against concurrency, and at half max
 
 
 async def broker_run(
@@ -576,6 +586,7 @@ async def broker_run(
     window_ms: float,
     redis_url: str | None,
     profile: Path | None = None,
+    sweep: bool = False,
 ) -> BrokerRun:
     """A fresh scheme, the two reference providers and the broker with ``window_ms``
     coalescing and ``redis_url`` admission, driven at ``args.concurrency``."""
@@ -647,11 +658,118 @@ async def broker_run(
             keep_bodies=True,
         )
         batches = await provider_batches(services[0].url)
+        swept = None
+        if sweep:
+            swept = await sweep_load(args, scheme.broker_url, client, broker.process.pid)
     finally:
         for service in reversed(services):
             service.stop()
         listeners.close()
-    return BrokerRun(label, window_ms, redis_url, scheme, tokens, load, batches)
+    return BrokerRun(label, window_ms, redis_url, scheme, tokens, load, batches, swept)
+
+
+SWEEP_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
+
+
+async def sweep_load(
+    args: argparse.Namespace, url: str, client: EligibilityClient, pid: int
+) -> dict[str, Any]:
+    """``--full``: the same broker driven closed-loop at each of ``SWEEP_CONCURRENCY`` clients
+    (checks/s, p50, p99), then by open-loop arrivals at half the best rate seen (p50, p99 at
+    half of the maximum throughput). Queries are signed fresh for it, before it starts."""
+    from bench_overload import overload  # it imports this module: import it only here
+
+    per_level = args.sweep_seconds + 1.0
+    tokens = Tokens(client, int(1500 * (per_level * len(SWEEP_CONCURRENCY) + args.sweep_seconds)))
+    points = []
+    for concurrency in SWEEP_CONCURRENCY:
+        load = await drive(
+            f"{url}/v1/checks",
+            tokens,
+            concurrency=concurrency,
+            warmup_s=1.0,
+            seconds=args.sweep_seconds,
+            target_pid=pid,
+            other_pids={},
+            keep_bodies=False,
+        )
+        points.append(
+            {
+                "concurrency": concurrency,
+                "per_second": load.ok / load.seconds,
+                "latency_ms_p50": percentile(load.latencies_ms, 50),
+                "latency_ms_p99": percentile(load.latencies_ms, 99),
+                "not_200": sum(n for status, n in load.statuses.items() if status != 200)
+                + sum(load.errors.values()),
+            }
+        )
+        print(
+            f"[sweep] concurrency {concurrency}: {points[-1]['per_second']:.0f}/s", file=sys.stderr
+        )
+    best = max(point["per_second"] for point in points)
+    half = await overload(
+        f"{url}/v1/checks",
+        tokens,
+        rate=best / 2,
+        clients=256,
+        seconds=args.sweep_seconds * 2,
+        timeout_s=10.0,
+    )
+    return {"points": points, "max_per_second": best, "half_max": half}
+
+
+def log_rows(root: Path) -> dict[str, Any]:
+    """``--full``: the consent log's rows, each by its own benchmark in its own processes:
+    broker RSS after 1 M and 10 M records and the inclusion proof p99 at 10 M
+    (``bench_log_tiles.py``), and ``axb audit verify`` of 1 M records (``bench_log.py``)."""
+    tiles, verify = root / "tiles.json", root / "verify.json"
+    bench = ROOT / "bench"
+    print("the log's tiles at 1 M and 10 M records (about 2 minutes)...", file=sys.stderr)
+    subprocess.run(
+        [sys.executable, str(bench / "bench_log_tiles.py"), "--records", "1000000", "10000000",
+         "--json", str(tiles)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    print("axb audit verify of 1 M records (about a minute)...", file=sys.stderr)
+    subprocess.run(
+        [sys.executable, str(bench / "bench_log.py"), "--records", "20000", "--single-records",
+         "1000", "--skip-postgres", "--json", str(verify)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    grown = json.loads(tiles.read_text())["grow"]["sizes"]
+    first, last = grown[0], grown[-1]
+    verified = json.loads(verify.read_text())["verify"]
+    return {
+        "rss_1m_bytes": first["rss_bytes"],
+        "rss_10m_bytes": last["rss_bytes"],
+        "rss_10m_over_1m": last["rss_bytes"] / first["rss_bytes"],
+        "inclusion_p99_ms_at_10m": last["inclusion"]["p99_ms"],
+        "audit_verify_1m_s": verified["axb_audit_verify_s"],
+    }
+
+
+def plot(sweep: dict[str, Any], path: Path) -> None:
+    """checks/s and p99 against concurrency (PNG; needs matplotlib: pip install matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sweep["points"]
+    levels = [p["concurrency"] for p in points]
+    figure, rate_axis = plt.subplots(figsize=(7, 4), dpi=120)
+    rate_axis.plot(levels, [p["per_second"] for p in points], "o-", color="#1d70b8")
+    rate_axis.set_xscale("log", base=2)
+    rate_axis.set_xticks(levels, [str(c) for c in levels])
+    rate_axis.set_xlabel("concurrent clients")
+    rate_axis.set_ylabel("checks / second", color="#1d70b8")
+    p99_axis = rate_axis.twinx()
+    p99_axis.plot(levels, [p["latency_ms_p99"] for p in points], "s--", color="#d4351c")
+    p99_axis.set_ylabel("p99 latency (ms)", color="#d4351c")
+    rate_axis.set_title("ax-broker POST /v1/checks, one process, 2-core machine")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 async def provider_batches(url: str) -> int:
@@ -687,7 +805,13 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     logs.mkdir()
     runs = [
         await broker_run(
-            args, root, label, window_ms=window, redis_url=redis_url, profile=args.profile
+            args,
+            root,
+            label,
+            window_ms=window,
+            redis_url=redis_url,
+            profile=args.profile,
+            sweep=args.full and label == "memory-on",
         )
         for label, window, redis_url in configurations(args)
     ]
@@ -738,7 +862,77 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     result["checks"]["provider_batch_requests"] = main.batches
     if len(runs) > 1:
         result["comparison"] = compare(runs, floor)
+    swept = next((r.sweep for r in runs if r.sweep is not None), None)
+    if swept is not None:
+        result["sweep"] = swept
+        result["log"] = log_rows(root)
+        if args.plot is not None:
+            plot(swept, args.plot)
+        result["targets"] = targets(result)
     return result
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The issue's table, every row from this run: (measure, measured, target)."""
+    rows = result["comparison"]
+    on, off = rows["memory-on"], rows["memory-off"]
+    hello = result.get("hello_world", {}).get("per_second", float("nan"))
+    sweep, log = result["sweep"], result["log"]
+    half = sweep["half_max"]
+    table = [
+        (
+            "broker CPU per check ÷ four bare P-256 operations, coalescing on, concurrency 16",
+            f"{on['broker_cpu_per_check_over_four_primitive_ops']:.1f} ×",
+            "≤ 3 ×",
+        ),
+        (
+            "same, coalescing off",
+            f"{off['broker_cpu_per_check_over_four_primitive_ops']:.1f} ×",
+            "≤ 5 ×",
+        ),
+        (
+            "checks/s of one broker process ÷ hello-world aiohttp requests/s",
+            f"{on['per_second'] / hello:.3f} ({on['per_second']:.0f} ÷ {hello:.0f})",
+            "≥ 0.25",
+        ),
+        (
+            "p99 at half of max throughput",
+            f"{half['accepted_p99_ms']:.1f} ms at {half['offered_per_s']:.0f}/s "
+            f"(max {sweep['max_per_second']:.0f}/s)",
+            "≤ 10 ms",
+        ),
+    ]
+    if "redis_over_memory_cpu_coalescing_on" in rows:
+        table.append(
+            (
+                "Redis admission CPU ÷ memory admission CPU per check (coalescing on)",
+                f"{rows['redis_over_memory_cpu_coalescing_on']:.2f} ×",
+                "≤ 1.1 ×",
+            )
+        )
+    table += [
+        (
+            "broker RSS after 10 M records vs after 1 M",
+            f"{log['rss_10m_over_1m']:.3f}",
+            "within 10 %",
+        ),
+        (
+            "inclusion proof at 10 M records, p99",
+            f"{log['inclusion_p99_ms_at_10m']:.2f} ms",
+            "≤ 5 ms",
+        ),
+        ("`axb audit verify` of 1 M records", f"{log['audit_verify_1m_s']:.1f} s", "≤ 8 s"),
+    ]
+    for point in sweep["points"]:
+        if point["concurrency"] in (1, 16):
+            table.append(
+                (
+                    f"p50 / p99 at concurrency {point['concurrency']}",
+                    f"{point['latency_ms_p50']:.1f} / {point['latency_ms_p99']:.1f} ms",
+                    "",
+                )
+            )
+    return table
 
 
 def compare(runs: list[BrokerRun], floor_s: float) -> dict[str, Any]:
@@ -907,6 +1101,12 @@ def markdown(result: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"| **{label.replace('_', ' ')}** | **{row:.2f} ×** |")
+    for point in result.get("sweep", {}).get("points", []):
+        lines.append(
+            f"| concurrency {point['concurrency']}: checks/s, p50 / p99 | "
+            f"{point['per_second']:.0f}, {point['latency_ms_p50']:.1f} / "
+            f"{point['latency_ms_p99']:.1f} ms |"
+        )
     hello = result.get("hello_world")
     if hello:
         lines += [
@@ -916,6 +1116,12 @@ def markdown(result: dict[str, Any]) -> str:
             f"{hello['loadgen_cpu_us_per_request']:.1f} µs |",
             f"| **broker CPU per check ÷ hello-world CPU per request** | "
             f"**{result['broker_cpu_per_check_over_hello_cpu_per_request']:.1f} ×** |",
+        ]
+    if "targets" in result:
+        lines += ["", "| measure | measured | target |", "|---|--:|--:|"]
+        lines += [
+            f"| {measure} | {measured} | {target} |"
+            for measure, measured, target in result["targets"]
         ]
     return "\n".join(lines)
 
@@ -951,7 +1157,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run the broker with coalescing off and on (and with Redis, given --redis-url)",
     )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="every row of issue 11's table in one run: --compare (with Redis), a concurrency "
+        "sweep and half-max load on the memory-admission, coalescing-on broker, the log's "
+        "tiles at 1 M and 10 M records and axb audit verify of 1 M",
+    )
+    parser.add_argument("--sweep-seconds", type=float, default=3.0, help="--full: per level")
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="--full: checks/s and p99 against concurrency, PNG"
+    )
     args = parser.parse_args(argv)
+    if args.full:
+        args.compare = True
+        args.redis_url = args.redis_url or "redis://127.0.0.1:6379/13"
     if not 0 < args.seconds <= 90 or args.warmup + args.seconds > 100:
         parser.error("queries live 120 s: keep --warmup + --seconds under 100")
     if args.redis_url and not args.redis_url.startswith("redis://127.0.0.1:"):
