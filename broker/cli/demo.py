@@ -24,8 +24,10 @@ import click
 from aiohttp import web
 
 from broker.app import create_app
+from broker.app_keys import REGISTRY
 from broker.logging import configure_logging
 from broker.scheme import dev as devscheme
+from broker.scheme.dwp_cis import CIS_FSM_CHECK, DWP_CIS, join_dwp_cis
 from broker.settings import load_settings
 from broker.witness.app import create_witness_app
 from broker.witness.settings import load_witness_settings
@@ -35,7 +37,7 @@ from connectors.reference.identity import (
     load_reference_identity_provider,
 )
 from connectors.reference.population import subject_of
-from connectors.reference.providers import build_ves_stub
+from connectors.reference.providers import build_stub, build_ves_stub
 from members.council import EligibilityClient
 from members.errors import CheckFailed
 from trust.cosignature import verified_cosignatures
@@ -137,6 +139,24 @@ CASES = (
         note="(the council's Blue Badge register)",
     ),
 )
+# free school meals through the DWP CIS adapter (joined at start, as a new provider is)
+CIS_CASES = (
+    DemoCase(
+        FSM_COUNCIL,
+        CIS_FSM_CHECK,
+        "free-school-meals-application",
+        "fsm-yes-uc-any-only-after-2026-09",
+        date(2026, 11, 27),
+        note="(through DWP's CIS API)",
+    ),
+    DemoCase(
+        FSM_COUNCIL,
+        CIS_FSM_CHECK,
+        "free-school-meals-application",
+        "fsm-no",
+        note="(through DWP's CIS API)",
+    ),
+)
 # an online application whose council asserts the identity itself: the purpose refuses it
 REFUSED_CASE = DemoCase(BB_COUNCIL, BB, ONLINE, "bb-no")
 DOWN_CASE = DemoCase(BB_COUNCIL, BB, ONLINE, "bb-yes-pip-moving", credential=True)
@@ -184,6 +204,15 @@ async def wait_healthy(url: str, timeout_s: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise click.ClickException(f"{url} did not become healthy")
             await asyncio.sleep(0.05)
+
+
+async def wait_for_registry(app: web.Application, seq: int, timeout_s: float = 30.0) -> None:
+    """Until the broker has picked up the registry of ``seq`` (it polls the file)."""
+    deadline = time.monotonic() + timeout_s
+    while app[REGISTRY].snapshot.seq < seq:
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the broker did not pick up registry {seq}")
+        await asyncio.sleep(0.05)
 
 
 async def run_case(
@@ -241,7 +270,7 @@ async def prove_receipts(
 def _row(number: int, case: DemoCase, outcome: str, receipt: str, ms: float, note: str) -> str:
     as_of = case.as_of.isoformat() if case.as_of else "today"
     return (
-        f"{number:>2}  {case.check:<29} {as_of:<10}  {case.label:<34} "
+        f"{number:>2}  {case.check:<30} {as_of:<10}  {case.label:<34} "
         f"{outcome:<12} {receipt:>5} {ms:>8.1f}  {note}"
     )
 
@@ -264,6 +293,7 @@ async def _run_demo(
     stub = web.AppRunner(stub_app, access_log=None)  # stands in for DVLA's own service
     await stub.setup()
     await web.SockSite(stub, listeners.ves_stub).start()
+    stubs: list[web.AppRunner] = []  # stubs started later (DWP's CIS)
     providers = {
         pid: start_provider(
             scheme.provider_config(pid), folder.log_dir / f"{pid}.log", listeners.providers[pid]
@@ -287,9 +317,28 @@ async def _run_demo(
         for port in scheme.provider_ports.values():
             await wait_healthy(f"http://127.0.0.1:{port}")
         settings = load_settings(scheme.broker_config)
-        runner = web.AppRunner(create_app(settings), access_log=None)
+        broker_app = create_app(settings)
+        runner = web.AppRunner(broker_app, access_log=None)
         await runner.setup()
         await web.SockSite(runner, listeners.broker).start()
+        # the scheme operator admits DWP's CIS adapter while the broker runs, as any provider
+        cis_stub_socket, cis_socket = devscheme.bind_loopback(), devscheme.bind_loopback()
+        joined = join_dwp_cis(
+            scheme,
+            stub_port=cis_stub_socket.getsockname()[1],
+            provider_port=cis_socket.getsockname()[1],
+            token=token,
+        )
+        cis_stub_app, _, _ = build_stub(joined.stub_config)
+        cis_stub = web.AppRunner(cis_stub_app, access_log=None)
+        await cis_stub.setup()
+        await web.SockSite(cis_stub, cis_stub_socket).start()
+        stubs.append(cis_stub)
+        providers[DWP_CIS] = start_provider(
+            joined.provider_config, folder.log_dir / f"{DWP_CIS}.log", cis_socket
+        )
+        await wait_healthy(joined.endpoint.removesuffix("/v1/attributes"))
+        await wait_for_registry(broker_app, joined.seq)
         click.echo(f"scheme in {root}")
         click.echo(
             f"broker   {scheme.broker_url}   providers on ports "
@@ -297,7 +346,7 @@ async def _run_demo(
             f"{', '.join(str(p) for p in scheme.witness_ports.values())}\n"
         )
         header = (
-            f"{'#':>2}  {'check':<29} {'as of':<10}  {'test identity':<34} "
+            f"{'#':>2}  {'check':<30} {'as of':<10}  {'test identity':<34} "
             f"{'outcome':<12} {'log#':>5} {'ms':>8}"
         )
         click.echo(header)
@@ -313,7 +362,7 @@ async def _run_demo(
         for client in clients.values():
             await client.__aenter__()
         try:
-            for case in CASES:
+            for case in (*CASES, *CIS_CASES):
                 number += 1
                 outcome, receipt, ms, answer = await run_case(clients[case.council], case, idp)
                 seen.add(outcome)
@@ -360,7 +409,8 @@ async def _run_demo(
     finally:
         if runner is not None:
             await runner.cleanup()
-        await stub.cleanup()
+        for stub_runner in (stub, *stubs):
+            await stub_runner.cleanup()
         for witness in witnesses:
             await witness.cleanup()
         for process in providers.values():

@@ -115,7 +115,7 @@ def serve(
     from broker.cli.workers import WORKERS_STATUS_ENV
     from broker.errors import ShutdownIncomplete
     from broker.settings import load_settings
-    from connectors.reference.providers import build_reference_provider, build_ves_stub
+    from connectors.reference.providers import build_reference_provider, build_stub
     from connectors.scheme_folder import SchemeFolder
 
     settings = load_settings(
@@ -148,7 +148,7 @@ def serve(
             service = build_reference_provider(provider_config)
             apps.append((service.app, (service.host, service.port)))
         for stub_config in sorted(folder.stubs_dir.glob("*.toml")):
-            stub, host, stub_port = build_ves_stub(stub_config)
+            stub, host, stub_port = build_stub(stub_config)
             apps.append((stub, (host, stub_port)))
         if settings.resident is not None:  # the reference identity provider's sign-in
             apps.append(_reference_identity_provider(folder, settings.resident))

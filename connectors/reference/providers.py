@@ -288,3 +288,10 @@ def build_cis_stub(config_path: Path) -> tuple[web.Application, str, int]:
         raise ConfigError("port must be an integer")
     app = create_cis_stub_app(require_str(table, "client_id"), secret)
     return app, str(table.get("host", "127.0.0.1")), port
+
+
+def build_stub(config_path: Path) -> tuple[web.Application, str, int]:
+    """The stub a development scheme's ``stubs/<name>.toml`` describes: DWP's CIS
+    (``dwp-cis-stub``, written when ``axb demo`` joins the CIS adapter) or DVLA's VES."""
+    build = build_cis_stub if config_path.stem == "dwp-cis-stub" else build_ves_stub
+    return build(config_path)

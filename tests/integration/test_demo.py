@@ -27,7 +27,7 @@ def test_demo_shows_all_four_outcomes_and_keeps_a_servable_scheme(tmp_path: Path
     assert table.count("(credential)") == 4
     refused = next(line for line in table.splitlines() if "credential-required" in line)
     assert " refused 403 " in refused
-    assert "19 of 19 receipts proven" in table  # each council proved its answers' records
+    assert "21 of 21 receipts proven" in table  # each council proved its answers' records
     # ... under the scheme's witness policy: both witnesses (their own processes) cosigned
     assert "cosigned by 2 of 2 witnesses (policy: 2 of 2 in dev-witnesses)" in table
     # two councils' bands for the same resident, and the old band before Coventry's change
@@ -37,6 +37,11 @@ def test_demo_shows_all_four_outcomes_and_keeps_a_servable_scheme(tmp_path: Path
         ("2026-03-31", "reduction-85"),
         ("today", "standard-50"),
     ]
+    # free school meals through DWP's CIS API: the adapter joined the running scheme
+    cis = [row.split() for row in table.splitlines() if " free-school-meals-from-dwp-cis " in row]
+    assert [row[4] for row in cis] == ["yes", "no"]
+    assert (keep / "providers" / "dwp-cis.toml").is_file()
+    assert (keep / "stubs" / "dwp-cis-stub.toml").is_file()
     travel = [line for line in table.splitlines() if "concessionary-travel-disabled" in line]
     assert len(travel) == 1
     assert " yes " in travel[0]

@@ -44,13 +44,14 @@ def test_demo_with_every_key_in_a_token_leaves_no_private_key_file(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     for outcome in (" yes ", " no ", " no-match ", " undetermined "):
         assert outcome in result.stdout
-    assert "19 of 19 receipts proven" in result.stdout
+    assert "21 of 21 receipts proven" in result.stdout
     assert "cosigned by 2 of 2 witnesses" in result.stdout  # with their keys in the token
 
     configs = [keep / "broker.toml", keep / "operator" / "operator.toml"]
     configs += sorted(keep.glob("providers/*.toml")) + sorted(keep.glob("councils/*.toml"))
     configs += sorted(keep.glob("auditors/*.toml"))
-    assert len(configs) == 2 + len(devscheme.PROVIDERS) + len(devscheme.COUNCILS) + 1
+    # every reference provider, and DWP's CIS adapter the demo joins at start (its key too)
+    assert len(configs) == 2 + len(devscheme.PROVIDERS) + 1 + len(devscheme.COUNCILS) + 1
     for config in configs:
         assert is_pkcs11_uri(tomllib.loads(config.read_text())["signing_key"]), config
     assert is_pkcs11_uri(tomllib.loads((keep / "broker.toml").read_text())["log"]["signing_key"])
