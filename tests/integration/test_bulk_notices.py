@@ -10,6 +10,7 @@ refuses notices it cannot verify."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,6 +237,29 @@ async def test_a_notice_survives_a_restart_and_reaches_a_cancelled_jobs_council(
     assert notice.reason == "cancelled by the council"
     assert notice.results.results == 0
     assert sum(notice.counts.values()) == 0
+
+
+async def test_a_notice_whose_poster_died_is_posted_by_another_once_its_lease_lapses(
+    council: Council, callback: Callback, start_broker: StartBroker
+) -> None:
+    """A process that took the notice and died (its lease held, never released): nobody else
+    posts it while the lease lasts; once it lapses, the process that runs jobs does, once."""
+    front, client = await council(run_jobs=False)
+    job = await submit(client, strangers(2), notify=True)
+    await BulkJobs(client).cancel(job["id"])
+    store = front.app[BULK].store
+    taken = time.time()
+    claimed = await store.claim_notice("dead-process", now_ms=int(taken * 1000), lease_ms=1500)
+    assert claimed is not None
+    assert claimed.job.job_id == job["id"]
+
+    await start_broker(port=0, bulk=FAST)  # runs jobs, and posts notices
+    await asyncio.sleep(0.8)
+    assert callback.tokens == []  # the lease still holds
+    await notice_state(client, job["id"], "delivered")
+    assert time.time() - taken >= 1.5
+    assert len(callback.tokens) == 1
+    assert callback.notices[0].results.status == "cancelled"
 
 
 async def test_a_notice_needs_a_callback_the_registry_names(
