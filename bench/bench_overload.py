@@ -25,7 +25,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +52,8 @@ from bench_checks import (  # the same processes and queries as the end-to-end b
 from broker.scheme import dev as devscheme
 from members.council import EligibilityClient
 
-AXB = [sys.executable, "-m", "broker.cli"]  # this checkout's code (run from its root)
+AXB = [sys.executable, "-m", "broker.cli"]
+PROVIDERS = (devscheme.DWP, devscheme.HMRC)  # this checkout's code (run from its root)
 
 
 async def overload(
@@ -168,10 +171,11 @@ async def soak(
 class Stack:
     scheme: devscheme.DevScheme
     broker: Service
+    front_url: str | None = None  # --nginx: where the load goes instead of the broker
 
     @property
     def checks_url(self) -> str:
-        return f"{self.scheme.broker_url}/v1/checks"
+        return f"{self.front_url or self.scheme.broker_url}/v1/checks"
 
     def council(self) -> EligibilityClient:
         return EligibilityClient.from_config(
@@ -179,9 +183,63 @@ class Stack:
         )
 
 
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/nginx-body;
+  proxy_temp_path {root}/nginx-proxy;
+  limit_conn_zone $server_name zone=checks:1m;
+  upstream broker {{ server 127.0.0.1:{broker_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    client_max_body_size 16k;
+    location = /v1/checks {{
+      limit_conn checks {limit};    # checks in the broker at once: the rest refused here
+      limit_conn_status 503;
+      error_page 503 = @overloaded;
+      proxy_pass http://broker;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+    location @overloaded {{
+      default_type application/problem+json;
+      add_header Retry-After 1 always;
+      return 503 '{{"type":"urn:ax-broker:problem:overloaded","status":503}}';
+    }}
+    location / {{
+      proxy_pass http://broker;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def start_nginx(root: Path, broker_port: int, limit: int) -> Service:
+    """Debian's nginx in front of the broker, refusing checks beyond ``limit`` in flight
+    before they reach Python (``limit_conn``: a 503 problem with ``Retry-After``)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    probe = devscheme.bind_loopback()  # nginx binds its own port: one the kernel chose
+    port = probe.getsockname()[1]
+    probe.close()
+    conf = root / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(root=root, broker_port=broker_port, port=port, limit=limit))
+    with (root / "nginx.log").open("ab") as log:
+        process = subprocess.Popen(
+            [nginx, "-c", str(conf), "-p", str(root)], stdout=log, stderr=log
+        )
+    return Service("nginx", process, f"http://127.0.0.1:{port}")
+
+
 @contextlib.asynccontextmanager
 async def stack(
-    root: Path, settings: dict[str, object], *, pin: bool = False
+    root: Path, settings: dict[str, object], *, pin: bool = False, nginx_limit: int = 0
 ) -> AsyncIterator[Stack]:
     """Two reference providers and ``axb serve`` as processes on 127.0.0.1, the broker with
     the rate limiter lifted and ``settings`` as top-level keys of its config. With ``pin``
@@ -214,9 +272,14 @@ async def stack(
             os.sched_setaffinity(broker.process.pid, cpus[:1])
             for pid in [0] + [s.process.pid for s in services if s is not broker]:
                 os.sched_setaffinity(pid, cpus[1:])
+        front = start_nginx(root, scheme.broker_port, nginx_limit) if nginx_limit else None
+        if front is not None:
+            services.append(front)
+            if pin and len(cpus) >= 2:
+                os.sched_setaffinity(front.process.pid, cpus[1:])
         for service in services:
-            await wait_up(service, "/readyz" if service is broker else "/healthz")
-        yield Stack(scheme, broker)
+            await wait_up(service, "/healthz" if service.name in PROVIDERS else "/readyz")
+        yield Stack(scheme, broker, None if front is None else front.url)
     finally:
         for service in reversed(services):
             service.stop()
@@ -229,7 +292,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "max_check_wait_ms": args.max_wait_ms,
         "max_loop_lag_ms": args.max_lag_ms,
     }
-    async with stack(root, settings, pin=args.pin) as running:
+    async with stack(root, settings, pin=args.pin, nginx_limit=args.nginx) as running:
         scheme, broker = running.scheme, running.broker
         client = running.council()
         tokens = Tokens(client, args.presign)
@@ -274,7 +337,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             )
     return {
         "machine": machine(),
-        "settings": {**settings, "pinned": args.pin},
+        "settings": {**settings, "pinned": args.pin, "nginx_limit_conn": args.nginx},
         "sustainable": {
             "checks_per_s": sustainable,
             "p50_ms": percentile(floor.latencies_ms, 50),
@@ -341,6 +404,13 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="the broker on a CPU of its own, the rest on the others (default: on)",
+    )
+    parser.add_argument(
+        "--nginx",
+        type=int,
+        default=0,
+        metavar="N",
+        help="put Debian's nginx in front, refusing checks beyond N in flight (limit_conn)",
     )
     parser.add_argument("--json", type=Path, default=None)
     return report(run, parser.parse_args(argv), "axb-overload-", markdown)
