@@ -9,11 +9,13 @@ per outcome and why a job failed or was cancelled, signed with the broker's key 
 council's audience.
 
 At least once, never lost: the notice is written in the transaction that ends the job, then
-posted by one process at a time (under a lease). A 2xx answer delivers it; anything else (a
-redirect, which is never followed, an error status, a timeout, a refused connection, no
-callback registered any more) is retried after ``[bulk] notice_backoff_s``, doubling up to an
-hour, until ``notice_attempts`` attempts; then it is given up (the job's status still says
-everything). Every attempt carries the same ``jti``, so a receiver ignores a repeat.
+posted by one process at a time (under a lease); a process posts up to ``NOTICES_AT_ONCE`` at
+once, so one council's callback that hangs delays no other council's notice. A 2xx answer
+delivers it; anything else (a redirect, which is never followed, an error status, a timeout, a
+refused connection, no callback registered any more) is retried after
+``[bulk] notice_backoff_s``, doubling up to an hour, until ``notice_attempts`` attempts; then
+it is given up (the job's status still says everything). Every attempt carries the same
+``jti``, so a receiver ignores a repeat.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from trust.jws import JWT_MEDIA_TYPE
 
 log = structlog.get_logger("broker.bulk")
 MAX_BACKOFF_S = 3600.0
+NOTICES_AT_ONCE = 8
 
 
 def backoff_s(first_s: float, attempts: int) -> float:
@@ -73,22 +76,51 @@ class BulkNotifier:
         self._wake.set()
 
     async def run_forever(self) -> None:
+        """Post due notices, up to ``NOTICES_AT_ONCE`` at a time: a council whose callback
+        hangs holds one place for its timeout, never the others' notices."""
         timeout = aiohttp.ClientTimeout(total=self._settings.bulk_notice_timeout_s)
-        connector = aiohttp.TCPConnector(limit=16)
+        connector = aiohttp.TCPConnector(limit=NOTICES_AT_ONCE)
+        places = asyncio.Semaphore(NOTICES_AT_ONCE)
+        posting: set[asyncio.Task[None]] = set()
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
             async def claim() -> Notice | None:
-                return await self._store.claim_notice(
-                    self.owner, now_ms=self._now_ms(), lease_ms=self._lease_ms
-                )
+                await places.acquire()  # a place first: claim only what can be posted now
+                try:
+                    notice = await self._store.claim_notice(
+                        self.owner, now_ms=self._now_ms(), lease_ms=self._lease_ms
+                    )
+                except BaseException:
+                    places.release()
+                    raise
+                if notice is None:
+                    places.release()
+                return notice
+
+            async def post(notice: Notice) -> None:
+                try:
+                    with contextlib.suppress(LogUnavailable):  # the lease lapses: tried again
+                        await self.deliver(session, notice)
+                finally:
+                    places.release()
 
             async def deliver(notice: Notice) -> None:
-                with contextlib.suppress(LogUnavailable):  # the lease lapses: tried again
-                    await self.deliver(session, notice)
+                task = asyncio.create_task(post(notice), name="bulk-notice")
+                posting.add(task)
+                task.add_done_callback(posting.discard)
 
-            await claim_loop(
-                claim, deliver, self._wake, self._settings.bulk_poll_s, "bulk_notice_claim_failed"
-            )
+            try:
+                await claim_loop(
+                    claim,
+                    deliver,
+                    self._wake,
+                    self._settings.bulk_poll_s,
+                    "bulk_notice_claim_failed",
+                )
+            finally:  # stopping: posts in flight are abandoned, their leases lapse
+                for task in list(posting):
+                    task.cancel()
+                await asyncio.gather(*posting, return_exceptions=True)
 
     async def deliver(self, session: aiohttp.ClientSession, notice: Notice) -> None:
         """One attempt at ``notice``, and its outcome recorded."""

@@ -262,6 +262,63 @@ async def test_a_notice_whose_poster_died_is_posted_by_another_once_its_lease_la
     assert callback.notices[0].results.status == "cancelled"
 
 
+async def test_a_councils_hanging_callback_delays_no_other_councils_notice(
+    scheme: devscheme.DevScheme,
+    start_broker: StartBroker,
+    providers: object,
+    callback: Callback,
+) -> None:
+    """Schools' callback hangs past the 3 s timeout; the Blue Badge team's notice, due just
+    after, is delivered meanwhile (each notice has a place of its own)."""
+    other = Callback()
+    app = web.Application()
+    app.router.add_post("/notices", other.post)
+    runner = await start_app(app)
+    other.url = url_of(runner) + "/notices"
+    callback.answers = ["hang"]
+    callbacks = {SCHOOLS: callback.url, devscheme.COUNCIL_BLUE_BADGE: other.url}
+    devscheme.publish_registry(scheme, seq=2, callbacks=callbacks)
+    await start_broker(bulk={**FAST, "notice_timeout_s": 3.0})
+    try:
+        async with (
+            EligibilityClient.from_config(scheme.council_config(SCHOOLS)) as schools,
+            EligibilityClient.from_config(
+                scheme.council_config(devscheme.COUNCIL_BLUE_BADGE)
+            ) as blue_badge,
+        ):
+            other.receiver = NoticeReceiver(BulkJobs(blue_badge), other_notices(other))
+            job = await submit(schools, strangers(2), notify=True)
+            for _ in range(100):  # its first attempt is hanging
+                if callback.tokens:
+                    break
+                await asyncio.sleep(0.02)
+            assert callback.tokens
+            items = bulk.items_ndjson(strangers(2))
+            mine = await BulkJobs(blue_badge).submit(
+                items,
+                ItemsFile("ndjson", 2, bulk.digest_of(items)),
+                check=devscheme.BLUE_BADGE_CHECK,
+                purpose="blue-badge-application",
+                assurance="P2",
+                notify=True,
+            )
+            started = time.monotonic()
+            await notice_state(blue_badge, mine["id"], "delivered")
+            assert time.monotonic() - started < 2.5  # not behind the hanging 3 s attempt
+            schools_now = await BulkJobs(schools).status(job["id"])
+            assert schools_now["notice"] == {"state": "pending", "attempts": 0}
+            assert [n.results.job for n in other.notices] == [mine["id"]]
+    finally:
+        await runner.cleanup()
+
+
+def other_notices(server: Callback) -> Callable[[bulk.BulkNotice], Awaitable[None]]:
+    async def keep(notice: bulk.BulkNotice) -> None:
+        server.notices.append(notice)
+
+    return keep
+
+
 async def test_a_notice_needs_a_callback_the_registry_names(
     council: Council, callback: Callback
 ) -> None:
