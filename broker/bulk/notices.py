@@ -104,7 +104,7 @@ class BulkNotifier:
                 finally:
                     places.release()
 
-            async def deliver(notice: Notice) -> None:
+            async def start_post(notice: Notice) -> None:
                 task = asyncio.create_task(post(notice), name="bulk-notice")
                 posting.add(task)
                 task.add_done_callback(posting.discard)
@@ -112,7 +112,7 @@ class BulkNotifier:
             try:
                 await claim_loop(
                     claim,
-                    deliver,
+                    start_post,
                     self._wake,
                     self._settings.bulk_poll_s,
                     "bulk_notice_claim_failed",

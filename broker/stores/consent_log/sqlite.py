@@ -6,9 +6,10 @@ All database work runs on one dedicated thread; the event loop never blocks on i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,6 +83,20 @@ _SEEN_QUERY = _SEEN_BLOCKS + SEEN_QUERY_SQL.format(
 )
 
 
+@contextlib.contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction, its lock taken at once (``BEGIN IMMEDIATE``); committed, or
+    rolled back on any error."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        yield
+        db.execute("COMMIT")  # a commit that fails (a full disk) is rolled back too
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
 class SqliteConsentLog(GroupCommitWriter):
     def __init__(self, path: Path, *, max_batch: int = 2048, synchronous: str = "FULL") -> None:
         super().__init__(max_batch=max_batch)
@@ -128,10 +143,9 @@ class SqliteConsentLog(GroupCommitWriter):
         self, records: Sequence[LogRecord], prepared: list[LogEntry] | None
     ) -> list[LogEntry]:
         db = self._connection()
-        try:
-            # The next index is read inside the write lock, so several processes sharing one
-            # file still form one gap-free sequence.
-            db.execute("BEGIN IMMEDIATE")
+        # The next index is read inside the write lock, so several processes sharing one file
+        # still form one gap-free sequence. A bad record fails the batch, never half of it.
+        with _immediate(db):
             (first,) = db.execute("SELECT COALESCE(MAX(log_index) + 1, 0) FROM records").fetchone()
             entries = (
                 prepared
@@ -147,11 +161,6 @@ class SqliteConsentLog(GroupCommitWriter):
                     if isinstance(r, WithdrawalRecord)
                 ],
             )
-            db.execute("COMMIT")
-        except BaseException:  # a bad record fails the batch, never leaves it half open
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return entries
 
     async def _commit(
@@ -161,14 +170,8 @@ class SqliteConsentLog(GroupCommitWriter):
 
     def _probe_sync(self, now_ms: int) -> None:
         db = self._connection()
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with _immediate(db):
             db.execute(PROBE.format("?"), (now_ms,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     async def _probe(self, now_ms: int) -> None:
         await self._run(self._probe_sync, now_ms)
@@ -296,17 +299,11 @@ class SqliteConsentLog(GroupCommitWriter):
 
     def _add_tiles_sync(self, tiles: Sequence[Tile]) -> None:
         db = self._connection()
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with _immediate(db):
             db.executemany(
                 "INSERT OR IGNORE INTO log_tiles (level, idx, hashes) VALUES (?, ?, ?)",
                 [(t.level, t.index, t.hashes) for t in tiles],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
 
     async def add_tiles(self, tiles: Sequence[Tile]) -> None:
         if tiles:
